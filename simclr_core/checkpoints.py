@@ -1,0 +1,124 @@
+"""Checkpoints: written atomically, read with ``weights_only=True``, checked against the model.
+
+``last.pt`` holds everything exact resume needs; ``backbone.pt`` is a plain torchvision ResNet
+state dict (fc removed) with ``backbone.json`` saying how to build the module it fits.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from simclr_core.errors import UserError
+from simclr_core.models import IMAGENET_MEAN, IMAGENET_STD, build_backbone
+
+FORMAT = "simclr-studio/1"
+
+
+def save_atomic(obj: Any, path: str | Path) -> None:
+    """``torch.save`` to a temp file, fsync, then rename over ``path``: a crash leaves the old file."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "wb") as f:
+        torch.save(obj, f)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    # fsync the folder too, so the rename itself survives a power cut.
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+def load(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Read a checkpoint with ``weights_only=True``; unreadable files raise a UserError."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"checkpoint {path} does not exist")
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as e:  # noqa: BLE001 - torch raises several types for a damaged zip
+        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise UserError(f"checkpoint {path} is truncated or corrupt ({reason}); "
+                        "restore it from a copy or start a new run") from None
+
+
+def check_architecture(saved: dict, expected: dict, path: str | Path) -> None:
+    """Raise a UserError naming the differing fields when a checkpoint is of another model."""
+    diff = {k: (saved.get(k), v) for k, v in expected.items() if saved.get(k) != v}
+    if diff:
+        what = ", ".join(f"{k}: checkpoint {a!r} vs config {b!r}" for k, (a, b) in diff.items())
+        raise UserError(f"checkpoint {path} is of another architecture ({what}); "
+                        "use the run's own config or a checkpoint of this model")
+
+
+def load_state(module: nn.Module, state: dict[str, torch.Tensor], path: str | Path) -> None:
+    """``load_state_dict`` with a UserError instead of a shape traceback."""
+    try:
+        module.load_state_dict(state)
+    except RuntimeError as e:
+        first = str(e).splitlines()[1].strip() if len(str(e).splitlines()) > 1 else str(e)
+        raise UserError(f"checkpoint {path} does not fit this model ({first}); "
+                        "it was saved by another architecture") from None
+
+
+def rng_state() -> dict[str, Any]:
+    """Python, NumPy and torch (CPU and CUDA) generator states, in types weights_only accepts."""
+    np_state = np.random.get_state()
+    return {
+        "python": random.getstate(),
+        "numpy": [np_state[0], torch.from_numpy(np_state[1].astype(np.int64)), *np_state[2:]],
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+    }
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    """Restore what :func:`rng_state` saved."""
+    random.setstate(state["python"])
+    name, keys, *rest = state["numpy"]
+    np.random.set_state((name, keys.numpy().astype(np.uint32), *rest))
+    torch.set_rng_state(state["torch"])
+    if state["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def export_backbone(backbone: nn.Module, arch: dict, path: str | Path) -> None:
+    """Save the trunk as a torchvision-ResNet state dict plus ``<name>.json`` describing it."""
+    path = Path(path)
+    save_atomic({k: v.detach().cpu() for k, v in backbone.state_dict().items()}, path)
+    meta = {
+        "format": FORMAT,
+        "backbone": arch["backbone"],
+        "cifar_stem": arch["cifar_stem"],
+        "input": "RGB float in [0, 1], normalised with mean/std below",
+        "mean": IMAGENET_MEAN,
+        "std": IMAGENET_STD,
+        "load": "simclr_core.checkpoints.load_backbone(path), or build the torchvision ResNet, "
+                "set fc = Identity (and for cifar_stem conv1 = Conv2d(3, 64, 3, 1, 1, bias=False), "
+                "maxpool = Identity), then load_state_dict",
+    }
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(meta, indent=2) + "\n")
+    os.replace(tmp, path.with_suffix(".json"))
+
+
+def load_backbone(path: str | Path) -> nn.Module:
+    """Rebuild the ResNet trunk saved by :func:`export_backbone` (features out, no classifier)."""
+    path = Path(path)
+    meta_path = path.with_suffix(".json")
+    if not meta_path.is_file():
+        raise UserError(f"{meta_path} is missing: it says which ResNet {path} belongs to")
+    meta = json.loads(meta_path.read_text())
+    net, _ = build_backbone(meta["backbone"], meta["cifar_stem"])
+    load_state(net, load(path), path)
+    return net

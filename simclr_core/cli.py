@@ -1,0 +1,73 @@
+"""Command-line plumbing shared by ``train``, ``evaluate`` and ``embed``: flags from the config dataclasses."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from dataclasses import MISSING, fields
+from typing import Callable, Iterable
+
+from simclr_core.config import TrainConfig, sections
+from simclr_core.errors import UserError
+from simclr_core.methods import METHODS
+
+_TYPES = {"str": str, "int": int, "float": float}
+
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def add_config_args(parser: argparse.ArgumentParser, only: Iterable[str] | None = None) -> None:
+    """Add one ``--flag`` per field of the config sections (all, or those named in ``only``).
+
+    Defaults are suppressed so that :func:`config_from_args` knows which flags were given.
+    """
+    for section, cls in sections().items():
+        if only is not None and section not in only:
+            continue
+        group = parser.add_argument_group(f"{section} ({cls.__doc__.splitlines()[0].rstrip('.')})")
+        for f in fields(cls):
+            default = f.default if f.default is not MISSING else None
+            help_ = f.metadata["help"] + ("" if default is None else f" [default: {default}]")
+            # The method registry, not a copied list, decides the choices.
+            choices = tuple(METHODS) if f.name == "method" else f.metadata.get("choices")
+            base = str(f.type).replace(" | None", "")
+            if base == "bool":
+                group.add_argument(_flag(f.name), action=argparse.BooleanOptionalAction,
+                                   default=argparse.SUPPRESS, help=help_)
+            else:
+                group.add_argument(_flag(f.name), type=_TYPES[base], default=argparse.SUPPRESS,
+                                   choices=choices, help=help_,
+                                   metavar=None if choices else f.name.split("_")[-1].upper())
+
+
+def config_from_args(args: argparse.Namespace) -> tuple[TrainConfig, set[str]]:
+    """A TrainConfig from ``--config FILE`` (if any) overridden by the flags given.
+
+    Returns:
+        (config, names of the fields set by flags)
+    """
+    path = getattr(args, "config", None)
+    cfg = TrainConfig.load(path) if path else TrainConfig()
+    given = set()
+    for section, cls in sections().items():
+        part = getattr(cfg, section)
+        for f in fields(cls):
+            if hasattr(args, f.name):
+                setattr(part, f.name, getattr(args, f.name))
+                given.add(f.name)
+    cfg.validate()
+    return cfg, given
+
+
+def run_cli(fn: Callable[[], int]) -> int:
+    """Run a CLI body: a UserError becomes one line on stderr and exit status 2."""
+    try:
+        return fn()
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130

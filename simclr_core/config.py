@@ -1,0 +1,242 @@
+"""Typed, commented configuration: one dataclass per concern, filled by the CLI, a file or the app.
+
+Every field carries its help text in ``metadata["help"]``: the CLI builds ``--flag`` options from
+it, and the app's sidebar can show it. A whole run is a :class:`TrainConfig`; it is saved as
+``config.json`` in the run folder and can be read back from JSON or YAML.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import re
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from simclr_core.errors import UserError
+
+
+def _f(default: Any, help: str, **kw: Any) -> Any:
+    """A dataclass field whose help text the CLI and the app reuse."""
+    return field(default=default, metadata={"help": help, **kw})
+
+
+@dataclass
+class DataConfig:
+    """Which images to pre-train on and where to find them."""
+
+    dataset: str = _f("digits", "digits (bundled, offline), cifar10, stl10 or folder",
+                      choices=("digits", "cifar10", "stl10", "folder"))
+    data_path: str | None = _f(None, "image folder for --dataset folder: class sub-folders give "
+                                     "labels; train/ and test/ sub-folders give splits")
+    data_dir: str = _f("data", "where torchvision datasets are downloaded and decoded images cached")
+    train_split: str | None = _f(None, "split to pre-train on (default: cifar10 train, "
+                                       "stl10 train+unlabeled, folder train or all)")
+    image_size: int | None = _f(None, "side of the stored square images (default: native size; "
+                                      "96 for folders of mixed sizes)")
+    subset: int | None = _f(None, "pre-train on a fixed random subset of this many images")
+    download: bool = _f(True, "download cifar10/stl10 into --data-dir when missing")
+
+
+@dataclass
+class ViewConfig:
+    """The SimCLR view transform (Chen et al. 2020, appendix A); defaults are the paper's ImageNet values."""
+
+    crop_size: int | None = _f(None, "side of each view in pixels (default: the stored image side)")
+    crop_scale_min: float = _f(0.08, "smallest crop area as a fraction of the image")
+    crop_scale_max: float = _f(1.0, "largest crop area as a fraction of the image")
+    flip_prob: float = _f(0.5, "probability of a horizontal flip")
+    jitter_strength: float = _f(1.0, "colour-distortion strength s (paper: 1.0 ImageNet, 0.5 CIFAR)")
+    jitter_prob: float = _f(0.8, "probability of colour jitter")
+    grayscale_prob: float = _f(0.2, "probability of converting a view to grayscale")
+    blur_prob: float | None = _f(None, "probability of Gaussian blur (default: 0.5, or 0 for images "
+                                       "of 64 px or less, as the paper's CIFAR setting)")
+    blur_sigma_min: float = _f(0.1, "smallest blur sigma in pixels")
+    blur_sigma_max: float = _f(2.0, "largest blur sigma in pixels")
+    solarize_prob: float = _f(0.0, "probability of solarizing a view (0 in SimCLR; BYOL uses 0.2)")
+
+    def kwargs(self, image_side: int) -> dict[str, Any]:
+        """Keyword arguments for :func:`simclr_core.views.simclr_view`, defaults resolved."""
+        blur = self.blur_prob if self.blur_prob is not None else (0.0 if image_side <= 64 else 0.5)
+        return dict(
+            size=self.crop_size or image_side,
+            crop_scale=(self.crop_scale_min, self.crop_scale_max),
+            flip_prob=self.flip_prob,
+            jitter_strength=self.jitter_strength,
+            jitter_prob=self.jitter_prob,
+            grayscale_prob=self.grayscale_prob,
+            blur_prob=blur,
+            blur_sigma=(self.blur_sigma_min, self.blur_sigma_max),
+            solarize_prob=self.solarize_prob,
+        )
+
+
+@dataclass
+class ModelConfig:
+    """Encoder and projection head."""
+
+    method: str = _f("simclr", "self-supervised method, a key of simclr_core.methods.METHODS")
+    backbone: str = _f("resnet18", "resnet18, resnet34, resnet50 (torchvision) or resnet_mini "
+                                   "(small, trains in minutes on a CPU)",
+                       choices=("resnet18", "resnet34", "resnet50", "resnet_mini"))
+    cifar_stem: bool | None = _f(None, "3x3 stride-1 first conv and no max-pool (default: on for "
+                                       "images of 64 px or less)")
+    proj_hidden_dim: int | None = _f(None, "projection MLP hidden width (default: backbone width)")
+    proj_out_dim: int = _f(128, "projection output dimension (the paper's 128)")
+    proj_layers: int = _f(2, "linear layers in the projection MLP (SimCLR v1: 2, v2: 3)")
+    proj_bn: bool = _f(True, "batch norm in the projection MLP")
+
+
+@dataclass
+class OptimConfig:
+    """Optimiser, schedule, loss temperature and numerics."""
+
+    epochs: int = _f(100, "number of pre-training epochs")
+    batch_size: int = _f(256, "images per step (each gives two views)")
+    optimizer: str = _f("sgd", "sgd (momentum) or lars (the paper's, for large batches)",
+                        choices=("sgd", "lars"))
+    lr: float | None = _f(None, "peak learning rate (default: linear scaling, 0.3*B/256 for lars, "
+                                "0.06*B/256 for sgd)")
+    momentum: float = _f(0.9, "SGD / LARS momentum")
+    weight_decay: float | None = _f(None, "weight decay, not applied to biases and batch-norm "
+                                          "(default: 1e-6 lars, 5e-4 sgd)")
+    warmup_epochs: float | None = _f(None, "linear warm-up epochs before the cosine decay "
+                                           "(default: 10, at most a tenth of the run)")
+    temperature: float = _f(0.5, "NT-Xent temperature tau (paper: 0.5 for CIFAR, 0.1 ImageNet)")
+    precision: str = _f("auto", "auto (bf16 autocast on CUDA, fp32 on CPU), bf16, fp16 or fp32",
+                        choices=("auto", "bf16", "fp16", "fp32"))
+
+    def peak_lr(self) -> float:
+        """The learning rate at the end of warm-up."""
+        if self.lr is not None:
+            return self.lr
+        return (0.3 if self.optimizer == "lars" else 0.06) * self.batch_size / 256
+
+    def decay(self) -> float:
+        """Weight decay with the optimiser-dependent default resolved."""
+        if self.weight_decay is not None:
+            return self.weight_decay
+        return 1e-6 if self.optimizer == "lars" else 5e-4
+
+    def warmup(self) -> float:
+        """Warm-up length in epochs with its default resolved."""
+        if self.warmup_epochs is not None:
+            return self.warmup_epochs
+        return min(10.0, self.epochs / 10)
+
+
+@dataclass
+class RunConfig:
+    """Where the run lives, what it runs on and how often it reports."""
+
+    name: str | None = _f(None, "run name, the folder under --runs-dir (default: dataset-backbone-time)")
+    runs_dir: str = _f("checkpoints", "folder holding one sub-folder per run")
+    device: str = _f("auto", "auto (cuda if available, else cpu), cpu, cuda, cuda:N or mps")
+    seed: int = _f(0, "seed of weights, data order and views")
+    knn_every: int = _f(1, "run the kNN monitor every N epochs (0: never)")
+    knn_k: int = _f(200, "neighbours in the kNN monitor")
+    knn_max_bank: int | None = _f(None, "cap on memory-bank images for the kNN monitor (default: all)")
+    log_every: int = _f(10, "append a metrics line every N steps")
+    num_threads: int | None = _f(None, "CPU threads for torch (default: torch's choice)")
+
+
+@dataclass
+class TrainConfig:
+    """Everything that defines a run; saved as ``config.json``."""
+
+    data: DataConfig = field(default_factory=DataConfig)
+    views: ViewConfig = field(default_factory=ViewConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    run: RunConfig = field(default_factory=RunConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready nested dict."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "TrainConfig":
+        """Build from a nested dict; unknown keys are an error naming the known ones."""
+        if not isinstance(d, dict):
+            raise UserError("a config file must hold a mapping of sections (data, views, model, optim, run)")
+        parts = {}
+        for f in fields(cls):
+            section = d.get(f.name) or {}
+            sub_cls = f.default_factory  # type: ignore[misc]
+            known = {sf.name for sf in fields(sub_cls)}
+            unknown = set(section) - known
+            if unknown:
+                raise UserError(f"unknown key(s) {sorted(unknown)} in config section '{f.name}'; "
+                                f"known: {sorted(known)}")
+            parts[f.name] = sub_cls(**section)
+        unknown = set(d) - {f.name for f in fields(cls)}
+        if unknown:
+            raise UserError(f"unknown config section(s) {sorted(unknown)}; known: data, views, model, optim, run")
+        cfg = cls(**parts)
+        cfg.validate()
+        return cfg
+
+    def save(self, path: str | Path) -> None:
+        """Write as indented JSON."""
+        Path(path).write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+
+    @classmethod
+    def load(cls, path: str | Path) -> "TrainConfig":
+        """Read a JSON or YAML (``.yaml``/``.yml``) config file."""
+        p = Path(path)
+        if not p.is_file():
+            raise UserError(f"config file {p} does not exist")
+        text = p.read_text()
+        try:
+            if p.suffix in (".yaml", ".yml"):
+                import yaml
+
+                d = yaml.safe_load(text)
+            else:
+                d = json.loads(text)
+        except Exception as e:  # noqa: BLE001 - any parse error is the user's file
+            raise UserError(f"cannot parse config file {p}: {e}".splitlines()[0]) from None
+        return cls.from_dict(d)
+
+    def validate(self) -> None:
+        """Reject values no run can use, with a message naming the flag."""
+        o, v, r = self.optim, self.views, self.run
+        positive = {"--epochs": o.epochs, "--batch-size": o.batch_size, "--temperature": o.temperature,
+                    "--proj-out-dim": self.model.proj_out_dim, "--log-every": r.log_every}
+        for flag, value in positive.items():
+            if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
+                raise UserError(f"{flag} must be a positive number, got {value}")
+        if o.lr is not None and not (math.isfinite(o.lr) and o.lr > 0):
+            raise UserError(f"--lr must be a positive number, got {o.lr}")
+        if not 0 < v.crop_scale_min <= v.crop_scale_max <= 1:
+            raise UserError("need 0 < --crop-scale-min <= --crop-scale-max <= 1")
+        for name in ("flip_prob", "jitter_prob", "grayscale_prob", "solarize_prob"):
+            p = getattr(v, name)
+            if not 0 <= p <= 1:
+                raise UserError(f"--{name.replace('_', '-')} must be in [0, 1], got {p}")
+        if v.blur_prob is not None and not 0 <= v.blur_prob <= 1:
+            raise UserError(f"--blur-prob must be in [0, 1], got {v.blur_prob}")
+        if self.model.proj_layers < 1:
+            raise UserError("--proj-layers must be at least 1")
+        if self.data.dataset == "folder" and not self.data.data_path:
+            raise UserError("--dataset folder needs --data-path DIR (a folder of images or class sub-folders)")
+        if r.name is not None:
+            check_run_name(r.name)
+
+
+_RUN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
+
+
+def check_run_name(name: str) -> str:
+    """Return ``name`` if it is a safe single folder name, else raise UserError."""
+    if not _RUN_NAME.match(name) or ".." in name:
+        raise UserError(f"invalid run name {name!r}: use letters, digits, '.', '_' and '-' "
+                        "(no '/', no '..', at most 100 characters)")
+    return name
+
+
+def sections() -> dict[str, type]:
+    """Section name -> dataclass, in CLI order."""
+    return {f.name: f.default_factory for f in fields(TrainConfig)}  # type: ignore[misc]

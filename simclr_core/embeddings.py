@@ -1,0 +1,145 @@
+"""Backbone (h) and projection (z) embeddings of a dataset split, cached on disk per checkpoint."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from simclr_core import checkpoints, data
+from simclr_core.config import TrainConfig
+from simclr_core.errors import UserError
+from simclr_core.hardware import resolve_device
+from simclr_core.methods import METHODS
+from simclr_core.models import Encoder, architecture, build_encoder
+from simclr_core.runs import RunDir
+
+FEATURES = ("h", "z")
+Progress = Callable[[int, int], None]
+
+
+@torch.no_grad()
+def extract(encoder: Encoder, images: torch.Tensor, *, feature: str = "h", size: int | None = None,
+            device: torch.device | str = "cpu", batch_size: int = 512,
+            progress: Progress | None = None) -> torch.Tensor:
+    """Embed uint8 images with a frozen encoder in eval mode.
+
+    Args:
+        encoder: the trained (or random) encoder; left in the mode it was in.
+        images: (N, 3, H, W) uint8 on any device.
+        feature: "h" (backbone output, used for kNN / probe) or "z" (projection, where the loss lives).
+        size: resize to this side first (the views' crop size) when it differs from H.
+        progress: called with (done, total) after every batch.
+
+    Returns:
+        (N, F) float32 on the CPU.
+    """
+    if feature not in FEATURES:
+        raise UserError(f"unknown feature {feature!r}: use h (backbone) or z (projection)")
+    was_training = encoder.training
+    encoder.eval()
+    out = []
+    n = len(images)
+    for start in range(0, n, batch_size):
+        x = images[start:start + batch_size].to(device, non_blocking=True).float().div_(255)
+        if size and size != x.shape[-1]:
+            x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
+        out.append((encoder.features(x) if feature == "h" else encoder(x)).float().cpu())
+        if progress:
+            progress(min(n, start + batch_size), n)
+    encoder.train(was_training)
+    return torch.cat(out) if out else torch.empty(0)
+
+
+def load_encoder(run: RunDir, checkpoint: str | Path = "last", device: torch.device | str = "cpu",
+                 random_init: bool = False) -> tuple[Encoder, dict]:
+    """The encoder of a run's checkpoint (or a fresh random one of the same architecture).
+
+    Args:
+        checkpoint: "last" for ``last.pt`` or a path to a checkpoint file.
+        random_init: build the architecture with the run's seed and no training (the baseline).
+
+    Returns:
+        (encoder on ``device`` in eval mode, checkpoint metadata: epoch, step, path)
+    """
+    cfg = run.config()
+    if random_init:
+        torch.manual_seed(cfg.run.seed)
+        side = cfg.views.crop_size or cfg.data.image_size or 32
+        encoder = build_encoder(architecture(cfg.model, side))
+        return encoder.to(device).eval(), {"epoch": 0, "step": 0, "path": None}
+    path = run.last_ckpt if str(checkpoint) == "last" else Path(checkpoint)
+    if not path.is_file():
+        raise UserError(f"run '{run.name}' has no checkpoint {path.name} yet: train it for an epoch first")
+    ckpt = checkpoints.load(path)
+    method = METHODS[ckpt.get("method", "simclr")](build_encoder(ckpt["arch"]))
+    checkpoints.load_state(method, ckpt["model"], path)
+    meta = {"epoch": ckpt["epoch"], "step": ckpt["step"], "path": str(path)}
+    return method.encoder.to(device).eval(), meta
+
+
+@dataclass
+class Embeddings:
+    """Rows of one split: embedding, label (-1 unlabelled) and index into the split."""
+
+    embeddings: np.ndarray  # (N, F) float32
+    labels: np.ndarray  # (N,) int64
+    indices: np.ndarray  # (N,) int64
+    classes: list[str]
+
+    def save_npz(self, path: str | Path) -> None:
+        """Export with arrays ``embeddings``, ``labels``, ``indices`` (and ``classes``)."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.npz")
+        np.savez(tmp, embeddings=self.embeddings, labels=self.labels, indices=self.indices,
+                 classes=np.array(self.classes, dtype=str))
+        os.replace(tmp, path)
+
+    @classmethod
+    def load_npz(cls, path: str | Path) -> "Embeddings":
+        with np.load(path) as z:
+            return cls(z["embeddings"], z["labels"], z["indices"], [str(c) for c in z["classes"]])
+
+
+def split_images(cfg: TrainConfig, split: str, progress: Progress | None = None) -> data.ImageSet:
+    """A split of the run's dataset (the whole split, not the pre-training subset)."""
+    d = cfg.data
+    return data.load_split(d.dataset, split, path=d.data_path, data_dir=d.data_dir, image_size=d.image_size,
+                           download=d.download, progress=progress)
+
+
+def embed_split(run: RunDir, split: str, feature: str = "h", checkpoint: str | Path = "last",
+                device: str = "auto", random_init: bool = False,
+                progress: Progress | None = None) -> Embeddings:
+    """Embeddings of a split for a run's checkpoint, computed once and then read from the cache.
+
+    The cache file name holds the checkpoint's size and mtime, so a newer checkpoint is embedded afresh.
+    """
+    cfg = run.config()
+    if random_init:
+        tag = f"random-seed{cfg.run.seed}"
+    else:
+        path = run.last_ckpt if str(checkpoint) == "last" else Path(checkpoint)
+        if not path.is_file():
+            raise UserError(f"run '{run.name}' has no checkpoint {path.name} yet: train it for an epoch first")
+        st = path.stat()
+        tag = hashlib.sha1(f"{path.resolve()}:{st.st_size}:{st.st_mtime_ns}".encode()).hexdigest()[:12]
+    cache = run.embeddings_dir / f"{split.replace('+', '_')}-{feature}-{tag}.npz"
+    if cache.is_file():
+        return Embeddings.load_npz(cache)
+    images = split_images(cfg, split)
+    dev = resolve_device(device)
+    encoder, _ = load_encoder(run, checkpoint, dev, random_init=random_init)
+    emb = extract(encoder, images.images, feature=feature, size=cfg.views.crop_size, device=dev,
+                  progress=progress)
+    result = Embeddings(emb.numpy(), images.labels.numpy().astype(np.int64),
+                        np.arange(len(images), dtype=np.int64), list(images.classes))
+    result.save_npz(cache)
+    return result

@@ -1,0 +1,141 @@
+"""Encoders (torchvision ResNets, optional CIFAR stem) and the MLP projection head."""
+
+from __future__ import annotations
+
+import torch
+import torchvision
+from torch import nn
+from torchvision.models.resnet import BasicBlock
+
+from simclr_core.errors import UserError
+
+BACKBONES = ("resnet18", "resnet34", "resnet50", "resnet_mini")
+
+# Inputs arrive in [0, 1]; normalising inside the model keeps views displayable as they are and
+# makes backbone.pt expect the usual torchvision (ImageNet) input convention.
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+class Normalize(nn.Module):
+    """Per-channel (x - mean) / std with constant, non-persistent buffers."""
+
+    def __init__(self, mean: tuple[float, ...] = IMAGENET_MEAN, std: tuple[float, ...] = IMAGENET_STD):
+        super().__init__()
+        self.register_buffer("mean", torch.tensor(mean).view(1, -1, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(std).view(1, -1, 1, 1), persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (x - self.mean) / self.std
+
+
+class MiniResNet(torchvision.models.ResNet):
+    """A narrow ResNet-10 (widths 32-256, one BasicBlock per stage) for CPU demos.
+
+    It reuses torchvision's ResNet class so its state dict has the same layout; only the
+    widths differ, so it loads into ``MiniResNet`` rather than ``torchvision.models.resnet18``.
+    """
+
+    widths = (32, 64, 128, 256)
+
+    def __init__(self) -> None:
+        super().__init__(BasicBlock, [1, 1, 1, 1])
+        w = self.widths
+        # torchvision hard-codes 64..512; rebuild the stages at our widths.
+        self.inplanes = w[0]
+        self.conv1 = nn.Conv2d(3, w[0], kernel_size=7, stride=2, padding=3, bias=False)
+        self.bn1 = nn.BatchNorm2d(w[0])
+        self.layer1 = self._make_layer(BasicBlock, w[0], 1)
+        self.layer2 = self._make_layer(BasicBlock, w[1], 1, stride=2)
+        self.layer3 = self._make_layer(BasicBlock, w[2], 1, stride=2)
+        self.layer4 = self._make_layer(BasicBlock, w[3], 1, stride=2)
+        self.fc = nn.Linear(w[3], 1000)
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+
+
+def build_backbone(name: str, cifar_stem: bool) -> tuple[nn.Module, int]:
+    """A ResNet trunk with its classifier replaced by identity.
+
+    Args:
+        name: one of :data:`BACKBONES`.
+        cifar_stem: replace the 7x7/2 conv + max-pool by a 3x3/1 conv, as SimCLR does for
+            32x32 images (keeps spatial detail that the ImageNet stem throws away).
+
+    Returns:
+        (module mapping (B, 3, H, W) -> (B, F), feature width F)
+    """
+    if name == "resnet_mini":
+        net: torchvision.models.ResNet = MiniResNet()
+    elif name in ("resnet18", "resnet34", "resnet50"):
+        net = getattr(torchvision.models, name)(weights=None)
+    else:
+        raise UserError(f"unknown backbone {name!r}; choose one of {', '.join(BACKBONES)}")
+    if cifar_stem:
+        net.conv1 = nn.Conv2d(3, net.conv1.out_channels, kernel_size=3, stride=1, padding=1, bias=False)
+        nn.init.kaiming_normal_(net.conv1.weight, mode="fan_out", nonlinearity="relu")
+        net.maxpool = nn.Identity()
+    width = net.fc.in_features
+    net.fc = nn.Identity()
+    return net, width
+
+
+def projection_head(in_dim: int, hidden_dim: int, out_dim: int, layers: int = 2, bn: bool = True) -> nn.Sequential:
+    """The MLP g(.) that maps features h to the space where NT-Xent is applied.
+
+    ``layers`` linear layers; every hidden layer is Linear -> [BN] -> ReLU. With bn the last
+    layer has a BN without affine too (SimCLR v2 / most CIFAR reproductions).
+    """
+    mods: list[nn.Module] = []
+    dim = in_dim
+    for _ in range(layers - 1):
+        mods += [nn.Linear(dim, hidden_dim, bias=not bn)]
+        if bn:
+            mods.append(nn.BatchNorm1d(hidden_dim))
+        mods.append(nn.ReLU(inplace=True))
+        dim = hidden_dim
+    mods.append(nn.Linear(dim, out_dim, bias=not bn))
+    if bn:
+        mods.append(nn.BatchNorm1d(out_dim, affine=False))
+    return nn.Sequential(*mods)
+
+
+class Encoder(nn.Module):
+    """Normalise -> backbone f(.) -> projection head g(.); ``features`` gives h, ``forward`` gives z."""
+
+    def __init__(self, backbone: str = "resnet18", cifar_stem: bool = True, proj_hidden_dim: int | None = None,
+                 proj_out_dim: int = 128, proj_layers: int = 2, proj_bn: bool = True):
+        super().__init__()
+        self.normalize = Normalize()
+        self.backbone, self.feature_dim = build_backbone(backbone, cifar_stem)
+        self.head = projection_head(self.feature_dim, proj_hidden_dim or self.feature_dim, proj_out_dim,
+                                    proj_layers, proj_bn)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, 3, H, W) images in [0, 1] -> (B, F) representation h."""
+        return self.backbone(self.normalize(x))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, 3, H, W) images in [0, 1] -> (B, D) projection z."""
+        return self.head(self.features(x))
+
+
+def architecture(model_cfg, image_side: int) -> dict:
+    """The facts that decide whether a state dict fits a model, with defaults resolved.
+
+    Stored in every checkpoint so a mismatch gives a clear message, not a shape error.
+    """
+    return {
+        "backbone": model_cfg.backbone,
+        "cifar_stem": model_cfg.cifar_stem if model_cfg.cifar_stem is not None else image_side <= 64,
+        "proj_hidden_dim": model_cfg.proj_hidden_dim,
+        "proj_out_dim": model_cfg.proj_out_dim,
+        "proj_layers": model_cfg.proj_layers,
+        "proj_bn": model_cfg.proj_bn,
+    }
+
+
+def build_encoder(arch: dict) -> Encoder:
+    """An :class:`Encoder` from an :func:`architecture` dict."""
+    return Encoder(**arch)

@@ -1,0 +1,417 @@
+"""Pre-train SimCLR headless: ``python -m simclr_core.train --help``.
+
+Read top to bottom: :func:`fit` is the training loop; :func:`prepare` builds everything it
+needs (data, model, optimiser, state restored from ``last.pt``); :func:`save_checkpoint`,
+:func:`log_step` and :func:`end_epoch` are the bookkeeping beside it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import signal
+import sys
+import time
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import torch
+from tqdm import tqdm
+
+from simclr_core import checkpoints, data
+from simclr_core.cli import add_config_args, config_from_args, run_cli
+from simclr_core.config import TrainConfig
+from simclr_core.embeddings import extract
+from simclr_core.errors import UserError
+from simclr_core.evaluation import knn_accuracy
+from simclr_core.hardware import autocast, autocast_dtype, describe, resolve_device
+from simclr_core.methods import METHODS
+from simclr_core.models import architecture, build_encoder
+from simclr_core.optim import build_optimizer, lr_at
+from simclr_core.runs import RunDir, new_run, open_run
+from simclr_core.views import two_views
+
+# Flags that may change when resuming: they do not change what the run computes.
+RESUMABLE = {"epochs", "device", "knn_every", "knn_k", "knn_max_bank", "log_every", "num_threads",
+             "runs_dir"}
+
+
+@dataclass
+class Session:
+    """Everything the loop touches; built by :func:`prepare`."""
+
+    cfg: TrainConfig
+    run: RunDir
+    device: torch.device
+    images: torch.Tensor  # (N, 3, H, W) uint8, on the device when it fits
+    method: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    scaler: torch.amp.GradScaler
+    amp_dtype: torch.dtype | None
+    view_kwargs: dict[str, Any]
+    generator: torch.Generator  # draws every view's random parameters
+    arch: dict
+    steps_per_epoch: int
+    epoch: int = 0  # epochs fully done
+    step: int = 0  # optimiser steps done
+    lr: float = 0.0  # learning rate of the last step
+    knn_sets: tuple | None = None  # (bank ImageSet, query ImageSet) for the monitor
+    stop_reason: str | None = None
+    log_file: Any = None
+    window: list = field(default_factory=list)  # loss tensors since the last log line
+    window_start: float = 0.0
+    epoch_losses: list = field(default_factory=list)  # loss tensors of the current epoch (kept across a resume)
+    epoch_start: float = 0.0
+    epoch_start_step: int = 0
+
+    @property
+    def total_steps(self) -> int:
+        return self.cfg.optim.epochs * self.steps_per_epoch
+
+    def log(self, msg: str) -> None:
+        """A line on stdout and in ``train.log`` (which the app tails)."""
+        tqdm.write(msg)
+        self.log_file.write(f"{datetime.now():%H:%M:%S} {msg}\n")
+        self.log_file.flush()
+
+
+def epoch_order(n: int, seed: int, epoch: int) -> torch.Tensor:
+    """The image order of one epoch: a pure function of (seed, epoch), so a resume replays it."""
+    g = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+    return torch.randperm(n, generator=g)
+
+
+def fit(s: Session) -> str:
+    """The training loop. Returns "finished" or "stopped"."""
+    cfg, B = s.cfg, s.cfg.optim.batch_size
+    warmup_steps = round(cfg.optim.warmup() * s.steps_per_epoch)
+    s.method.train()
+    bar = tqdm(total=s.total_steps, initial=s.step, unit="step", dynamic_ncols=True, file=sys.stderr,
+               disable=None)
+    s.window_start = s.epoch_start = time.perf_counter()
+    s.epoch_start_step = s.step
+    for epoch in range(s.epoch, cfg.optim.epochs):
+        order = epoch_order(len(s.images), cfg.run.seed, epoch)
+        for i in range(s.step - epoch * s.steps_per_epoch, s.steps_per_epoch):
+            idx = order[i * B:(i + 1) * B].to(s.images.device)
+            x = s.images[idx].to(s.device, non_blocking=True)  # (B, 3, H, W) uint8
+            v1, v2 = two_views(x, generator=s.generator, **s.view_kwargs)  # (B, 3, S, S) float each
+            if s.device.type == "cuda":
+                v1, v2 = (v.contiguous(memory_format=torch.channels_last) for v in (v1, v2))
+            s.lr = lr_at(s.step, s.total_steps, warmup_steps, cfg.optim.peak_lr())
+            for g in s.optimizer.param_groups:
+                g["lr"] = s.lr
+            with autocast(s.device, s.amp_dtype):
+                loss = s.method(v1, v2)
+            s.optimizer.zero_grad(set_to_none=True)
+            s.scaler.scale(loss).backward()
+            s.scaler.step(s.optimizer)
+            s.scaler.update()
+            s.step += 1
+            bar.update()
+            s.window.append(loss.detach())
+            s.epoch_losses.append(loss.detach())
+            # A host sync only every log_every steps (and at the end of an epoch).
+            last = i == s.steps_per_epoch - 1
+            if s.step % cfg.run.log_every == 0 or last:
+                log_step(s, epoch, bar)
+            if not last and stop_requested(s):  # mid-epoch: save where we are
+                log_step(s, epoch, bar)
+                s.epoch = epoch
+                save_checkpoint(s)
+                bar.close()
+                return "stopped"
+        s.epoch = epoch + 1
+        end_epoch(s)
+        if stop_requested(s) and s.epoch < cfg.optim.epochs:
+            bar.close()
+            return "stopped"
+    bar.close()
+    return "finished"
+
+
+def stop_requested(s: Session) -> bool:
+    """True once a signal arrived or the run folder holds a STOP file."""
+    if s.stop_reason is None and s.run.stop_requested():
+        s.stop_reason = "STOP file"
+    return s.stop_reason is not None
+
+
+def log_step(s: Session, epoch: int, bar: tqdm) -> None:
+    """Append a metrics line for the steps since the last one; fail on a non-finite loss."""
+    if not s.window:
+        return
+    loss = torch.stack(s.window).mean().item()
+    now = time.perf_counter()
+    ips = len(s.window) * s.cfg.optim.batch_size / max(now - s.window_start, 1e-9)
+    s.window, s.window_start = [], now
+    if not math.isfinite(loss):
+        raise UserError(f"loss became {loss} at epoch {epoch + 1}, step {s.step}; kept the last good "
+                        f"checkpoint (epoch {s.epoch}); lower --lr or raise --temperature, then resume")
+    s.run.append_metrics({"epoch": epoch + 1, "step": s.step, "loss": loss, "lr": s.lr, "images_per_s": ips,
+                          "time": time.time()})
+    s.run.write_status("running", epoch=epoch, step=s.step, total_steps=s.total_steps, images_per_s=ips)
+    bar.set_postfix(loss=f"{loss:.4f}", lr=f"{s.lr:.3g}", img_s=f"{ips:.0f}")
+
+
+def end_epoch(s: Session) -> None:
+    """kNN monitor, the epoch's metrics line, then ``last.pt`` and ``backbone.pt``."""
+    loss = torch.stack(s.epoch_losses).mean().item()
+    seconds = time.perf_counter() - s.epoch_start
+    images = (s.step - s.epoch_start_step) * s.cfg.optim.batch_size
+    s.epoch_losses = []
+    if not math.isfinite(loss):
+        raise UserError(f"loss became {loss} in epoch {s.epoch}; kept the last good checkpoint "
+                        f"(epoch {s.epoch - 1}); lower --lr or raise --temperature, then resume")
+    record: dict[str, Any] = {"epoch": s.epoch, "step": s.step, "loss": loss, "epoch_loss": loss, "lr": s.lr,
+                              "epoch_time_s": seconds,
+                              "images_per_s": images / seconds,
+                              "time": time.time()}
+    every = s.cfg.run.knn_every
+    if s.knn_sets and every and (s.epoch % every == 0 or s.epoch == s.cfg.optim.epochs):
+        record.update(knn_monitor(s))
+    s.run.append_metrics(record)
+    msg = f"epoch {s.epoch}/{s.cfg.optim.epochs} loss {loss:.4f} ({seconds:.1f} s)"
+    if "knn_top1" in record:
+        msg += f" kNN top-1 {record['knn_top1']:.2f}%"
+    s.log(msg)
+    save_checkpoint(s)
+    # The monitor and the checkpoint do not count as training time.
+    s.epoch_start = s.window_start = time.perf_counter()
+    s.epoch_start_step = s.step
+
+
+def knn_monitor(s: Session) -> dict[str, float]:
+    """Weighted kNN (cosine, k, T=0.1) of backbone features: bank split -> query split."""
+    bank, query = s.knn_sets
+    encoder = s.method.encoder
+    size = s.view_kwargs["size"]
+    with autocast(s.device, s.amp_dtype):
+        fb = extract(encoder, bank.images, size=size, device=s.device)
+        fq = extract(encoder, query.images, size=size, device=s.device)
+    s.method.train()
+    return knn_accuracy(fb, bank.labels, fq, query.labels, k=s.cfg.run.knn_k)
+
+
+def save_checkpoint(s: Session) -> None:
+    """Write ``last.pt`` (exact-resume state) and ``backbone.pt`` atomically."""
+    state = {
+        "format": checkpoints.FORMAT,
+        "method": s.cfg.model.method,
+        "arch": s.arch,
+        "model": s.method.state_dict(),
+        "optimizer": s.optimizer.state_dict(),
+        "scaler": s.scaler.state_dict(),
+        "epoch": s.epoch,
+        "step": s.step,
+        "steps_per_epoch": s.steps_per_epoch,
+        "view_generator": s.generator.get_state(),
+        "epoch_losses": torch.stack(s.epoch_losses).cpu() if s.epoch_losses else torch.empty(0),
+        "rng": checkpoints.rng_state(),
+    }
+    checkpoints.save_atomic(state, s.run.last_ckpt)
+    checkpoints.export_backbone(s.method.encoder.backbone, s.arch, s.run.backbone_path)
+
+
+def prepare(cfg: TrainConfig, run: RunDir, resume: bool) -> Session:
+    """Load data, build model and optimiser, and restore ``last.pt`` when resuming."""
+    if cfg.run.num_threads:
+        torch.set_num_threads(cfg.run.num_threads)
+    device = resolve_device(cfg.run.device)
+    d = cfg.data
+    pretrain, bank_split, query_split = data.default_splits(d.dataset, d.data_path)
+    train = data.load_split(d.dataset, d.train_split or pretrain, path=d.data_path, data_dir=d.data_dir,
+                            image_size=d.image_size, download=d.download, subset=d.subset, seed=cfg.run.seed)
+    if train.skipped:
+        print(f"note: skipped {train.skipped} unreadable file(s) in {train.name}", file=sys.stderr)
+    if cfg.optim.batch_size > len(train):
+        raise UserError(f"--batch-size {cfg.optim.batch_size} is larger than the {len(train)} training "
+                        f"images of {train.name}; lower it")
+    side = train.images.shape[-1]
+    # Resolve "auto" settings once, so config.json records what actually ran.
+    if cfg.model.cifar_stem is None:
+        cfg.model.cifar_stem = side <= 64
+    view_kwargs = cfg.views.kwargs(side)
+    if cfg.views.blur_prob is None:
+        cfg.views.blur_prob = view_kwargs["blur_prob"]
+    arch = architecture(cfg.model, side)
+
+    torch.manual_seed(cfg.run.seed)
+    method = METHODS[cfg.model.method](build_encoder(arch), temperature=cfg.optim.temperature).to(device)
+    if device.type == "cuda":
+        method = method.to(memory_format=torch.channels_last)
+    amp_dtype = autocast_dtype(cfg.optim.precision, device)
+    optimizer = build_optimizer(method, cfg.optim.optimizer, cfg.optim.peak_lr(), cfg.optim.momentum,
+                                cfg.optim.decay(), fused=device.type == "cuda")
+    scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
+    generator = torch.Generator(device=device).manual_seed(cfg.run.seed + 1)
+    # Small datasets live on the device, so a batch is one index op (no loader, no copies).
+    on_device = train.images.numel() < 4 * 2**30 and device.type != "cpu"
+    images = train.images.to(device) if on_device else train.images
+
+    s = Session(cfg=cfg, run=run, device=device, images=images, method=method, optimizer=optimizer,
+                scaler=scaler, amp_dtype=amp_dtype, view_kwargs=view_kwargs, generator=generator, arch=arch,
+                steps_per_epoch=len(train) // cfg.optim.batch_size)
+    if resume:
+        restore(s)
+    s.knn_sets = knn_sets(cfg, bank_split, query_split)
+    return s
+
+
+def restore(s: Session) -> None:
+    """Load ``last.pt`` into the session: weights, optimiser, scaler, step, every RNG."""
+    path = s.run.last_ckpt
+    if not path.is_file():
+        return  # stopped before its first checkpoint: start from scratch
+    ckpt = checkpoints.load(path, map_location=s.device)
+    checkpoints.check_architecture(ckpt["arch"], s.arch, path)
+    checkpoints.load_state(s.method, ckpt["model"], path)
+    s.optimizer.load_state_dict(ckpt["optimizer"])
+    s.scaler.load_state_dict(ckpt["scaler"])
+    if ckpt["steps_per_epoch"] != s.steps_per_epoch:
+        raise UserError(f"{path} was saved with {ckpt['steps_per_epoch']} steps per epoch but the data now "
+                        f"gives {s.steps_per_epoch}: the dataset changed; start a new run")
+    s.epoch, s.step = ckpt["epoch"], ckpt["step"]
+    s.generator.set_state(ckpt["view_generator"].cpu())
+    s.epoch_losses = list(ckpt["epoch_losses"].to(s.device))
+    checkpoints.set_rng_state(ckpt["rng"])
+
+
+def knn_sets(cfg: TrainConfig, bank_split: str | None, query_split: str | None) -> tuple | None:
+    """(bank, query) ImageSets for the monitor, or None when it is off or there are no labels."""
+    if not cfg.run.knn_every or bank_split is None:
+        return None
+    d = cfg.data
+    kw = dict(path=d.data_path, data_dir=d.data_dir, image_size=d.image_size, download=d.download)
+    bank = data.load_split(d.dataset, bank_split, subset=cfg.run.knn_max_bank, seed=cfg.run.seed, **kw)
+    if not bank.labelled:
+        return None
+    if query_split is None:  # one labelled split only: hold out a fifth of it as queries
+        bank_idx, query_idx = data.holdout(len(bank))
+        query = data.ImageSet(bank.images[query_idx], bank.labels[query_idx], bank.classes, bank.name)
+        bank = data.ImageSet(bank.images[bank_idx], bank.labels[bank_idx], bank.classes, bank.name)
+    else:
+        query = data.load_split(d.dataset, query_split, **kw)
+    return bank, query
+
+
+def train(cfg: TrainConfig, resume: bool = False) -> RunDir:
+    """Create (or reopen) the run folder and train to ``cfg.optim.epochs``; the programmatic entry point."""
+    cfg.validate()
+    if resume:
+        run = open_run(cfg.run.runs_dir, cfg.run.name)
+    else:
+        if cfg.run.name is None:
+            cfg.run.name = f"{cfg.data.dataset}-{cfg.model.backbone}-{datetime.now():%Y%m%d-%H%M%S}"
+        run = new_run(cfg.run.runs_dir, cfg.run.name)
+    run.clear_stop()
+    with open(run.log_path, "a") as log_file:
+        try:
+            s = prepare(cfg, run, resume)
+            s.log_file = log_file
+            cfg.save(run.config_path)
+            run.truncate_metrics(s.step)
+            s.log(f"{'resuming' if resume else 'starting'} run {run.name} at epoch {s.epoch}, step {s.step} "
+                  f"of {s.total_steps} on {describe(s.device)}; {len(s.images)} images, "
+                  f"{s.steps_per_epoch} steps per epoch")
+            run.write_status("running", epoch=s.epoch, step=s.step, total_steps=s.total_steps,
+                             device=describe(s.device))
+            with stop_on_signals(s):
+                outcome = fit(s)
+        except UserError as e:
+            run.write_status("failed", str(e))
+            raise
+        except torch.cuda.OutOfMemoryError:
+            msg = (f"out of GPU memory at batch size {cfg.optim.batch_size}; lower --batch-size "
+                   "(or use --precision bf16), then resume")
+            run.write_status("failed", msg)
+            raise UserError(msg) from None
+        except BaseException as e:
+            run.write_status("failed", f"{type(e).__name__}: {e}".splitlines()[0])
+            raise
+        if outcome == "stopped":
+            msg = f"stopped by {s.stop_reason} at epoch {s.epoch + 1}, step {s.step}; resume with --resume {run.name}"
+        else:
+            msg = f"finished {s.epoch} epochs"
+        s.log(msg)
+        run.write_status(outcome, msg, epoch=s.epoch, step=s.step, total_steps=s.total_steps)
+        run.clear_stop()
+    return run
+
+
+class stop_on_signals:
+    """While active, SIGINT/SIGTERM ask the loop to checkpoint and stop instead of killing it."""
+
+    def __init__(self, s: Session):
+        self.s, self.old = s, {}
+
+    def __enter__(self):
+        def handler(signum, frame):
+            if self.s.stop_reason is not None:  # a second Ctrl-C stops at once
+                raise KeyboardInterrupt
+            self.s.stop_reason = signal.Signals(signum).name
+
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            try:
+                self.old[sig] = signal.signal(sig, handler)
+            except ValueError:  # not the main thread (e.g. inside a test runner thread)
+                pass
+        return self
+
+    def __exit__(self, *exc):
+        for sig, old in self.old.items():
+            signal.signal(sig, old)
+        return False
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``simclr_core.train`` command line: one flag per config field."""
+    p = argparse.ArgumentParser(
+        prog="python -m simclr_core.train",
+        description="Pre-train SimCLR on an image dataset. Writes checkpoints/<name>/ with config.json, "
+                    "metrics.jsonl, status.json, last.pt and backbone.pt. Ctrl-C, SIGTERM or a STOP file in "
+                    "the run folder stop cleanly after a checkpoint; --resume NAME continues exactly.",
+    )
+    p.add_argument("--config", help="JSON or YAML file with sections data/views/model/optim/run; "
+                                    "flags given here override it")
+    p.add_argument("--resume", metavar="RUN", help="continue the run of this name from its last.pt "
+                                                   "(only --epochs, --device and monitor flags may change)")
+    add_config_args(p)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    """CLI entry point; user errors print one line and return 2."""
+    def go() -> int:
+        args = build_parser().parse_args(argv)
+        cfg, given = config_from_args(args)
+        if args.resume:
+            changed = sorted(given - RESUMABLE)
+            if changed:
+                raise UserError(f"cannot change {', '.join('--' + c.replace('_', '-') for c in changed)} when "
+                                "resuming (the run would no longer be one run); start a new run instead")
+            run = open_run(cfg.run.runs_dir, args.resume)
+            saved = run.config()
+            for section, key in ((s, k) for s in ("optim", "run") for k in given):
+                if hasattr(getattr(saved, section), key):
+                    setattr(getattr(saved, section), key, getattr(getattr(cfg, section), key))
+            st = run.status()
+            if st.get("state") == "running":
+                raise UserError(f"run '{run.name}' is running (pid {st.get('pid')}); stop it first")
+            if st.get("state") == "finished" and st.get("epoch", 0) >= saved.optim.epochs:
+                raise UserError(f"run '{run.name}' already finished {st.get('epoch')} epochs; pass --epochs N "
+                                f"with N > {st.get('epoch')} to train it longer")
+            saved.run.name = run.name
+            cfg, resume = saved, True
+        else:
+            resume = False
+        run = train(cfg, resume=resume)
+        print(f"run folder: {run.path}")
+        return 0
+
+    return run_cli(go)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

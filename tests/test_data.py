@@ -1,0 +1,441 @@
+"""Tests for simclr_core.data: bundled digits, image folders, the decode cache and split helpers."""
+
+from __future__ import annotations
+
+import tarfile
+from pathlib import Path
+from urllib.error import URLError
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from simclr_core import data
+from simclr_core.data import DATASETS, ImageSet, default_splits, holdout, load_split, splits_of
+from simclr_core.errors import UserError
+
+CIFAR_TAR = Path(__file__).resolve().parents[1].parent / "shared/data/cifar10-jpg.tar.gz"
+
+
+def _img(path: Path, size: tuple[int, int] = (16, 16), color: object = (200, 30, 60), mode: str = "RGB") -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.new(mode, size, color).save(path)
+    return path
+
+
+def _corrupt(path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(np.random.default_rng(0).integers(0, 256, 500, dtype=np.uint8).tobytes())
+    return path
+
+
+class DecodeCalled(Exception):
+    """Raised by a stand-in decoder to prove a load did (or did not) decode."""
+
+
+def _no_decode(*args: object, **kwargs: object) -> None:
+    raise DecodeCalled
+
+
+@pytest.fixture
+def classes_dir(tmp_path: Path) -> Path:
+    """cats/ (2 images + a corrupt .jpg), dogs/ (2 images, one nested), plus files to ignore."""
+    root = tmp_path / "pets"
+    _img(root / "cats" / "a.png", color=(10, 20, 30))
+    _img(root / "cats" / "b.PNG", color=(10, 20, 30))
+    _corrupt(root / "cats" / "broken.jpg")
+    _img(root / "dogs" / "x.jpg", color=(250, 250, 250))
+    _img(root / "dogs" / "deeper" / "y.bmp", color=(250, 250, 250))
+    (root / "dogs" / "notes.txt").write_text("not an image")
+    (root / "empty").mkdir()  # no images: not a class
+    _img(root / ".hidden" / "z.png")  # hidden folders are ignored
+    return root
+
+
+# ---------------------------------------------------------------- names and splits
+
+
+def test_unknown_dataset_lists_the_known_ones() -> None:
+    for call in (lambda: splits_of("mnist"), lambda: default_splits("mnist"), lambda: load_split("mnist", "train")):
+        with pytest.raises(UserError, match="digits, cifar10, stl10, folder"):
+            call()
+
+
+def test_fixed_dataset_splits() -> None:
+    assert DATASETS == ("digits", "cifar10", "stl10", "folder")
+    assert splits_of("digits") == ["train", "test", "all"]
+    assert splits_of("cifar10") == ["train", "test"]
+    assert set(splits_of("stl10")) == {"train", "test", "unlabeled", "train+unlabeled"}
+    assert default_splits("digits") == ("train", "train", "test")
+    assert default_splits("cifar10") == ("train", "train", "test")
+    assert default_splits("stl10") == ("train+unlabeled", "train", "test")
+
+
+def test_unknown_split_lists_offered_ones(tmp_path: Path) -> None:
+    with pytest.raises(UserError, match="train, test, all"):
+        load_split("digits", "val")
+    _img(tmp_path / "train" / "a" / "1.png")
+    _img(tmp_path / "test" / "a" / "1.png")
+    with pytest.raises(UserError, match="choose one of: train, test$"):
+        load_split("folder", "all", path=str(tmp_path), data_dir=str(tmp_path / "d"))
+
+
+@pytest.mark.parametrize(
+    ("subdirs", "expected"),
+    [
+        (["train", "test"], ("train", "train", "test")),
+        (["train", "val"], ("train", "train", "val")),
+        (["train", "val", "test"], ("train", "train", "test")),
+        (["train"], ("train", "train", None)),
+        ([], ("all", "all", None)),
+    ],
+)
+def test_folder_default_splits(tmp_path: Path, subdirs: list[str], expected: tuple) -> None:
+    for sub in subdirs:
+        _img(tmp_path / sub / "cat" / "1.png")
+    if not subdirs:
+        _img(tmp_path / "cat" / "1.png")
+    assert splits_of("folder", str(tmp_path)) == [s for s in ("train", "val", "test") if s in subdirs] or ["all"]
+    assert default_splits("folder", str(tmp_path)) == expected
+
+
+def test_unlabelled_folder_has_no_knn_splits(tmp_path: Path) -> None:
+    _img(tmp_path / "1.png")
+    assert default_splits("folder", str(tmp_path)) == ("all", None, None)
+
+
+def test_folder_path_errors(tmp_path: Path) -> None:
+    with pytest.raises(UserError, match="needs --data-path"):
+        splits_of("folder")
+    with pytest.raises(UserError, match="does not exist"):
+        load_split("folder", "all", path=str(tmp_path / "nope"))
+    archive = tmp_path / "images.tar.gz"
+    archive.write_bytes(b"x")
+    with pytest.raises(UserError, match="not a folder"):
+        default_splits("folder", str(archive))
+
+
+# ---------------------------------------------------------------- digits
+
+
+def test_digits_train_test_split() -> None:
+    train, test, full = (load_split("digits", s) for s in ("train", "test", "all"))
+    assert (len(train), len(test), len(full)) == (1437, 360, 1797)
+    for s in (train, test):
+        assert s.images.shape[1:] == (3, 32, 32) and s.images.dtype == torch.uint8 and s.images.is_contiguous()
+        assert s.labels.dtype == torch.int64 and s.labels.min() == 0 and s.labels.max() == 9
+        assert s.classes == [str(c) for c in range(10)] and s.labelled
+    assert train.name == "digits/train"
+    assert torch.bincount(test.labels, minlength=10).min() >= 30  # stratified: every class ~20 %
+    assert torch.equal(train.images[:, 0], train.images[:, 2])  # grey repeated into RGB
+    assert full.images.max() == 255 and full.images.min() == 0
+    assert torch.equal(load_split("digits", "test").images, test.images)
+
+
+def test_digits_image_size_override() -> None:
+    assert load_split("digits", "test", image_size=16).images.shape == (360, 3, 16, 16)
+    with pytest.raises(UserError, match="image size"):
+        load_split("digits", "test", image_size=0)
+
+
+# ---------------------------------------------------------------- folders
+
+
+def test_class_folders(classes_dir: Path, tmp_path: Path) -> None:
+    s = load_split("folder", "all", path=str(classes_dir), data_dir=str(tmp_path / "d"))
+    assert s.classes == ["cats", "dogs"]
+    assert s.labels.tolist() == [0, 0, 1, 1]  # nested dogs/deeper/y.bmp belongs to dogs
+    assert s.skipped == 1  # broken.jpg; notes.txt and hidden files are not counted
+    assert s.images.shape == (4, 3, 16, 16) and s.images.dtype == torch.uint8
+    assert s.labelled and len(s) == 4
+    assert s.name == f"folder:{classes_dir.resolve()}"
+    assert s.images[0, :, 0, 0].tolist() == [10, 20, 30]  # RGB order, channels first
+    assert (s.images[0] == s.images[0, :, :1, :1]).all()
+
+
+def test_flat_folder_is_unlabelled(tmp_path: Path) -> None:
+    _img(tmp_path / "imgs" / "a.png")
+    _img(tmp_path / "imgs" / "b.jpeg")
+    (tmp_path / "imgs" / "readme.txt").write_text("hi")
+    s = load_split("folder", "all", path=str(tmp_path / "imgs"), data_dir=str(tmp_path / "d"))
+    assert s.labels.tolist() == [-1, -1] and s.classes == [] and not s.labelled and s.skipped == 0
+
+
+def test_loose_images_beside_class_folders_are_unlabelled(tmp_path: Path) -> None:
+    _img(tmp_path / "x" / "cat" / "1.png")
+    _img(tmp_path / "x" / "stray.png")
+    s = load_split("folder", "all", path=str(tmp_path / "x"), data_dir=str(tmp_path / "d"))
+    assert sorted(s.labels.tolist()) == [-1, 0] and s.classes == ["cat"] and not s.labelled
+
+
+def test_train_test_layout(tmp_path: Path) -> None:
+    for split, n in (("train", 3), ("test", 2)):
+        for cls in ("ant", "bee"):
+            for i in range(n):
+                _img(tmp_path / split / cls / f"{i}.png")
+    train = load_split("folder", "train", path=str(tmp_path), data_dir=str(tmp_path / "d"))
+    test = load_split("folder", "test", path=str(tmp_path), data_dir=str(tmp_path / "d"))
+    assert (len(train), len(test)) == (6, 4)
+    assert train.classes == test.classes == ["ant", "bee"]
+    assert test.labels.tolist() == [0, 0, 1, 1]
+    assert train.name.endswith("/train")
+
+
+def test_image_modes_become_rgb(tmp_path: Path) -> None:
+    _img(tmp_path / "m" / "grey.png", mode="L", color=77)
+    _img(tmp_path / "m" / "alpha.png", mode="RGBA", color=(1, 2, 3, 0))
+    _img(tmp_path / "m" / "palette.gif", mode="P", color=5)
+    _img(tmp_path / "m" / "photo.webp")
+    _img(tmp_path / "m" / "scan.TIFF", mode="CMYK", color=(0, 0, 0, 0))
+    s = load_split("folder", "all", path=str(tmp_path / "m"), data_dir=str(tmp_path / "d"))
+    assert s.images.shape == (5, 3, 16, 16) and s.skipped == 0
+    grey = s.images[1]  # sorted: alpha, grey, palette, photo, scan
+    assert (grey == 77).all()
+    assert s.images[0, :, 0, 0].tolist() == [1, 2, 3]
+
+
+@pytest.mark.parametrize(
+    ("sizes", "image_size", "side"),
+    [
+        ([(20, 20), (20, 20)], None, 20),  # shared small square size is kept
+        ([(16, 16), (24, 24)], None, 96),  # mixed sizes
+        ([(30, 20), (30, 20)], None, 96),  # not square
+        ([(300, 300), (300, 300)], None, 96),  # too big to keep
+        ([(16, 16), (24, 24)], 12, 12),
+        ([(20, 20), (20, 20)], 8, 8),
+    ],
+)
+def test_folder_image_size(tmp_path: Path, sizes: list, image_size: int | None, side: int) -> None:
+    for i, size in enumerate(sizes):
+        _img(tmp_path / "f" / f"{i}.png", size=size)
+    s = load_split("folder", "all", path=str(tmp_path / "f"), data_dir=str(tmp_path / "d"), image_size=image_size)
+    assert s.images.shape == (len(sizes), 3, side, side)
+
+
+def test_resize_keeps_the_centre(tmp_path: Path) -> None:
+    img = np.zeros((10, 30, 3), dtype=np.uint8)
+    img[:, :, 2] = 255  # blue sides
+    img[:, 10:20] = (0, 255, 0)  # green centre square
+    (tmp_path / "f").mkdir()
+    Image.fromarray(img).save(tmp_path / "f" / "wide.png")
+    s = load_split("folder", "all", path=str(tmp_path / "f"), data_dir=str(tmp_path / "d"), image_size=10)
+    centre = s.images[0, :, 1:-1, 1:-1]  # border pixels may blend under bicubic resampling
+    assert (centre[1] > 240).all() and (centre[2] < 15).all()
+
+
+def test_folder_without_images(tmp_path: Path) -> None:
+    (tmp_path / "f").mkdir()
+    (tmp_path / "f" / "a.txt").write_text("x")
+    with pytest.raises(UserError, match=r"no images found in .*point --data-path"):
+        load_split("folder", "all", path=str(tmp_path / "f"), data_dir=str(tmp_path / "d"))
+
+
+def test_folder_of_unreadable_images(tmp_path: Path) -> None:
+    _corrupt(tmp_path / "f" / "a.jpg")
+    (tmp_path / "f" / "b.png").write_text("not a png")
+    with pytest.raises(UserError, match="none of the 2 image files"):
+        load_split("folder", "all", path=str(tmp_path / "f"), data_dir=str(tmp_path / "d"))
+    assert list((tmp_path / "d" / "cache").iterdir()) == []  # no half-written files left behind
+
+
+def test_progress_reports_every_image(classes_dir: Path, tmp_path: Path) -> None:
+    calls: list[tuple[int, int]] = []
+    kw = {"path": str(classes_dir), "data_dir": str(tmp_path / "d")}
+    load_split("folder", "all", progress=lambda done, total: calls.append((done, total)), **kw)
+    assert calls[0] == (0, 5) and calls[-1] == (5, 5)
+    assert [d for d, _ in calls] == sorted(d for d, _ in calls)
+
+
+def test_many_images_decode_in_order(tmp_path: Path) -> None:
+    """Enough files for several worker chunks; row i must still be file i."""
+    for i in range(300):
+        _img(tmp_path / "f" / f"{i:03d}.png", size=(8, 8), color=(i % 256, i // 256, 7))
+    _corrupt(tmp_path / "f" / "150x.png")
+    s = load_split("folder", "all", path=str(tmp_path / "f"), data_dir=str(tmp_path / "d"))
+    assert len(s) == 300 and s.skipped == 1
+    assert s.images[:, 0, 0, 0].tolist() == [i % 256 for i in range(300)]
+    assert s.images[:, 1, 0, 0].tolist() == [i // 256 for i in range(300)]
+
+
+def test_interrupted_decode_leaves_no_files(tmp_path: Path) -> None:
+    for i in range(200):
+        _img(tmp_path / "f" / f"{i:03d}.png", size=(8, 8))
+
+    def stop_midway(done: int, total: int) -> None:
+        if done > 0:
+            raise DecodeCalled  # e.g. the user pressed stop in the app
+
+    with pytest.raises(DecodeCalled):
+        load_split("folder", "all", path=str(tmp_path / "f"), data_dir=str(tmp_path / "d"), progress=stop_midway)
+    assert list((tmp_path / "d" / "cache").iterdir()) == []
+
+
+# ---------------------------------------------------------------- cache
+
+
+def test_second_load_comes_from_the_cache(classes_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    kw = {"path": str(classes_dir), "data_dir": str(tmp_path / "d")}
+    first = load_split("folder", "all", **kw)
+    assert len(list((tmp_path / "d" / "cache").glob("*.npy"))) == 2  # images and labels
+    monkeypatch.setattr(data, "_decode_folder", _no_decode)
+    second = load_split("folder", "all", **kw)
+    assert torch.equal(first.images, second.images) and torch.equal(first.labels, second.labels)
+    assert (second.classes, second.skipped, second.name) == (first.classes, first.skipped, first.name)
+    before = first.images.clone()
+    second.images[0].zero_()  # copy-on-write: edits never reach the cache file
+    assert torch.equal(load_split("folder", "all", **kw).images, before) and before[0].any()
+
+
+@pytest.mark.parametrize("change", ["add", "modify", "image_size"])
+def test_cache_is_invalidated(classes_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, change: str) -> None:
+    kw = {"path": str(classes_dir), "data_dir": str(tmp_path / "d")}
+    load_split("folder", "all", **kw)
+    monkeypatch.setattr(data, "_decode_folder", _no_decode)
+    if change == "add":
+        _img(classes_dir / "cats" / "c.png")
+    elif change == "modify":
+        _img(classes_dir / "cats" / "a.png", size=(40, 40))
+    else:
+        kw["image_size"] = 8
+    with pytest.raises(DecodeCalled):
+        load_split("folder", "all", **kw)
+
+
+def test_damaged_cache_is_rebuilt(classes_dir: Path, tmp_path: Path) -> None:
+    kw = {"path": str(classes_dir), "data_dir": str(tmp_path / "d")}
+    first = load_split("folder", "all", **kw).images.clone()  # a copy: the map dies with the file
+    for f in (tmp_path / "d" / "cache").glob("*.npy"):
+        f.write_bytes(b"garbage")
+    assert torch.equal(load_split("folder", "all", **kw).images, first)
+
+
+def test_unwritable_cache_dir(classes_dir: Path, tmp_path: Path) -> None:
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(UserError, match="writable --data-dir"):
+        load_split("folder", "all", path=str(classes_dir), data_dir=str(tmp_path / "file"))
+
+
+# ---------------------------------------------------------------- subsets and holdout
+
+
+def test_subset_is_a_sorted_deterministic_sample(tmp_path: Path) -> None:
+    for i in range(40):
+        _img(tmp_path / "f" / f"{i:02d}.png", size=(4, 4), color=(i, 0, 0))
+    kw = {"path": str(tmp_path / "f"), "data_dir": str(tmp_path / "d")}
+
+    def reds(seed: int) -> list[int]:
+        return load_split("folder", "all", subset=10, seed=seed, **kw).images[:, 0, 0, 0].tolist()
+
+    assert len(reds(0)) == 10 and reds(0) == sorted(set(reds(0)))  # distinct rows, in folder order
+    assert reds(0) == reds(0) and reds(1) != reds(0)
+    assert len(load_split("folder", "all", subset=100, **kw)) == 40
+    with pytest.raises(UserError, match="subset"):
+        load_split("folder", "all", subset=0, **kw)
+
+
+def test_holdout_partitions_range() -> None:
+    bank, query = holdout(100, 0.2, seed=3)
+    assert (len(bank), len(query)) == (80, 20)
+    assert bank.dtype == query.dtype == torch.int64
+    assert torch.equal(torch.cat([bank, query]).sort().values, torch.arange(100))
+    assert torch.equal(bank, bank.sort().values) and torch.equal(query, query.sort().values)
+    assert torch.equal(holdout(100, 0.2, seed=3)[1], query)
+    assert not torch.equal(holdout(100, 0.2, seed=4)[1], query)
+    assert [len(t) for t in holdout(2, 0.01)] == [1, 1]
+
+
+@pytest.mark.parametrize(
+    ("n", "fraction", "match"), [(10, 0.0, "fraction"), (10, 1.0, "fraction"), (1, 0.2, "at least 2")]
+)
+def test_holdout_errors(n: int, fraction: float, match: str) -> None:
+    with pytest.raises(UserError, match=match):
+        holdout(n, fraction)
+
+
+def test_labelled_property() -> None:
+    images = torch.zeros(3, 3, 4, 4, dtype=torch.uint8)
+    assert ImageSet(images, torch.tensor([0, 1, 0]), ["a", "b"], "x").labelled
+    assert not ImageSet(images, torch.tensor([0, -1, 0]), ["a", "b"], "x").labelled
+    assert not ImageSet(images, torch.tensor([0, 0, 0]), [], "x").labelled
+    assert len(ImageSet(images, torch.tensor([0, 0, 0]), [], "x")) == 3
+
+
+# ---------------------------------------------------------------- torchvision datasets (faked: no network)
+
+
+class FakeCIFAR10:
+    def __init__(self, root: str, train: bool, download: bool) -> None:
+        rng = np.random.default_rng(int(train))
+        self.data = rng.integers(0, 256, (6, 32, 32, 3), dtype=np.uint8)  # NHWC, as torchvision keeps it
+        self.targets = [0, 1, 2, 3, 4, 5]
+        self.classes = [f"c{i}" for i in range(10)]
+
+
+class FakeSTL10:
+    def __init__(self, root: str, split: str, download: bool) -> None:
+        n_lab, n_unl = (4 if "train" in split else 0), (3 if "unlabeled" in split else 0)
+        self.data = np.zeros((n_lab + n_unl, 3, 96, 96), dtype=np.uint8)
+        self.labels = np.array([1] * n_lab + [-1] * n_unl)
+        self.classes = ["airplane", "bird"]
+
+
+class OfflineDataset:
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        raise URLError("[Errno -3] Temporary failure in name resolution")
+
+
+def test_cifar10_converted_and_cached(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("torchvision.datasets.CIFAR10", FakeCIFAR10)
+    s = load_split("cifar10", "test", data_dir=str(tmp_path))
+    assert s.images.shape == (6, 3, 32, 32) and s.images.dtype == torch.uint8 and s.images.is_contiguous()
+    assert torch.equal(s.images[2], torch.from_numpy(FakeCIFAR10("", False, False).data[2]).permute(2, 0, 1))
+    assert s.labels.tolist() == [0, 1, 2, 3, 4, 5] and s.classes[0] == "c0" and s.name == "cifar10/test"
+    monkeypatch.setattr("torchvision.datasets.CIFAR10", OfflineDataset)
+    assert torch.equal(load_split("cifar10", "test", data_dir=str(tmp_path)).images, s.images)
+    assert load_split("cifar10", "test", data_dir=str(tmp_path), subset=3).images.shape == (3, 3, 32, 32)
+    with pytest.raises(UserError, match="offline"):  # another size is not cached yet
+        load_split("cifar10", "test", data_dir=str(tmp_path), image_size=16)
+
+
+def test_cifar10_resized(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("torchvision.datasets.CIFAR10", FakeCIFAR10)
+    assert load_split("cifar10", "train", data_dir=str(tmp_path), image_size=16).images.shape == (6, 3, 16, 16)
+
+
+def test_stl10_unlabelled_images(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("torchvision.datasets.STL10", FakeSTL10)
+    unl = load_split("stl10", "unlabeled", data_dir=str(tmp_path))
+    assert unl.images.shape == (3, 3, 96, 96) and unl.labels.tolist() == [-1] * 3 and unl.classes == []
+    both = load_split("stl10", "train+unlabeled", data_dir=str(tmp_path))
+    assert both.labels.tolist() == [1] * 4 + [-1] * 3 and both.classes == ["airplane", "bird"] and not both.labelled
+    assert load_split("stl10", "train", data_dir=str(tmp_path)).labelled
+
+
+@pytest.mark.parametrize("dataset", ["cifar10", "stl10"])
+def test_offline_download_names_the_alternatives(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, dataset: str) -> None:
+    monkeypatch.setattr("torchvision.datasets.CIFAR10", OfflineDataset)
+    monkeypatch.setattr("torchvision.datasets.STL10", OfflineDataset)
+    with pytest.raises(UserError, match=r"could not be downloaded \(offline\?\).*--dataset folder.*--dataset digits"):
+        load_split(dataset, "test", data_dir=str(tmp_path))
+
+
+def test_missing_dataset_without_download(tmp_path: Path) -> None:
+    with pytest.raises(UserError, match="CIFAR-10 is not in .*downloading is off.*--dataset digits"):
+        load_split("cifar10", "train", data_dir=str(tmp_path), download=False)
+
+
+# ---------------------------------------------------------------- the real CIFAR-10 JPEG folder, when present
+
+
+@pytest.mark.shared_data
+@pytest.mark.skipif(not CIFAR_TAR.exists(), reason=f"{CIFAR_TAR} not present")
+def test_real_cifar10_jpeg_test_split(tmp_path: Path) -> None:
+    with tarfile.open(CIFAR_TAR) as tar:
+        members = [m for m in tar if m.name.lstrip("./").startswith("test/")]
+        extra = {"filter": "data"} if hasattr(tarfile, "data_filter") else {}
+        tar.extractall(tmp_path / "cifar", members=members, **extra)
+    s = load_split("folder", "test", path=str(tmp_path / "cifar"), data_dir=str(tmp_path / "d"))
+    assert s.images.shape == (10_000, 3, 32, 32) and s.skipped == 0
+    assert len(s.classes) == 10 and "airplane" in s.classes
+    assert torch.bincount(s.labels).tolist() == [1000] * 10

@@ -1,0 +1,199 @@
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+import simclr_core.train as train_mod
+from simclr_core import checkpoints
+from simclr_core.checkpoints import load_backbone
+from simclr_core.runs import RunDir
+from simclr_core.train import main, train
+
+from conftest import REPO, tiny_args, tiny_config
+
+
+def run_main(argv, capsys):
+    code = main(argv)
+    err = capsys.readouterr().err
+    return code, err
+
+
+def test_tiny_run_writes_the_run_folder(tiny):
+    run = train(tiny)
+    files = {p.name for p in run.path.iterdir()}
+    assert {"config.json", "metrics.jsonl", "status.json", "last.pt", "backbone.pt", "backbone.json",
+            "train.log"} <= files
+    status = run.status()
+    assert status["state"] == "finished" and status["epoch"] == 2 and status["step"] == 4
+    metrics = run.metrics()
+    assert all({"epoch", "step", "loss", "lr", "images_per_s"} <= set(m) for m in metrics)
+    epochs = [m for m in metrics if "epoch_loss" in m]
+    assert [m["epoch"] for m in epochs] == [1, 2]
+    assert all(0 <= m["knn_top1"] <= m["knn_top5"] <= 100 for m in epochs)
+    saved = json.loads(run.config_path.read_text())
+    assert saved["model"]["cifar_stem"] is False and saved["views"]["blur_prob"] == 0.0  # resolved, recorded
+    ckpt = checkpoints.load(run.last_ckpt)
+    assert (ckpt["epoch"], ckpt["step"]) == (2, 4)
+    backbone = load_backbone(run.backbone_path)  # a plain torchvision-layout ResNet
+    assert backbone(torch.rand(2, 3, 16, 16)).shape == (2, 256)
+
+
+def test_training_lowers_the_loss(tmp_path):
+    cfg = tiny_config(tmp_path, epochs=8, lr=0.3, warmup_epochs=0)
+    cfg.views.crop_scale_min, cfg.views.jitter_strength = 0.5, 0.5  # milder views: visible progress in 16 steps
+    cfg.run.knn_every = 0
+    run = train(cfg)
+    losses = [m["epoch_loss"] for m in run.metrics() if "epoch_loss" in m]
+    assert sum(losses[-2:]) / 2 < sum(losses[:2]) / 2 - 0.1
+
+
+@pytest.mark.parametrize("stop_after_step", [2, 3], ids=["epoch-boundary", "mid-epoch"])
+def test_resume_is_exact(tmp_path, monkeypatch, capsys, stop_after_step):
+    straight = train(tiny_config(tmp_path, "straight"))
+
+    real = train_mod.stop_requested
+
+    def stop_once(s):
+        if s.step == stop_after_step and s.stop_reason is None:
+            s.stop_reason = "test"
+        return real(s)
+
+    monkeypatch.setattr(train_mod, "stop_requested", stop_once)
+    stopped = train(tiny_config(tmp_path, "stopped"))
+    assert stopped.status()["state"] == "stopped" and "--resume stopped" in stopped.status()["message"]
+    assert checkpoints.load(stopped.last_ckpt)["step"] == stop_after_step
+    monkeypatch.setattr(train_mod, "stop_requested", real)
+
+    code, err = run_main(["--resume", "stopped", "--runs-dir", str(tmp_path / "runs")], capsys)
+    assert code == 0, err
+    a, b = checkpoints.load(straight.last_ckpt), checkpoints.load(stopped.last_ckpt)
+    assert (a["epoch"], a["step"]) == (b["epoch"], b["step"]) == (2, 4)
+    for key in a["model"]:
+        assert torch.equal(a["model"][key], b["model"][key]), key
+    for sa, sb in zip(a["optimizer"]["state"].values(), b["optimizer"]["state"].values()):
+        assert torch.equal(sa["momentum_buffer"], sb["momentum_buffer"])
+    ea = [(m["epoch"], m["epoch_loss"], m["knn_top1"]) for m in straight.metrics() if "epoch_loss" in m]
+    eb = [(m["epoch"], m["epoch_loss"], m["knn_top1"]) for m in stopped.metrics() if "epoch_loss" in m]
+    assert ea == eb
+
+
+def test_finished_run_can_be_extended(tmp_path, capsys):
+    run = train(tiny_config(tmp_path))
+    runs = str(tmp_path / "runs")
+    code, err = run_main(["--resume", "tiny", "--runs-dir", runs], capsys)
+    assert code == 2 and "already finished 2 epochs; pass --epochs N" in err
+    code, err = run_main(["--resume", "tiny", "--runs-dir", runs, "--epochs", "3"], capsys)
+    assert code == 0, err
+    assert run.status()["epoch"] == 3 and run.config().optim.epochs == 3
+
+
+def one_line_error(code, err):
+    assert code == 2
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), err
+    return lines[0]
+
+
+def test_user_errors_are_one_line(tmp_path, capsys):
+    runs = str(tmp_path / "runs")
+    assert main(tiny_args(tmp_path)) == 0
+    capsys.readouterr()
+    cases = [
+        (tiny_args(tmp_path), "already exists"),
+        (["--resume", "nope", "--runs-dir", runs], "no run named 'nope'"),
+        (["--resume", "tiny", "--runs-dir", runs, "--backbone", "resnet18"], "cannot change --backbone"),
+        (tiny_args(tmp_path, "big") + ["--batch-size", "100"], "larger than the 64 training images"),
+        (tiny_args(tmp_path, "x") + ["--dataset", "imagenet"], None),  # argparse choices: exit 2 via SystemExit
+        (tiny_args(tmp_path, "../up"), "invalid run name"),
+        (tiny_args(tmp_path, "f") + ["--dataset", "folder", "--data-path", str(tmp_path / "none")], "does not exist"),
+        (tiny_args(tmp_path, "t") + ["--temperature", "0"], "--temperature must be a positive"),
+        (tiny_args(tmp_path, "e") + ["--epochs", "0"], "--epochs must be a positive"),
+    ]
+    for argv, match in cases:
+        if match is None:
+            with pytest.raises(SystemExit) as e:
+                main(argv)
+            assert e.value.code == 2
+            capsys.readouterr()
+            continue
+        code, err = run_main(argv, capsys)
+        assert match in one_line_error(code, err), (argv, err)
+    assert not (tmp_path / "up").exists()
+
+
+def test_checkpoint_of_another_architecture(tmp_path, capsys):
+    run = train(tiny_config(tmp_path))
+    cfg = json.loads(run.config_path.read_text())
+    cfg["model"]["cifar_stem"] = True
+    cfg["optim"]["epochs"] = 3
+    run.config_path.write_text(json.dumps(cfg))
+    code, err = run_main(["--resume", "tiny", "--runs-dir", str(tmp_path / "runs")], capsys)
+    assert "another architecture (cifar_stem: checkpoint False vs config True)" in one_line_error(code, err)
+    assert run.status()["state"] == "failed"
+
+
+def test_truncated_checkpoint_on_resume(tmp_path, capsys):
+    run = train(tiny_config(tmp_path))
+    run.last_ckpt.write_bytes(run.last_ckpt.read_bytes()[:1000])
+    code, err = run_main(["--resume", "tiny", "--runs-dir", str(tmp_path / "runs"), "--epochs", "3"], capsys)
+    assert "truncated or corrupt" in one_line_error(code, err)
+
+
+def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path, monkeypatch, capsys):
+    import simclr_core.methods as methods
+
+    real = methods.nt_xent
+    calls = {"n": 0}
+
+    def nan_from_epoch_two(z1, z2, t):
+        calls["n"] += 1
+        loss = real(z1, z2, t)
+        return loss * float("nan") if calls["n"] > 2 else loss
+
+    monkeypatch.setattr(methods, "nt_xent", nan_from_epoch_two)
+    code, err = run_main(tiny_args(tmp_path), capsys)
+    assert "loss became nan at epoch 2" in one_line_error(code, err)
+    run = RunDir(tmp_path / "runs" / "tiny")
+    assert run.status()["state"] == "failed" and "nan" in run.status()["message"]
+    ckpt = checkpoints.load(run.last_ckpt)
+    assert ckpt["epoch"] == 1 and all(torch.isfinite(v).all() for v in ckpt["model"].values() if v.is_floating_point())
+
+
+def _spawn(tmp_path, name, epochs="200"):
+    args = tiny_args(tmp_path, name) + ["--epochs", epochs, "--knn-every", "0"]
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    return subprocess.Popen([sys.executable, "-m", "simclr_core.train", *args], cwd=REPO, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _wait_for_training(run: RunDir, proc, timeout=120):
+    deadline = time.time() + timeout
+    while time.time() < deadline and proc.poll() is None:
+        if len(run.metrics()) >= 3:
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"training did not start: {proc.communicate()}")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("how", ["STOP file", "SIGTERM", "SIGINT"])
+def test_stop_cleanly_in_a_real_process(tmp_path, how):
+    proc = _spawn(tmp_path, "bg")
+    run = RunDir(tmp_path / "runs" / "bg")
+    _wait_for_training(run, proc)
+    if how == "STOP file":
+        run.request_stop()
+    else:
+        proc.send_signal(getattr(signal, how))
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err
+    st = run.status()
+    assert st["state"] == "stopped" and how in st["message"], st
+    ckpt = checkpoints.load(run.last_ckpt)
+    assert ckpt["step"] == st["step"] > 0
+    assert not run.stop_requested()
