@@ -14,6 +14,13 @@ from simclr_core.methods import METHODS
 _TYPES = {"str": str, "int": int, "float": float}
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse with one-line errors, like every other user error of the CLIs."""
+
+    def error(self, message: str):  # noqa: D102 - overrides argparse's usage dump
+        self.exit(2, f"error: {message} (see {self.prog} --help)\n")
+
+
 def _flag(name: str) -> str:
     return "--" + name.replace("_", "-")
 

@@ -9,13 +9,13 @@ from __future__ import annotations
 import argparse
 import sys
 
-from simclr_core.cli import run_cli
+from simclr_core.cli import Parser, run_cli
 from simclr_core.embeddings import FEATURES, embed_split
 from simclr_core.runs import open_run
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m simclr_core.embed", description=__doc__.splitlines()[0])
+    p = Parser(prog="python -m simclr_core.embed", description=__doc__.splitlines()[0])
     p.add_argument("--run", required=True, help="run name (a folder under --runs-dir)")
     p.add_argument("--runs-dir", default="checkpoints", help="folder of runs [default: checkpoints]")
     p.add_argument("--split", default="test", help="dataset split to embed [default: test]")

@@ -57,6 +57,23 @@ def extract(encoder: Encoder, images: torch.Tensor, *, feature: str = "h", size:
     return torch.cat(out) if out else torch.empty(0)
 
 
+def checkpoint_path(run: RunDir, checkpoint: str | Path = "last") -> Path:
+    """The file behind "last" or a path; a UserError if it is not there yet."""
+    path = run.last_ckpt if str(checkpoint) == "last" else Path(checkpoint)
+    if not path.is_file():
+        raise UserError(f"run '{run.name}' has no checkpoint {path.name} yet: train it for an epoch first")
+    return path
+
+
+def checkpoint_meta(run: RunDir, checkpoint: str | Path = "last", random_init: bool = False) -> dict:
+    """{"epoch", "step", "path"} of a checkpoint (zeros and None for the random-init baseline)."""
+    if random_init:
+        return {"epoch": 0, "step": 0, "path": None}
+    path = checkpoint_path(run, checkpoint)
+    ckpt = checkpoints.load(path)
+    return {"epoch": ckpt["epoch"], "step": ckpt["step"], "path": str(path)}
+
+
 def load_encoder(run: RunDir, checkpoint: str | Path = "last", device: torch.device | str = "cpu",
                  random_init: bool = False) -> tuple[Encoder, dict]:
     """The encoder of a run's checkpoint (or a fresh random one of the same architecture).
@@ -66,17 +83,14 @@ def load_encoder(run: RunDir, checkpoint: str | Path = "last", device: torch.dev
         random_init: build the architecture with the run's seed and no training (the baseline).
 
     Returns:
-        (encoder on ``device`` in eval mode, checkpoint metadata: epoch, step, path)
+        (encoder on ``device`` in eval mode, :func:`checkpoint_meta`)
     """
     cfg = run.config()
     if random_init:
         torch.manual_seed(cfg.run.seed)
-        side = cfg.views.crop_size or cfg.data.image_size or 32
-        encoder = build_encoder(architecture(cfg.model, side))
-        return encoder.to(device).eval(), {"epoch": 0, "step": 0, "path": None}
-    path = run.last_ckpt if str(checkpoint) == "last" else Path(checkpoint)
-    if not path.is_file():
-        raise UserError(f"run '{run.name}' has no checkpoint {path.name} yet: train it for an epoch first")
+        encoder = build_encoder(architecture(cfg.model, cfg.data.image_size or 32))
+        return encoder.to(device).eval(), checkpoint_meta(run, random_init=True)
+    path = checkpoint_path(run, checkpoint)
     ckpt = checkpoints.load(path)
     method = METHODS[ckpt.get("method", "simclr")](build_encoder(ckpt["arch"]))
     checkpoints.load_state(method, ckpt["model"], path)
@@ -92,6 +106,7 @@ class Embeddings:
     labels: np.ndarray  # (N,) int64
     indices: np.ndarray  # (N,) int64
     classes: list[str]
+    key: str = ""  # names the checkpoint, split and feature: a cache key for what is derived from these rows
 
     def save_npz(self, path: str | Path) -> None:
         """Export with arrays ``embeddings``, ``labels``, ``indices`` (and ``classes``)."""
@@ -105,7 +120,7 @@ class Embeddings:
     @classmethod
     def load_npz(cls, path: str | Path) -> "Embeddings":
         with np.load(path) as z:
-            return cls(z["embeddings"], z["labels"], z["indices"], [str(c) for c in z["classes"]])
+            return cls(z["embeddings"], z["labels"], z["indices"], [str(c) for c in z["classes"]], Path(path).stem)
 
 
 def split_images(cfg: TrainConfig, split: str, progress: Progress | None = None) -> data.ImageSet:
@@ -126,9 +141,7 @@ def embed_split(run: RunDir, split: str, feature: str = "h", checkpoint: str | P
     if random_init:
         tag = f"random-seed{cfg.run.seed}"
     else:
-        path = run.last_ckpt if str(checkpoint) == "last" else Path(checkpoint)
-        if not path.is_file():
-            raise UserError(f"run '{run.name}' has no checkpoint {path.name} yet: train it for an epoch first")
+        path = checkpoint_path(run, checkpoint)
         st = path.stat()
         tag = hashlib.sha1(f"{path.resolve()}:{st.st_size}:{st.st_mtime_ns}".encode()).hexdigest()[:12]
     cache = run.embeddings_dir / f"{split.replace('+', '_')}-{feature}-{tag}.npz"
@@ -140,6 +153,6 @@ def embed_split(run: RunDir, split: str, feature: str = "h", checkpoint: str | P
     emb = extract(encoder, images.images, feature=feature, size=cfg.views.crop_size, device=dev,
                   progress=progress)
     result = Embeddings(emb.numpy(), images.labels.numpy().astype(np.int64),
-                        np.arange(len(images), dtype=np.int64), list(images.classes))
+                        np.arange(len(images), dtype=np.int64), list(images.classes), cache.stem)
     result.save_npz(cache)
     return result

@@ -16,27 +16,27 @@ from typing import Any
 import torch
 
 from simclr_core import data
-from simclr_core.cli import run_cli
-from simclr_core.embeddings import embed_split, extract, load_encoder
+from simclr_core.cli import Parser, run_cli
+from simclr_core.embeddings import checkpoint_meta, embed_split, extract, load_encoder
 from simclr_core.errors import UserError
-from simclr_core.evaluation import knn_accuracy, linear_probe
+from simclr_core.evaluation import confusion_matrix, knn_classify, linear_probe, topk_accuracy
 from simclr_core.hardware import resolve_device
 from simclr_core.runs import RunDir, open_run, write_json_atomic
 
 
 def _features(run: RunDir, split: str, *, checkpoint: str, random_init: bool, device: str,
-              limit: int | None) -> tuple[torch.Tensor, torch.Tensor]:
-    """(features h, labels) of a split; a whole split goes through the per-checkpoint cache."""
+              limit: int | None) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
+    """(features h, labels, class names) of a split; a whole split goes through the per-checkpoint cache."""
     if limit is None:
         e = embed_split(run, split, "h", checkpoint=checkpoint, device=device, random_init=random_init)
-        return torch.from_numpy(e.embeddings), torch.from_numpy(e.labels)
+        return torch.from_numpy(e.embeddings), torch.from_numpy(e.labels), e.classes
     cfg = run.config()
     d = cfg.data
     images = data.load_split(d.dataset, split, path=d.data_path, data_dir=d.data_dir, image_size=d.image_size,
                              download=d.download, subset=limit, seed=cfg.run.seed)
     dev = resolve_device(device)
     encoder, _ = load_encoder(run, checkpoint, dev, random_init=random_init)
-    return extract(encoder, images.images, size=cfg.views.crop_size, device=dev), images.labels
+    return extract(encoder, images.images, size=cfg.views.crop_size, device=dev), images.labels, images.classes
 
 
 def evaluate_run(run: RunDir, *, checkpoint: str = "last", random_init: bool = False, bank_split: str | None = None,
@@ -57,21 +57,24 @@ def evaluate_run(run: RunDir, *, checkpoint: str = "last", random_init: bool = F
                         "need class sub-folders")
     query_split = query_split or default_query
     kw = dict(checkpoint=checkpoint, random_init=random_init, device=device)
-    bank_x, bank_y = _features(run, bank_split, limit=max_bank, **kw)
+    bank_x, bank_y, classes = _features(run, bank_split, limit=max_bank, **kw)
     if query_split is None:
         bank_idx, query_idx = data.holdout(len(bank_x))
         query_x, query_y = bank_x[query_idx], bank_y[query_idx]
         bank_x, bank_y = bank_x[bank_idx], bank_y[bank_idx]
         query_split = f"{bank_split} (held-out fifth)"
     else:
-        query_x, query_y = _features(run, query_split, limit=None, **kw)
-    _, meta = load_encoder(run, checkpoint, "cpu", random_init=random_init)
+        query_x, query_y, _ = _features(run, query_split, limit=None, **kw)
+    meta = checkpoint_meta(run, checkpoint, random_init)
     result: dict[str, Any] = {
-        "run": run.name, "checkpoint": "random-init" if random_init else (meta["path"] or checkpoint),
+        "run": run.name, "classes": classes, "checkpoint": "random-init" if random_init else (meta["path"] or checkpoint),
         "epoch": meta["epoch"], "bank_split": bank_split, "query_split": query_split,
         "n_bank": len(bank_x), "n_query": len(query_x), "k": k, "time": time.time(),
     }
-    result.update(knn_accuracy(bank_x, bank_y, query_x, query_y, k=k))
+    scores, labels = knn_classify(bank_x, bank_y, query_x, query_y, k=k)
+    acc = topk_accuracy(scores, labels, (1, 5))
+    result.update(knn_top1=100.0 * acc[1], knn_top5=100.0 * acc[5],
+                  knn_confusion=confusion_matrix(scores.argmax(1), labels, scores.shape[1]).tolist())
     if probe:
         result.update(linear_probe(bank_x, bank_y, query_x, query_y, epochs=probe_epochs, seed=cfg.run.seed))
     return result
@@ -99,7 +102,7 @@ def format_table(results: list[dict[str, Any]]) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m simclr_core.evaluate", description=__doc__.splitlines()[0])
+    p = Parser(prog="python -m simclr_core.evaluate", description=__doc__.splitlines()[0])
     p.add_argument("--run", required=True, help="run name (a folder under --runs-dir)")
     p.add_argument("--runs-dir", default="checkpoints", help="folder of runs [default: checkpoints]")
     p.add_argument("--checkpoint", default="last", help="'last' or a checkpoint path [default: last]")

@@ -14,7 +14,7 @@ from torch import Tensor, nn
 
 from simclr_core.errors import UserError
 
-__all__ = ["knn_predict", "topk_accuracy", "knn_accuracy", "linear_probe", "confusion_matrix"]
+__all__ = ["knn_predict", "topk_accuracy", "knn_classify", "knn_accuracy", "linear_probe", "confusion_matrix"]
 
 _NO_LABELS = "{} has no labels: kNN and the linear probe need a labelled split (class sub-folders)"
 
@@ -100,6 +100,24 @@ def topk_accuracy(scores: Tensor, labels: Tensor, ks: tuple[int, ...] = (1, 5)) 
     return {k: hit[:, :min(k, scores.shape[1])].any(dim=1).sum().item() / n for k in ks}
 
 
+def knn_classify(bank: Tensor, bank_labels: Tensor, query: Tensor, query_labels: Tensor, *, k: int = 200,
+                 temperature: float = 0.1) -> tuple[Tensor, Tensor]:
+    """kNN class scores of the labelled query rows against the labelled bank rows (rows labelled -1 dropped).
+
+    Returns:
+        (scores (Q', C), the kept query labels (Q',)).
+
+    Raises:
+        UserError: If bank or query has no labelled rows.
+    """
+    _check_pair(bank, bank_labels, "bank")
+    _check_pair(query, query_labels, "query")
+    bank, bank_labels = _labelled(bank, bank_labels, "The kNN bank (train split)")
+    query, query_labels = _labelled(query, query_labels, "The kNN query (test split)")
+    num_classes = int(max(bank_labels.max().item(), query_labels.max().item())) + 1
+    return knn_predict(query, bank, bank_labels, num_classes, k=k, temperature=temperature), query_labels
+
+
 def knn_accuracy(bank: Tensor, bank_labels: Tensor, query: Tensor, query_labels: Tensor, *, k: int = 200,
                  temperature: float = 0.1) -> dict[str, float]:
     """kNN top-1/top-5 accuracy of ``query`` against ``bank``, ignoring rows labelled -1.
@@ -110,13 +128,8 @@ def knn_accuracy(bank: Tensor, bank_labels: Tensor, query: Tensor, query_labels:
     Raises:
         UserError: If bank or query has no labelled rows.
     """
-    _check_pair(bank, bank_labels, "bank")
-    _check_pair(query, query_labels, "query")
-    bank, bank_labels = _labelled(bank, bank_labels, "The kNN bank (train split)")
-    query, query_labels = _labelled(query, query_labels, "The kNN query (test split)")
-    num_classes = int(max(bank_labels.max().item(), query_labels.max().item())) + 1
-    scores = knn_predict(query, bank, bank_labels, num_classes, k=k, temperature=temperature)
-    acc = topk_accuracy(scores, query_labels, (1, 5))
+    scores, labels = knn_classify(bank, bank_labels, query, query_labels, k=k, temperature=temperature)
+    acc = topk_accuracy(scores, labels, (1, 5))
     return {"knn_top1": 100.0 * acc[1], "knn_top5": 100.0 * acc[5]}
 
 

@@ -28,7 +28,7 @@ def write_json_atomic(path: Path, obj: Any) -> None:
     os.replace(tmp, path)
 
 
-def _pid_alive(pid: int | None) -> bool:
+def pid_alive(pid: int | None) -> bool:
     if not pid:
         return False
     try:
@@ -68,13 +68,25 @@ class RunDir:
                   "updated": time.time(), **extra}
         write_json_atomic(self.status_path, status)
 
+    def launcher_pid(self) -> int | None:
+        """The pid of the last training process the app started for this run (``launch.json``), if any."""
+        try:
+            return int(json.loads((self.path / "launch.json").read_text())["pid"])
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+
     def status(self) -> dict[str, Any]:
-        """The last status written, with ``state`` "died" if it says running but its process is gone."""
+        """The last status written, with ``state`` "died" if it says running but its process is gone.
+
+        Before the first status, a run the app launched is "starting" while its process lives.
+        """
         try:
             st = json.loads(self.status_path.read_text())
         except (OSError, ValueError):
+            if pid_alive(self.launcher_pid()):
+                return {"state": "starting", "message": "the training process is loading Python and the data"}
             return {}
-        if st.get("state") == "running" and not _pid_alive(st.get("pid")):
+        if st.get("state") == "running" and not pid_alive(st.get("pid")):
             st["state"] = "died"
             st["message"] = st.get("message") or "the training process ended without a word; resume it"
         return st
@@ -118,14 +130,22 @@ class RunDir:
 
 
 def new_run(runs_dir: str | Path, name: str) -> RunDir:
-    """Create ``runs_dir/name``; an existing run is an error (it would be overwritten)."""
+    """Create ``runs_dir/name`` for a new run; an existing run is an error (it would be overwritten).
+
+    A folder without ``config.json`` (made by the app's launcher) is taken as it is, and so is a
+    run that failed before its first checkpoint: it holds no work to lose, and the user can
+    fix the flag and start again under the same name.
+    """
     check_run_name(name)
-    path = Path(runs_dir) / name
-    if path.exists():
-        raise UserError(f"run '{name}' already exists in {runs_dir}: pass --resume {name} to continue it, "
-                        "or choose another --name")
-    path.mkdir(parents=True)
-    return RunDir(path)
+    run = RunDir(Path(runs_dir) / name)
+    if run.config_path.exists():
+        if run.last_ckpt.exists() or run.status().get("state") != "failed":
+            raise UserError(f"run '{name}' already exists in {runs_dir}: resume it (--resume {name}) "
+                            "or choose another name")
+        for stale in (run.metrics_path, run.status_path, run.config_path):
+            stale.unlink(missing_ok=True)
+    run.path.mkdir(parents=True, exist_ok=True)
+    return run
 
 
 def open_run(runs_dir: str | Path, name: str) -> RunDir:

@@ -20,7 +20,7 @@ import torch
 from tqdm import tqdm
 
 from simclr_core import checkpoints, data
-from simclr_core.cli import add_config_args, config_from_args, run_cli
+from simclr_core.cli import Parser, add_config_args, config_from_args, run_cli
 from simclr_core.config import TrainConfig
 from simclr_core.embeddings import extract
 from simclr_core.errors import UserError
@@ -58,6 +58,7 @@ class Session:
     lr: float = 0.0  # learning rate of the last step
     knn_sets: tuple | None = None  # (bank ImageSet, query ImageSet) for the monitor
     stop_reason: str | None = None
+    skipped: int = 0  # unreadable files skipped in an image folder
     log_file: Any = None
     window: list = field(default_factory=list)  # loss tensors since the last log line
     window_start: float = 0.0
@@ -223,8 +224,6 @@ def prepare(cfg: TrainConfig, run: RunDir, resume: bool) -> Session:
     pretrain, bank_split, query_split = data.default_splits(d.dataset, d.data_path)
     train = data.load_split(d.dataset, d.train_split or pretrain, path=d.data_path, data_dir=d.data_dir,
                             image_size=d.image_size, download=d.download, subset=d.subset, seed=cfg.run.seed)
-    if train.skipped:
-        print(f"note: skipped {train.skipped} unreadable file(s) in {train.name}", file=sys.stderr)
     if cfg.optim.batch_size > len(train):
         raise UserError(f"--batch-size {cfg.optim.batch_size} is larger than the {len(train)} training "
                         f"images of {train.name}; lower it")
@@ -252,7 +251,7 @@ def prepare(cfg: TrainConfig, run: RunDir, resume: bool) -> Session:
 
     s = Session(cfg=cfg, run=run, device=device, images=images, method=method, optimizer=optimizer,
                 scaler=scaler, amp_dtype=amp_dtype, view_kwargs=view_kwargs, generator=generator, arch=arch,
-                steps_per_epoch=len(train) // cfg.optim.batch_size)
+                steps_per_epoch=len(train) // cfg.optim.batch_size, skipped=train.skipped)
     if resume:
         restore(s)
     s.knn_sets = knn_sets(cfg, bank_split, query_split)
@@ -305,6 +304,7 @@ def train(cfg: TrainConfig, resume: bool = False) -> RunDir:
         if cfg.run.name is None:
             cfg.run.name = f"{cfg.data.dataset}-{cfg.model.backbone}-{datetime.now():%Y%m%d-%H%M%S}"
         run = new_run(cfg.run.runs_dir, cfg.run.name)
+        cfg.save(run.config_path)  # at once, so a run that fails while loading data is listed with its error
     run.clear_stop()
     with open(run.log_path, "a") as log_file:
         try:
@@ -312,9 +312,10 @@ def train(cfg: TrainConfig, resume: bool = False) -> RunDir:
             s.log_file = log_file
             cfg.save(run.config_path)
             run.truncate_metrics(s.step)
-            s.log(f"{'resuming' if resume else 'starting'} run {run.name} at epoch {s.epoch}, step {s.step} "
+            s.log(f"{'resuming' if s.step else 'starting'} run {run.name} at epoch {s.epoch}, step {s.step} "
                   f"of {s.total_steps} on {describe(s.device)}; {len(s.images)} images, "
-                  f"{s.steps_per_epoch} steps per epoch")
+                  f"{s.steps_per_epoch} steps per epoch"
+                  + (f"; skipped {s.skipped} unreadable file(s)" if s.skipped else ""))
             run.write_status("running", epoch=s.epoch, step=s.step, total_steps=s.total_steps,
                              device=describe(s.device))
             with stop_on_signals(s):
@@ -367,7 +368,7 @@ class stop_on_signals:
 
 def build_parser() -> argparse.ArgumentParser:
     """The ``simclr_core.train`` command line: one flag per config field."""
-    p = argparse.ArgumentParser(
+    p = Parser(
         prog="python -m simclr_core.train",
         description="Pre-train SimCLR on an image dataset. Writes checkpoints/<name>/ with config.json, "
                     "metrics.jsonl, status.json, last.pt and backbone.pt. Ctrl-C, SIGTERM or a STOP file in "

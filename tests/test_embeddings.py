@@ -9,7 +9,7 @@ from simclr_core.errors import UserError
 from simclr_core.models import Encoder
 from simclr_core.train import train
 
-from conftest import tiny_config
+from tests.conftest import tiny_config
 
 
 @pytest.fixture(scope="module")

@@ -5,7 +5,7 @@ import pytest
 from simclr_core.evaluate import evaluate_run, main
 from simclr_core.train import train
 
-from conftest import tiny_config
+from tests.conftest import tiny_config
 
 
 @pytest.fixture(scope="module")

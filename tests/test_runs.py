@@ -19,6 +19,23 @@ def test_new_run_refuses_existing_and_open_lists_known(tmp_path):
     assert list_runs(tmp_path / "nowhere") == []
 
 
+def test_new_run_takes_a_launcher_folder_and_replaces_a_failed_start(tmp_path):
+    (tmp_path / "l").mkdir()
+    (tmp_path / "l" / "console.log").write_text("launcher output")
+    assert new_run(tmp_path, "l").path == tmp_path / "l"
+    assert (tmp_path / "l" / "console.log").exists()  # kept
+    run = new_run(tmp_path, "f")
+    TrainConfig().save(run.config_path)
+    run.write_status("failed", "no images found in /nowhere")
+    run = new_run(tmp_path, "f")  # nothing to lose: no checkpoint
+    assert not run.config_path.exists() and run.status() == {}
+    TrainConfig().save(run.config_path)
+    run.write_status("failed", "loss became nan")
+    run.last_ckpt.write_bytes(b"weights")
+    with pytest.raises(UserError, match="already exists"):
+        new_run(tmp_path, "f")
+
+
 def test_metrics_follow_and_survive_a_half_line(tmp_path):
     run = RunDir(tmp_path)
     run.append_metrics({"epoch": 1, "step": 5, "loss": 2.0})

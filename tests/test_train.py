@@ -14,7 +14,7 @@ from simclr_core.checkpoints import load_backbone
 from simclr_core.runs import RunDir
 from simclr_core.train import main, train
 
-from conftest import REPO, tiny_args, tiny_config
+from tests.conftest import REPO, tiny_args, tiny_config
 
 
 def run_main(argv, capsys):
@@ -103,25 +103,28 @@ def test_user_errors_are_one_line(tmp_path, capsys):
     runs = str(tmp_path / "runs")
     assert main(tiny_args(tmp_path)) == 0
     capsys.readouterr()
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "broken" / "cat").mkdir(parents=True)
+    (tmp_path / "broken" / "cat" / "a.jpg").write_bytes(b"not a jpeg")
+    folder = ["--dataset", "folder", "--data-path"]
     cases = [
         (tiny_args(tmp_path), "already exists"),
         (["--resume", "nope", "--runs-dir", runs], "no run named 'nope'"),
         (["--resume", "tiny", "--runs-dir", runs, "--backbone", "resnet18"], "cannot change --backbone"),
         (tiny_args(tmp_path, "big") + ["--batch-size", "100"], "larger than the 64 training images"),
-        (tiny_args(tmp_path, "x") + ["--dataset", "imagenet"], None),  # argparse choices: exit 2 via SystemExit
+        (tiny_args(tmp_path, "x") + ["--dataset", "imagenet"], "argument --dataset: invalid choice: 'imagenet'"),
+        (tiny_args(tmp_path, "x") + folder + [str(tmp_path / "empty")], "no images found in"),
+        (tiny_args(tmp_path, "x") + folder + [str(tmp_path / "broken")], "none of the 1 image files"),
         (tiny_args(tmp_path, "../up"), "invalid run name"),
         (tiny_args(tmp_path, "f") + ["--dataset", "folder", "--data-path", str(tmp_path / "none")], "does not exist"),
         (tiny_args(tmp_path, "t") + ["--temperature", "0"], "--temperature must be a positive"),
         (tiny_args(tmp_path, "e") + ["--epochs", "0"], "--epochs must be a positive"),
     ]
     for argv, match in cases:
-        if match is None:
-            with pytest.raises(SystemExit) as e:
-                main(argv)
-            assert e.value.code == 2
-            capsys.readouterr()
-            continue
-        code, err = run_main(argv, capsys)
+        try:
+            code, err = run_main(argv, capsys)
+        except SystemExit as e:  # argparse's own checks
+            code, err = e.code, capsys.readouterr().err
         assert match in one_line_error(code, err), (argv, err)
     assert not (tmp_path / "up").exists()
 

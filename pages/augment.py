@@ -1,0 +1,145 @@
+"""Augmentations: the positive pairs SimCLR learns from, drawn by the training code, with every view knob."""
+
+from __future__ import annotations
+
+import random
+from dataclasses import fields
+
+import streamlit as st
+
+from pages.common import current_run, images_of, user_errors
+from simclr_core import data
+from simclr_core.config import DataConfig, ViewConfig
+from simclr_core.preview import parse_indices, positive_pairs, sample_indices, upscale_nearest
+
+HELP = {f.name: f.metadata["help"] for f in fields(ViewConfig)}
+SHOW_SIDE = 112  # small images are enlarged to at least this many pixels, with crisp nearest-neighbour pixels
+MAX_PAIRS = 16
+# slider key -> (ViewConfig fields it sets, label, min, max, step); ranges keep every value one a run accepts
+KNOBS = {
+    "aug_crop_scale": (("crop_scale_min", "crop_scale_max"), "Crop area (fraction of the image)", 0.01, 1.0, 0.01),
+    "aug_flip_prob": (("flip_prob",), "Horizontal flip probability", 0.0, 1.0, 0.05),
+    "aug_jitter_strength": (("jitter_strength",), "Colour jitter strength s", 0.0, 2.0, 0.1),
+    "aug_jitter_prob": (("jitter_prob",), "Colour jitter probability", 0.0, 1.0, 0.05),
+    "aug_grayscale_prob": (("grayscale_prob",), "Grayscale probability", 0.0, 1.0, 0.05),
+    "aug_blur_prob": (("blur_prob",), "Gaussian blur probability", 0.0, 1.0, 0.05),
+    "aug_blur_sigma": (("blur_sigma_min", "blur_sigma_max"), "Blur sigma (pixels)", 0.05, 5.0, 0.05),
+    "aug_solarize_prob": (("solarize_prob",), "Solarize probability", 0.0, 1.0, 0.05),
+}
+PRESETS = {  # the paper's settings (Chen et al. 2020, appendix A and B.9)
+    "Paper ImageNet defaults": dict(crop_scale_min=0.08, crop_scale_max=1.0, flip_prob=0.5, jitter_strength=1.0,
+                                    jitter_prob=0.8, grayscale_prob=0.2, blur_prob=0.5, blur_sigma_min=0.1,
+                                    blur_sigma_max=2.0, solarize_prob=0.0),
+    "Paper CIFAR (s=0.5, no blur)": dict(crop_scale_min=0.08, crop_scale_max=1.0, flip_prob=0.5, jitter_strength=0.5,
+                                         jitter_prob=0.8, grayscale_prob=0.2, blur_prob=0.0, blur_sigma_min=0.1,
+                                         blur_sigma_max=2.0, solarize_prob=0.0),
+}
+
+
+def set_knobs(values: dict) -> None:
+    """Put ViewConfig field values into the sliders (a button callback: runs before the widgets exist)."""
+    for key, (names, *_) in KNOBS.items():
+        got = tuple(values[n] for n in names)
+        st.session_state[key] = got if len(got) == 2 else got[0]
+
+
+def resample() -> None:
+    st.session_state["aug_seed"] = random.randrange(2**31)
+
+
+def crop_size_range(side: int) -> tuple[int, int]:
+    return 8, max(64, 2 * side)
+
+
+st.title("Augmentations")
+st.caption("SimCLR learns by pulling together two random *views* of the same image (a positive pair) and "
+           "pushing apart views of different images. Below, each row is an image and the two views training "
+           "would draw from it, made by the exact code training runs. Tune the knobs, then train with them.")
+
+# ---------------------------------------------------------------- which images
+run = current_run()
+with user_errors():
+    run_cfg = run.config() if run else None
+top = st.columns([2, 2, 3])
+source = top[0].selectbox("Images from", (["run"] if run_cfg else []) + list(data.DATASETS), key="aug_source",
+                          format_func=lambda s: f"run '{run.name}' ({run_cfg.data.dataset})" if s == "run" else s,
+                          help="the picked run's dataset, or any dataset (digits is bundled and works offline)")
+if source == "run":
+    d, base_views = run_cfg.data, run_cfg.views
+else:
+    d, base_views = DataConfig(dataset=source), ViewConfig()
+    if source == "folder":
+        d.data_path = top[0].text_input("Image folder", key="aug_folder", placeholder="/path/to/images",
+                                        help=DataConfig.__dataclass_fields__["data_path"].metadata["help"]) or None
+        if not d.data_path:
+            st.info("Type the path of a folder of images (class sub-folders give labels).")
+            st.stop()
+with user_errors():
+    splits = data.splits_of(d.dataset, d.data_path)
+    pretrain = d.train_split if d.train_split in splits else data.default_splits(d.dataset, d.data_path)[0]
+split = top[1].selectbox("Split", splits, index=splits.index(pretrain) if pretrain in splits else 0,
+                         key=f"aug_split_{d.dataset}", help="the split a run pre-trains on is picked first")
+with user_errors(), st.spinner(f"Loading {d.dataset}/{split} (decoded once, then cached)..."):
+    ims = images_of(d.dataset, split, d.data_path, d.data_dir, d.image_size)
+side = int(ims.images.shape[-1])
+top[2].caption(f"**{ims.name}**: {len(ims)} images of {side}×{side} px"
+               + (f", {len(ims.classes)} classes" if ims.classes else ", unlabelled"))
+
+# ---------------------------------------------------------------- the knobs
+st.session_state.setdefault("aug_seed", 0)
+base_values = {**vars(base_views), "blur_prob": base_views.kwargs(side)["blur_prob"]}  # blur default resolved
+if "aug_flip_prob" not in st.session_state:  # first visit: start from the run's (or the default) settings
+    set_knobs(base_values)
+lo, hi = crop_size_range(side)
+if not lo <= st.session_state.get("aug_crop_size", side) <= hi:  # a dataset of another size was picked
+    st.session_state["aug_crop_size"] = side
+st.session_state.setdefault("aug_crop_size", base_views.crop_size or side)
+
+left, right = st.columns([1, 2], gap="large")
+with left:
+    st.subheader("View knobs")
+    presets = dict(PRESETS)
+    if source == "run":
+        presets[f"Run '{run.name}' settings"] = base_values
+    for name, values in presets.items():  # stacked: the labels are too long for columns
+        st.button(name, on_click=set_knobs, args=(values,), width="stretch")
+    st.slider("View size (pixels)", lo, hi, key="aug_crop_size", help=HELP["crop_size"])
+    for key, (names, label, mn, mx, step) in KNOBS.items():
+        helps = " / ".join(HELP[n] for n in names)
+        st.slider(label, mn, mx, step=step, key=key, help=helps)
+
+views_values = {"crop_size": None if st.session_state["aug_crop_size"] == side else st.session_state["aug_crop_size"]}
+for key, (names, *_) in KNOBS.items():
+    v = st.session_state[key]
+    views_values.update(zip(names, v if len(names) == 2 else (v,)))
+
+with right:
+    pick = st.columns([2, 2, 1])
+    mode = pick[0].radio("Pick images", ["Random", "By index"], horizontal=True, key="aug_pick")
+    if mode == "Random":
+        n = pick[1].slider("Pairs", 1, MAX_PAIRS, 6, key="aug_n")
+    else:
+        text = pick[1].text_input("Indices", "0, 1, 2, 3", key="aug_indices",
+                                  help=f"comma-separated, 0 to {len(ims) - 1}, at most {MAX_PAIRS}")
+    pick[2].button("Resample", on_click=resample, help="new random images (in Random mode) and new views")
+    if st.button("Train with these settings", type="primary", icon=":material/model_training:",
+                 help="open the Train page with these view settings filled in"):
+        st.session_state["train_views"] = views_values
+        st.switch_page("pages/train.py")
+
+    seed = st.session_state["aug_seed"]
+    with user_errors():
+        idx = sample_indices(len(ims), n, seed) if mode == "Random" else parse_indices(text, len(ims), MAX_PAIRS)
+    kw = ViewConfig(**views_values).kwargs(side)
+    orig, v1, v2 = positive_pairs(ims.images[idx], kw, seed)
+    st.caption(f"Seed {seed} · views of {kw['size']}×{kw['size']} px"
+               + (" (shown enlarged, pixels kept sharp)" if kw["size"] < SHOW_SIDE else ""))
+    head = st.columns(3)
+    for col, title in zip(head, ("Original", "View 1", "View 2")):
+        col.markdown(f"**{title}**")
+    for row, i in enumerate(idx):
+        label = int(ims.labels[i])
+        name = ims.classes[label] if 0 <= label < len(ims.classes) else "unlabelled"
+        cols = st.columns(3)
+        for col, arr, what in zip(cols, (orig, v1, v2), ("original", "view 1", "view 2")):
+            col.image(upscale_nearest(arr[row], SHOW_SIDE), caption=f"#{i} · {name} · {what}")

@@ -1,0 +1,170 @@
+"""Evaluate and compare runs: kNN and linear-probe accuracy, confusion matrix, config differences, curves."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import pandas as pd
+import plotly.express as px
+import streamlit as st
+
+from pages.common import current_run, run_names, runs_dir
+from simclr_core.compare import config_differences, epoch_curves, latest_results, load_results, result_label
+from simclr_core.errors import UserError
+from simclr_core.evaluate import evaluate_run, save_result
+from simclr_core.runs import RunDir
+
+METRICS = {"knn_top1": "kNN top-1 %", "knn_top5": "kNN top-5 %", "probe_top1": "Probe top-1 %",
+           "probe_top5": "Probe top-5 %"}
+
+
+def label_of(result: dict[str, Any]) -> str:
+    """Unique row name: run (or its random-init baseline) and, for a trained one, the checkpoint epoch."""
+    name = result_label(result)
+    return name if result.get("checkpoint") == "random-init" else f"{name} · epoch {result.get('epoch', '?')}"
+
+
+def results_table(results: list[dict[str, Any]]) -> pd.DataFrame:
+    """One row per result with the accuracies in percent and how they were measured."""
+    rows = [{"result": label_of(r), "run": r.get("run"), "epoch": r.get("epoch"),
+             **{m: r.get(m) for m in METRICS}, "k": r.get("k"), "n_bank": r.get("n_bank"),
+             "n_query": r.get("n_query"),
+             "evaluated": time.strftime("%Y-%m-%d %H:%M", time.localtime(r.get("time", 0)))} for r in results]
+    return pd.DataFrame(rows)
+
+
+def shown(value: Any) -> str:
+    """A config value as the table shows it (None means the field's documented default)."""
+    return "default" if value is None else str(value)
+
+
+def evaluate(names: list[str], baseline: bool, k: int, probe_epochs: int, max_bank: int | None) -> None:
+    """Evaluate each run (and its random-init baseline), saving each result as soon as it is known."""
+    todo = [(n, rand) for n in names for rand in ((False, True) if baseline else (False,))]
+    bar = st.progress(0.0)
+    with st.status(f"Evaluating {len(todo)} model(s)…", expanded=True) as status:
+        failed = 0
+        for i, (name, rand) in enumerate(todo):
+            what = f"{name} (random init)" if rand else name
+            bar.progress(i / len(todo), text=f"{what}: embedding, kNN, linear probe ({i + 1}/{len(todo)})")
+            run = RunDir(runs_dir() / name)
+            try:
+                result = evaluate_run(run, random_init=rand, k=k, probe_epochs=probe_epochs, max_bank=max_bank)
+            except UserError as e:  # one run without a checkpoint must not stop the others
+                st.error(f"{what}: {e}", icon=":material/error:")
+                failed += 1
+                continue
+            save_result(run, result)
+            st.write(f"{what}: kNN top-1 **{result['knn_top1']:.1f}%**"
+                     + (f", probe top-1 **{result['probe_top1']:.1f}%**" if "probe_top1" in result else ""))
+        bar.empty()
+        status.update(label=f"Evaluated {len(todo) - failed} of {len(todo)} model(s)",
+                      state="error" if failed else "complete", expanded=bool(failed))
+
+
+st.title("Evaluate & compare")
+st.caption("How useful are the learned features? Both tests freeze the encoder and use its backbone features h: "
+           "**kNN** labels each test image by its nearest training images, the **linear probe** trains one "
+           "linear layer on top. The **random-init baseline** is the same network untrained: the gap is "
+           "what self-supervised training learned.")
+
+names = run_names()
+if not names:
+    st.info("No runs yet. Train one on the **Train** page, then evaluate it here.")
+    st.page_link("pages/train.py", label="Go to Train", icon=":material/model_training:")
+    st.stop()
+
+cur = current_run()
+if "eval_runs" not in st.session_state:  # start from the sidebar's run; later picks are the user's
+    st.session_state["eval_runs"] = [cur.name] if cur else names[:1]
+st.session_state["eval_runs"] = [n for n in st.session_state["eval_runs"] if n in names]
+picked = st.multiselect("Runs", names, key="eval_runs", help="Pick two or more to compare them side by side.")
+if not picked:
+    st.info("Pick at least one run above.")
+    st.stop()
+
+with st.form("eval_form", border=True):
+    c1, c2, c3, c4 = st.columns(4)
+    k = c1.number_input("kNN k", 1, 1000, 200, key="eval_k", help="Neighbours that vote (the paper's 200).")
+    probe_epochs = c2.number_input("Probe epochs", 1, 1000, 100, key="eval_probe_epochs",
+                                   help="Training epochs of the linear probe; fewer are faster but less exact.")
+    max_bank = c3.number_input("Max bank images (0: all)", 0, 10_000_000, 0, 500, key="eval_max_bank",
+                               help="Use a fixed random subset of the training split: quicker on a CPU.")
+    baseline = c4.checkbox("Include random-init baseline", key="eval_baseline",
+                           help="Also evaluate an untrained network of the same architecture.")
+    go_ = st.form_submit_button("Run evaluation", type="primary", icon=":material/play_arrow:", key="eval_submit")
+if go_:
+    evaluate(picked, baseline, int(k), int(probe_epochs), int(max_bank) or None)
+
+st.subheader("Results")
+results = latest_results([r for n in picked for r in load_results(RunDir(runs_dir() / n))])
+if not results:
+    st.caption("No evaluations of these runs yet: press **Run evaluation**. Results are saved in each run's "
+               "eval.json and shown here next time without recomputing.")
+else:
+    table = results_table(results)
+    st.dataframe(table, hide_index=True, key="eval_table", column_config={
+        "result": "Model", "run": None, "epoch": "Checkpoint epoch", "n_bank": "Bank images",
+        "n_query": "Query images", **{m: st.column_config.NumberColumn(lbl, format="%.1f")
+                                      for m, lbl in METRICS.items()}})
+    long = table.melt(id_vars="result", value_vars=list(METRICS), var_name="metric", value_name="accuracy")
+    long["metric"] = long["metric"].map(METRICS)
+    fig = px.bar(long.dropna(), x="metric", y="accuracy", color="result", barmode="group",
+                 labels={"accuracy": "accuracy (%)", "metric": "", "result": "model"}, range_y=[0, 100])
+    st.plotly_chart(fig, key="eval_bars")
+
+    st.subheader("Confusion matrix (kNN)")
+    by_label = {label_of(r): r for r in results if r.get("knn_confusion")}
+    choice = st.selectbox("Model", list(by_label), key="eval_confusion")
+    if choice:
+        r = by_label[choice]
+        classes = [str(c) for c in r.get("classes") or range(len(r["knn_confusion"]))]
+        heat = px.imshow(r["knn_confusion"], x=classes, y=classes, color_continuous_scale="Blues",
+                         text_auto=len(classes) <= 20, aspect="auto",
+                         labels={"x": "predicted class", "y": "true class", "color": "images"})
+        heat.update_xaxes(type="category", side="top")
+        heat.update_yaxes(type="category")
+        st.plotly_chart(heat, key="eval_heat")
+        st.caption("Rows are true classes, columns the kNN's predictions: off-diagonal cells are the classes "
+                   "the features confuse.")
+
+st.subheader("Compare runs")
+configs, curves = {}, []
+for name in picked:
+    run = RunDir(runs_dir() / name)
+    try:
+        configs[name] = run.config()
+    except UserError as e:
+        st.warning(f"{name}: {e}", icon=":material/warning:")
+    curves += [{"run": name, **row} for row in epoch_curves(run.metrics())]
+
+if len(configs) >= 2:
+    all_fields = st.toggle("Show every field", key="eval_all_fields",
+                           help="Off: only the settings that differ. On: all, with the differing ones highlighted.")
+    rows = config_differences(configs, all_fields=all_fields)
+    if rows:
+        diff = pd.DataFrame([{"field": r["field"], **{n: shown(r[n]) for n in configs}} for r in rows])
+        differs = [r["differs"] for r in rows]
+        styled = diff.style.apply(lambda col: ["background-color: rgba(255, 189, 69, 0.35)" if d else ""
+                                               for d in differs], axis=0)
+        st.dataframe(styled, hide_index=True, key="eval_config_diff")
+    else:
+        st.caption("These runs share every setting (apart from their names).")
+else:
+    st.caption("Pick two or more runs above to see which settings differ.")
+
+if curves:
+    df = pd.DataFrame(curves)
+    c1, c2 = st.columns(2)
+    c1.plotly_chart(px.line(df, x="epoch", y="epoch_loss", color="run", markers=True, title="Loss per epoch",
+                            labels={"epoch_loss": "loss"}), key="eval_loss_curves")
+    knn = df.dropna(subset=["knn_top1"])
+    if len(knn):
+        c2.plotly_chart(px.line(knn, x="epoch", y="knn_top1", color="run", markers=True,
+                                title="kNN monitor top-1 per epoch", labels={"knn_top1": "kNN top-1 (%)"}),
+                        key="eval_knn_curves")
+    else:
+        c2.caption("No kNN monitor values: the runs were trained with --knn-every 0.")
+else:
+    st.caption("No finished epochs yet in these runs: their curves appear after the first epoch.")

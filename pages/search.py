@@ -1,0 +1,154 @@
+"""Search: an image's nearest neighbours in a run's embedding space, trained weights against random ones."""
+
+from __future__ import annotations
+
+import random
+
+import numpy as np
+import streamlit as st
+
+from pages.common import checkpoint_key, current_run, run_embeddings, run_images, to_hwc, user_errors
+from simclr_core import data
+from simclr_core.embeddings import Embeddings, checkpoint_meta, load_encoder
+from simclr_core.neighbours import READABLE, cosine_topk, embed_images, image_from_bytes
+from simclr_core.preview import upscale_nearest
+from simclr_core.runs import RunDir
+
+UPLOAD_TYPES = ["png", "jpg", "jpeg", "webp", "bmp", "gif", "tif", "tiff"]
+FEATURES = {"h": "h (backbone)", "z": "z (projection)"}
+SHOW_SIDE = 80  # small images are enlarged to at least this side, with sharp pixels
+
+
+@st.cache_resource(show_spinner=False, max_entries=4)
+def encoder_of(run_path: str, ckpt_key: str, random_init: bool):
+    """The run's encoder (or its random-init twin) on the CPU; ``ckpt_key`` reloads it after a new checkpoint."""
+    del ckpt_key
+    return load_encoder(RunDir(run_path), random_init=random_init)[0]
+
+
+@st.cache_data(show_spinner=False, max_entries=8)
+def trained_epoch(run_path: str, ckpt_key: str) -> int:
+    del ckpt_key
+    return int(checkpoint_meta(RunDir(run_path))["epoch"])
+
+
+def label_name(label: int, classes: list[str]) -> str:
+    return classes[label] if 0 <= label < len(classes) else "unlabelled"
+
+
+def show_neighbours(title: str, bank: Embeddings, query: np.ndarray, k: int, exclude: int | None,
+                    images: data.ImageSet, query_label: int | None) -> None:
+    """The top-k bank images by cosine similarity to ``query`` (leaving out bank row ``exclude``)."""
+    sims, idx = cosine_topk(query, bank.embeddings, k + (exclude is not None))
+    hits = [(float(s), int(i)) for s, i in zip(sims[0], idx[0]) if int(i) != exclude][:k]
+    st.markdown(f"**{title}**")
+    if query_label is not None and query_label >= 0:
+        same = sum(int(bank.labels[i]) == query_label for _, i in hits)
+        st.caption(f"{same} of {len(hits)} neighbours share the query's label "
+                   f"({label_name(query_label, bank.classes)})")
+    pics = to_hwc(images.images[[i for _, i in hits]].numpy())
+    st.image([upscale_nearest(p, SHOW_SIDE) for p in pics],
+             caption=[f"#{i} · {label_name(int(bank.labels[i]), bank.classes)} · cos {s:.3f}" for s, i in hits])
+
+
+def random_index(n: int) -> None:
+    st.session_state["search_idx"] = random.randrange(n)
+
+
+st.title("Search")
+st.caption("Pick an image and see the images the encoder finds most similar (cosine similarity of their "
+           "embeddings). A good SimCLR encoder puts images of the same class next to each other without "
+           "ever seeing a label; compare with random weights to see what training added.")
+
+run = current_run()
+if run is None:
+    st.info("No runs yet. Start one on the **Train** page (digits + resnet_mini trains in a few minutes on a "
+            "CPU), then come back to search its embedding space.", icon=":material/info:")
+    st.page_link("pages/train.py", label="Go to Train", icon=":material/model_training:")
+    st.stop()
+if not run.last_ckpt.is_file():
+    st.info(f"Run **{run.name}** has no checkpoint yet: one is saved at the end of every epoch. Wait for the "
+            "first epoch (see the Train page) or pick another run in the sidebar.", icon=":material/hourglass:")
+    st.stop()
+
+with user_errors():
+    cfg = run.config()
+    d = cfg.data
+    splits = data.splits_of(d.dataset, d.data_path)
+    pretrain, bank_default, query_default = data.default_splits(d.dataset, d.data_path)
+ckey = checkpoint_key(run)
+
+c = st.columns([2, 2, 2, 2])
+feature = c[0].radio("Feature", list(FEATURES), format_func=FEATURES.get, key="search_feature",
+                     help="h: the backbone output, used by kNN and linear probes; z: the projection head output, "
+                          "where the contrastive loss is computed")
+k = c[1].slider("Neighbours k", 1, 50, 10, key="search_k")
+# default: labelled train images as the bank and held-out test images as queries, as kNN evaluation does
+bank_split = c[2].selectbox("Search in split", splits, index=splits.index(bank_default or pretrain),
+                            key="search_bank", help="the images searched (the memory bank)")
+source = c[3].radio("Query", ["Dataset image", "Upload"], key="search_source")
+compare = st.checkbox("Compare with a random-init backbone", key="search_compare",
+                      help="the same architecture with untrained weights: the difference is what SimCLR learned")
+
+with user_errors():
+    bank_images = run_images(run, bank_split)
+    bank = run_embeddings(run, bank_split, feature, False)
+    bank_random = run_embeddings(run, bank_split, feature, True) if compare else None
+
+left, right = st.columns([1, 4], gap="large")
+exclude, query_label = None, None
+with left:
+    if source == "Dataset image":
+        q_default = query_default if query_default in splits else bank_split
+        q_split = st.selectbox("Query split", splits, index=splits.index(q_default), key="search_query_split")
+        with user_errors():
+            q_images = run_images(run, q_split)
+        n = len(q_images)
+        if st.session_state.get("search_idx", 0) >= n:  # another split may be shorter
+            st.session_state["search_idx"] = 0
+        i = int(st.number_input("Image index", 0, n - 1, key="search_idx", help=f"0 to {n - 1} in the {q_split} split"))
+        st.button("Random", on_click=random_index, args=(n,), icon=":material/shuffle:")
+        query_label = int(q_images.labels[i])
+        query_pic = to_hwc(q_images.images[i:i + 1].numpy())[0]
+        caption = f"{q_split} #{i} · {label_name(query_label, q_images.classes)}"
+
+        def query_of(random_init: bool) -> np.ndarray:
+            if q_split == bank_split:  # already embedded: the bank row is this image
+                return (bank_random if random_init else bank).embeddings[i]
+            with user_errors():
+                return run_embeddings(run, q_split, feature, random_init).embeddings[i]
+
+        if q_split == bank_split:
+            exclude = i
+            st.caption("The query is in the searched split, so it is its own nearest neighbour (similarity "
+                       "1.000); it is left out of the results.")
+    else:
+        upload = st.file_uploader(f"Image ({READABLE}, any size)", type=UPLOAD_TYPES, key="search_upload")
+        if upload is None:
+            st.info("Upload an image to find its neighbours. It is resized and centre-cropped like the "
+                    "run's images.")
+            st.stop()
+        view_side = cfg.views.crop_size or int(bank_images.images.shape[-1])
+        with user_errors():
+            img = image_from_bytes(upload.getvalue(), view_side, f"'{upload.name}'")
+        query_pic, caption = to_hwc(img.numpy())[0], upload.name
+
+        def query_of(random_init: bool) -> np.ndarray:
+            with st.spinner("Embedding the upload..."):
+                encoder = encoder_of(str(run.path), "random" if random_init else ckey, random_init)
+                return embed_images(encoder, img, feature).numpy()[0]
+
+    st.markdown("**Query**")
+    st.image(upscale_nearest(query_pic, 2 * SHOW_SIDE), caption=caption)
+
+with right:
+    trained = f"Trained encoder (epoch {trained_epoch(str(run.path), ckey)}, {bank_split} split)"
+    if compare:
+        cols = st.columns(2, gap="large")
+        with cols[0]:
+            show_neighbours(trained, bank, query_of(False), k, exclude, bank_images, query_label)
+        with cols[1]:
+            show_neighbours(f"Random-init encoder (no training, {bank_split} split)", bank_random, query_of(True),
+                            k, exclude, bank_images, query_label)
+    else:
+        show_neighbours(trained, bank, query_of(False), k, exclude, bank_images, query_label)

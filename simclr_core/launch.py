@@ -1,0 +1,83 @@
+"""Start, stop and resume training in a process of its own (for the app).
+
+The process is started in a new session, so it outlives page reloads, closed browsers and even
+the app; it talks back only through files in its run folder (status.json, metrics.jsonl,
+train.log, and console.log for anything it prints).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from simclr_core.config import TrainConfig
+from simclr_core.errors import UserError
+from simclr_core.runs import RunDir, pid_alive, new_run
+
+PACKAGE_ROOT = Path(__file__).resolve().parents[1]  # the folder holding simclr_core/
+
+
+def launch(cfg: TrainConfig) -> RunDir:
+    """Start a new run described by ``cfg`` (``cfg.run.name`` required); returns at once."""
+    if not cfg.run.name:
+        raise UserError("give the run a name")
+    cfg.validate()
+    run = new_run(cfg.run.runs_dir, cfg.run.name)
+    # config.json at once, so the run is listed (and its name taken) while the process starts;
+    # "resuming" a run with no checkpoint yet starts it from scratch.
+    cfg.save(run.config_path)
+    _spawn(run, ["--resume", run.name, "--runs-dir", str(run.path.parent)])
+    return run
+
+
+def resume(run: RunDir, epochs: int | None = None) -> None:
+    """Continue a stopped, failed or finished run, optionally to a new total of ``epochs``."""
+    if is_active(run):
+        raise UserError(f"run '{run.name}' is still running; stop it first")
+    args = ["--resume", run.name, "--runs-dir", str(run.path.parent)]
+    if epochs is not None:
+        args += ["--epochs", str(epochs)]
+    _spawn(run, args)
+
+
+def stop(run: RunDir) -> None:
+    """Ask the run to checkpoint and stop (it sees the STOP file within one step)."""
+    run.request_stop()
+
+
+def _spawn(run: RunDir, args: list[str]) -> int:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1",
+           "PYTHONPATH": os.pathsep.join(filter(None, [str(PACKAGE_ROOT), os.environ.get("PYTHONPATH")]))}
+    with open(run.path / "console.log", "ab") as console:
+        proc = subprocess.Popen([sys.executable, "-m", "simclr_core.train", *args], stdin=subprocess.DEVNULL,
+                                stdout=console, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+    (run.path / "launch.json").write_text(json.dumps({"pid": proc.pid, "started": time.time(), "args": args}))
+    return proc.pid
+
+
+def is_active(run: RunDir) -> bool:
+    """True while the run's training process is alive (also before it wrote its first status)."""
+    if run.status().get("state") == "running":
+        return True
+    pid = run.launcher_pid()
+    if pid is None or not pid_alive(pid):
+        return False
+    try:  # reap it if it is our own finished child, so it does not linger as a zombie
+        done, _ = os.waitpid(pid, os.WNOHANG)
+        return done == 0
+    except ChildProcessError:
+        return True
+
+
+def console_tail(run: RunDir, lines: int = 20) -> str:
+    """The last lines the training process printed (errors included), tqdm's carriage returns folded."""
+    try:
+        text = (run.path / "console.log").read_bytes()[-20000:].decode(errors="replace")
+    except OSError:
+        return ""
+    out = [ln.split("\r")[-1] for ln in text.split("\n")]
+    return "\n".join([ln for ln in out if ln.strip()][-lines:])

@@ -1,0 +1,73 @@
+"""Fixtures for the app's page tests: an empty runs folder, or one holding a tiny finished run."""
+
+from __future__ import annotations
+
+import base64
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from simclr_core.runs import RunDir
+from simclr_core.train import train
+from tests.conftest import tiny_config
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="session")
+def _trained(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("trained")
+    train(tiny_config(root))  # a 2-epoch run on 64 digits at 16 px: a few seconds
+    return root / "runs"
+
+
+@pytest.fixture
+def runs_dir(tmp_path, monkeypatch) -> Path:
+    """An empty runs folder the app reads (through $SIMCLR_RUNS_DIR); cwd is a temp folder."""
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    monkeypatch.setenv("SIMCLR_RUNS_DIR", str(runs))
+    monkeypatch.chdir(tmp_path)
+    return runs
+
+
+@pytest.fixture
+def finished_run(runs_dir, _trained) -> RunDir:
+    """A copy of a tiny finished run (2 epochs, digits) in the app's runs folder, picked in the sidebar."""
+    shutil.copytree(_trained / "tiny", runs_dir / "tiny")
+    return RunDir(runs_dir / "tiny")
+
+
+def app(page: str | None = None, **session) -> AppTest:
+    """The whole app (router + sidebar) switched to ``pages/<page>.py``, run once."""
+    at = AppTest.from_file(str(REPO / "app.py"), default_timeout=120)
+    for k, v in session.items():
+        at.session_state[k] = v
+    at.run()
+    if page:
+        at.switch_page(f"pages/{page}.py")
+        at.run()
+    return at
+
+
+def _decode(obj):
+    """Plotly JSON with its base64 typed arrays ({"dtype", "bdata", "shape"}) turned back into lists."""
+    if isinstance(obj, dict) and "bdata" in obj and "dtype" in obj:
+        a = np.frombuffer(base64.b64decode(obj["bdata"]), dtype=obj["dtype"])
+        if "shape" in obj:
+            a = a.reshape([int(s) for s in str(obj["shape"]).split(",")])
+        return a.tolist()
+    if isinstance(obj, dict):
+        return {k: _decode(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_decode(v) for v in obj]
+    return obj
+
+
+def plotly_specs(at: AppTest) -> list[tuple[str | None, dict]]:
+    """The page's plotly figures as (key, spec dict), typed arrays decoded to lists."""
+    return [(c.key, _decode(json.loads(c.proto.spec))) for c in at.get("plotly_chart")]

@@ -1,0 +1,236 @@
+"""The Train page: the new-run form and its checks, presets, the run list, live curves, stop/resume.
+
+Launching is monkeypatched in the page tests (no process starts); the slow tests at the end start
+real training processes through simclr_core.launch.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+
+from simclr_core import launch
+from simclr_core.config import TrainConfig
+from simclr_core.runs import RunDir, new_run
+from tests.conftest import tiny_config
+from tests.pages.conftest import app
+
+
+@pytest.fixture
+def launches(monkeypatch) -> list[TrainConfig]:
+    """Record launch() calls instead of starting processes; a recorded run is listed at once."""
+    calls: list[TrainConfig] = []
+
+    def fake(cfg: TrainConfig) -> RunDir:
+        run = new_run(cfg.run.runs_dir, cfg.run.name)  # raises for a taken name, as the real launch does
+        calls.append(cfg)
+        cfg.save(run.config_path)  # as the real launch does
+        (run.path / "launch.json").write_text(json.dumps({"pid": os.getpid()}))  # a live "training process"
+        return run
+
+    monkeypatch.setattr(launch, "launch", fake)
+    return calls
+
+
+def widget(at, key: str):
+    """The form widget with this key, whatever its kind."""
+    for kind in ("text_input", "number_input", "selectbox", "slider"):
+        try:
+            return getattr(at, kind)(key=key)
+        except KeyError:
+            continue
+    raise KeyError(key)
+
+
+def submit(at, **fields):
+    """Set form fields (``section__name=value``) and press Launch."""
+    for spec, value in fields.items():
+        widget(at, "tf." + spec.replace("__", ".")).set_value(value)
+    return at.button(key="tf_launch").click().run()
+
+
+def errors(at) -> list[str]:
+    return [e.value for e in at.error]
+
+
+def test_no_runs_shows_the_form_and_guidance(runs_dir):
+    at = app("train")
+    assert not at.exception
+    assert "No runs yet" in at.info[0].value and "Quick CPU demo" in at.info[0].value
+    assert at.selectbox(key="tf_preset").value == "Quick CPU demo (digits, ~2 min)"
+    assert at.selectbox(key="tf.data.dataset").value == "digits"
+    assert at.selectbox(key="tf.model.backbone").value == "resnet_mini"
+    assert at.number_input(key="tf.optim.epochs").value == 15
+    assert at.text_input(key="tf.run.name").value.startswith("digits-resnet_mini-")
+    # help texts come from the config dataclasses
+    assert "NT-Xent temperature" in at.number_input(key="tf.optim.temperature").help
+    assert not errors(at)
+
+
+def test_cifar_preset_fills_the_form(runs_dir):
+    at = app("train")
+    at.selectbox(key="tf_preset").set_value("CIFAR-10 ResNet-18 (paper-style)").run()
+    assert not at.exception
+    assert at.selectbox(key="tf.data.dataset").value == "cifar10"
+    assert at.selectbox(key="tf.optim.optimizer").value == "lars"
+    assert at.number_input(key="tf.optim.epochs").value == 500
+    assert at.number_input(key="tf.optim.batch_size").value == 512
+    assert at.slider(key="tf.views.jitter_strength").value == 0.5
+    assert at.number_input(key="tf.views.blur_prob").value == 0.0
+    assert at.text_input(key="tf.run.name").value.startswith("cifar10-resnet18-")
+
+
+def test_valid_submit_launches_the_form_values_and_selects_the_run(runs_dir, launches):
+    at = app("train")
+    at = submit(at, optim__epochs=3, optim__temperature=0.2, optim__lr="0.1", model__proj_out_dim=32,
+                views__jitter_strength=0.4, run__name="mine")
+    assert not at.exception and not errors(at)
+    assert len(launches) == 1
+    cfg = launches[0]
+    assert (cfg.run.name, cfg.run.runs_dir) == ("mine", str(runs_dir))
+    assert (cfg.optim.epochs, cfg.optim.temperature, cfg.optim.lr) == (3, 0.2, 0.1)
+    assert (cfg.model.proj_out_dim, cfg.views.jitter_strength) == (32, 0.4)
+    assert (cfg.data.dataset, cfg.model.backbone, cfg.model.cifar_stem) == ("digits", "resnet_mini", False)
+    assert at.session_state["run"] == "mine"  # picked in the sidebar
+    # (AppTest keeps the sidebar's elements of the first run only, so the page is checked instead.)
+    assert any(h.value.endswith("Run mine") for h in at.subheader)  # and shown live
+    assert any("Started run **mine**" in s.value for s in at.success)
+    assert at.text_input(key="tf.run.name").value != "mine"  # a fresh name for the next run
+
+
+def test_invalid_run_name_is_an_error_and_launches_nothing(runs_dir, launches):
+    at = submit(app("train"), run__name="../x")
+    assert not at.exception
+    assert any("invalid run name '../x'" in e for e in errors(at))
+    assert launches == []
+
+
+def test_zero_temperature_is_an_error(runs_dir, launches):
+    at = submit(app("train"), optim__temperature=0.0)
+    assert any("--temperature must be a positive number" in e for e in errors(at))
+    assert launches == []
+
+
+def test_bad_learning_rate_text_is_an_error(runs_dir, launches):
+    at = submit(app("train"), optim__lr="fast")
+    assert any("learning rate 'fast' is not a number" in e for e in errors(at))
+    assert launches == []
+
+
+def test_folder_dataset_needs_an_existing_folder(runs_dir, launches, tmp_path):
+    at = submit(app("train"), data__dataset="folder", data__data_path="")
+    assert any("needs an image folder" in e for e in errors(at))
+    at = submit(at, data__dataset="folder", data__data_path=str(tmp_path / "nowhere"))
+    assert any("does not exist" in e for e in errors(at))
+    assert launches == []
+
+
+def test_existing_run_name_is_an_error_naming_the_fix(finished_run, launches):
+    at = submit(app("train"), run__name="tiny")
+    assert any("'tiny' already exists" in e and "resume it" in e and "another name" in e for e in errors(at))
+    assert launches == []
+
+
+def test_finished_run_shows_list_curves_and_resume(finished_run):
+    at = app("train")
+    assert not at.exception
+    table = at.dataframe[0].value
+    row = table[table["run"] == "tiny"].iloc[0]
+    assert row["state"] == "finished" and row["epochs"] == "2/2"
+    assert row["best kNN top-1 %"] > 0
+    assert len(at.get("plotly_chart")) == 3  # loss, lr, kNN
+    assert at.button(key="tf_resume")
+    assert at.number_input(key="tf_resume_epochs.tiny").value == 2 + 10
+    assert not errors(at)
+
+
+def test_resume_calls_launch_with_the_new_total(finished_run, monkeypatch):
+    calls = []
+    monkeypatch.setattr(launch, "resume", lambda run, epochs=None: calls.append((run.name, epochs)))
+    at = app("train")
+    at.number_input(key="tf_resume_epochs.tiny").set_value(5)
+    at.button(key="tf_resume").click().run()
+    assert not at.exception
+    assert calls == [("tiny", 5)]
+
+
+def test_failed_run_shows_its_message_as_an_error(finished_run):
+    finished_run.write_status("failed", "loss became nan at epoch 2; lower --lr, then resume")
+    (finished_run.path / "console.log").write_text("Traceback ...\nUserError: loss became nan\n")
+    at = app("train")
+    assert not at.exception
+    assert any("loss became nan at epoch 2" in e for e in errors(at))
+    assert any("UserError: loss became nan" in c.value for c in at.code)
+
+
+def test_views_from_the_augmentations_page_prefill_the_form(runs_dir, launches):
+    views = {"jitter_strength": 0.3, "crop_scale_min": 0.2, "crop_scale_max": 0.9, "solarize_prob": 0.1,
+             "blur_prob": 0.0}
+    at = app("train", train_views=views)
+    assert any("Augmentations page" in i.value for i in at.info)
+    assert at.slider(key="tf.views.jitter_strength").value == 0.3
+    assert at.slider(key="tf.views.crop_scale_min").value == 0.2
+    submit(at, run__name="aug")
+    v = launches[0].views
+    assert (v.jitter_strength, v.crop_scale_max, v.solarize_prob) == (0.3, 0.9, 0.1)  # hidden knobs carried too
+
+
+def test_a_run_whose_process_dies_at_start_shows_what_it_printed(runs_dir, monkeypatch):
+    def dies(cfg: TrainConfig) -> RunDir:
+        run = new_run(cfg.run.runs_dir, cfg.run.name)
+        cfg.save(run.config_path)
+        (run.path / "console.log").write_text("ModuleNotFoundError: No module named 'torch'\n")
+        dead = subprocess.Popen([sys.executable, "-c", "pass"])
+        dead.wait()
+        (run.path / "launch.json").write_text(json.dumps({"pid": dead.pid}))
+        return run
+
+    monkeypatch.setattr(launch, "launch", dies)
+    at = submit(app("train"), run__name="doomed")
+    assert not at.exception
+    assert any("'doomed' ended before it started" in e for e in errors(at))
+    assert any("No module named 'torch'" in c.value for c in at.code)
+
+
+# ---- real processes through simclr_core.launch ----------------------------------------------------------
+
+def wait_for(predicate, timeout: float = 120.0) -> bool:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if predicate():
+            return True
+        time.sleep(0.5)
+    return predicate()
+
+
+@pytest.mark.slow
+def test_launch_trains_a_tiny_run_in_its_own_process(tmp_path):
+    cfg = tiny_config(tmp_path, "real")
+    cfg.run.num_threads = 1
+    run = launch.launch(cfg)
+    assert wait_for(lambda: run.status().get("state") in ("finished", "failed", "died")), launch.console_tail(run)
+    assert run.status()["state"] == "finished", launch.console_tail(run)
+    epochs = [m for m in run.metrics() if "epoch_loss" in m]
+    assert [m["epoch"] for m in epochs] == [1, 2]
+    assert run.last_ckpt.exists()
+    assert wait_for(lambda: not launch.is_active(run), 30)  # the process exits (and is reaped) after its last status
+
+
+@pytest.mark.slow
+def test_stop_ends_a_long_run_cleanly(tmp_path):
+    cfg = tiny_config(tmp_path, "long")
+    cfg.optim.epochs, cfg.run.knn_every, cfg.run.num_threads = 1000, 0, 1
+    run = launch.launch(cfg)
+    assert wait_for(lambda: run.status().get("step", 0) > 0 or run.status().get("state") in ("failed", "died")), \
+        launch.console_tail(run)
+    assert launch.is_active(run)
+    launch.stop(run)
+    assert wait_for(lambda: run.status().get("state") != "running" and not launch.is_active(run))
+    st = run.status()
+    assert st["state"] == "stopped", (st, launch.console_tail(run))
+    assert run.last_ckpt.exists() and not run.stop_requested()

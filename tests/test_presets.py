@@ -1,0 +1,43 @@
+"""Presets are valid configs with the documented values; run-name suggestions avoid taken names."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import pytest
+
+from simclr_core.config import check_run_name
+from simclr_core.presets import PRESETS, preset, suggest_run_name
+
+
+@pytest.mark.parametrize("name", list(PRESETS))
+def test_every_preset_validates(name):
+    preset(name).validate()
+
+
+def test_quick_cpu_demo_values():
+    cfg = preset("Quick CPU demo (digits, ~2 min)")
+    assert (cfg.data.dataset, cfg.model.backbone, cfg.model.cifar_stem) == ("digits", "resnet_mini", False)
+    assert (cfg.optim.epochs, cfg.optim.batch_size, cfg.run.knn_every) == (15, 256, 1)
+
+
+def test_cifar_preset_values():
+    cfg = preset("CIFAR-10 ResNet-18 (paper-style)")
+    assert (cfg.data.dataset, cfg.model.backbone, cfg.optim.optimizer) == ("cifar10", "resnet18", "lars")
+    assert (cfg.optim.epochs, cfg.optim.batch_size, cfg.optim.temperature) == (500, 512, 0.5)
+    assert (cfg.views.jitter_strength, cfg.views.blur_prob) == (0.5, 0.0)
+
+
+def test_presets_are_fresh_objects():
+    a = preset("Quick CPU demo (digits, ~2 min)")
+    a.optim.epochs = 1
+    assert preset("Quick CPU demo (digits, ~2 min)").optim.epochs == 15
+
+
+def test_suggest_run_name_format_and_uniqueness():
+    now = datetime(2024, 11, 22, 23, 15)
+    assert suggest_run_name("digits", "resnet_mini", now=now) == "digits-resnet_mini-1122-2315"
+    taken = ["digits-resnet_mini-1122-2315", "digits-resnet_mini-1122-2315-2"]
+    name = suggest_run_name("digits", "resnet_mini", taken, now=now)
+    assert name == "digits-resnet_mini-1122-2315-3"
+    assert check_run_name(name) == name
