@@ -18,7 +18,7 @@ def test_every_preset_validates(name):
 def test_quick_cpu_demo_values():
     cfg = preset("Quick CPU demo (digits, ~2 min)")
     assert (cfg.data.dataset, cfg.model.backbone, cfg.model.cifar_stem) == ("digits", "resnet_mini", False)
-    assert (cfg.optim.epochs, cfg.optim.batch_size, cfg.run.knn_every) == (15, 256, 1)
+    assert (cfg.optim.epochs, cfg.optim.batch_size, cfg.run.knn_every) == (50, 256, 1)
 
 
 def test_cifar_preset_values():
@@ -31,7 +31,7 @@ def test_cifar_preset_values():
 def test_presets_are_fresh_objects():
     a = preset("Quick CPU demo (digits, ~2 min)")
     a.optim.epochs = 1
-    assert preset("Quick CPU demo (digits, ~2 min)").optim.epochs == 15
+    assert preset("Quick CPU demo (digits, ~2 min)").optim.epochs == 50
 
 
 def test_suggest_run_name_format_and_uniqueness():

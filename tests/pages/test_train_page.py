@@ -65,7 +65,7 @@ def test_no_runs_shows_the_form_and_guidance(runs_dir):
     assert at.selectbox(key="tf_preset").value == "Quick CPU demo (digits, ~2 min)"
     assert at.selectbox(key="tf.data.dataset").value == "digits"
     assert at.selectbox(key="tf.model.backbone").value == "resnet_mini"
-    assert at.number_input(key="tf.optim.epochs").value == 15
+    assert at.number_input(key="tf.optim.epochs").value == 50
     assert at.text_input(key="tf.run.name").value.startswith("digits-resnet_mini-")
     # help texts come from the config dataclasses
     assert "NT-Xent temperature" in at.number_input(key="tf.optim.temperature").help
