@@ -17,7 +17,7 @@ from simclr_core import data
 from simclr_core.embeddings import Embeddings, embed_split
 from simclr_core.errors import UserError
 from simclr_core.hardware import describe, resolve_device
-from simclr_core.runs import RunDir, list_runs, summarize
+from simclr_core.runs import RunDir, list_runs
 
 
 
@@ -49,7 +49,7 @@ def sidebar() -> None:
         if names:
             current = st.session_state.get("run")
             st.selectbox("Run", names, index=names.index(current) if current in names else 0, key="run",
-                         format_func=lambda n: f"{n} ({summarize(RunDir(runs_dir() / n)).state})")
+                         format_func=lambda n: f"{n} ({RunDir(runs_dir() / n).status().get('state', 'unknown')})")
         else:
             st.caption("No runs yet: start one on the Train page.")
         st.caption(f"Device: **{device_name()}**")
