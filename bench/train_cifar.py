@@ -69,7 +69,8 @@ def main() -> None:
 
     folder = image_folder(args.data.resolve(), REPO / ".bench")
     device = resolve_device(args.device)
-    name = args.name or f"bench-{args.backbone}-{args.subset or 'all'}-b{args.batch_size}-{time.strftime('%Y%m%d-%H%M%S')}"
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    name = args.name or f"bench-{args.backbone}-{args.subset or 'all'}-b{args.batch_size}-{stamp}"
     cfg = TrainConfig(
         data=DataConfig(dataset="folder", data_path=str(folder), data_dir=str(REPO / ".bench" / "data"),
                         subset=args.subset or None),

@@ -140,6 +140,9 @@ class RunConfig:
     knn_max_bank: int | None = _f(None, "cap on memory-bank images for the kNN monitor (default: all)")
     log_every: int = _f(10, "append a metrics line every N steps")
     num_threads: int | None = _f(None, "CPU threads for torch (default: torch's choice)")
+    workers: int | None = _f(None, "processes that gather batches from the on-disk image cache when the "
+                                   "images do not fit on the GPU (default: 4 then, else 0: none needed)")
+    compile: bool = _f(False, "torch.compile the model (falls back to eager, with a note, if compiling fails)")
 
 
 @dataclass

@@ -67,7 +67,8 @@ def evaluate_run(run: RunDir, *, checkpoint: str = "last", random_init: bool = F
         query_x, query_y, _ = _features(run, query_split, limit=None, **kw)
     meta = checkpoint_meta(run, checkpoint, random_init)
     result: dict[str, Any] = {
-        "run": run.name, "classes": classes, "checkpoint": "random-init" if random_init else (meta["path"] or checkpoint),
+        "run": run.name, "classes": classes,
+        "checkpoint": "random-init" if random_init else (meta["path"] or checkpoint),
         "epoch": meta["epoch"], "bank_split": bank_split, "query_split": query_split,
         "n_bank": len(bank_x), "n_query": len(query_x), "k": k, "time": time.time(),
     }

@@ -33,8 +33,8 @@ from simclr_core.runs import RunDir, new_run, open_run
 from simclr_core.views import two_views
 
 # Flags that may change when resuming: they do not change what the run computes.
-RESUMABLE = {"epochs", "device", "knn_every", "knn_k", "knn_max_bank", "log_every", "num_threads",
-             "runs_dir"}
+RESUMABLE = {"epochs", "device", "knn_every", "knn_k", "knn_max_bank", "log_every", "num_threads", "compile",
+             "workers", "runs_dir"}
 
 
 @dataclass
@@ -59,6 +59,9 @@ class Session:
     knn_sets: tuple | None = None  # (bank ImageSet, query ImageSet) for the monitor
     stop_reason: str | None = None
     skipped: int = 0  # unreadable files skipped in an image folder
+    workers: int = 0  # DataLoader workers gathering batches of host-held images (0: gather inline)
+    compiled: Any = None  # torch.compile(method) when --compile; shares the method's parameters
+    compile_ok: bool = False  # the compiled model has run once
     log_file: Any = None
     window: list = field(default_factory=list)  # loss tensors since the last log line
     window_start: float = 0.0
@@ -85,7 +88,7 @@ def epoch_order(n: int, seed: int, epoch: int) -> torch.Tensor:
 
 def fit(s: Session) -> str:
     """The training loop. Returns "finished" or "stopped"."""
-    cfg, B = s.cfg, s.cfg.optim.batch_size
+    cfg = s.cfg
     warmup_steps = round(cfg.optim.warmup() * s.steps_per_epoch)
     s.method.train()
     bar = tqdm(total=s.total_steps, initial=s.step, unit="step", dynamic_ncols=True, file=sys.stderr,
@@ -93,10 +96,8 @@ def fit(s: Session) -> str:
     s.window_start = s.epoch_start = time.perf_counter()
     s.epoch_start_step = s.step
     for epoch in range(s.epoch, cfg.optim.epochs):
-        order = epoch_order(len(s.images), cfg.run.seed, epoch)
-        for i in range(s.step - epoch * s.steps_per_epoch, s.steps_per_epoch):
-            idx = order[i * B:(i + 1) * B].to(s.images.device)
-            x = s.images[idx].to(s.device, non_blocking=True)  # (B, 3, H, W) uint8
+        first = s.step - epoch * s.steps_per_epoch
+        for i, x in enumerate(batches(s, epoch, first), start=first):  # x: (B, 3, H, W) uint8 on the device
             v1, v2 = two_views(x, generator=s.generator, **s.view_kwargs)  # (B, 3, S, S) float each
             if s.device.type == "cuda":
                 v1, v2 = (v.contiguous(memory_format=torch.channels_last) for v in (v1, v2))
@@ -104,7 +105,7 @@ def fit(s: Session) -> str:
             for g in s.optimizer.param_groups:
                 g["lr"] = s.lr
             with autocast(s.device, s.amp_dtype):
-                loss = s.method(v1, v2)
+                loss = forward(s, v1, v2)
             s.optimizer.zero_grad(set_to_none=True)
             s.scaler.scale(loss).backward()
             s.scaler.step(s.optimizer)
@@ -130,6 +131,55 @@ def fit(s: Session) -> str:
             return "stopped"
     bar.close()
     return "finished"
+
+
+class EpochBatches(torch.utils.data.Dataset):
+    """Batch i of an epoch's order, gathered from the (memory-mapped) uint8 images: a DataLoader item."""
+
+    def __init__(self, images: torch.Tensor, order: torch.Tensor, batch_size: int, first: int, count: int):
+        self.images, self.order, self.B, self.first, self.count = images, order, batch_size, first, count
+
+    def __len__(self) -> int:
+        return self.count
+
+    def __getitem__(self, i: int) -> torch.Tensor:
+        j = self.first + i
+        return self.images[self.order[j * self.B:(j + 1) * self.B]]
+
+
+def batches(s: Session, epoch: int, first: int):
+    """The epoch's batches from ``first`` on, as uint8 tensors on the device, in the order of :func:`epoch_order`.
+
+    Images held on the device are indexed there; images left on the host (too big for the GPU) are
+    gathered by DataLoader workers into pinned memory, overlapping the copy with the step.
+    """
+    B, n = s.cfg.optim.batch_size, s.steps_per_epoch
+    order = epoch_order(len(s.images), s.cfg.run.seed, epoch)
+    if not s.workers:
+        order = order.to(s.images.device)
+        for i in range(first, n):
+            yield s.images[order[i * B:(i + 1) * B]].to(s.device, non_blocking=True)
+        return
+    loader = torch.utils.data.DataLoader(EpochBatches(s.images, order, B, first, n - first), batch_size=None,
+                                         num_workers=s.workers, pin_memory=s.device.type == "cuda")
+    for x in loader:
+        yield x.to(s.device, non_blocking=True)
+
+
+def forward(s: Session, v1: torch.Tensor, v2: torch.Tensor) -> torch.Tensor:
+    """The method's loss, through torch.compile when asked; a compile failure falls back to eager once."""
+    if s.compiled is None:
+        return s.method(v1, v2)
+    if s.compile_ok:
+        return s.compiled(v1, v2)
+    try:  # compiling happens on the first call, so that is where it fails
+        loss = s.compiled(v1, v2)
+    except Exception as e:  # noqa: BLE001 - any backend failure means: run eager
+        s.log(f"note: torch.compile failed ({type(e).__name__}: {str(e).splitlines()[0][:200]}); running eager")
+        s.compiled = None
+        return s.method(v1, v2)
+    s.compile_ok = True
+    return loss
 
 
 def stop_requested(s: Session) -> bool:
@@ -248,10 +298,14 @@ def prepare(cfg: TrainConfig, run: RunDir, resume: bool) -> Session:
     # Small datasets live on the device, so a batch is one index op (no loader, no copies).
     on_device = train.images.numel() < 4 * 2**30 and device.type != "cpu"
     images = train.images.to(device) if on_device else train.images
+    workers = cfg.run.workers if cfg.run.workers is not None else 4 * (device.type == "cuda")
 
     s = Session(cfg=cfg, run=run, device=device, images=images, method=method, optimizer=optimizer,
                 scaler=scaler, amp_dtype=amp_dtype, view_kwargs=view_kwargs, generator=generator, arch=arch,
-                steps_per_epoch=len(train) // cfg.optim.batch_size, skipped=train.skipped)
+                steps_per_epoch=len(train) // cfg.optim.batch_size, skipped=train.skipped,
+                workers=0 if on_device else workers)
+    if cfg.run.compile:
+        s.compiled = torch.compile(method)
     if resume:
         restore(s)
     s.knn_sets = knn_sets(cfg, bank_split, query_split)

@@ -135,8 +135,8 @@ def _gray(x: torch.Tensor) -> torch.Tensor:
 
 
 def _blend(x: torch.Tensor, other: torch.Tensor, f: torch.Tensor) -> torch.Tensor:
-    f = _per_sample(f).to(x.dtype)
-    return (x * f + other * (1 - f)).clamp(0, 1)
+    # other + f * (x - other) == f*x + (1-f)*other, in one fused kernel
+    return torch.lerp(other.expand_as(x), x, _per_sample(f).to(x.dtype)).clamp_(0, 1)
 
 
 def adjust_brightness(x: torch.Tensor, f: torch.Tensor) -> torch.Tensor:

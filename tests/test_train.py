@@ -52,22 +52,26 @@ def test_training_lowers_the_loss(tmp_path):
     assert sum(losses[-2:]) / 2 < sum(losses[:2]) / 2 - 0.1
 
 
-@pytest.mark.parametrize("stop_after_step", [2, 3], ids=["epoch-boundary", "mid-epoch"])
-def test_resume_is_exact(tmp_path, monkeypatch, capsys, stop_after_step):
-    straight = train(tiny_config(tmp_path, "straight"))
-
+def train_until_stopped(cfg, monkeypatch, step: int):
+    """Train ``cfg`` as if a stop were asked right after optimiser step ``step``."""
     real = train_mod.stop_requested
 
     def stop_once(s):
-        if s.step == stop_after_step and s.stop_reason is None:
+        if s.step == step and s.stop_reason is None:
             s.stop_reason = "test"
         return real(s)
 
-    monkeypatch.setattr(train_mod, "stop_requested", stop_once)
-    stopped = train(tiny_config(tmp_path, "stopped"))
+    with monkeypatch.context() as m:
+        m.setattr(train_mod, "stop_requested", stop_once)
+        return train(cfg)
+
+
+@pytest.mark.parametrize("stop_after_step", [2, 3], ids=["epoch-boundary", "mid-epoch"])
+def test_resume_is_exact(tmp_path, monkeypatch, capsys, stop_after_step):
+    straight = train(tiny_config(tmp_path, "straight"))
+    stopped = train_until_stopped(tiny_config(tmp_path, "stopped"), monkeypatch, stop_after_step)
     assert stopped.status()["state"] == "stopped" and "--resume stopped" in stopped.status()["message"]
     assert checkpoints.load(stopped.last_ckpt)["step"] == stop_after_step
-    monkeypatch.setattr(train_mod, "stop_requested", real)
 
     code, err = run_main(["--resume", "stopped", "--runs-dir", str(tmp_path / "runs")], capsys)
     assert code == 0, err
@@ -200,3 +204,50 @@ def test_stop_cleanly_in_a_real_process(tmp_path, how):
     ckpt = checkpoints.load(run.last_ckpt)
     assert ckpt["step"] == st["step"] > 0
     assert not run.stop_requested()
+
+
+def test_compile_failure_falls_back_to_eager(tmp_path, monkeypatch):
+    def broken_compile(model, **kw):
+        def fail(*a, **k):
+            raise RuntimeError("no C++ compiler found")
+        return fail
+
+    monkeypatch.setattr(torch, "compile", broken_compile)
+    cfg = tiny_config(tmp_path)
+    cfg.run.compile = True
+    run = train(cfg)
+    assert run.status()["state"] == "finished"
+    assert "torch.compile failed (RuntimeError: no C++ compiler found); running eager" in run.log_path.read_text()
+    straight = train(tiny_config(tmp_path, "eager"))  # the fallback computes exactly what eager does
+    a, b = checkpoints.load(run.last_ckpt), checkpoints.load(straight.last_ckpt)
+    assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
+
+
+@pytest.mark.slow
+def test_compiled_run_matches_eager_closely(tmp_path):
+    cfg = tiny_config(tmp_path, "compiled", epochs=1)
+    cfg.run.compile, cfg.run.knn_every = True, 0
+    compiled = train(cfg)
+    assert "torch.compile failed" not in compiled.log_path.read_text()
+    eager_cfg = tiny_config(tmp_path, "eager", epochs=1)
+    eager_cfg.run.knn_every = 0
+    eager = train(eager_cfg)
+    la = [m["epoch_loss"] for m in compiled.metrics() if "epoch_loss" in m]
+    lb = [m["epoch_loss"] for m in eager.metrics() if "epoch_loss" in m]
+    assert la == pytest.approx(lb, rel=1e-3)
+
+
+@pytest.mark.parametrize("stop_after_step", [None, 3], ids=["straight", "resumed-mid-epoch"])
+def test_dataloader_workers_feed_the_same_batches(tmp_path, monkeypatch, capsys, stop_after_step):
+    """Batches gathered by DataLoader workers (images too big for the GPU) equal those indexed inline."""
+    inline = train(tiny_config(tmp_path, "inline"))
+    cfg = tiny_config(tmp_path, "workers")
+    cfg.run.workers = 1
+    if stop_after_step:
+        train_until_stopped(cfg, monkeypatch, stop_after_step)
+        assert main(["--resume", "workers", "--runs-dir", str(tmp_path / "runs")]) == 0, capsys.readouterr().err
+    else:
+        train(cfg)
+    a = checkpoints.load(inline.last_ckpt)["model"]
+    b = checkpoints.load(RunDir(tmp_path / "runs" / "workers").last_ckpt)["model"]
+    assert all(torch.equal(a[k], b[k]) for k in a)

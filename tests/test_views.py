@@ -264,3 +264,45 @@ def test_skipped_samples_are_bit_identical():
     cropped = simclr_view(x, generator=gen(), **NO_AUG)  # crop draws come first, so same crops as `v`
     same = (v == cropped).flatten(1).all(dim=1)
     assert 0 < same.sum() < 64  # e.g. about 0.5 * 0.7 * 0.5 of them skip everything
+
+
+def _view_statistics(views: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Summary statistics of a batch of views (N, 3, S, S) in [0, 1]."""
+    spread = views.amax(dim=1) - views.amin(dim=1)  # 0 for grey pixels
+    return {
+        "channel_mean": views.mean(dim=(0, 2, 3)),
+        "channel_std": views.std(dim=(0, 2, 3)),
+        "colourfulness": spread.mean(),
+        "grey_fraction": (spread.flatten(1).amax(dim=1) < 1e-3).float().mean(),
+        "sharpness": (views[..., 1:] - views[..., :-1]).abs().mean(),
+    }
+
+
+@pytest.mark.parametrize("setting", [dict(jitter_strength=0.5, blur_prob=0.0),  # the paper's CIFAR views
+                                     dict(jitter_strength=1.0, blur_prob=0.5)],  # its ImageNet views
+                         ids=["cifar", "imagenet"])
+def test_output_statistics_match_the_torchvision_pipeline(setting):
+    """Our batched views and torchvision's PIL pipeline, same knobs, agree on the statistics of what they make."""
+    from PIL import Image
+    from torchvision.transforms import v2
+
+    g = torch.Generator().manual_seed(0)
+    # smooth, colourful 32x32 images: random 4x4 colour fields upsampled
+    base = F.interpolate(torch.rand(600, 3, 4, 4, generator=g), size=32, mode="bilinear", align_corners=False)
+    images = (base * 255).round().to(torch.uint8)
+    s, blur = setting["jitter_strength"], setting["blur_prob"]
+    ops = [v2.RandomResizedCrop(32, scale=(0.08, 1.0), antialias=True), v2.RandomHorizontalFlip(),
+           v2.RandomApply([v2.ColorJitter(0.8 * s, 0.8 * s, 0.8 * s, 0.2 * s)], p=0.8), v2.RandomGrayscale(0.2)]
+    if blur:
+        ops.append(v2.RandomApply([v2.GaussianBlur(3, sigma=(0.1, 2.0))], p=blur))
+    reference = v2.Compose(ops + [v2.ToImage(), v2.ToDtype(torch.float32, scale=True)])
+    torch.manual_seed(1)
+    pil = [Image.fromarray(im.permute(1, 2, 0).numpy()) for im in images]
+    theirs = torch.stack([reference(p) for p in pil for _ in range(4)])
+    ours = torch.cat([simclr_view(images, generator=g, **setting) for _ in range(4)])
+    a, b = _view_statistics(ours), _view_statistics(theirs)
+    assert torch.allclose(a["channel_mean"], b["channel_mean"], atol=0.015), (a, b)
+    assert torch.allclose(a["channel_std"], b["channel_std"], atol=0.015), (a, b)
+    assert a["colourfulness"] == pytest.approx(b["colourfulness"].item(), abs=0.015), (a, b)
+    assert a["grey_fraction"] == pytest.approx(b["grey_fraction"].item(), abs=0.035), (a, b)
+    assert a["sharpness"] == pytest.approx(b["sharpness"].item(), rel=0.1), (a, b)
