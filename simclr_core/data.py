@@ -17,6 +17,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.error import URLError
 
 import numpy as np
@@ -26,7 +27,10 @@ from PIL import Image, ImageOps
 
 from simclr_core.errors import UserError
 
-__all__ = ["DATASETS", "ImageSet", "default_splits", "holdout", "load_split", "splits_of"]
+if TYPE_CHECKING:
+    from simclr_core.config import DataConfig
+
+__all__ = ["DATASETS", "ImageSet", "default_splits", "holdout", "load_split", "split_of", "splits_of"]
 
 DATASETS: tuple[str, ...] = ("digits", "cifar10", "stl10", "folder")
 IMAGE_EXTENSIONS: tuple[str, ...] = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
@@ -177,6 +181,13 @@ def load_split(
         return images
     keep = torch.randperm(len(images), generator=torch.Generator().manual_seed(seed))[:subset].sort().values
     return replace(images, images=images.images[keep].contiguous(), labels=images.labels[keep])
+
+
+def split_of(cfg: "DataConfig", split: str, *, subset: int | None = None, seed: int = 0,
+             progress: Callable[[int, int], None] | None = None) -> ImageSet:
+    """:func:`load_split` with a run's data settings (dataset, folder, data dir, image size, download)."""
+    return load_split(cfg.dataset, split, path=cfg.data_path, data_dir=cfg.data_dir, image_size=cfg.image_size,
+                      download=cfg.download, subset=subset, seed=seed, progress=progress)
 
 
 def _resize(images: torch.Tensor, size: int, batch: int = 1024) -> torch.Tensor:

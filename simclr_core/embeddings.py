@@ -13,7 +13,6 @@ import torch
 import torch.nn.functional as F
 
 from simclr_core import checkpoints, data
-from simclr_core.config import TrainConfig
 from simclr_core.errors import UserError
 from simclr_core.hardware import resolve_device
 from simclr_core.methods import METHODS
@@ -123,13 +122,6 @@ class Embeddings:
             return cls(z["embeddings"], z["labels"], z["indices"], [str(c) for c in z["classes"]], Path(path).stem)
 
 
-def split_images(cfg: TrainConfig, split: str, progress: Progress | None = None) -> data.ImageSet:
-    """A split of the run's dataset (the whole split, not the pre-training subset)."""
-    d = cfg.data
-    return data.load_split(d.dataset, split, path=d.data_path, data_dir=d.data_dir, image_size=d.image_size,
-                           download=d.download, progress=progress)
-
-
 def embed_split(run: RunDir, split: str, feature: str = "h", checkpoint: str | Path = "last",
                 device: str = "auto", random_init: bool = False,
                 progress: Progress | None = None) -> Embeddings:
@@ -147,7 +139,7 @@ def embed_split(run: RunDir, split: str, feature: str = "h", checkpoint: str | P
     cache = run.embeddings_dir / f"{split.replace('+', '_')}-{feature}-{tag}.npz"
     if cache.is_file():
         return Embeddings.load_npz(cache)
-    images = split_images(cfg, split)
+    images = data.split_of(cfg.data, split)
     dev = resolve_device(device)
     encoder, _ = load_encoder(run, checkpoint, dev, random_init=random_init)
     emb = extract(encoder, images.images, feature=feature, size=cfg.views.crop_size, device=dev,

@@ -31,9 +31,7 @@ def _features(run: RunDir, split: str, *, checkpoint: str, random_init: bool, de
         e = embed_split(run, split, "h", checkpoint=checkpoint, device=device, random_init=random_init)
         return torch.from_numpy(e.embeddings), torch.from_numpy(e.labels), e.classes
     cfg = run.config()
-    d = cfg.data
-    images = data.load_split(d.dataset, split, path=d.data_path, data_dir=d.data_dir, image_size=d.image_size,
-                             download=d.download, subset=limit, seed=cfg.run.seed)
+    images = data.split_of(cfg.data, split, subset=limit, seed=cfg.run.seed)
     dev = resolve_device(device)
     encoder, _ = load_encoder(run, checkpoint, dev, random_init=random_init)
     return extract(encoder, images.images, size=cfg.views.crop_size, device=dev), images.labels, images.classes

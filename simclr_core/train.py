@@ -272,8 +272,7 @@ def prepare(cfg: TrainConfig, run: RunDir, resume: bool) -> Session:
     device = resolve_device(cfg.run.device)
     d = cfg.data
     pretrain, bank_split, query_split = data.default_splits(d.dataset, d.data_path)
-    train = data.load_split(d.dataset, d.train_split or pretrain, path=d.data_path, data_dir=d.data_dir,
-                            image_size=d.image_size, download=d.download, subset=d.subset, seed=cfg.run.seed)
+    train = data.split_of(d, d.train_split or pretrain, subset=d.subset, seed=cfg.run.seed)
     if cfg.optim.batch_size > len(train):
         raise UserError(f"--batch-size {cfg.optim.batch_size} is larger than the {len(train)} training "
                         f"images of {train.name}; lower it")
@@ -335,9 +334,7 @@ def knn_sets(cfg: TrainConfig, bank_split: str | None, query_split: str | None) 
     """(bank, query) ImageSets for the monitor, or None when it is off or there are no labels."""
     if not cfg.run.knn_every or bank_split is None:
         return None
-    d = cfg.data
-    kw = dict(path=d.data_path, data_dir=d.data_dir, image_size=d.image_size, download=d.download)
-    bank = data.load_split(d.dataset, bank_split, subset=cfg.run.knn_max_bank, seed=cfg.run.seed, **kw)
+    bank = data.split_of(cfg.data, bank_split, subset=cfg.run.knn_max_bank, seed=cfg.run.seed)
     if not bank.labelled:
         return None
     if query_split is None:  # one labelled split only: hold out a fifth of it as queries
@@ -345,7 +342,7 @@ def knn_sets(cfg: TrainConfig, bank_split: str | None, query_split: str | None) 
         query = data.ImageSet(bank.images[query_idx], bank.labels[query_idx], bank.classes, bank.name)
         bank = data.ImageSet(bank.images[bank_idx], bank.labels[bank_idx], bank.classes, bank.name)
     else:
-        query = data.load_split(d.dataset, query_split, **kw)
+        query = data.split_of(cfg.data, query_split)
     return bank, query
 
 
