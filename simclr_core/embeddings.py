@@ -69,7 +69,10 @@ def checkpoint_meta(run: RunDir, checkpoint: str | Path = "last", random_init: b
     if random_init:
         return {"epoch": 0, "step": 0, "path": None}
     path = checkpoint_path(run, checkpoint)
-    ckpt = checkpoints.load(path)
+    return _meta(checkpoints.load(path), path)
+
+
+def _meta(ckpt: dict, path: Path) -> dict:
     return {"epoch": ckpt["epoch"], "step": ckpt["step"], "path": str(path)}
 
 
@@ -93,8 +96,7 @@ def load_encoder(run: RunDir, checkpoint: str | Path = "last", device: torch.dev
     ckpt = checkpoints.load(path)
     method = METHODS[ckpt.get("method", "simclr")](build_encoder(ckpt["arch"]))
     checkpoints.load_state(method, ckpt["model"], path)
-    meta = {"epoch": ckpt["epoch"], "step": ckpt["step"], "path": str(path)}
-    return method.encoder.to(device).eval(), meta
+    return method.encoder.to(device).eval(), _meta(ckpt, path)
 
 
 @dataclass

@@ -132,9 +132,9 @@ class RunDir:
 def new_run(runs_dir: str | Path, name: str) -> RunDir:
     """Create ``runs_dir/name`` for a new run; an existing run is an error (it would be overwritten).
 
-    A folder without ``config.json`` (made by the app's launcher) is taken as it is, and so is a
-    run that failed before its first checkpoint: it holds no work to lose, and the user can
-    fix the flag and start again under the same name.
+    A folder without ``config.json`` is taken as it is, and so is a run that failed before its
+    first checkpoint: it holds no work to lose, and the user can fix the flag and start again
+    under the same name.
     """
     check_run_name(name)
     run = RunDir(Path(runs_dir) / name)
