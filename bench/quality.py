@@ -29,11 +29,11 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "bench"))
 
 from simclr_core.config import DataConfig, ModelConfig, OptimConfig, RunConfig, TrainConfig, ViewConfig  # noqa: E402
-from simclr_core.hardware import autocast, describe, resolve_device  # noqa: E402
+from simclr_core.hardware import describe, resolve_device  # noqa: E402
 from simclr_core.optim import lr_at  # noqa: E402
 from simclr_core.runs import new_run  # noqa: E402
 from simclr_core.train import knn_monitor, prepare, train  # noqa: E402
-from throughput import PairDataset, reference_transform  # noqa: E402
+from throughput import PairDataset, reference_step, reference_transform  # noqa: E402
 from train_cifar import DEFAULT_DATA, image_folder  # noqa: E402
 
 
@@ -72,13 +72,7 @@ def reference(cfg: TrainConfig, workers: int) -> list[float]:
             lr = lr_at(s.step, s.total_steps, warmup, cfg.optim.peak_lr())
             for g in s.optimizer.param_groups:
                 g["lr"] = lr
-            v1, v2 = v1.to(s.device, non_blocking=True), v2.to(s.device, non_blocking=True)
-            with autocast(s.device, s.amp_dtype):
-                loss = s.method(v1, v2)
-            s.optimizer.zero_grad(set_to_none=True)
-            s.scaler.scale(loss).backward()
-            s.scaler.step(s.optimizer)
-            s.scaler.update()
+            reference_step(s, v1, v2)
             s.step += 1
         knn.append(knn_monitor(s)["knn_top1"])
         print(f"reference epoch {len(knn)} kNN top-1 {knn[-1]:.2f}%")

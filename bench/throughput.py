@@ -1,11 +1,14 @@
 """Benchmark: SimCLR training throughput of this project's pipeline vs a common torchvision one.
 
     python bench/throughput.py --steps 3 --warmup 1 --batch-size 32 --backbone resnet_mini   # CPU: quick check
+    python bench/throughput.py --steps 12 --rounds 4 --warmup 1 --batch-size 256 --workers 2   # CPU, ResNet-18
     python bench/throughput.py          # one GPU: ResNet-18, batch 512, 50 timed steps each, CIFAR-10 JPEGs
 
-One process, one device, one model, one optimiser, one batch size; the two pipelines run one
-after the other and print image pairs/s (one pair per image, so pairs/s = images/s), seconds
-per 50,000-image epoch and the ratio a/b.
+One process, one device, one model, one optimiser, one batch size; the two pipelines take turns
+and print image pairs/s (one pair per image, so pairs/s = images/s), seconds per 50,000-image
+epoch and the ratio a/b. ``--rounds R`` splits the timed steps into R rounds that alternate which
+pipeline goes first: on a machine whose speed drifts (a shared VM), running (a) then (b) once
+measured (a) 7-10% slow on the 2-core box; 4 alternating rounds showed the two equal there.
 
 (a) project: the real training loop. ``simclr_core.train.prepare`` builds the session exactly as
     ``python -m simclr_core.train`` does (uint8 image tensor, on the GPU when CUDA; SimCLR from
@@ -91,6 +94,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--backbone", default="resnet18", choices=("resnet18", "resnet34", "resnet50", "resnet_mini"))
     p.add_argument("--batch-size", type=int, default=512, help="images per step (each gives a pair of views)")
     p.add_argument("--steps", type=int, default=50, help="timed steps per pipeline")
+    p.add_argument("--rounds", type=int, default=1,
+                   help="split the timed steps into this many rounds, alternating which pipeline goes first "
+                        "(use several on a machine whose speed drifts)")
     p.add_argument("--warmup", type=int, default=5,
                    help="untimed steps per pipeline before the timed ones (the reference runs at least 1: "
                         "it starts the workers)")
@@ -197,37 +203,48 @@ def endless(loader: DataLoader) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         yield from loader
 
 
-def run_reference(s: Session, images: np.ndarray, workers: int, warmup: int, steps: int) -> tuple[int, float]:
-    """Warm up, then time the reference pipeline; returns (steps timed, seconds)."""
-    device, B = s.device, s.cfg.optim.batch_size
-    cuda = device.type == "cuda"
-    loader = DataLoader(PairDataset(images, reference_transform(s.view_kwargs)), batch_size=B, shuffle=True,
-                        num_workers=workers, pin_memory=cuda, persistent_workers=workers > 0, drop_last=True)
-    batches = endless(loader)
-    method, optimizer, scaler = s.method, s.optimizer, s.scaler
-    method.train()
+def reference_step(s: Session, v1: torch.Tensor, v2: torch.Tensor) -> torch.Tensor:
+    """One optimiser step of the session's model on a loader's batch of view pairs, the common way."""
+    v1, v2 = (v.to(s.device, non_blocking=True) for v in (v1, v2))
+    if s.device.type == "cuda":
+        v1, v2 = (v.contiguous(memory_format=torch.channels_last) for v in (v1, v2))
+    s.method.train()
+    with autocast(s.device, s.amp_dtype):
+        loss = s.method(v1, v2)
+    s.optimizer.zero_grad(set_to_none=True)
+    s.scaler.scale(loss).backward()
+    s.scaler.step(s.optimizer)
+    s.scaler.update()
+    return loss
 
-    def step() -> None:
-        v1, v2_ = (v.to(device, non_blocking=True) for v in next(batches))
-        if cuda:
-            v1, v2_ = (v.contiguous(memory_format=torch.channels_last) for v in (v1, v2_))
-        with autocast(device, s.amp_dtype):
-            loss = method(v1, v2_)
-        optimizer.zero_grad(set_to_none=True)
-        scaler.scale(loss).backward()
-        scaler.step(optimizer)
-        scaler.update()
 
-    for _ in range(max(1, warmup)):  # at least one: the workers start on the first batch
-        step()
-    if workers > 0:
-        steps = math.ceil(steps / workers) * workers
-    sync(device)
-    t0 = time.perf_counter()
-    for _ in range(steps):
-        step()
-    sync(device)
-    return steps, time.perf_counter() - t0
+class Reference:
+    """The reference pipeline: a persistent loader and one training step of the common kind."""
+
+    def __init__(self, s: Session, images: np.ndarray, workers: int):
+        self.s, self.workers = s, workers
+        loader = DataLoader(PairDataset(images, reference_transform(s.view_kwargs)), batch_size=s.cfg.optim.batch_size,
+                            shuffle=True, num_workers=workers, pin_memory=s.device.type == "cuda",
+                            persistent_workers=workers > 0, drop_last=True)
+        self.batches = endless(loader)
+
+    def step(self) -> None:
+        reference_step(self.s, *next(self.batches))
+
+    def run(self, steps: int) -> tuple[int, float]:
+        """Time about ``steps`` steps (rounded up to a multiple of the workers); returns (steps, seconds).
+
+        The loader's W workers finish their batches at nearly the same moment, so batches arrive
+        in bursts of W; a multiple of W makes the time independent of where in a burst it starts.
+        """
+        if self.workers > 0:
+            steps = math.ceil(steps / self.workers) * self.workers
+        sync(self.s.device)
+        t0 = time.perf_counter()
+        for _ in range(steps):
+            self.step()
+        sync(self.s.device)
+        return steps, time.perf_counter() - t0
 
 
 # ---------------------------------------------------------------- main
@@ -242,7 +259,7 @@ def result(steps: int, seconds: float, batch_size: int) -> dict[str, float]:
 def main(argv: list[str] | None = None) -> int:
     """Measure (a) and (b), print them side by side and a JSON line."""
     args = build_parser().parse_args(argv)
-    for flag in ("batch_size", "steps"):
+    for flag in ("batch_size", "steps", "rounds"):
         if getattr(args, flag) < 1:
             sys.exit(f"error: --{flag.replace('_', '-')} must be at least 1")
     if args.warmup < 0 or args.workers < 0:
@@ -278,14 +295,30 @@ def main(argv: list[str] | None = None) -> int:
         print(f"model: {args.backbone}{' (CIFAR stem)' if s.arch['cifar_stem'] else ''}, batch {B}, "
               f"{cfg.optim.optimizer}, {precision}{', channels_last' if cuda else ''}; views: {args.views} "
               f"(s={s.view_kwargs['jitter_strength']}, blur p={s.view_kwargs['blur_prob']})")
-        print(f"warm-up {args.warmup} steps, then {args.steps} timed steps per pipeline", flush=True)
+        print(f"warm-up {args.warmup} steps, then {args.steps} timed steps per pipeline"
+              + (f" in {args.rounds} alternating rounds" if args.rounds > 1 else ""), flush=True)
 
+        ref = Reference(s, images, args.workers)
+        per_round = math.ceil(args.steps / args.rounds)
+        if args.workers > 0:  # both pipelines time the same number of steps (see Reference.run)
+            per_round = math.ceil(per_round / args.workers) * args.workers
+        totals = {"a": [0, 0.0], "b": [0, 0.0]}
         with open(run.log_path, "a") as log_file:
             s.log_file = log_file
             if args.warmup:
                 run_fit(s, args.warmup)
-            a = result(*run_fit(s, args.steps), B)
-        b = result(*run_reference(s, images, args.workers, args.warmup, args.steps), B)
+            for _ in range(max(1, args.warmup)):  # at least one: the workers start on the first batch
+                ref.step()
+            # Rounds alternate which pipeline goes first, so a drift in the machine's speed (a busy
+            # neighbour, clocks, the allocator warming up) falls on both alike.
+            for r in range(args.rounds):
+                for key in ("ab" if r % 2 == 0 else "ba"):
+                    steps, seconds = run_fit(s, per_round) if key == "a" else ref.run(per_round)
+                    totals[key][0] += steps
+                    totals[key][1] += seconds
+                    if args.rounds > 1:
+                        print(f"  round {r + 1} ({key}): {steps * B / seconds:.1f} pairs/s", flush=True)
+        a, b = result(*totals["a"], B), result(*totals["b"], B)
 
     ratio = a["pairs_per_s"] / b["pairs_per_s"]
     rows = [("(a) simclr_core: fit, two_views on the device", a),
@@ -300,7 +333,7 @@ def main(argv: list[str] | None = None) -> int:
         "device": describe(s.device), "torch": torch.__version__, "python": platform.python_version(),
         "data": data_desc, "images": n, "side": side, "backbone": args.backbone, "batch_size": B,
         "precision": precision, "views": args.views, "workers": args.workers, "warmup": args.warmup,
-        "project": a, "reference": b, "ratio": ratio,
+        "rounds": args.rounds, "project": a, "reference": b, "ratio": ratio,
     }))
     return 0
 
