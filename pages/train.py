@@ -1,4 +1,4 @@
-"""Train: start a SimCLR run from a form, watch it live, stop or resume it.
+"""Train: start a SimCLR (or MoCo v2 / BYOL) run from a form, watch it live, stop or resume it.
 
 Training runs in a process of its own (simclr_core.launch), so it outlives page reloads and closed
 browsers; this page only fills a TrainConfig, starts the process and reads the run folder's files.
@@ -17,16 +17,19 @@ from simclr_core import launch
 from simclr_core.config import TrainConfig, ViewConfig, sections
 from simclr_core.data import DATASETS
 from simclr_core.errors import UserError
+from simclr_core.hardware import gpu_count
 from simclr_core.methods import METHODS
 from simclr_core.models import BACKBONES
 from simclr_core.presets import PRESETS, preset, suggest_run_name
 from simclr_core.runs import RunDir, summarize
 
 VIEW_KNOBS = ("crop_scale_min", "jitter_strength", "jitter_prob", "grayscale_prob", "blur_prob")
+METHOD_KNOBS = ("ema", "ema_schedule", "queue_size", "moco_symmetric", "pred_hidden_dim")
 FORM_FIELDS = [("data", "dataset"), ("data", "data_path"), ("model", "backbone"), ("model", "method"),
                ("model", "cifar_stem"), ("optim", "epochs"), ("optim", "batch_size"), ("optim", "optimizer"),
                ("optim", "lr"), ("optim", "temperature"), ("model", "proj_hidden_dim"), ("model", "proj_out_dim"),
-               ("run", "knn_every"), ("run", "name")] + [("views", k) for k in VIEW_KNOBS]
+               ("run", "knn_every"), ("run", "name")] + [("views", k) for k in VIEW_KNOBS] + [
+               ("method", k) for k in METHOD_KNOBS]
 TEXT_FIELDS = {("data", "data_path"), ("optim", "lr"), ("run", "name")}  # text inputs: "" means None
 STEMS = {None: "auto", True: "on", False: "off"}
 SLIDERS = {  # view knob -> (label, low, high, step); a crop needs a positive area
@@ -35,6 +38,8 @@ SLIDERS = {  # view knob -> (label, low, high, step); a crop needs a positive ar
     "jitter_prob": ("Colour jitter probability", 0.0, 1.0, 0.05),
     "grayscale_prob": ("Grayscale probability", 0.0, 1.0, 0.05)}
 RESUME_MORE = 10  # default extra epochs when resuming a finished run
+GPUS_HELP = ("more than one starts the run under torchrun, one process per GPU (DDP, negatives gathered from "
+             "every GPU); the batch size is the total over all GPUs")
 
 
 def k(section: str, name: str) -> str:
@@ -56,12 +61,16 @@ def h(section: str, name: str) -> str:
 def to_widget(section: str, name: str, value):
     if (section, name) in TEXT_FIELDS:
         return "" if value is None else str(value)
+    if name == "ema_schedule":
+        return value or "auto"
     return STEMS[value] if name == "cifar_stem" else value
 
 
 def from_widget(section: str, name: str, value):
     if name == "cifar_stem":
         return next(b for b, label in STEMS.items() if label == value)
+    if name == "ema_schedule":
+        return None if value == "auto" else value
     if (section, name) not in TEXT_FIELDS:
         return value
     value = value.strip()
@@ -145,7 +154,7 @@ def on_launch() -> None:
     try:
         cfg = config_from_form()
         check_new_run(cfg)
-        run = launch.launch(cfg)
+        run = launch.launch(cfg, nproc=int(st.session_state.get("tf_gpus") or 1))
     except UserError as e:
         st.session_state["tf_error"] = str(e)
         return
@@ -180,13 +189,18 @@ def controls(run: RunDir, active: bool, cfg: TrainConfig) -> None:
     done = int(status.get("epoch", 0))
     finished = status.get("state") == "finished"
     default = done + RESUME_MORE if finished else max(cfg.optim.epochs, done + 1)
-    c1, c2 = st.columns([1, 2], vertical_alignment="bottom")
+    c1, c2, c3 = st.columns([1, 1, 1], vertical_alignment="bottom")
     epochs = c1.number_input("Train to epoch (new total)", min_value=done + 1, value=default, step=1,
                              key=f"tf_resume_epochs.{run.name}",
                              help=f"{done} epochs are done; the run continues exactly where it stopped")
-    if c2.button("Resume", key="tf_resume", icon=":material/play_arrow:"):
+    nproc = None
+    if gpu_count() > 1:
+        nproc = c2.number_input("GPUs", min_value=1, max_value=gpu_count(),
+                                value=min(launch.launched_nproc(run), gpu_count()), step=1,
+                                key=f"tf_resume_gpus.{run.name}", help=GPUS_HELP)
+    if c3.button("Resume", key="tf_resume", icon=":material/play_arrow:"):
         try:
-            launch.resume(run, int(epochs))
+            launch.resume(run, int(epochs), nproc=None if nproc is None else int(nproc))
         except UserError as e:
             st.error(str(e), icon=":material/error:")
             return
@@ -234,7 +248,8 @@ def curves(metrics: list[dict], cfg: TrainConfig) -> None:
     knn = [m for m in metrics if "knn_top1" in m]
     c1, c2, c3 = st.columns(3)
     with c1:
-        st.plotly_chart(line([m["step"] for m in steps], [m["loss"] for m in steps], "NT-Xent loss", "step",
+        st.plotly_chart(line([m["step"] for m in steps], [m["loss"] for m in steps],
+                             getattr(METHODS.get(cfg.model.method), "loss_name", "loss"), "step",
                              "loss"), key="tf_loss")
     with c2:
         st.plotly_chart(line([m["step"] for m in steps], [m["lr"] for m in steps], "Learning rate", "step",
@@ -297,7 +312,7 @@ def run_list() -> None:
     rows = []
     for name in run_names():
         s = summarize(RunDir(runs_dir() / name))
-        rows.append({"run": s.name, "state": s.state,
+        rows.append({"run": s.name, "state": s.state, "method": s.method,
                      "epochs": f"{s.epoch}/{s.epochs}", "last loss": s.last_loss,
                      "best kNN top-1 %": s.best_knn, "message": s.message})
     st.subheader("All runs")
@@ -327,8 +342,8 @@ def new_run_form() -> None:
         c2.selectbox("Backbone", BACKBONES, key=k("model", "backbone"), help=h("model", "backbone"))
         c2.selectbox("Method", list(METHODS), key=k("model", "method"), help=h("model", "method"))
         c2.selectbox("CIFAR stem", list(STEMS.values()), key=k("model", "cifar_stem"), help=h("model", "cifar_stem"))
-        c2.number_input("Temperature", min_value=0.0, step=0.05, format="%.3f", key=k("optim", "temperature"),
-                        help=h("optim", "temperature"))
+        c2.number_input("Temperature", min_value=0.0, step=0.05, format="%.3f", placeholder="auto",
+                        key=k("optim", "temperature"), help=h("optim", "temperature"))
         c3.number_input("Epochs", min_value=1, step=1, key=k("optim", "epochs"), help=h("optim", "epochs"))
         c3.number_input("Batch size", min_value=2, step=32, key=k("optim", "batch_size"), help=h("optim", "batch_size"))
         c3.number_input("Projection hidden width", min_value=1, step=64, placeholder="auto",
@@ -344,6 +359,21 @@ def new_run_form() -> None:
             cols[1].number_input("Blur probability", min_value=0.0, max_value=1.0, step=0.1, placeholder="auto",
                                  key=k("views", "blur_prob"), help=h("views", "blur_prob"))
             st.caption("Preview these on the Augmentations page.")
+        with st.expander("MoCo v2 and BYOL settings (leave blank for each method's defaults)"):
+            cols = st.columns(3)
+            cols[0].number_input("EMA momentum m", min_value=0.0, max_value=1.0, step=0.001, format="%.4f",
+                                 placeholder="auto", key=k("method", "ema"), help=h("method", "ema"))
+            cols[0].selectbox("Momentum schedule", ["auto", *meta("method", "ema_schedule")["choices"]],
+                              key=k("method", "ema_schedule"), help=h("method", "ema_schedule"))
+            cols[1].number_input("MoCo queue size K", min_value=1, step=1024, key=k("method", "queue_size"),
+                                 help=h("method", "queue_size"))
+            cols[1].checkbox("MoCo symmetric loss", key=k("method", "moco_symmetric"),
+                             help=h("method", "moco_symmetric"))
+            cols[2].number_input("BYOL predictor hidden width", min_value=1, step=64, placeholder="auto",
+                                 key=k("method", "pred_hidden_dim"), help=h("method", "pred_hidden_dim"))
+        if gpu_count() > 1:
+            st.number_input("GPUs", min_value=1, max_value=gpu_count(), value=gpu_count(), step=1, key="tf_gpus",
+                            help=GPUS_HELP)
         st.text_input("Run name", key=k("run", "name"), help=h("run", "name"))
         st.form_submit_button("Launch", key="tf_launch", type="primary", icon=":material/rocket_launch:",
                               on_click=on_launch)
@@ -355,8 +385,9 @@ def new_run_form() -> None:
 # ---- page ---------------------------------------------------------------------------------------------
 
 st.title("Train")
-st.caption("Pre-train a SimCLR encoder. Each run trains in a background process that keeps going when you "
-           "leave this page or close the browser; its folder holds the checkpoints, metrics and log.")
+st.caption("Pre-train an encoder with SimCLR, MoCo v2 or BYOL. Each run trains in a background process that "
+           "keeps going when you leave this page or close the browser; its folder holds the checkpoints, metrics "
+           "and log.")
 init_form()
 started = st.session_state.pop("tf_started", None)
 if started:

@@ -71,6 +71,15 @@ def load_state(module: nn.Module, state: dict[str, torch.Tensor], path: str | Pa
                         "it was saved by another architecture") from None
 
 
+def encoder_state(model_state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The online encoder's part of a method's state dict (every method keeps it as ``encoder``).
+
+    MoCo's key encoder and queue and BYOL's target and predictor are training machinery; what
+    evaluation and embeddings use is the encoder alone.
+    """
+    return {k.removeprefix("encoder."): v for k, v in model_state.items() if k.startswith("encoder.")}
+
+
 def rng_state() -> dict[str, Any]:
     """Python, NumPy and torch (CPU and CUDA) generator states, in types weights_only accepts."""
     np_state = np.random.get_state()

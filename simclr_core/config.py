@@ -90,6 +90,21 @@ class ModelConfig:
 
 
 @dataclass
+class MethodConfig:
+    """Settings of MoCo v2 and BYOL (``--method``); SimCLR uses none of them. None means the method's default."""
+
+    ema: float | None = _f(None, "momentum m of the EMA key/target encoder (default: 0.99, as the MoCo "
+                                 "authors' CIFAR demo and CIFAR BYOL reproductions; BYOL's ImageNet value is 0.996)")
+    ema_schedule: str | None = _f(None, "constant, or cosine from m to 1 (default: constant moco_v2, cosine byol)",
+                                  choices=("constant", "cosine"))
+    queue_size: int = _f(4096, "moco_v2: negatives kept in the queue, K (paper: 65536 on ImageNet)")
+    moco_symmetric: bool = _f(False, "moco_v2: symmetric loss, each view a query for the other's key")
+    key_bn_splits: int = _f(8, "moco_v2: the key batch is shuffled and cut into this many batch-norm parts "
+                               "(shuffle BN, so keys do not share statistics with their queries)")
+    pred_hidden_dim: int | None = _f(None, "byol: predictor hidden width (default: the projection's hidden width)")
+
+
+@dataclass
 class OptimConfig:
     """Optimiser, schedule, loss temperature and numerics."""
 
@@ -104,7 +119,8 @@ class OptimConfig:
                                           "(default: 1e-6 lars, 5e-4 sgd)")
     warmup_epochs: float | None = _f(None, "linear warm-up epochs before the cosine decay "
                                            "(default: 10, at most a tenth of the run)")
-    temperature: float = _f(0.5, "NT-Xent temperature tau (paper: 0.5 for CIFAR, 0.1 ImageNet)")
+    temperature: float | None = _f(None, "softmax temperature tau of simclr's NT-Xent and moco_v2's InfoNCE "
+                                         "(default: 0.5 simclr, the paper's CIFAR value; 0.2 moco_v2)")
     precision: str = _f("auto", "auto (bf16 autocast on CUDA, fp32 on CPU), bf16, fp16 or fp32",
                         choices=("auto", "bf16", "fp16", "fp32"))
 
@@ -143,6 +159,8 @@ class RunConfig:
     workers: int | None = _f(None, "processes that gather batches from the on-disk image cache when the "
                                    "images do not fit on the GPU (default: 4 then, else 0: none needed)")
     compile: bool = _f(False, "torch.compile the model (falls back to eager, with a note, if compiling fails)")
+    sync_bn: bool = _f(False, "under torchrun on GPUs: batch-norm statistics over every process's images "
+                              "(SyncBatchNorm) instead of each process's own slice")
 
 
 @dataclass
@@ -152,6 +170,7 @@ class TrainConfig:
     data: DataConfig = field(default_factory=DataConfig)
     views: ViewConfig = field(default_factory=ViewConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
+    method: MethodConfig = field(default_factory=MethodConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     run: RunConfig = field(default_factory=RunConfig)
 
@@ -163,7 +182,7 @@ class TrainConfig:
     def from_dict(cls, d: dict[str, Any]) -> "TrainConfig":
         """Build from a nested dict; unknown keys are an error naming the known ones."""
         if not isinstance(d, dict):
-            raise UserError("a config file must hold a mapping of sections (data, views, model, optim, run)")
+            raise UserError("a config file must hold a mapping of sections (data, views, model, method, optim, run)")
         parts = {}
         for f in fields(cls):
             section = d.get(f.name) or {}
@@ -176,7 +195,7 @@ class TrainConfig:
             parts[f.name] = sub_cls(**section)
         unknown = set(d) - {f.name for f in fields(cls)}
         if unknown:
-            raise UserError(f"unknown config section(s) {sorted(unknown)}; known: data, views, model, optim, run")
+            raise UserError(f"unknown config section(s) {sorted(unknown)}; known: data, views, model, method, optim, run")
         cfg = cls(**parts)
         cfg.validate()
         return cfg
@@ -206,8 +225,12 @@ class TrainConfig:
     def validate(self) -> None:
         """Reject values no run can use, with a message naming the flag."""
         o, v, r = self.optim, self.views, self.run
-        positive = {"--epochs": o.epochs, "--batch-size": o.batch_size, "--temperature": o.temperature,
-                    "--proj-out-dim": self.model.proj_out_dim, "--log-every": r.log_every}
+        m = self.method
+        positive = {"--epochs": o.epochs, "--batch-size": o.batch_size, "--proj-out-dim": self.model.proj_out_dim,
+                    "--log-every": r.log_every, "--queue-size": m.queue_size, "--key-bn-splits": m.key_bn_splits}
+        for flag, value in (("--temperature", o.temperature), ("--pred-hidden-dim", m.pred_hidden_dim)):
+            if value is not None:
+                positive[flag] = value
         for flag, value in positive.items():
             if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
                 raise UserError(f"{flag} must be a positive number, got {value}")
@@ -221,6 +244,10 @@ class TrainConfig:
                 raise UserError(f"--{name.replace('_', '-')} must be in [0, 1], got {p}")
         if v.blur_prob is not None and not 0 <= v.blur_prob <= 1:
             raise UserError(f"--blur-prob must be in [0, 1], got {v.blur_prob}")
+        if m.ema is not None and not 0 <= m.ema <= 1:
+            raise UserError(f"--ema must be in [0, 1], got {m.ema}")
+        if m.ema_schedule not in (None, "constant", "cosine"):
+            raise UserError(f"--ema-schedule must be constant or cosine, got {m.ema_schedule!r}")
         if self.model.proj_layers < 1:
             raise UserError("--proj-layers must be at least 1")
         if self.data.dataset == "folder" and not self.data.data_path:

@@ -15,7 +15,6 @@ import torch.nn.functional as F
 from simclr_core import checkpoints, data
 from simclr_core.errors import UserError
 from simclr_core.hardware import resolve_device
-from simclr_core.methods import METHODS
 from simclr_core.models import Encoder, architecture, build_encoder
 from simclr_core.runs import RunDir
 
@@ -94,9 +93,9 @@ def load_encoder(run: RunDir, checkpoint: str | Path = "last", device: torch.dev
         return encoder.to(device).eval(), checkpoint_meta(run, random_init=True)
     path = checkpoint_path(run, checkpoint)
     ckpt = checkpoints.load(path)
-    method = METHODS[ckpt.get("method", "simclr")](build_encoder(ckpt["arch"]))
-    checkpoints.load_state(method, ckpt["model"], path)
-    return method.encoder.to(device).eval(), _meta(ckpt, path)
+    encoder = build_encoder(ckpt["arch"])
+    checkpoints.load_state(encoder, checkpoints.encoder_state(ckpt["model"]), path)
+    return encoder.to(device).eval(), _meta(ckpt, path)
 
 
 @dataclass

@@ -26,6 +26,11 @@ def resolve_device(name: str = "auto") -> torch.device:
     return device
 
 
+def gpu_count() -> int:
+    """CUDA GPUs visible here (0 without CUDA): how many processes torchrun may start, one per GPU."""
+    return torch.cuda.device_count() if torch.cuda.is_available() else 0
+
+
 def describe(device: torch.device) -> str:
     """A short human name: the GPU's name, or 'CPU (N threads)'."""
     if device.type == "cuda":

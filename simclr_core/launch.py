@@ -16,32 +16,62 @@ from pathlib import Path
 
 from simclr_core.config import TrainConfig
 from simclr_core.errors import UserError
+from simclr_core.hardware import gpu_count
 from simclr_core.runs import RunDir, pid_alive, new_run
 
 PACKAGE_ROOT = Path(__file__).resolve().parents[1]  # the folder holding simclr_core/
 
 
-def launch(cfg: TrainConfig) -> RunDir:
-    """Start a new run described by ``cfg`` (``cfg.run.name`` required); returns at once."""
+def launch(cfg: TrainConfig, nproc: int = 1) -> RunDir:
+    """Start a new run described by ``cfg`` (``cfg.run.name`` required); returns at once.
+
+    ``nproc`` > 1 starts it under torchrun, one process per GPU (``--batch-size`` is the global batch).
+    """
     if not cfg.run.name:
         raise UserError("give the run a name")
     cfg.validate()
+    check_nproc(nproc, cfg.optim.batch_size)
     run = new_run(cfg.run.runs_dir, cfg.run.name)
     # config.json at once, so the run is listed (and its name taken) while the process starts;
     # "resuming" a run with no checkpoint yet starts it from scratch.
     cfg.save(run.config_path)
-    _spawn(run, ["--resume", run.name, "--runs-dir", str(run.path.parent)])
+    _spawn(run, ["--resume", run.name, "--runs-dir", str(run.path.parent)], nproc)
     return run
 
 
-def resume(run: RunDir, epochs: int | None = None) -> None:
-    """Continue a stopped, failed or finished run, optionally to a new total of ``epochs``."""
+def resume(run: RunDir, epochs: int | None = None, nproc: int | None = None) -> None:
+    """Continue a stopped, failed or finished run, optionally to a new total of ``epochs``.
+
+    ``nproc`` None uses as many processes as the run's last launch (any number works: the
+    batch is global, and the data order continues exactly).
+    """
     if is_active(run):
         raise UserError(f"run '{run.name}' is still running; stop it first")
+    if nproc is None:
+        nproc = min(launched_nproc(run), max(1, gpu_count()))
+    check_nproc(nproc, run.config().optim.batch_size)
     args = ["--resume", run.name, "--runs-dir", str(run.path.parent)]
     if epochs is not None:
         args += ["--epochs", str(epochs)]
-    _spawn(run, args)
+    _spawn(run, args, nproc)
+
+
+def check_nproc(nproc: int, batch_size: int) -> None:
+    """A UserError unless ``nproc`` processes (one per GPU) can run a batch of ``batch_size``."""
+    if nproc < 1:
+        raise UserError(f"the number of GPUs must be at least 1, got {nproc}")
+    if nproc > 1 and nproc > gpu_count():
+        raise UserError(f"{nproc} GPUs asked for but {gpu_count()} visible; pick at most {max(1, gpu_count())}")
+    if batch_size % nproc:
+        raise UserError(f"batch size {batch_size} must split evenly over {nproc} GPUs; use a multiple of {nproc}")
+
+
+def launched_nproc(run: RunDir) -> int:
+    """Processes of the run's last launch (1 if unknown)."""
+    try:
+        return int(json.loads((run.path / "launch.json").read_text()).get("nproc", 1))
+    except (OSError, ValueError, AttributeError):
+        return 1
 
 
 def stop(run: RunDir) -> None:
@@ -49,13 +79,23 @@ def stop(run: RunDir) -> None:
     run.request_stop()
 
 
-def _spawn(run: RunDir, args: list[str]) -> int:
+def command(args: list[str], nproc: int = 1) -> list[str]:
+    """The training command: ``python -m simclr_core.train ARGS``, under torchrun for several GPUs."""
+    if nproc > 1:
+        # --standalone: a rendezvous on this machine at a free port (several runs may share it).
+        return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
+                "-m", "simclr_core.train", *args]
+    return [sys.executable, "-m", "simclr_core.train", *args]
+
+
+def _spawn(run: RunDir, args: list[str], nproc: int = 1) -> int:
     env = {**os.environ, "PYTHONUNBUFFERED": "1",
            "PYTHONPATH": os.pathsep.join(filter(None, [str(PACKAGE_ROOT), os.environ.get("PYTHONPATH")]))}
     with open(run.path / "console.log", "ab") as console:
-        proc = subprocess.Popen([sys.executable, "-m", "simclr_core.train", *args], stdin=subprocess.DEVNULL,
+        proc = subprocess.Popen(command(args, nproc), stdin=subprocess.DEVNULL,
                                 stdout=console, stderr=subprocess.STDOUT, env=env, start_new_session=True)
-    (run.path / "launch.json").write_text(json.dumps({"pid": proc.pid, "started": time.time(), "args": args}))
+    (run.path / "launch.json").write_text(json.dumps({"pid": proc.pid, "started": time.time(), "args": args,
+                                                      "nproc": nproc}))
     return proc.pid
 
 

@@ -81,12 +81,14 @@ def build_backbone(name: str, cifar_stem: bool) -> tuple[nn.Module, int]:
     return net, width
 
 
-def projection_head(in_dim: int, hidden_dim: int, out_dim: int, layers: int = 2, bn: bool = True) -> nn.Sequential:
-    """The MLP g(.) that maps features h to the space where NT-Xent is applied.
+def projection_head(in_dim: int, hidden_dim: int, out_dim: int, layers: int = 2, bn: bool = True,
+                    final_bn: bool | None = None) -> nn.Sequential:
+    """The MLP g(.) that maps features h to the space where the loss is applied (also BYOL's predictor).
 
-    ``layers`` linear layers; every hidden layer is Linear -> [BN] -> ReLU. With bn the last
-    layer has a BN without affine too (SimCLR v2 / most CIFAR reproductions).
+    ``layers`` linear layers; every hidden layer is Linear -> [BN] -> ReLU. ``final_bn`` (default:
+    ``bn``) adds a BN without affine after the last layer (SimCLR v2 / most CIFAR reproductions).
     """
+    final_bn = bn if final_bn is None else final_bn
     mods: list[nn.Module] = []
     dim = in_dim
     for _ in range(layers - 1):
@@ -95,8 +97,8 @@ def projection_head(in_dim: int, hidden_dim: int, out_dim: int, layers: int = 2,
             mods.append(nn.BatchNorm1d(hidden_dim))
         mods.append(nn.ReLU(inplace=True))
         dim = hidden_dim
-    mods.append(nn.Linear(dim, out_dim, bias=not bn))
-    if bn:
+    mods.append(nn.Linear(dim, out_dim, bias=not final_bn))
+    if final_bn:
         mods.append(nn.BatchNorm1d(out_dim, affine=False))
     return nn.Sequential(*mods)
 
@@ -109,8 +111,8 @@ class Encoder(nn.Module):
         super().__init__()
         self.normalize = Normalize()
         self.backbone, self.feature_dim = build_backbone(backbone, cifar_stem)
-        self.head = projection_head(self.feature_dim, proj_hidden_dim or self.feature_dim, proj_out_dim,
-                                    proj_layers, proj_bn)
+        self.hidden_dim, self.out_dim = proj_hidden_dim or self.feature_dim, proj_out_dim
+        self.head = projection_head(self.feature_dim, self.hidden_dim, proj_out_dim, proj_layers, proj_bn)
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """(B, 3, H, W) images in [0, 1] -> (B, F) representation h."""

@@ -29,7 +29,7 @@ def write_json_atomic(path: Path, obj: Any) -> None:
 
 
 def pid_alive(pid: int | None) -> bool:
-    if not pid:
+    if not pid or pid < 0:  # kill(-1) would signal every process we may signal
         return False
     try:
         os.kill(pid, 0)
@@ -168,6 +168,7 @@ class RunSummary:
     message: str
     epoch: int
     epochs: int
+    method: str
     last_loss: float | None
     best_knn: float | None
     updated: float
@@ -180,12 +181,13 @@ def summarize(run: RunDir) -> RunSummary:
     losses = [m["loss"] for m in metrics if isinstance(m.get("loss"), (int, float))]
     knns = [m["knn_top1"] for m in metrics if isinstance(m.get("knn_top1"), (int, float))]
     try:
-        epochs = run.config().optim.epochs
+        cfg = run.config()
+        epochs, method = cfg.optim.epochs, cfg.model.method
     except UserError:
-        epochs = 0
+        epochs, method = 0, ""
     return RunSummary(
         name=run.name, state=st.get("state", "unknown"), message=st.get("message", ""),
-        epoch=int(st.get("epoch", 0)), epochs=epochs,
+        epoch=int(st.get("epoch", 0)), epochs=epochs, method=method,
         last_loss=losses[-1] if losses and math.isfinite(losses[-1]) else None,
         best_knn=max(knns) if knns else None, updated=float(st.get("updated", 0.0)),
     )

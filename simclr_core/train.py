@@ -3,12 +3,17 @@
 Read top to bottom: :func:`fit` is the training loop; :func:`prepare` builds everything it
 needs (data, model, optimiser, state restored from ``last.pt``); :func:`save_checkpoint`,
 :func:`log_step` and :func:`end_epoch` are the bookkeeping beside it.
+
+Many GPUs: ``torchrun --nproc_per_node N -m simclr_core.train ...`` runs the same code in N
+processes (DDP). ``--batch-size`` stays the global batch; each rank takes its slice of every
+batch, and only rank 0 writes files.
 """
 
 from __future__ import annotations
 
 import argparse
 import math
+import os
 import signal
 import sys
 import time
@@ -17,16 +22,17 @@ from datetime import datetime
 from typing import Any
 
 import torch
+from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
-from simclr_core import checkpoints, data
+from simclr_core import checkpoints, data, distributed
 from simclr_core.cli import Parser, add_config_args, config_from_args, run_cli
 from simclr_core.config import TrainConfig
 from simclr_core.embeddings import extract
 from simclr_core.errors import UserError
 from simclr_core.evaluation import knn_accuracy
 from simclr_core.hardware import autocast, autocast_dtype, describe, resolve_device
-from simclr_core.methods import METHODS
+from simclr_core.methods import build_method
 from simclr_core.models import architecture, build_encoder
 from simclr_core.optim import build_optimizer, lr_at
 from simclr_core.runs import RunDir, new_run, open_run
@@ -45,7 +51,8 @@ class Session:
     run: RunDir
     device: torch.device
     images: torch.Tensor  # (N, 3, H, W) uint8, on the device when it fits
-    method: torch.nn.Module
+    method: torch.nn.Module  # the method itself (state dict, encoder, after_step)
+    model: torch.nn.Module  # what the step calls: the method, or DDP around it
     optimizer: torch.optim.Optimizer
     scaler: torch.amp.GradScaler
     amp_dtype: torch.dtype | None
@@ -68,13 +75,16 @@ class Session:
     epoch_losses: list = field(default_factory=list)  # loss tensors of the current epoch (kept across a resume)
     epoch_start: float = 0.0
     epoch_start_step: int = 0
+    notes: list = field(default_factory=list)  # said in train.log once it is open
 
     @property
     def total_steps(self) -> int:
         return self.cfg.optim.epochs * self.steps_per_epoch
 
     def log(self, msg: str) -> None:
-        """A line on stdout and in ``train.log`` (which the app tails)."""
+        """A line on stdout and in ``train.log`` (which the app tails); rank 0 only."""
+        if not distributed.is_main():
+            return
         tqdm.write(msg)
         self.log_file.write(f"{datetime.now():%H:%M:%S} {msg}\n")
         self.log_file.flush()
@@ -92,7 +102,7 @@ def fit(s: Session) -> str:
     warmup_steps = round(cfg.optim.warmup() * s.steps_per_epoch)
     s.method.train()
     bar = tqdm(total=s.total_steps, initial=s.step, unit="step", dynamic_ncols=True, file=sys.stderr,
-               disable=None)
+               disable=None if distributed.is_main() else True)
     s.window_start = s.epoch_start = time.perf_counter()
     s.epoch_start_step = s.step
     for epoch in range(s.epoch, cfg.optim.epochs):
@@ -111,6 +121,7 @@ def fit(s: Session) -> str:
             s.scaler.step(s.optimizer)
             s.scaler.update()
             s.step += 1
+            s.method.after_step(s.step, s.total_steps)  # MoCo / BYOL: momentum update of the target
             bar.update()
             s.window.append(loss.detach())
             s.epoch_losses.append(loss.detach())
@@ -118,7 +129,9 @@ def fit(s: Session) -> str:
             last = i == s.steps_per_epoch - 1
             if s.step % cfg.run.log_every == 0 or last:
                 log_step(s, epoch, bar)
-            if not last and stop_requested(s):  # mid-epoch: save where we are
+            # Ranks agree on stopping only at log steps (a collective); one process checks every step.
+            poll = distributed.world_size() == 1 or s.step % cfg.run.log_every == 0
+            if not last and poll and stop_requested(s):  # mid-epoch: save where we are
                 log_step(s, epoch, bar)
                 s.epoch = epoch
                 save_checkpoint(s)
@@ -134,34 +147,42 @@ def fit(s: Session) -> str:
 
 
 class EpochBatches(torch.utils.data.Dataset):
-    """Batch i of an epoch's order, gathered from the (memory-mapped) uint8 images: a DataLoader item."""
+    """This rank's part of batch i of an epoch's order, gathered from the (memory-mapped) uint8 images."""
 
-    def __init__(self, images: torch.Tensor, order: torch.Tensor, batch_size: int, first: int, count: int):
+    def __init__(self, images: torch.Tensor, order: torch.Tensor, batch_size: int, first: int, count: int,
+                 part: tuple[int, int]):
         self.images, self.order, self.B, self.first, self.count = images, order, batch_size, first, count
+        self.lo, self.hi = part
 
     def __len__(self) -> int:
         return self.count
 
     def __getitem__(self, i: int) -> torch.Tensor:
-        j = self.first + i
-        return self.images[self.order[j * self.B:(j + 1) * self.B]]
+        j = (self.first + i) * self.B
+        return self.images[self.order[j + self.lo:j + self.hi]]
 
 
 def batches(s: Session, epoch: int, first: int):
     """The epoch's batches from ``first`` on, as uint8 tensors on the device, in the order of :func:`epoch_order`.
 
     Images held on the device are indexed there; images left on the host (too big for the GPU) are
-    gathered by DataLoader workers into pinned memory, overlapping the copy with the step.
+    gathered by DataLoader workers into pinned memory, overlapping the copy with the step. With R
+    ranks each takes rows [r*B/R, (r+1)*B/R) of every global batch: the same images in the same
+    order whatever R is, which is what lets a run resume on another number of GPUs.
     """
     B, n = s.cfg.optim.batch_size, s.steps_per_epoch
+    per_rank = B // distributed.world_size()
+    lo = distributed.rank() * per_rank
+    hi = lo + per_rank
     order = epoch_order(len(s.images), s.cfg.run.seed, epoch)
     if not s.workers:
         order = order.to(s.images.device)
         for i in range(first, n):
-            yield s.images[order[i * B:(i + 1) * B]].to(s.device, non_blocking=True)
+            yield s.images[order[i * B + lo:i * B + hi]].to(s.device, non_blocking=True)
         return
-    loader = torch.utils.data.DataLoader(EpochBatches(s.images, order, B, first, n - first), batch_size=None,
-                                         num_workers=s.workers, pin_memory=s.device.type == "cuda")
+    loader = torch.utils.data.DataLoader(EpochBatches(s.images, order, B, first, n - first, (lo, hi)),
+                                         batch_size=None, num_workers=s.workers,
+                                         pin_memory=s.device.type == "cuda")
     for x in loader:
         yield x.to(s.device, non_blocking=True)
 
@@ -169,7 +190,7 @@ def batches(s: Session, epoch: int, first: int):
 def forward(s: Session, v1: torch.Tensor, v2: torch.Tensor) -> torch.Tensor:
     """The method's loss, through torch.compile when asked; a compile failure falls back to eager once."""
     if s.compiled is None:
-        return s.method(v1, v2)
+        return s.model(v1, v2)
     if s.compile_ok:
         return s.compiled(v1, v2)
     try:  # compiling happens on the first call, so that is where it fails
@@ -177,29 +198,34 @@ def forward(s: Session, v1: torch.Tensor, v2: torch.Tensor) -> torch.Tensor:
     except Exception as e:  # noqa: BLE001 - any backend failure means: run eager
         s.log(f"note: torch.compile failed ({type(e).__name__}: {str(e).splitlines()[0][:200]}); running eager")
         s.compiled = None
-        return s.method(v1, v2)
+        return s.model(v1, v2)
     s.compile_ok = True
     return loss
 
 
 def stop_requested(s: Session) -> bool:
-    """True once a signal arrived or the run folder holds a STOP file."""
+    """True once a signal arrived or the run folder holds a STOP file (on any rank: all stop together)."""
     if s.stop_reason is None and s.run.stop_requested():
         s.stop_reason = "STOP file"
-    return s.stop_reason is not None
+    if distributed.any_rank(s.stop_reason is not None, s.device):
+        s.stop_reason = s.stop_reason or "a stop on another rank"
+        return True
+    return False
 
 
 def log_step(s: Session, epoch: int, bar: tqdm) -> None:
     """Append a metrics line for the steps since the last one; fail on a non-finite loss."""
     if not s.window:
         return
-    loss = torch.stack(s.window).mean().item()
+    loss = distributed.mean(torch.stack(s.window).mean()).item()  # over all ranks' images
     now = time.perf_counter()
     ips = len(s.window) * s.cfg.optim.batch_size / max(now - s.window_start, 1e-9)
     s.window, s.window_start = [], now
     if not math.isfinite(loss):
         raise UserError(f"loss became {loss} at epoch {epoch + 1}, step {s.step}; kept the last good "
                         f"checkpoint (epoch {s.epoch}); lower --lr or raise --temperature, then resume")
+    if not distributed.is_main():
+        return
     s.run.append_metrics({"epoch": epoch + 1, "step": s.step, "loss": loss, "lr": s.lr, "images_per_s": ips,
                           "time": time.time()})
     s.run.write_status("running", epoch=epoch, step=s.step, total_steps=s.total_steps, images_per_s=ips)
@@ -208,7 +234,7 @@ def log_step(s: Session, epoch: int, bar: tqdm) -> None:
 
 def end_epoch(s: Session) -> None:
     """kNN monitor, the epoch's metrics line, then ``last.pt`` and ``backbone.pt``."""
-    loss = torch.stack(s.epoch_losses).mean().item()
+    loss = distributed.mean(torch.stack(s.epoch_losses).mean()).item()
     seconds = time.perf_counter() - s.epoch_start
     images = (s.step - s.epoch_start_step) * s.cfg.optim.batch_size
     s.epoch_losses = []
@@ -221,8 +247,9 @@ def end_epoch(s: Session) -> None:
                               "time": time.time()}
     every = s.cfg.run.knn_every
     if s.knn_sets and every and (s.epoch % every == 0 or s.epoch == s.cfg.optim.epochs):
-        record.update(knn_monitor(s))
-    s.run.append_metrics(record)
+        record.update(knn_monitor(s))  # rank 0 only holds knn_sets; the others wait in save_checkpoint
+    if distributed.is_main():
+        s.run.append_metrics(record)
     msg = f"epoch {s.epoch}/{s.cfg.optim.epochs} loss {loss:.4f} ({seconds:.1f} s)"
     if "knn_top1" in record:
         msg += f" kNN top-1 {record['knn_top1']:.2f}%"
@@ -246,7 +273,11 @@ def knn_monitor(s: Session) -> dict[str, float]:
 
 
 def save_checkpoint(s: Session) -> None:
-    """Write ``last.pt`` (exact-resume state) and ``backbone.pt`` atomically."""
+    """Write ``last.pt`` (exact-resume state) and ``backbone.pt`` atomically; every rank calls it, rank 0 writes."""
+    generators = distributed.all_objects(s.generator.get_state().cpu())  # each rank draws its own views
+    losses = distributed.mean(torch.stack(s.epoch_losses)).cpu() if s.epoch_losses else torch.empty(0)
+    if not distributed.is_main():
+        return
     state = {
         "format": checkpoints.FORMAT,
         "method": s.cfg.model.method,
@@ -257,8 +288,9 @@ def save_checkpoint(s: Session) -> None:
         "epoch": s.epoch,
         "step": s.step,
         "steps_per_epoch": s.steps_per_epoch,
-        "view_generator": s.generator.get_state(),
-        "epoch_losses": torch.stack(s.epoch_losses).cpu() if s.epoch_losses else torch.empty(0),
+        "view_generator": generators[0],
+        "view_generators": generators,
+        "epoch_losses": losses,
         "rng": checkpoints.rng_state(),
     }
     checkpoints.save_atomic(state, s.run.last_ckpt)
@@ -270,6 +302,15 @@ def prepare(cfg: TrainConfig, run: RunDir, resume: bool) -> Session:
     if cfg.run.num_threads:
         torch.set_num_threads(cfg.run.num_threads)
     device = resolve_device(cfg.run.device)
+    world, rank = distributed.world_size(), distributed.rank()
+    if world > 1:
+        if device.type == "cuda":
+            device = torch.device("cuda", distributed.local_rank())
+        if cfg.optim.batch_size % world:
+            raise UserError(f"--batch-size {cfg.optim.batch_size} is the global batch and must split evenly "
+                            f"over the {world} processes; use a multiple of {world}")
+        if cfg.run.sync_bn and device.type != "cuda":
+            raise UserError("--sync-bn needs CUDA GPUs (torch's SyncBatchNorm does not run on the CPU); drop it")
     d = cfg.data
     pretrain, bank_split, query_split = data.default_splits(d.dataset, d.data_path)
     train = data.split_of(d, d.train_split or pretrain, subset=d.subset, seed=cfg.run.seed)
@@ -285,30 +326,42 @@ def prepare(cfg: TrainConfig, run: RunDir, resume: bool) -> Session:
         cfg.views.blur_prob = view_kwargs["blur_prob"]
     arch = architecture(cfg.model, side)
 
-    torch.manual_seed(cfg.run.seed)
-    method = METHODS[cfg.model.method](build_encoder(arch), temperature=cfg.optim.temperature).to(device)
+    torch.manual_seed(cfg.run.seed)  # the same initial weights on every rank
+    method = build_method(cfg, build_encoder(arch)).to(device)
+    if world > 1 and cfg.run.sync_bn:
+        method = torch.nn.SyncBatchNorm.convert_sync_batchnorm(method)
     if device.type == "cuda":
         method = method.to(memory_format=torch.channels_last)
+    # Buffers are not broadcast: MoCo's queue is kept equal on every rank by its own gather, and
+    # batch-norm running statistics (used only for evaluation) are rank 0's, as saved.
+    model = (DistributedDataParallel(method, device_ids=[device.index] if device.type == "cuda" else None,
+                                     broadcast_buffers=False) if world > 1 else method)
     amp_dtype = autocast_dtype(cfg.optim.precision, device)
     optimizer = build_optimizer(method, cfg.optim.optimizer, cfg.optim.peak_lr(), cfg.optim.momentum,
                                 cfg.optim.decay(), fused=device.type == "cuda")
     scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
-    generator = torch.Generator(device=device).manual_seed(cfg.run.seed + 1)
+    generator = torch.Generator(device=device).manual_seed(view_seed(cfg.run.seed, rank))
     # Small datasets live on the device, so a batch is one index op (no loader, no copies).
     on_device = train.images.numel() < 4 * 2**30 and device.type != "cpu"
     images = train.images.to(device) if on_device else train.images
     workers = cfg.run.workers if cfg.run.workers is not None else 4 * (device.type == "cuda")
 
-    s = Session(cfg=cfg, run=run, device=device, images=images, method=method, optimizer=optimizer,
+    s = Session(cfg=cfg, run=run, device=device, images=images, method=method, model=model, optimizer=optimizer,
                 scaler=scaler, amp_dtype=amp_dtype, view_kwargs=view_kwargs, generator=generator, arch=arch,
                 steps_per_epoch=len(train) // cfg.optim.batch_size, skipped=train.skipped,
                 workers=0 if on_device else workers)
     if cfg.run.compile:
-        s.compiled = torch.compile(method)
+        s.compiled = torch.compile(model)
     if resume:
         restore(s)
-    s.knn_sets = knn_sets(cfg, bank_split, query_split)
+    if distributed.is_main():  # the monitor runs on rank 0 only
+        s.knn_sets = knn_sets(cfg, bank_split, query_split)
     return s
+
+
+def view_seed(seed: int, rank: int, step: int = 0) -> int:
+    """Seed of a rank's view generator; rank 0 of a fresh run uses seed + 1, as a single process does."""
+    return seed + 1 + 1_000_003 * rank + 7_919 * step
 
 
 def restore(s: Session) -> None:
@@ -325,7 +378,13 @@ def restore(s: Session) -> None:
         raise UserError(f"{path} was saved with {ckpt['steps_per_epoch']} steps per epoch but the data now "
                         f"gives {s.steps_per_epoch}: the dataset changed; start a new run")
     s.epoch, s.step = ckpt["epoch"], ckpt["step"]
-    s.generator.set_state(ckpt["view_generator"].cpu())
+    generators = ckpt.get("view_generators") or [ckpt["view_generator"]]
+    if len(generators) == distributed.world_size():
+        s.generator.set_state(generators[distributed.rank()].cpu())
+    else:  # another number of processes: same data order, fresh (seeded) view streams
+        s.generator.manual_seed(view_seed(s.cfg.run.seed, distributed.rank(), s.step))
+        s.notes.append(f"note: saved by {len(generators)} process(es), resumed on {distributed.world_size()}; "
+                       "the data order continues exactly, the random views from new seeded streams")
     s.epoch_losses = list(ckpt["epoch_losses"].to(s.device))
     checkpoints.set_rng_state(ckpt["rng"])
 
@@ -347,48 +406,75 @@ def knn_sets(cfg: TrainConfig, bank_split: str | None, query_split: str | None) 
 
 
 def train(cfg: TrainConfig, resume: bool = False) -> RunDir:
-    """Create (or reopen) the run folder and train to ``cfg.optim.epochs``; the programmatic entry point."""
+    """Create (or reopen) the run folder and train to ``cfg.optim.epochs``; the programmatic entry point.
+
+    Under torchrun every rank calls this; rank 0 creates the folder and writes every file.
+    """
     cfg.validate()
+    distributed.setup(resolve_device(cfg.run.device).type)
+    main = distributed.is_main()
     if resume:
         run = open_run(cfg.run.runs_dir, cfg.run.name)
     else:
         if cfg.run.name is None:
-            cfg.run.name = f"{cfg.data.dataset}-{cfg.model.backbone}-{datetime.now():%Y%m%d-%H%M%S}"
-        run = new_run(cfg.run.runs_dir, cfg.run.name)
-        cfg.save(run.config_path)  # at once, so a run that fails while loading data is listed with its error
-    run.clear_stop()
-    with open(run.log_path, "a") as log_file:
+            cfg.run.name = distributed.broadcast(f"{cfg.data.dataset}-{cfg.model.backbone}-{datetime.now():%Y%m%d-%H%M%S}")
+        error = None
+        if main:
+            try:
+                run = new_run(cfg.run.runs_dir, cfg.run.name)
+                cfg.save(run.config_path)  # at once, so a run that fails while loading data is listed with its error
+            except UserError as e:
+                error = str(e)
+        error = distributed.broadcast(error)  # every rank fails alike, none waits forever
+        if error:
+            raise UserError(error)
+        if not main:
+            run = open_run(cfg.run.runs_dir, cfg.run.name)
+
+    def status(state: str, *args, **kw) -> None:
+        if main:
+            run.write_status(state, *args, **kw)
+
+    if main:
+        run.clear_stop()
+    with open(run.log_path if main else os.devnull, "a") as log_file:
         try:
             s = prepare(cfg, run, resume)
             s.log_file = log_file
-            cfg.save(run.config_path)
-            run.truncate_metrics(s.step)
-            s.log(f"{'resuming' if s.step else 'starting'} run {run.name} at epoch {s.epoch}, step {s.step} "
-                  f"of {s.total_steps} on {describe(s.device)}; {len(s.images)} images, "
-                  f"{s.steps_per_epoch} steps per epoch"
+            if main:
+                cfg.save(run.config_path)
+                run.truncate_metrics(s.step)
+            world = distributed.world_size()
+            s.log(f"{'resuming' if s.step else 'starting'} {cfg.model.method} run {run.name} at epoch {s.epoch}, "
+                  f"step {s.step} of {s.total_steps} on {describe(s.device)}"
+                  + (f" x {world} processes" if world > 1 else "")
+                  + f"; {len(s.images)} images, {s.steps_per_epoch} steps per epoch"
                   + (f"; skipped {s.skipped} unreadable file(s)" if s.skipped else ""))
-            run.write_status("running", epoch=s.epoch, step=s.step, total_steps=s.total_steps,
-                             device=describe(s.device))
+            for note in s.notes:
+                s.log(note)
+            status("running", epoch=s.epoch, step=s.step, total_steps=s.total_steps,
+                   device=describe(s.device) + (f" x {world}" if world > 1 else ""))
             with stop_on_signals(s):
                 outcome = fit(s)
         except UserError as e:
-            run.write_status("failed", str(e))
+            status("failed", str(e))
             raise
         except torch.cuda.OutOfMemoryError:
             msg = (f"out of GPU memory at batch size {cfg.optim.batch_size}; lower --batch-size "
                    "(or use --precision bf16), then resume")
-            run.write_status("failed", msg)
+            status("failed", msg)
             raise UserError(msg) from None
         except BaseException as e:
-            run.write_status("failed", f"{type(e).__name__}: {e}".splitlines()[0])
+            status("failed", f"{type(e).__name__}: {e}".splitlines()[0])
             raise
         if outcome == "stopped":
             msg = f"stopped by {s.stop_reason} at epoch {s.epoch + 1}, step {s.step}; resume with --resume {run.name}"
         else:
             msg = f"finished {s.epoch} epochs"
         s.log(msg)
-        run.write_status(outcome, msg, epoch=s.epoch, step=s.step, total_steps=s.total_steps)
-        run.clear_stop()
+        status(outcome, msg, epoch=s.epoch, step=s.step, total_steps=s.total_steps)
+        if main:
+            run.clear_stop()
     return run
 
 
@@ -448,18 +534,26 @@ def main(argv: list[str] | None = None) -> int:
             for section, key in ((s, k) for s in ("optim", "run") for k in given):
                 if hasattr(getattr(saved, section), key):
                     setattr(getattr(saved, section), key, getattr(getattr(cfg, section), key))
-            st = run.status()
-            if st.get("state") == "running":
-                raise UserError(f"run '{run.name}' is running (pid {st.get('pid')}); stop it first")
-            if st.get("state") == "finished" and st.get("epoch", 0) >= saved.optim.epochs:
-                raise UserError(f"run '{run.name}' already finished {st.get('epoch')} epochs; pass --epochs N "
-                                f"with N > {st.get('epoch')} to train it longer")
             saved.run.name = run.name
-            cfg, resume = saved, True
-        else:
-            resume = False
-        run = train(cfg, resume=resume)
-        print(f"run folder: {run.path}")
+        # Under torchrun: join the group before any rank reads the run's status, and read it
+        # before rank 0 writes to it (barrier), so no rank mistakes rank 0's run for another one.
+        distributed.setup(resolve_device((saved if args.resume else cfg).run.device).type)
+        try:
+            if args.resume:
+                st = run.status()
+                if st.get("state") == "running":
+                    raise UserError(f"run '{run.name}' is running (pid {st.get('pid')}); stop it first")
+                if st.get("state") == "finished" and st.get("epoch", 0) >= saved.optim.epochs:
+                    raise UserError(f"run '{run.name}' already finished {st.get('epoch')} epochs; pass --epochs N "
+                                    f"with N > {st.get('epoch')} to train it longer")
+                cfg = saved
+            distributed.barrier()
+            run = train(cfg, resume=bool(args.resume))
+            main = distributed.is_main()
+        finally:
+            distributed.cleanup()
+        if main:
+            print(f"run folder: {run.path}")
         return 0
 
     return run_cli(go)

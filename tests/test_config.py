@@ -14,7 +14,7 @@ def parse(*argv):
 
 def test_defaults_are_the_papers():
     cfg = TrainConfig()
-    assert cfg.optim.temperature == 0.5 and cfg.model.proj_out_dim == 128
+    assert cfg.optim.temperature is None and cfg.model.proj_out_dim == 128  # the method decides: 0.5 for simclr
     kw = ViewConfig().kwargs(224)
     assert kw["crop_scale"] == (0.08, 1.0) and kw["jitter_strength"] == 1.0 and kw["jitter_prob"] == 0.8
     assert kw["grayscale_prob"] == 0.2 and kw["blur_prob"] == 0.5 and kw["size"] == 224
@@ -32,6 +32,24 @@ def test_flags_override_file_and_are_reported(tmp_path):
     assert (cfg.optim.epochs, cfg.optim.temperature, cfg.data.dataset) == (3, 0.2, "cifar10")
     assert cfg.model.proj_bn is False and cfg.views.jitter_strength == 0.5
     assert given == {"epochs", "proj_bn", "jitter_strength"}
+
+
+def test_method_flags_and_their_checks():
+    cfg, given = parse("--method", "moco_v2", "--queue-size", "1024", "--moco-symmetric", "--ema", "0.999",
+                       "--ema-schedule", "cosine")
+    m = cfg.method
+    assert (cfg.model.method, m.queue_size, m.moco_symmetric, m.ema, m.ema_schedule) == \
+        ("moco_v2", 1024, True, 0.999, "cosine")
+    for flags, message in [(("--ema", "1.5"), "--ema must be in [0, 1]"),
+                           (("--queue-size", "0"), "--queue-size must be a positive number"),
+                           (("--pred-hidden-dim", "-4"), "--pred-hidden-dim must be a positive number"),
+                           (("--temperature", "0"), "--temperature must be a positive number")]:
+        with pytest.raises(UserError) as e:
+            parse(*flags)
+        assert message in str(e.value)
+    old = TrainConfig().to_dict()
+    del old["method"]  # a config.json written before the method section existed still loads
+    assert TrainConfig.from_dict(old).method.queue_size == 4096
 
 
 def test_yaml_and_json_round_trip(tmp_path):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import torch
 from torch import nn
 
@@ -13,7 +15,8 @@ from simclr_core.models import Encoder
 class SimCLR(nn.Module):
     """SimCLR: both views through one encoder, every other image in the (global) batch a negative."""
 
-    defaults = {"temperature": 0.5}  # the paper's CIFAR-10 value (appendix B.9)
+    loss_name = "NT-Xent loss"  # what the app titles its loss curve
+    defaults: ClassVar[dict] = {"temperature": 0.5}  # the paper's CIFAR-10 value (appendix B.9)
 
     def __init__(self, encoder: Encoder, temperature: float = 0.5):
         super().__init__()

@@ -26,8 +26,9 @@ def launches(monkeypatch) -> list[TrainConfig]:
     """Record launch() calls instead of starting processes; a recorded run is listed at once."""
     calls: list[TrainConfig] = []
 
-    def fake(cfg: TrainConfig) -> RunDir:
+    def fake(cfg: TrainConfig, nproc: int = 1) -> RunDir:
         run = new_run(cfg.run.runs_dir, cfg.run.name)  # raises for a taken name, as the real launch does
+        cfg.nproc = nproc  # recorded for the GPU-count test
         calls.append(cfg)
         cfg.save(run.config_path)  # as the real launch does
         (run.path / "launch.json").write_text(json.dumps({"pid": os.getpid()}))  # a live "training process"
@@ -68,7 +69,7 @@ def test_no_runs_shows_the_form_and_guidance(runs_dir):
     assert at.number_input(key="tf.optim.epochs").value == 50
     assert at.text_input(key="tf.run.name").value.startswith("digits-resnet_mini-")
     # help texts come from the config dataclasses
-    assert "NT-Xent temperature" in at.number_input(key="tf.optim.temperature").help
+    assert "temperature tau of simclr" in at.number_input(key="tf.optim.temperature").help
     assert not errors(at)
 
 
@@ -101,6 +102,40 @@ def test_valid_submit_launches_the_form_values_and_selects_the_run(runs_dir, lau
     assert any(h.value.endswith("Run mine") for h in at.subheader)  # and shown live
     assert any("Started run **mine**" in s.value for s in at.success)
     assert at.text_input(key="tf.run.name").value != "mine"  # a fresh name for the next run
+
+
+def test_method_settings_reach_the_run_and_blank_means_the_methods_default(runs_dir, launches):
+    at = app("train")
+    assert at.number_input(key="tf.optim.temperature").value is None  # "auto" until a method resolves it
+    at.selectbox(key="tf.model.method").set_value("moco_v2")
+    at.number_input(key="tf.method.queue_size").set_value(1024)
+    at.checkbox(key="tf.method.moco_symmetric").check()
+    at = submit(at, run__name="moco")
+    assert not at.exception and not errors(at)
+    cfg = launches[0]
+    assert (cfg.model.method, cfg.method.queue_size, cfg.method.moco_symmetric) == ("moco_v2", 1024, True)
+    assert (cfg.optim.temperature, cfg.method.ema, cfg.method.ema_schedule) == (None, None, None)
+    assert cfg.nproc == 1
+    at = app("train")
+    at.selectbox(key="tf.model.method").set_value("byol")
+    at.selectbox(key="tf.method.ema_schedule").set_value("constant")
+    at = submit(at, method__ema=0.99, method__pred_hidden_dim=256, run__name="byol")
+    cfg = launches[1]
+    assert (cfg.model.method, cfg.method.ema, cfg.method.ema_schedule, cfg.method.pred_hidden_dim) == \
+        ("byol", 0.99, "constant", 256)
+
+
+def test_gpu_count_is_offered_only_with_several_gpus(runs_dir, launches, monkeypatch):
+    at = app("train")
+    assert not [w for w in at.number_input if w.key == "tf_gpus"]  # this machine: no GPUs, no choice
+    monkeypatch.setattr("simclr_core.hardware.gpu_count", lambda: 4)
+    at = app("train")
+    gpus = at.number_input(key="tf_gpus")
+    assert gpus.value == 4  # all of them by default
+    gpus.set_value(2)
+    at = submit(at, optim__batch_size=256, run__name="ddp")
+    assert not at.exception and not errors(at)
+    assert launches[0].nproc == 2
 
 
 def test_invalid_run_name_is_an_error_and_launches_nothing(runs_dir, launches):
@@ -141,7 +176,7 @@ def test_finished_run_shows_list_curves_and_resume(finished_run):
     assert not at.exception
     table = at.dataframe[0].value
     row = table[table["run"] == "tiny"].iloc[0]
-    assert row["state"] == "finished" and row["epochs"] == "2/2"
+    assert row["state"] == "finished" and row["epochs"] == "2/2" and row["method"] == "simclr"
     assert row["best kNN top-1 %"] > 0
     assert len(at.get("plotly_chart")) == 3  # loss, lr, kNN
     assert at.button(key="tf_resume")
@@ -151,7 +186,7 @@ def test_finished_run_shows_list_curves_and_resume(finished_run):
 
 def test_resume_calls_launch_with_the_new_total(finished_run, monkeypatch):
     calls = []
-    monkeypatch.setattr(launch, "resume", lambda run, epochs=None: calls.append((run.name, epochs)))
+    monkeypatch.setattr(launch, "resume", lambda run, epochs=None, nproc=None: calls.append((run.name, epochs)))
     at = app("train")
     at.number_input(key="tf_resume_epochs.tiny").set_value(5)
     at.button(key="tf_resume").click().run()
@@ -181,7 +216,7 @@ def test_views_from_the_augmentations_page_prefill_the_form(runs_dir, launches):
 
 
 def test_a_run_whose_process_dies_at_start_shows_what_it_printed(runs_dir, monkeypatch):
-    def dies(cfg: TrainConfig) -> RunDir:
+    def dies(cfg: TrainConfig, nproc: int = 1) -> RunDir:
         run = new_run(cfg.run.runs_dir, cfg.run.name)
         cfg.save(run.config_path)
         (run.path / "console.log").write_text("ModuleNotFoundError: No module named 'torch'\n")

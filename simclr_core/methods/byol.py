@@ -1,0 +1,44 @@
+"""BYOL (Grill et al. 2020): an online network with a predictor regresses an EMA target; no negatives."""
+
+from __future__ import annotations
+
+import copy
+from typing import ClassVar
+
+import torch
+from torch import nn
+
+from simclr_core.losses import byol_loss
+from simclr_core.methods.momentum import ema_update, momentum_at
+from simclr_core.models import Encoder, projection_head
+
+
+class BYOL(nn.Module):
+    """Online encoder + predictor q, target encoder an EMA of the online one; symmetric loss."""
+
+    loss_name = "BYOL loss (normalised MSE)"  # what the app titles its loss curve
+    # Base momentum raised to 1 along a cosine, as the paper. Its 0.996 is for ImageNet's ~300k
+    # steps; CIFAR-sized runs use 0.99 (solo-learn, lightly), which lets the target follow sooner.
+    defaults: ClassVar[dict] = {"ema": 0.99, "ema_schedule": "cosine"}
+
+    def __init__(self, encoder: Encoder, ema: float = 0.99, ema_schedule: str = "cosine",
+                 pred_hidden_dim: int | None = None):
+        super().__init__()
+        self.encoder = encoder
+        self.target = copy.deepcopy(encoder).requires_grad_(False)
+        dim = encoder.out_dim
+        # The paper's predictor has the projector's shape: Linear -> BN -> ReLU -> Linear.
+        self.predictor = projection_head(dim, pred_hidden_dim or encoder.hidden_dim, dim, layers=2, bn=True,
+                                         final_bn=False)
+        self.ema, self.ema_schedule = ema, ema_schedule
+
+    def forward(self, view1: torch.Tensor, view2: torch.Tensor) -> torch.Tensor:
+        """(B, 3, S, S) x 2 -> scalar loss, the sum over both view orders (0..8)."""
+        p1, p2 = self.predictor(self.encoder(torch.cat([view1, view2]))).chunk(2)  # (B, D) each
+        with torch.no_grad():
+            t1, t2 = self.target(torch.cat([view1, view2])).chunk(2)
+        return byol_loss(p1, t2) + byol_loss(p2, t1)
+
+    def after_step(self, step: int, total_steps: int) -> None:
+        """Move the target towards the online encoder."""
+        ema_update(self.target, self.encoder, momentum_at(step, total_steps, self.ema, self.ema_schedule))
