@@ -96,6 +96,49 @@ def test_two_ranks_with_half_batches_equal_one_process_with_the_whole_batch(tmp_
     assert torch.equal(q0, q1) and two["ptr"] == B
 
 
+def train_worker(rank: int, world: int, port: int, cfg_dict: dict, resume: bool, stop_after: int) -> None:
+    """One rank of a torchrun-like run, in-process so the stop can be placed at an exact step."""
+    import simclr_core.train as train_mod
+    from simclr_core.config import TrainConfig
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world),
+                      LOCAL_RANK=str(rank))
+    torch.set_num_threads(1)
+    real = train_mod.stop_requested
+
+    def stop_at(s):
+        if s.step == stop_after and s.stop_reason is None:
+            s.stop_reason = "test"
+        return real(s)
+
+    train_mod.stop_requested = stop_at
+    try:
+        train_mod.train(TrainConfig.from_dict(cfg_dict), resume=resume)
+    finally:
+        distributed.cleanup()
+
+
+@pytest.mark.parametrize("method", ["simclr", "moco_v2"])
+def test_two_process_resume_is_exact(tmp_path, method):
+    from tests.conftest import tiny_config
+
+    def run(name: str, resume: bool = False, stop_after: int = -1) -> None:
+        cfg = tiny_config(tmp_path, name)
+        cfg.run.device, cfg.model.method, cfg.method.queue_size = "cpu", method, 48
+        mp.spawn(train_worker, args=(2, free_port(), cfg.to_dict(), resume, stop_after), nprocs=2, join=True)
+
+    run("straight")
+    run("stopped", stop_after=3)  # mid-epoch 2, both ranks
+    assert checkpoints.load(tmp_path / "runs" / "stopped" / "last.pt")["step"] == 3
+    run("stopped", resume=True)
+    a = checkpoints.load(tmp_path / "runs" / "straight" / "last.pt")
+    b = checkpoints.load(tmp_path / "runs" / "stopped" / "last.pt")
+    assert a["step"] == b["step"] == 4
+    for key in a["model"]:
+        assert torch.equal(a["model"][key], b["model"][key]), key
+    assert all(torch.equal(x, y) for x, y in zip(a["view_generators"], b["view_generators"]))
+
+
 def torchrun(tmp_path, nproc: int, args: list[str]) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
@@ -103,7 +146,7 @@ def torchrun(tmp_path, nproc: int, args: list[str]) -> subprocess.CompletedProce
     return subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
 
 
-@pytest.mark.parametrize("method", ["simclr", "moco_v2"])
+@pytest.mark.parametrize("method", ["simclr", "moco_v2", "byol"])
 def test_torchrun_two_processes_then_resume_on_one(tmp_path, method):
     args = tiny_args(tmp_path) + ["--method", method, "--device", "cpu", "--queue-size", "48"]
     done = torchrun(tmp_path, 2, args)

@@ -44,8 +44,9 @@ def test_tiny_run_writes_the_run_folder(tiny):
 
 
 @pytest.mark.parametrize("method", ["simclr", "moco_v2", "byol"])
-def test_training_lowers_the_loss(tmp_path, method):
-    cfg = tiny_config(tmp_path, epochs=8, lr=0.3, warmup_epochs=0)
+def test_one_epoch_lowers_the_loss(tmp_path, method):
+    cfg = tiny_config(tmp_path, epochs=1, lr=0.3, warmup_epochs=0)
+    cfg.data.subset = 512  # one epoch of 16 steps, a loss line per step
     cfg.views.crop_scale_min, cfg.views.jitter_strength = 0.5, 0.5  # milder views: visible progress in 16 steps
     cfg.run.knn_every = 0
     cfg.model.method, cfg.method.queue_size = method, 64
@@ -55,8 +56,10 @@ def test_training_lowers_the_loss(tmp_path, method):
         # near-identical views and a key encoder that follows faster.
         cfg.views.crop_scale_min, cfg.views.jitter_strength, cfg.method.ema = 0.9, 0.0, 0.9
     run = train(cfg)
-    losses = [m["epoch_loss"] for m in run.metrics() if "epoch_loss" in m]
-    assert sum(losses[-2:]) / 2 < sum(losses[:2]) / 2 - 0.1, losses
+    losses = [m["loss"] for m in run.metrics() if "epoch_loss" not in m]
+    assert len(losses) == 16
+    # Seeds 0-2 measured: the mean falls by 0.13-0.45 (first four steps -> last four).
+    assert sum(losses[-4:]) / 4 < sum(losses[:4]) / 4 - 0.1, losses
 
 
 def train_until_stopped(cfg, monkeypatch, step: int):
