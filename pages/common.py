@@ -65,6 +65,24 @@ def current_run() -> RunDir | None:
     return RunDir(runs_dir() / name) if name else None
 
 
+def run_with_checkpoint(no_runs: str, no_checkpoint: str) -> RunDir:
+    """The sidebar's run once it has a checkpoint; otherwise say why and stop the page.
+
+    Args:
+        no_runs: shown (with a link to Train) when there is no run at all.
+        no_checkpoint: shown when the run has not finished an epoch; ``{name}`` is the run's name.
+    """
+    run = current_run()
+    if run is None:
+        st.info(no_runs, icon=":material/info:")
+        st.page_link("pages/train.py", label="Go to Train", icon=":material/model_training:")
+        st.stop()
+    if not run.last_ckpt.is_file():
+        st.info(no_checkpoint.format(name=run.name), icon=":material/hourglass:")
+        st.stop()
+    return run
+
+
 @contextmanager
 def user_errors():
     """Show a UserError as an error box (never a traceback) and stop the page there."""

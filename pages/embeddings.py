@@ -14,7 +14,7 @@ import plotly.graph_objects as go
 import streamlit as st
 from plotly.colors import qualitative
 
-from pages.common import checkpoint_key, current_run, run_embeddings, run_images, to_hwc, user_errors
+from pages.common import checkpoint_key, run_embeddings, run_images, run_with_checkpoint, to_hwc, user_errors
 from simclr_core import data
 from simclr_core.export import class_names, subsample, take, to_csv, to_npz
 from simclr_core.projection import DEFAULTS, cache_path, cached_project
@@ -95,16 +95,10 @@ st.caption("How the encoder arranges images: each dot is one image, placed by a 
            "embedding and coloured by its class. A good encoder puts images of a class together, without "
            "ever having seen the labels.")
 
-run = current_run()
-if run is None:
-    st.info("No runs yet. Start one on the **Train** page; once it has finished an epoch, its embeddings "
-            "appear here.")
-    st.page_link("pages/train.py", label="Go to Train", icon=":material/model_training:")
-    st.stop()
-if not run.last_ckpt.is_file():
-    st.info(f"Run **{run.name}** has no checkpoint yet: it writes one at the end of every epoch. Come back "
-            "then, or pick another run in the sidebar.")
-    st.stop()
+run = run_with_checkpoint(
+    "No runs yet. Start one on the **Train** page; once it has finished an epoch, its embeddings appear here.",
+    "Run **{name}** has no checkpoint yet: it writes one at the end of every epoch. Come back then, or pick "
+    "another run in the sidebar.")
 
 with user_errors():
     cfg = run.config()

@@ -7,7 +7,7 @@ import random
 import numpy as np
 import streamlit as st
 
-from pages.common import checkpoint_key, current_run, run_embeddings, run_images, to_hwc, user_errors
+from pages.common import checkpoint_key, run_embeddings, run_images, run_with_checkpoint, to_hwc, user_errors
 from simclr_core import data
 from simclr_core.embeddings import Embeddings, checkpoint_meta, load_encoder
 from simclr_core.neighbours import READABLE, cosine_topk, embed_images, image_from_bytes
@@ -60,16 +60,11 @@ st.caption("Pick an image and see the images the encoder finds most similar (cos
            "embeddings). A good SimCLR encoder puts images of the same class next to each other without "
            "ever seeing a label; compare with random weights to see what training added.")
 
-run = current_run()
-if run is None:
-    st.info("No runs yet. Start one on the **Train** page (digits + resnet_mini trains in a few minutes on a "
-            "CPU), then come back to search its embedding space.", icon=":material/info:")
-    st.page_link("pages/train.py", label="Go to Train", icon=":material/model_training:")
-    st.stop()
-if not run.last_ckpt.is_file():
-    st.info(f"Run **{run.name}** has no checkpoint yet: one is saved at the end of every epoch. Wait for the "
-            "first epoch (see the Train page) or pick another run in the sidebar.", icon=":material/hourglass:")
-    st.stop()
+run = run_with_checkpoint(
+    "No runs yet. Start one on the **Train** page (digits + resnet_mini trains in a few minutes on a CPU), then "
+    "come back to search its embedding space.",
+    "Run **{name}** has no checkpoint yet: one is saved at the end of every epoch. Wait for the first epoch "
+    "(see the Train page) or pick another run in the sidebar.")
 
 with user_errors():
     cfg = run.config()
