@@ -7,10 +7,12 @@ from dataclasses import fields
 
 import streamlit as st
 
-from pages.common import current_run, images_of, user_errors
+from pages.common import current_run, images_of, routed, user_errors
 from simclr_core import data
 from simclr_core.config import DataConfig, ViewConfig
 from simclr_core.preview import parse_indices, positive_pairs, sample_indices, upscale_nearest
+
+routed()
 
 HELP = {f.name: f.metadata["help"] for f in fields(ViewConfig)}
 SHOW_SIDE = 112  # small images are enlarged to at least this many pixels, with crisp nearest-neighbour pixels

@@ -7,18 +7,41 @@ cached functions call simclr_core and return arrays ready to plot or show.
 from __future__ import annotations
 
 import os
+import runpy
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import streamlit as st
 
-from simclr_core import data
-from simclr_core.embeddings import Embeddings, embed_split
+from simclr_core import data, jobs
+from simclr_core.embeddings import Embeddings
 from simclr_core.errors import UserError
 from simclr_core.hardware import describe, resolve_device
+from simclr_core.neighbours import NeighbourIndex
 from simclr_core.runs import RunDir, list_runs
 
+APP_DIR = Path(__file__).resolve().parents[1]
+# Streamlit serves <app dir>/static/ at app/static/ (server.enableStaticServing, .streamlit/config.toml);
+# the explorer's thumbnails live there, so a browser fetches each image once and keeps it in its cache.
+THUMBS_DIR = APP_DIR / "static" / "thumbs"
+THUMBS_URL = "app/static/thumbs"
+
+
+def routed() -> None:
+    """Make a deep link work on a freshly started server: call it first on every page.
+
+    Until some session has run app.py's st.navigation, Streamlit treats the pages/ folder as an
+    old-style multipage app and runs a linked page (``/embeddings``) on its own: no router, no
+    shared sidebar, and every file of pages/ listed as a page. Run the router instead; it then
+    runs this page, and from then on the server knows the app's own navigation.
+    """
+    from streamlit.runtime.pages_manager import PagesManager
+
+    if PagesManager.uses_pages_directory:
+        runpy.run_path(str(APP_DIR / "app.py"), run_name="__main__")
+        st.stop()
 
 
 def runs_dir() -> Path:
@@ -43,7 +66,11 @@ def run_names() -> list[str]:
 
 
 def sidebar() -> None:
-    """The shared sidebar: current run picker and the device."""
+    """The shared sidebar: current run picker and the device. A ``?run=NAME`` link picks that run."""
+    start_worker()
+    linked = st.query_params.get("run")
+    if linked and "run" not in st.session_state and linked in run_names():
+        st.session_state["run"] = linked
     with st.sidebar:
         names = run_names()
         if names:
@@ -114,32 +141,74 @@ def run_images(run: RunDir, split: str) -> data.ImageSet:
     return images_of(d.dataset, split, d.data_path, d.data_dir, d.image_size)
 
 
-@st.cache_data(show_spinner=False, max_entries=16)
-def embeddings_of(run_path: str, split: str, feature: str, ckpt_key: str, random_init: bool = False,
-                  _progress=None) -> Embeddings:
-    """Embeddings of a split for the run's last checkpoint (disk-cached by simclr_core too).
-
-    ``ckpt_key`` (from :func:`checkpoint_key`) only keys the cache; ``_progress(done, total)``
-    is called while embedding and is not part of the key.
-    """
-    del ckpt_key
-    return embed_split(RunDir(run_path), split, feature, random_init=random_init, progress=_progress)
+@st.cache_resource(show_spinner=False)
+def start_worker() -> int:
+    """Start the background worker with the server (it compiles UMAP at once, so the first map is quick)."""
+    if os.environ.get("SIMCLR_JOBS") == "inline":
+        return 0
+    return jobs.ensure_worker(jobs.jobs_dir(runs_dir()))
 
 
-def run_embeddings(run: RunDir, split: str, feature: str, random_init: bool = False) -> Embeddings:
-    """:func:`embeddings_of` for the run's last checkpoint, with a progress bar while it computes.
+def job_result(kind: str, spec: dict[str, Any], what: str, slot: str | None = None) -> dict[str, Any]:
+    """The result of a background job (:mod:`simclr_core.jobs`), submitted if needed; until it is done
+    the page shows its progress and stops here, polling the job's file every second."""
+    directory = jobs.jobs_dir(runs_dir())
+    with user_errors():
+        jid = jobs.submit(directory, kind, spec, slot=slot)
+    job = jobs.status(directory, jid)
+    if job["state"] == "done":
+        return job["result"]
+    if job["state"] == "failed":
+        st.error(job.get("message") or f"{what} failed", icon=":material/error:")
+        if st.button("Try again", key=f"retry-{jid}", icon=":material/refresh:"):
+            jobs.submit(directory, kind, spec, slot=slot, retry=True)
+            st.rerun()
+        st.stop()
 
-    The bar is drawn by ``st.progress`` calls made inside the cached function, into a slot made
-    here: on a cache hit Streamlit replays them into the same slot, which is then cleared.
-    """
+    @st.fragment(run_every=1.0)
+    def wait() -> None:
+        now = jobs.status(directory, jid)
+        if now["state"] not in jobs.ACTIVE:
+            st.rerun()  # done or failed: draw the whole page again
+        done, total = int(now.get("done") or 0), int(now.get("total") or 0)
+        stage = now.get("stage") or "waiting"
+        text = f"{what}: {stage}" + (f" ({done:,}/{total:,})" if total > 1 else "")
+        st.progress(done / total if total else 0.0, text=text)
+        st.caption("This runs in a background process: you can leave the page or reload it, the work goes on.")
+
+    wait()
+    st.stop()
+    raise AssertionError("unreachable")  # st.stop() raises
+
+
+def embeddings_spec(run: RunDir, split: str, feature: str, random_init: bool = False) -> dict[str, Any]:
+    """The job spec of one split's embeddings; the checkpoint key makes a new checkpoint a new job."""
+    return {"run": str(run.path), "split": split, "feature": feature, "random_init": random_init,
+            "ckpt": "random" if random_init else checkpoint_key(run)}
+
+
+def run_embeddings_file(run: RunDir, split: str, feature: str, random_init: bool = False) -> str:
+    """The file of a split's embeddings for the run's last checkpoint (or random init), computed in the
+    background; the page waits (showing progress) until it exists."""
     label = f"Embedding {split} ({'random init' if random_init else 'trained'}, {feature})"
-    slot = st.empty()
-    with slot:
-        emb = embeddings_of(str(run.path), split, feature, checkpoint_key(run), random_init,
-                            _progress=lambda done, total: st.progress(done / max(total, 1),
-                                                                      text=f"{label}: {done}/{total}"))
-    slot.empty()
-    return emb
+    return job_result("embed", embeddings_spec(run, split, feature, random_init), label)["embeddings"]
+
+
+@st.cache_data(show_spinner=False, max_entries=16)
+def load_embeddings(path: str) -> Embeddings:
+    """An embeddings file a job wrote (named by its checkpoint, so a path never changes content)."""
+    with user_errors():
+        try:
+            return Embeddings.load_npz(path)
+        except (OSError, ValueError, KeyError) as e:
+            raise UserError(f"the embeddings file {Path(path).name} cannot be read ({e}); reload the page to "
+                            "compute it again") from None
+
+
+@st.cache_resource(show_spinner=False, max_entries=8)
+def neighbour_index(path: str) -> NeighbourIndex:
+    """A search index over an embeddings file, built once per file and kept for every rerun and session."""
+    return NeighbourIndex(load_embeddings(path).embeddings)
 
 
 def to_hwc(images: np.ndarray) -> list[np.ndarray]:

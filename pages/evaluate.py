@@ -9,11 +9,13 @@ import pandas as pd
 import plotly.express as px
 import streamlit as st
 
-from pages.common import current_run, run_names, runs_dir
+from pages.common import current_run, routed, run_names, runs_dir
 from simclr_core.compare import config_differences, epoch_curves, latest_results, load_results, result_label
 from simclr_core.errors import UserError
 from simclr_core.evaluate import evaluate_run, save_result
 from simclr_core.runs import RunDir
+
+routed()
 
 METRICS = {"knn_top1": "kNN top-1 %", "knn_top5": "kNN top-5 %", "probe_top1": "Probe top-1 %",
            "probe_top5": "Probe top-5 %"}

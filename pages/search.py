@@ -7,12 +7,15 @@ import random
 import numpy as np
 import streamlit as st
 
-from pages.common import checkpoint_key, run_embeddings, run_images, run_with_checkpoint, to_hwc, user_errors
+from pages.common import (checkpoint_key, load_embeddings, neighbour_index, routed, run_embeddings_file, run_images,
+                          run_with_checkpoint, to_hwc, user_errors)
 from simclr_core import data
-from simclr_core.embeddings import Embeddings, checkpoint_meta, load_encoder
-from simclr_core.neighbours import READABLE, cosine_topk, embed_images, image_from_bytes
+from simclr_core.embeddings import checkpoint_meta, extract, load_encoder
+from simclr_core.neighbours import READABLE, image_from_bytes
 from simclr_core.preview import upscale_nearest
 from simclr_core.runs import RunDir
+
+routed()
 
 UPLOAD_TYPES = ["png", "jpg", "jpeg", "webp", "bmp", "gif", "tif", "tiff"]
 FEATURES = {"h": "h (backbone)", "z": "z (projection)"}
@@ -36,10 +39,11 @@ def label_name(label: int, classes: list[str]) -> str:
     return classes[label] if 0 <= label < len(classes) else "unlabelled"
 
 
-def show_neighbours(title: str, bank: Embeddings, query: np.ndarray, k: int, exclude: int | None,
-                    images: data.ImageSet, query_label: int | None) -> None:
-    """The top-k bank images by cosine similarity to ``query`` (leaving out bank row ``exclude``)."""
-    sims, idx = cosine_topk(query, bank.embeddings, k + (exclude is not None))
+def show_neighbours(title: str, bank_file: str, query: np.ndarray, k: int, exclude: int | None,
+                    images: data.ImageSet, query_label: int | None) -> list[tuple[float, int]]:
+    """The top-k bank images by cosine similarity to ``query`` (leaving out bank row ``exclude``); returns them."""
+    bank = load_embeddings(bank_file)
+    sims, idx = neighbour_index(bank_file).search(query, k + (exclude is not None))
     hits = [(float(s), int(i)) for s, i in zip(sims[0], idx[0]) if int(i) != exclude][:k]
     st.markdown(f"**{title}**")
     if query_label is not None and query_label >= 0:
@@ -47,8 +51,21 @@ def show_neighbours(title: str, bank: Embeddings, query: np.ndarray, k: int, exc
         st.caption(f"{same} of {len(hits)} neighbours share the query's label "
                    f"({label_name(query_label, bank.classes)})")
     pics = to_hwc(images.images[[i for _, i in hits]].numpy())
+    where = (lambda i: f" · {images.paths[i]}") if images.paths is not None else (lambda i: "")
     st.image([upscale_nearest(p, SHOW_SIDE) for p in pics],
-             caption=[f"#{i} · {label_name(int(bank.labels[i]), bank.classes)} · cos {s:.3f}" for s, i in hits])
+             caption=[f"#{i} · {label_name(int(bank.labels[i]), bank.classes)} · cos {s:.3f}{where(i)}"
+                      for s, i in hits])
+    return hits
+
+
+def open_on_map(split: str, feature: str, hits: list[tuple[float, int]], query: dict) -> None:
+    """Hand the query and its neighbours to the Embeddings page's map, which marks them."""
+    st.session_state["emb_focus"] = {"split": split, "row": None if "split" in query or "image" in query
+                                     else query["row"], "neighbours": [i for _, i in hits],
+                                     "sims": [s for s, _ in hits], "query": query}
+    st.session_state["emb_feature"] = feature
+    st.session_state["emb_view"] = "map"
+    st.switch_page("pages/embeddings.py")
 
 
 def random_index(n: int) -> None:
@@ -87,8 +104,8 @@ compare = st.checkbox("Compare with a random-init backbone", key="search_compare
 
 with user_errors():
     bank_images = run_images(run, bank_split)
-    bank = run_embeddings(run, bank_split, feature, False)
-    bank_random = run_embeddings(run, bank_split, feature, True) if compare else None
+bank_file = run_embeddings_file(run, bank_split, feature, False)
+random_file = run_embeddings_file(run, bank_split, feature, True) if compare else None
 
 left, right = st.columns([1, 4], gap="large")
 exclude, query_label = None, None
@@ -106,12 +123,14 @@ with left:
         query_label = int(q_images.labels[i])
         query_pic = to_hwc(q_images.images[i:i + 1].numpy())[0]
         caption = f"{q_split} #{i} · {label_name(query_label, q_images.classes)}"
+        if q_images.paths is not None:
+            caption += f" · {q_images.paths[i]}"
+        handoff = {"split": q_split, "row": i} if q_split != bank_split else {"row": i}
 
         def query_of(random_init: bool) -> np.ndarray:
             if q_split == bank_split:  # already embedded: the bank row is this image
-                return (bank_random if random_init else bank).embeddings[i]
-            with user_errors():
-                return run_embeddings(run, q_split, feature, random_init).embeddings[i]
+                return load_embeddings(random_file if random_init else bank_file).embeddings[i]
+            return load_embeddings(run_embeddings_file(run, q_split, feature, random_init)).embeddings[i]
 
         if q_split == bank_split:
             exclude = i
@@ -127,11 +146,12 @@ with left:
         with user_errors():
             img = image_from_bytes(upload.getvalue(), view_side, f"'{upload.name}'")
         query_pic, caption = to_hwc(img.numpy())[0], upload.name
+        handoff = {"image": query_pic, "caption": upload.name}
 
         def query_of(random_init: bool) -> np.ndarray:
             with st.spinner("Embedding the upload..."):
                 encoder = encoder_of(str(run.path), "random" if random_init else ckey, random_init)
-                return embed_images(encoder, img, feature).numpy()[0]
+                return extract(encoder, img, feature=feature).numpy()[0]
 
     st.markdown("**Query**")
     st.image(upscale_nearest(query_pic, 2 * SHOW_SIDE), caption=caption)
@@ -141,9 +161,13 @@ with right:
     if compare:
         cols = st.columns(2, gap="large")
         with cols[0]:
-            show_neighbours(trained, bank, query_of(False), k, exclude, bank_images, query_label)
+            hits = show_neighbours(trained, bank_file, query_of(False), k, exclude, bank_images, query_label)
         with cols[1]:
-            show_neighbours(f"Random-init encoder (no training, {bank_split} split)", bank_random, query_of(True),
-                            k, exclude, bank_images, query_label)
+            show_neighbours(f"Random-init encoder (no training, {bank_split} split)", str(random_file),
+                            query_of(True), k, exclude, bank_images, query_label)
     else:
-        show_neighbours(trained, bank, query_of(False), k, exclude, bank_images, query_label)
+        hits = show_neighbours(trained, bank_file, query_of(False), k, exclude, bank_images, query_label)
+    if st.button("Open on the map", key="search_to_map", icon=":material/scatter_plot:",
+                 help=f"the Embeddings page's map of the {bank_split} split, with the query and these "
+                      "neighbours marked"):
+        open_on_map(bank_split, feature, hits, handoff)

@@ -12,7 +12,7 @@ from pathlib import Path
 import plotly.graph_objects as go
 import streamlit as st
 
-from pages.common import STATE_ICONS, current_run, run_names, runs_dir
+from pages.common import STATE_ICONS, current_run, routed, run_names, runs_dir
 from simclr_core import launch
 from simclr_core.config import TrainConfig, ViewConfig, sections
 from simclr_core.data import DATASETS
@@ -22,6 +22,8 @@ from simclr_core.methods import METHODS
 from simclr_core.models import BACKBONES
 from simclr_core.presets import PRESETS, preset, suggest_run_name
 from simclr_core.runs import RunDir, summarize
+
+routed()
 
 VIEW_KNOBS = ("crop_scale_min", "jitter_strength", "jitter_prob", "grayscale_prob", "blur_prob")
 METHOD_KNOBS = ("ema", "ema_schedule", "queue_size", "moco_symmetric", "pred_hidden_dim")
@@ -262,6 +264,39 @@ def curves(metrics: list[dict], cfg: TrainConfig) -> None:
             st.info(f"No kNN yet: the monitor runs every {cfg.run.knn_every} epoch(s).")
         else:
             st.info("No kNN yet: the kNN monitor is off for this run (kNN every 0 epochs).")
+    health(metrics, cfg)
+
+
+def health(metrics: list[dict], cfg: TrainConfig) -> None:
+    """Label-free health of the probe subset per monitor epoch: RankMe, alignment, uniformity, collapse alarm."""
+    rows = [m for m in metrics if isinstance(m.get("rankme_h"), (int, float))]
+    if not rows:
+        if cfg.run.probe and cfg.run.knn_every:
+            st.caption("Health without labels (RankMe, alignment, uniformity) appears after the first monitor epoch.")
+        return
+    alarm = rows[-1].get("collapse")
+    if alarm:
+        st.error(f"Collapse at epoch {rows[-1]['epoch']}: {alarm}", icon=":material/warning:")
+    epochs = [m["epoch"] for m in rows]
+    c1, c2, c3 = st.columns(3)
+    with c1:
+        fig = line(epochs, [m["rankme_h"] for m in rows], "RankMe: effective rank (higher is better)", "epoch",
+                   "rank")
+        fig.data[0].name = "h (backbone)"
+        fig.add_trace(go.Scatter(x=epochs, y=[m.get("rankme_z") for m in rows], name="z (projection)",
+                                 mode=fig.data[0].mode))
+        fig.update_layout(legend=dict(orientation="h", y=-0.35))
+        st.plotly_chart(fig, key="tf_rankme")
+    with c2:
+        st.plotly_chart(line(epochs, [m["alignment"] for m in rows], "Alignment of two views (lower is better)",
+                             "epoch", "E ||z1 - z2||²"), key="tf_alignment")
+    with c3:
+        st.plotly_chart(line(epochs, [m["uniformity"] for m in rows], "Uniformity (lower is better)", "epoch",
+                             "log E exp(-2||zi - zj||²)"), key="tf_uniformity")
+    st.caption(f"Measured on the run's probe subset ({cfg.run.probe_size:,} images at most) at every monitor epoch, "
+               "no labels needed: "
+               "RankMe (Garrido et al. 2023) falls towards 1 when the embeddings collapse; alignment and uniformity "
+               "(Wang & Isola 2020) on the normalised projections z.")
 
 
 def tail(path: Path, lines: int = 12) -> str:

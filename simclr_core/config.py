@@ -154,6 +154,10 @@ class RunConfig:
     knn_every: int = _f(1, "run the kNN monitor every N epochs (0: never)")
     knn_k: int = _f(200, "neighbours in the kNN monitor")
     knn_max_bank: int | None = _f(None, "cap on memory-bank images for the kNN monitor (default: all)")
+    probe: bool = _f(True, "at every monitor epoch, embed a fixed probe subset into <run>/probe/ (the app's "
+                           "'over training' view) and log its label-free health: RankMe, alignment, uniformity")
+    probe_size: int = _f(2000, "images in the probe subset, from the kNN query split, stratified by class "
+                               "(the training split when there are no labels)")
     log_every: int = _f(10, "append a metrics line every N steps")
     num_threads: int | None = _f(None, "CPU threads for torch (default: torch's choice)")
     workers: int | None = _f(None, "processes that gather batches from the on-disk image cache when the "
@@ -227,7 +231,7 @@ class TrainConfig:
         o, v, r = self.optim, self.views, self.run
         m = self.method
         positive = {"--epochs": o.epochs, "--batch-size": o.batch_size, "--proj-out-dim": self.model.proj_out_dim,
-                    "--log-every": r.log_every, "--queue-size": m.queue_size, "--key-bn-splits": m.key_bn_splits}
+                    "--log-every": r.log_every, "--probe-size": r.probe_size, "--queue-size": m.queue_size, "--key-bn-splits": m.key_bn_splits}
         for flag, value in (("--temperature", o.temperature), ("--pred-hidden-dim", m.pred_hidden_dim)):
             if value is not None:
                 positive[flag] = value

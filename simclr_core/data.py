@@ -40,7 +40,7 @@ _FIXED_SPLITS = {
     "cifar10": ["train", "test"],
     "stl10": ["train", "test", "unlabeled", "train+unlabeled"],
 }
-_CACHE_VERSION = 1  # bump when the cache layout or decoding changes
+_CACHE_VERSION = 2  # bump when the cache layout or decoding changes (2: folder caches list their files)
 _DIGITS_SIZE = 32
 _FOLDER_SIZE = 96  # used when a folder's images differ in size or are large
 _MAX_NATIVE = 256  # larger square images are still resized to keep the cache small
@@ -60,6 +60,7 @@ class ImageSet:
     classes: list[str]  # class names; [] when unlabelled
     name: str  # e.g. "cifar10/train", "folder:/abs/path/train"
     skipped: int = 0  # unreadable files skipped while scanning a folder
+    paths: list[str] | None = None  # folders: each image's file, absolute, so a user can find it on disk
 
     @property
     def labelled(self) -> bool:
@@ -180,7 +181,8 @@ def load_split(
     if subset is None or subset >= len(images):
         return images
     keep = torch.randperm(len(images), generator=torch.Generator().manual_seed(seed))[:subset].sort().values
-    return replace(images, images=images.images[keep].contiguous(), labels=images.labels[keep])
+    paths = [images.paths[i] for i in keep.tolist()] if images.paths is not None else None
+    return replace(images, images=images.images[keep].contiguous(), labels=images.labels[keep], paths=paths)
 
 
 def split_of(cfg: "DataConfig", split: str, *, subset: int | None = None, seed: int = 0,
@@ -242,6 +244,7 @@ def _read_cache(stem: Path, name: str) -> ImageSet | None:
     try:
         meta = json.loads(_file(stem, ".json").read_text())  # written last: marks a complete cache
         classes, skipped, count = list(meta["classes"]), int(meta["skipped"]), meta["count"]
+        files = meta.get("files")  # folders only: paths relative to the split folder, in row order
         # Copy-on-write map: writable for torch, yet in-place edits never reach the file.
         images = np.load(_file(stem, ".npy"), mmap_mode="c")
         labels = np.load(_file(stem, ".labels.npy")).astype(np.int64)
@@ -249,11 +252,17 @@ def _read_cache(stem: Path, name: str) -> ImageSet | None:
         return None
     if images.ndim != 4 or images.dtype != np.uint8 or not len(images) == len(labels) == count:
         return None
-    return ImageSet(torch.from_numpy(images), torch.from_numpy(labels), classes, name, skipped)
+    if files is not None and (not isinstance(files, list) or len(files) != count):
+        return None
+    paths = [os.path.join(name.removeprefix("folder:"), f) for f in files] if files is not None else None
+    return ImageSet(torch.from_numpy(images), torch.from_numpy(labels), classes, name, skipped, paths)
 
 
-def _build_cache(stem: Path, name: str, write: Callable[[Path], tuple[np.ndarray, list[str], int]]) -> ImageSet:
-    """Create the cache: ``write(tmp)`` makes the images .npy and returns (labels, classes, skipped).
+def _build_cache(stem: Path, name: str,
+                 write: Callable[[Path], tuple[np.ndarray, list[str], int, list[str] | None]]) -> ImageSet:
+    """Create the cache: ``write(tmp)`` makes the images .npy and returns (labels, classes, skipped, files).
+
+    ``files`` (folders only) names each kept image's file relative to the split folder.
 
     Each file appears atomically via os.replace, the JSON sidecar last, so an interrupted
     build is never mistaken for a finished one.
@@ -261,11 +270,13 @@ def _build_cache(stem: Path, name: str, write: Callable[[Path], tuple[np.ndarray
     tmp = _file(stem, f".{uuid.uuid4().hex[:12]}.tmp.npy")  # unique: other processes/threads may race us
     try:
         stem.parent.mkdir(parents=True, exist_ok=True)
-        labels, classes, skipped = write(tmp)
+        labels, classes, skipped, files = write(tmp)
         os.replace(tmp, _file(stem, ".npy"))
         np.save(tmp, labels.astype(np.int64))
         os.replace(tmp, _file(stem, ".labels.npy"))
         meta = {"count": len(labels), "classes": list(classes), "skipped": int(skipped)}
+        if files is not None:
+            meta["files"] = files
         _file(tmp, ".json").write_text(json.dumps(meta))
         os.replace(_file(tmp, ".json"), _file(stem, ".json"))
     except OSError as err:
@@ -314,9 +325,9 @@ def _load_torchvision(dataset: str, split: str, data_dir: Path, size: int | None
     if size is not None:
         data = _resize(torch.from_numpy(np.ascontiguousarray(data)), size).numpy()
 
-    def write(tmp: Path) -> tuple[np.ndarray, list[str], int]:
+    def write(tmp: Path) -> tuple[np.ndarray, list[str], int, None]:
         np.save(tmp, np.ascontiguousarray(data))
-        return labels, classes, 0
+        return labels, classes, 0, None
 
     return _build_cache(stem, name, write)
 
@@ -478,14 +489,15 @@ def _load_folder(
            "files": hashlib.sha256(listing.encode()).hexdigest()}  # fmt: skip
     stem = _cache_stem(data_dir, f"folder-{root.name}-{split}", key)
 
-    def write(tmp: Path) -> tuple[np.ndarray, list[str], int]:
+    def write(tmp: Path) -> tuple[np.ndarray, list[str], int, list[str]]:
         ok = _decode_folder([os.path.join(folder, rel) for rel, _, _ in files], image_size, tmp, progress)
         if not any(ok):
             raise UserError(
                 f"none of the {len(files)} image files in {folder} could be read; check they are valid images"
             )
         kept = np.asarray(labels, dtype=np.int64)[np.asarray(ok)]
-        return kept, classes if (kept >= 0).any() else [], len(files) - len(kept)
+        names = [rel for (rel, _, _), read in zip(files, ok) if read]
+        return kept, classes if (kept >= 0).any() else [], len(files) - len(kept), names
 
     cached = _read_cache(stem, name)
     return cached if cached is not None else _build_cache(stem, name, write)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -23,36 +24,48 @@ Progress = Callable[[int, int], None]
 
 
 @torch.no_grad()
-def extract(encoder: Encoder, images: torch.Tensor, *, feature: str = "h", size: int | None = None,
-            device: torch.device | str = "cpu", batch_size: int = 512,
-            progress: Progress | None = None) -> torch.Tensor:
-    """Embed uint8 images with a frozen encoder in eval mode.
+def extract_both(encoder: Encoder, images: torch.Tensor, *, size: int | None = None,
+                 device: torch.device | str = "cpu", batch_size: int = 512,
+                 progress: Progress | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Backbone (h) and projection (z) embeddings of images, from one backbone pass, encoder in eval mode.
 
     Args:
         encoder: the trained (or random) encoder; left in the mode it was in.
-        images: (N, 3, H, W) uint8 on any device.
-        feature: "h" (backbone output, used for kNN / probe) or "z" (projection, where the loss lives).
+        images: (N, 3, H, W) uint8, or float in [0, 1] (views), on any device.
         size: resize to this side first (the views' crop size) when it differs from H.
         progress: called with (done, total) after every batch.
 
     Returns:
-        (N, F) float32 on the CPU.
+        (h (N, F), z (N, D)), float32 on the CPU.
     """
-    if feature not in FEATURES:
-        raise UserError(f"unknown feature {feature!r}: use h (backbone) or z (projection)")
     was_training = encoder.training
     encoder.eval()
-    out = []
+    hs, zs = [], []
     n = len(images)
     for start in range(0, n, batch_size):
-        x = images[start:start + batch_size].to(device, non_blocking=True).float().div_(255)
+        x = images[start:start + batch_size].to(device, non_blocking=True)
+        x = x.float().div_(255) if x.dtype == torch.uint8 else x.float()
         if size and size != x.shape[-1]:
             x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
-        out.append((encoder.features(x) if feature == "h" else encoder(x)).float().cpu())
+        h = encoder.features(x)
+        hs.append(h.float().cpu())
+        zs.append(encoder.head(h).float().cpu())  # the head is a small MLP: z costs next to nothing
         if progress:
             progress(min(n, start + batch_size), n)
     encoder.train(was_training)
-    return torch.cat(out) if out else torch.empty(0)
+    empty = torch.empty(0)
+    return (torch.cat(hs), torch.cat(zs)) if hs else (empty, empty)
+
+
+def extract(encoder: Encoder, images: torch.Tensor, *, feature: str = "h", size: int | None = None,
+            device: torch.device | str = "cpu", batch_size: int = 512,
+            progress: Progress | None = None) -> torch.Tensor:
+    """One feature of :func:`extract_both`: "h" (backbone, used for kNN / probe) or "z" (projection, where
+    the loss lives); (N, F) float32 on the CPU."""
+    if feature not in FEATURES:
+        raise UserError(f"unknown feature {feature!r}: use h (backbone) or z (projection)")
+    h, z = extract_both(encoder, images, size=size, device=device, batch_size=batch_size, progress=progress)
+    return h if feature == "h" else z
 
 
 def checkpoint_path(run: RunDir, checkpoint: str | Path = "last") -> Path:
@@ -113,14 +126,33 @@ class Embeddings:
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.npz")
-        np.savez(tmp, embeddings=self.embeddings, labels=self.labels, indices=self.indices,
-                 classes=np.array(self.classes, dtype=str))
-        os.replace(tmp, path)
+        try:
+            np.savez(tmp, embeddings=self.embeddings, labels=self.labels, indices=self.indices,
+                     classes=np.array(self.classes, dtype=str))
+            os.replace(tmp, path)
+        finally:
+            tmp.unlink(missing_ok=True)
 
     @classmethod
     def load_npz(cls, path: str | Path) -> "Embeddings":
-        with np.load(path) as z:
-            return cls(z["embeddings"], z["labels"], z["indices"], [str(c) for c in z["classes"]], Path(path).stem)
+        """Read :meth:`save_npz`'s file; ValueError if it does not hold consistent arrays."""
+        with np.load(path, allow_pickle=False) as z:
+            out = cls(z["embeddings"], z["labels"], z["indices"], [str(c) for c in z["classes"]], Path(path).stem)
+        if out.embeddings.ndim != 2 or not len(out.embeddings) == len(out.labels) == len(out.indices):
+            raise ValueError(f"{path} holds inconsistent arrays")
+        return out
+
+
+def embedding_cache(run: RunDir, split: str, feature: str = "h", checkpoint: str | Path = "last",
+                    random_init: bool = False) -> Path:
+    """The file :func:`embed_split` keeps these embeddings in; its name holds the checkpoint's size and mtime."""
+    if random_init:
+        tag = f"random-seed{run.config().run.seed}"
+    else:
+        path = checkpoint_path(run, checkpoint)
+        st = path.stat()
+        tag = hashlib.sha1(f"{path.resolve()}:{st.st_size}:{st.st_mtime_ns}".encode()).hexdigest()[:12]
+    return run.embeddings_dir / f"{split.replace('+', '_')}-{feature}-{tag}.npz"
 
 
 def embed_split(run: RunDir, split: str, feature: str = "h", checkpoint: str | Path = "last",
@@ -128,18 +160,16 @@ def embed_split(run: RunDir, split: str, feature: str = "h", checkpoint: str | P
                 progress: Progress | None = None) -> Embeddings:
     """Embeddings of a split for a run's checkpoint, computed once and then read from the cache.
 
-    The cache file name holds the checkpoint's size and mtime, so a newer checkpoint is embedded afresh.
+    A newer checkpoint is embedded afresh (:func:`embedding_cache`). A damaged cache file is
+    computed again; a run folder that cannot be written still gets its embeddings, uncached.
     """
     cfg = run.config()
-    if random_init:
-        tag = f"random-seed{cfg.run.seed}"
-    else:
-        path = checkpoint_path(run, checkpoint)
-        st = path.stat()
-        tag = hashlib.sha1(f"{path.resolve()}:{st.st_size}:{st.st_mtime_ns}".encode()).hexdigest()[:12]
-    cache = run.embeddings_dir / f"{split.replace('+', '_')}-{feature}-{tag}.npz"
+    cache = embedding_cache(run, split, feature, checkpoint, random_init)
     if cache.is_file():
-        return Embeddings.load_npz(cache)
+        try:
+            return Embeddings.load_npz(cache)
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
+            pass  # truncated or foreign: only a cache, so embed again
     images = data.split_of(cfg.data, split)
     dev = resolve_device(device)
     encoder, _ = load_encoder(run, checkpoint, dev, random_init=random_init)
@@ -147,5 +177,8 @@ def embed_split(run: RunDir, split: str, feature: str = "h", checkpoint: str | P
                   progress=progress)
     result = Embeddings(emb.numpy(), images.labels.numpy().astype(np.int64),
                         np.arange(len(images), dtype=np.int64), list(images.classes), cache.stem)
-    result.save_npz(cache)
+    try:
+        result.save_npz(cache)
+    except OSError:
+        pass  # read-only or full: the caller still gets its embeddings
     return result

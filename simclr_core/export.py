@@ -49,16 +49,21 @@ def _check(emb: Embeddings, coords: np.ndarray) -> np.ndarray:
     return coords
 
 
-def to_csv(emb: Embeddings, coords: np.ndarray) -> bytes:
-    """One row per point: index, label, class, x, y[, z], e0 .. e{F-1} (UTF-8 CSV with a header)."""
+def to_csv(emb: Embeddings, coords: np.ndarray, extra: dict[str, list] | None = None) -> bytes:
+    """One row per point: index, label, class, the ``extra`` columns (e.g. path, knn_pred), x, y[, z],
+    e0 .. e{F-1} (UTF-8 CSV with a header)."""
     coords = _check(emb, coords)
+    extra = extra or {}
+    for name, col in extra.items():
+        if len(col) != len(emb.labels):
+            raise ValueError(f"column {name!r} has {len(col)} values for {len(emb.labels)} points")
     axes = "xyz"[:coords.shape[1]]
     buf = io.StringIO()
     w = csv.writer(buf)
-    w.writerow(["index", "label", "class", *axes, *(f"e{j}" for j in range(emb.embeddings.shape[1]))])
+    w.writerow(["index", "label", "class", *extra, *axes, *(f"e{j}" for j in range(emb.embeddings.shape[1]))])
     names = class_names(emb.labels, emb.classes)
     for i in range(len(emb.labels)):
-        w.writerow([int(emb.indices[i]), int(emb.labels[i]), names[i],
+        w.writerow([int(emb.indices[i]), int(emb.labels[i]), names[i], *(col[i] for col in extra.values()),
                     *(f"{v:.6g}" for v in coords[i]), *(f"{v:.6g}" for v in emb.embeddings[i])])
     return buf.getvalue().encode()
 

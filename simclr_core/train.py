@@ -25,7 +25,7 @@ import torch
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
-from simclr_core import checkpoints, data, distributed
+from simclr_core import checkpoints, data, distributed, probe
 from simclr_core.cli import Parser, add_config_args, config_from_args, run_cli
 from simclr_core.config import TrainConfig
 from simclr_core.embeddings import extract
@@ -40,7 +40,7 @@ from simclr_core.views import two_views
 
 # Flags that may change when resuming: they do not change what the run computes.
 RESUMABLE = {"epochs", "device", "knn_every", "knn_k", "knn_max_bank", "log_every", "num_threads", "compile",
-             "workers", "runs_dir"}
+             "workers", "runs_dir", "probe"}
 
 
 @dataclass
@@ -64,6 +64,7 @@ class Session:
     step: int = 0  # optimiser steps done
     lr: float = 0.0  # learning rate of the last step
     knn_sets: tuple | None = None  # (bank ImageSet, query ImageSet) for the monitor
+    probe_images: torch.Tensor | None = None  # (P, 3, H, W) uint8 on the device: the probe subset (rank 0)
     stop_reason: str | None = None
     skipped: int = 0  # unreadable files skipped in an image folder
     workers: int = 0  # DataLoader workers gathering batches of host-held images (0: gather inline)
@@ -246,14 +247,25 @@ def end_epoch(s: Session) -> None:
                               "images_per_s": images / seconds,
                               "time": time.time()}
     every = s.cfg.run.knn_every
-    if s.knn_sets and every and (s.epoch % every == 0 or s.epoch == s.cfg.optim.epochs):
-        record.update(knn_monitor(s))  # rank 0 only holds knn_sets; the others wait in save_checkpoint
+    if every and (s.epoch % every == 0 or s.epoch == s.cfg.optim.epochs):
+        # rank 0 alone holds the monitor's images; the other ranks wait in save_checkpoint
+        if s.knn_sets:
+            record.update(knn_monitor(s))
+        if s.probe_images is not None:
+            with autocast(s.device, s.amp_dtype):
+                record.update(probe.record(s.method.encoder, s.probe_images, s.view_kwargs, s.run.path, s.epoch,
+                                           s.device))
+            s.method.train()
     if distributed.is_main():
         s.run.append_metrics(record)
     msg = f"epoch {s.epoch}/{s.cfg.optim.epochs} loss {loss:.4f} ({seconds:.1f} s)"
     if "knn_top1" in record:
         msg += f" kNN top-1 {record['knn_top1']:.2f}%"
+    if "rankme_h" in record:
+        msg += f" RankMe {record['rankme_h']:.1f}"
     s.log(msg)
+    if "collapse" in record:
+        s.log(f"warning: {record['collapse']}")
     save_checkpoint(s)
     # The monitor and the checkpoint do not count as training time.
     s.epoch_start = s.window_start = time.perf_counter()
@@ -356,6 +368,7 @@ def prepare(cfg: TrainConfig, run: RunDir, resume: bool) -> Session:
         restore(s)
     if distributed.is_main():  # the monitor runs on rank 0 only
         s.knn_sets = knn_sets(cfg, bank_split, query_split)
+        s.probe_images = probe_images(cfg, run, query_split or bank_split or pretrain, device)
     return s
 
 
@@ -405,6 +418,25 @@ def knn_sets(cfg: TrainConfig, bank_split: str | None, query_split: str | None) 
     return bank, query
 
 
+def probe_images(cfg: TrainConfig, run: RunDir, split: str, device: torch.device) -> torch.Tensor | None:
+    """The probe subset's images on the device, chosen once (stratified) and kept in ``probe/subset.json``.
+
+    None when the probe or the monitor is off. A resumed run reads its subset back, so every frame
+    holds the same images in the same order.
+    """
+    if not (cfg.run.probe and cfg.run.probe_size and cfg.run.knn_every):
+        return None
+    chosen = probe.read_subset(run.path)
+    if chosen is None or chosen.split != split:
+        images = data.split_of(cfg.data, split)
+        rows = probe.choose(images.labels.numpy(), cfg.run.probe_size, cfg.run.seed)
+        chosen = probe.Probe(split, rows, images.labels.numpy()[rows], list(images.classes))
+        probe.write_subset(run.path, chosen)
+    else:
+        images = data.split_of(cfg.data, chosen.split)
+    return images.images[torch.from_numpy(chosen.rows)].to(device)
+
+
 def train(cfg: TrainConfig, resume: bool = False) -> RunDir:
     """Create (or reopen) the run folder and train to ``cfg.optim.epochs``; the programmatic entry point.
 
@@ -444,6 +476,7 @@ def train(cfg: TrainConfig, resume: bool = False) -> RunDir:
             if main:
                 cfg.save(run.config_path)
                 run.truncate_metrics(s.step)
+                probe.drop_frames_after(run.path, s.epoch)
             world = distributed.world_size()
             s.log(f"{'resuming' if s.step else 'starting'} {cfg.model.method} run {run.name} at epoch {s.epoch}, "
                   f"step {s.step} of {s.total_steps} on {describe(s.device)}"

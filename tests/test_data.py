@@ -154,6 +154,21 @@ def test_class_folders(classes_dir: Path, tmp_path: Path) -> None:
     assert (s.images[0] == s.images[0, :, :1, :1]).all()
 
 
+def test_folder_images_know_their_files(classes_dir: Path, tmp_path: Path) -> None:
+    s = load_split("folder", "all", path=str(classes_dir), data_dir=str(tmp_path / "d"))
+    root = classes_dir.resolve()
+    # one path per decoded image, in row order; the corrupt file is skipped, so it has no row
+    assert s.paths == [str(root / "cats" / "a.png"), str(root / "cats" / "b.PNG"), str(root / "dogs" / "deeper" / "y.bmp"),
+                       str(root / "dogs" / "x.jpg")]
+    again = load_split("folder", "all", path=str(classes_dir), data_dir=str(tmp_path / "d"))  # from the cache
+    assert again.paths == s.paths
+    sub = load_split("folder", "all", path=str(classes_dir), data_dir=str(tmp_path / "d"), subset=2, seed=1)
+    assert len(sub.paths) == 2 and set(sub.paths) <= set(s.paths)
+    for i, path in enumerate(sub.paths):
+        assert torch.equal(sub.images[i], s.images[s.paths.index(path)])
+    assert load_split("digits", "test").paths is None  # bundled data has no files
+
+
 def test_flat_folder_is_unlabelled(tmp_path: Path) -> None:
     _img(tmp_path / "imgs" / "a.png")
     _img(tmp_path / "imgs" / "b.jpeg")

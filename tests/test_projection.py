@@ -82,3 +82,29 @@ def test_bad_arguments_are_user_errors(blobs, tmp_path, kw, match):
 def test_too_few_points(blobs):
     with pytest.raises(UserError, match="at least 4 points"):
         project(blobs[:3], "pca", 2)
+
+
+def test_align_undoes_rotation_scale_shift_and_reflection():
+    rng = np.random.default_rng(3)
+    ref = rng.normal(size=(200, 2))
+    theta = 1.1
+    rot = np.array([[np.cos(theta), -np.sin(theta)], [np.sin(theta), np.cos(theta)]]) @ np.diag([1, -1])
+    moved = 3.5 * ref @ rot + np.array([10.0, -4.0])
+    assert np.allclose(projection.align(ref, moved), ref, atol=1e-5)
+    with pytest.raises(ValueError):
+        projection.align(ref, moved[:10])
+
+
+@pytest.mark.parametrize("method", ["pca", "tsne", "umap"])
+def test_trajectory_aligns_each_frame_to_the_previous(blobs, method):
+    # frame 2 is frame 1 rotated in embedding space: the picture must not jump
+    q, _ = np.linalg.qr(np.random.default_rng(4).normal(size=(8, 8)))
+    frames = [blobs, blobs @ q.astype(np.float32)]
+    params = {"umap": {"n_neighbors": 10}, "tsne": {"perplexity": 10}}.get(method, {})
+    a, b = projection.trajectory(frames, method, 2, seed=0, **params)
+    assert a.shape == b.shape == (60, 2)
+    spread = np.linalg.norm(a - a.mean(0), axis=1).mean()
+    assert np.linalg.norm(a - b, axis=1).mean() < 0.35 * spread
+    # extending with previous= continues from the last frame
+    [c] = projection.trajectory(frames[1:], method, 2, seed=0, previous=b, **params)
+    assert np.linalg.norm(c - b, axis=1).mean() < 0.35 * spread

@@ -18,6 +18,13 @@ from tests.conftest import tiny_config
 REPO = Path(__file__).resolve().parents[2]
 
 
+@pytest.fixture(autouse=True)
+def _inline_jobs(monkeypatch):
+    """Background jobs run inside the page's script here, so one AppTest run shows their result
+    (tests/test_jobs.py runs the real worker process, and the browser test uses it)."""
+    monkeypatch.setenv("SIMCLR_JOBS", "inline")
+
+
 @pytest.fixture(scope="session")
 def _trained(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("trained")
@@ -42,8 +49,14 @@ def finished_run(runs_dir, _trained) -> RunDir:
     return RunDir(runs_dir / "tiny")
 
 
-def app(page: str | None = None, **session) -> AppTest:
-    """The whole app (router + sidebar) switched to ``pages/<page>.py``, run once."""
+def app(page: str | None = None, static_serving: bool = True, **session) -> AppTest:
+    """The whole app (router + sidebar) switched to ``pages/<page>.py``, run once.
+
+    ``static_serving`` is the server option that .streamlit/config.toml sets (AppTest reads no config file).
+    """
+    from streamlit import config
+
+    config.set_option("server.enableStaticServing", static_serving)
     at = AppTest.from_file(str(REPO / "app.py"), default_timeout=120)
     for k, v in session.items():
         at.session_state[k] = v
@@ -66,6 +79,16 @@ def _decode(obj):
     if isinstance(obj, list):
         return [_decode(v) for v in obj]
     return obj
+
+
+def deck_specs(at: AppTest) -> list[tuple[str | None, dict]]:
+    """The page's deck.gl charts as (key, spec dict)."""
+    return [(c.key, json.loads(c.proto.json)) for c in at.get("deck_gl_json_chart")]
+
+
+def layer(spec: dict, layer_id: str) -> list[dict]:
+    """The data rows of one layer of a deck spec ([] when the layer is absent)."""
+    return next((lay["data"] for lay in spec["layers"] if lay["id"] == layer_id), [])
 
 
 def plotly_specs(at: AppTest) -> list[tuple[str | None, dict]]:

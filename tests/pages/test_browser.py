@@ -46,6 +46,7 @@ def server(tmp_path_factory):
     home = tmp_path_factory.mktemp("app")
     port = free_port()
     env = {**os.environ, "SIMCLR_RUNS_DIR": str(home / "runs"), "PYTHONPATH": str(REPO)}
+    env.pop("SIMCLR_JOBS", None)  # the real background worker, as a user's app has
     log = open(home / "streamlit.log", "wb")
     proc = subprocess.Popen(
         [sys.executable, "-m", "streamlit", "run", str(REPO / "app.py"), "--server.headless", "true",
@@ -79,11 +80,11 @@ def page(server):
         browser.close()
 
 
-def settle(page, text: str, ready: str | None = None) -> None:
+def settle(page, text: str, ready: str | None = None, timeout_ms: int = 120_000) -> None:
     """Wait until ``text`` (and the ``ready`` selector, if given) shows and the script has stopped running."""
     page.get_by_text(text, exact=False).first.wait_for()
     if ready:
-        page.locator(ready).first.wait_for()
+        page.locator(ready).first.wait_for(timeout=timeout_ms)
     # The toolbar's status widget ("Running...", "Stop") is there only while a script runs.
     page.locator('[data-testid="stStatusWidget"]').wait_for(state="detached")
     page.wait_for_timeout(500)
@@ -99,8 +100,12 @@ def check_page(page, name: str) -> None:
 PAGES = [("Augmentations", "Augmentations"), ("Embeddings", "Embeddings"), ("Search", "Search"),
          ("Evaluate", "Evaluate & compare")]
 # What each page shows once it has a trained run to work with.
-READY = {"Augmentations": '[data-testid="stImage"] >> nth=17', "Embeddings": '[data-testid="stPlotlyChart"]',
+READY = {"Augmentations": '[data-testid="stImage"] >> nth=17', "Embeddings": '[data-testid="stDeckGlJsonChart"] canvas',
          "Search": "text=neighbours share", "Evaluate": "text=Compare runs"}
+DECK = '[data-testid="stDeckGlJsonChart"] canvas'
+TOOLTIP_IMAGE = ("() => { const t = document.querySelector('.deck-tooltip');"
+                 " const i = t && t.style.display !== 'none' && t.querySelector('img');"
+                 " return !!i && i.complete && i.naturalWidth > 0; }")
 
 
 def test_every_page_without_runs(server, page):
@@ -136,5 +141,47 @@ def test_launch_a_quick_cpu_run_and_watch_its_curve(server, page):
     check_page(page, "2-train-finished")
     for link, title in PAGES:
         page.get_by_role("link", name=link).click()
-        settle(page, title, READY[link])
+        # the first map waits for the worker to embed the split and compile UMAP (once per server)
+        settle(page, title, READY[link], timeout_ms=420_000 if link == "Embeddings" else 120_000)
         check_page(page, f"3-{link.lower()}-with-run")
+
+
+def point_under_pointer(page, done_js: str) -> tuple[float, float]:
+    """Move the pointer over the map until ``done_js`` holds (a point's tooltip shows); returns where."""
+    box = page.locator(DECK).first.bounding_box()
+    cx, cy = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
+    for r in range(0, 260, 12):
+        for dx, dy in ((r, 0), (-r, 0), (0, r), (0, -r), (r, r), (-r, -r), (r, -r), (-r, r)):
+            page.mouse.move(cx + dx, cy + dy)
+            page.wait_for_timeout(50)
+            if page.evaluate(done_js):
+                return cx + dx, cy + dy
+    raise AssertionError("no point of the map showed a tooltip")
+
+
+def test_explorer_hover_click_and_over_training(server, page):
+    """Needs the run of the test above: hover shows the image, a click its neighbours, the slider moves epochs."""
+    url, home = server
+    page.goto(f"{url}/embeddings?run=browser-demo&view=map&projection=pca")  # a deep link
+    settle(page, "Embeddings", DECK, timeout_ms=300_000)
+    page.wait_for_timeout(1500)  # deck.gl draws after the element appears
+    x, y = point_under_pointer(page, TOOLTIP_IMAGE)
+    tip = page.locator(".deck-tooltip").inner_text()
+    assert tip.startswith("#") and "kNN:" in tip
+    check_page(page, "4-map-hover")
+    page.mouse.click(x, y)
+    settle(page, "nearest neighbours in the")
+    assert page.locator('[data-testid="stImage"]').count() >= 10  # the query and its neighbours
+    check_page(page, "5-map-neighbours")
+
+    page.get_by_text("Over training", exact=True).click()
+    settle(page, "probe images", DECK, timeout_ms=300_000)
+    metric = page.locator('[data-testid="stMetricValue"]').first
+    assert metric.inner_text().startswith("2 /")  # the newest frame first
+    check_page(page, "6-over-training-last")
+    page.get_by_role("slider").first.focus()
+    page.keyboard.press("Home")  # the first epoch
+    page.wait_for_function("() => document.querySelector('[data-testid=\"stMetricValue\"]')"
+                           ".innerText.startsWith('1 /')")
+    settle(page, "probe images", DECK)
+    check_page(page, "7-over-training-first")

@@ -1,20 +1,49 @@
+"""The Embeddings page: the map (hover images, neighbours, colours, scores, grids) and the over-training view."""
+
+import json
 
 import numpy as np
-import streamlit as st
+import pytest
 
-from simclr_core import data, projection
+from simclr_core import data, probe
+from simclr_core.explore import GRAPH_K
 
-from tests.pages.conftest import app, plotly_specs
+from tests.pages.conftest import app, deck_specs, layer, plotly_specs
+
+PCA = dict(emb_method="pca")
 
 
-charts = plotly_specs
+def labels_of(run):
+    d = run.config().data
+    return data.load_split(d.dataset, "test", data_dir=d.data_dir, image_size=d.image_size).labels.numpy()
+
+
+def the_map(at) -> dict:
+    [(key, spec)] = [s for s in deck_specs(at) if s[0] == "emb_map"]
+    return spec
+
+
+def grid(at, prefix: str) -> list[tuple[int, str]]:
+    """(row, caption) of each image of the grid whose buttons' keys start with ``prefix``, in order."""
+    out = []
+
+    def walk(node):
+        for c in getattr(node, "children", {}).values():
+            kids = list(getattr(c, "children", {}).values())
+            if getattr(c, "type", None) == "column" and len(kids) == 2 and kids[1].type == "button" \
+                    and (kids[1].key or "").startswith(prefix):
+                out.append((int(kids[1].key.rsplit("-", 1)[1]), kids[0].captions[0]))
+            walk(c)
+
+    walk(at.main)
+    return out
 
 
 def test_no_runs_shows_guidance(runs_dir):
     at = app("embeddings")
     assert not at.exception
     assert any("No runs yet" in i.value for i in at.info)
-    assert not at.get("plotly_chart")
+    assert not at.get("deck_gl_json_chart")
 
 
 def test_run_without_checkpoint_shows_guidance(finished_run):
@@ -24,80 +53,205 @@ def test_run_without_checkpoint_shows_guidance(finished_run):
     assert any("no checkpoint yet" in i.value for i in at.info)
 
 
-def test_pca_2d_plots_every_test_image_by_class(finished_run):
-    at = app("embeddings", emb_method="pca", emb_dims=2)
-    assert not at.exception
-    [(key, spec)] = charts(at)
-    assert key == "emb_plot"
-    traces = spec["data"]
-    assert {t["type"] for t in traces} == {"scattergl"}
-    assert [t["name"] for t in traces] == [str(c) for c in range(10)]  # one trace per digit, legend = classes
-    ids = sorted(i for t in traces for [i] in t["customdata"])
-    assert ids == list(range(360))  # the whole test split, each point carrying its index
-    assert "customdata[0]" in traces[0]["hovertemplate"]
+def test_map_has_every_test_image_with_its_thumbnail(finished_run):
+    at = app("embeddings", **PCA)
+    assert not at.exception and not at.error
+    spec = the_map(at)
+    points = layer(spec, "points")
+    assert sorted(p["row"] for p in points) == list(range(360))  # the whole test split, each with its row
+    labels = labels_of(finished_run)
+    assert all(p["label"] == str(labels[p["row"]]) for p in points)
+    assert all(p["pred"] in [str(c) for c in range(10)] and p["conf"].endswith("%") for p in points)
+    # the tooltip shows the thumbnail file of the hovered row, enlarged with sharp pixels
+    html = at.get("deck_gl_json_chart")[0].proto.tooltip
+    tip = json.loads(html)["html"]
+    assert "<img src='app/static/thumbs/" in tip and "{row}.png" in tip and "pixelated" in tip
+    folder = tip.split("app/static/thumbs/")[1].split("/")[0]
+    from pages.common import THUMBS_DIR
+
+    assert len(list((THUMBS_DIR / folder).glob("*.png"))) == 360
     assert any("360 of 360 images" in c.value for c in at.caption)
     assert [b.label for b in at.get("download_button")] == ["Download CSV", "Download NPZ"]
-    assert not at.image  # nothing selected yet
-    # the projection went to the run's disk cache
-    assert list(finished_run.embeddings_dir.glob("proj-pca-2d-*.npy"))
 
 
-def test_max_points_and_3d(finished_run):
-    at = app("embeddings", emb_method="pca", emb_dims=3, emb_max_points=100, emb_feature="z")
+def test_without_static_serving_the_page_says_how_to_get_thumbnails(finished_run):
+    at = app("embeddings", static_serving=False, **PCA)
     assert not at.exception
-    [(key, spec)] = charts(at)
-    assert {t["type"] for t in spec["data"]} == {"scatter3d"}
-    assert sum(len(t["x"]) for t in spec["data"]) == 100
-    assert any("100 of 360 images" in c.value and "32-d z" in c.value for c in at.caption)
-    assert any("Switch to 2-D" in c.value for c in at.caption)
+    assert "<img" not in json.loads(at.get("deck_gl_json_chart")[0].proto.tooltip)["html"]
+    assert any("enableStaticServing" in c.value for c in at.caption)
 
 
-def _labels(run):
-    d = run.config().data
-    return data.load_split(d.dataset, "test", data_dir=d.data_dir, image_size=d.image_size).labels.numpy()
+@pytest.mark.parametrize("mode", ["class", "pred", "correct", "confidence", "cluster", "label_error", "outlier"])
+def test_every_colour_mode(finished_run, mode):
+    at = app("embeddings", **PCA, emb_colour=mode, emb_kmeans=4)
+    assert not at.exception and not at.error
+    points = layer(the_map(at), "points")
+    colours = {(p["r"], p["g"], p["b"]) for p in points}
+    if mode == "correct":
+        assert colours <= {(44, 160, 44), (214, 39, 40)} and len(colours) == 2
+    elif mode == "cluster":
+        assert len(colours) == 4
+    elif mode in ("class", "pred"):
+        assert len(colours) == 10
+    else:  # continuous scores: many shades
+        assert len(colours) > 20
+    if mode in ("label_error", "outlier"):
+        assert all("score" in p for p in points)
+    assert at.markdown  # a legend
 
 
-def test_selection_shows_the_selected_images_with_labels(finished_run):
-    picked = [3, 17, 200, 17]  # a repeat is shown once
-    selection = {"selection": {"points": [{"customdata": [i]} for i in picked], "point_indices": picked,
-                               "box": [{"x": [0, 1], "y": [0, 1]}], "lasso": []}}
-    at = app("embeddings", emb_method="pca", emb_plot=selection)
+def test_the_100_highest_of_each_score_as_a_grid(finished_run):
+    at = app("embeddings", **PCA)
+    for score in ("label_error", "outlier", "duplicate"):
+        if score != "label_error":
+            at.button_group(key="emb_worst").set_value(score).run()
+        assert not at.exception
+        cells = grid(at, f"worst-{score}-")
+        values = [float(c.split(" · ")[1]) for _, c in cells]
+        assert len(cells) == 100 and values == sorted(values, reverse=True), score
+
+
+def test_class_filter(finished_run):
+    at = app("embeddings", **PCA, emb_classes=["3"])
     assert not at.exception
-    [grid] = at.image
-    labels = _labels(finished_run)
-    assert grid.captions == [f"#{i} · {labels[i]}" for i in (3, 17, 200)]
+    points = layer(the_map(at), "points")
+    assert points and {p["label"] for p in points} == {"3"}
+    cells = grid(at, "worst-")
+    assert cells and {c.split(" · ")[0] for _, c in cells} == {"3"}  # the grids follow the filter
+
+
+def test_clicked_point_shows_and_marks_its_neighbours(finished_run):
+    at = app("embeddings", **PCA, emb_k=7, emb_focus={"split": "test", "row": 5})
+    assert not at.exception
+    nbrs = grid(at, "nbr-")
+    sims = [float(c.split(" · ")[1]) for _, c in nbrs]
+    assert len(nbrs) == 7 and sims == sorted(sims, reverse=True) and 5 not in [r for r, _ in nbrs]
+    spec = the_map(at)
+    assert len(layer(spec, "neighbours")) == 7 and len(layer(spec, "query")) == 1
+    assert any("7 nearest neighbours in the test split" in c.value for c in at.caption)
+    # the button under a grid image searches from that image instead
+    row = nbrs[2][0]
+    next(b for b in at.button if b.key == f"nbr-{row}").click().run()
+    assert at.session_state["emb_focus"] == {"split": "test", "row": row}
+    assert any(m.value.startswith(f"**#{row} ·") for m in at.markdown)
+
+
+def test_k_larger_than_the_split_is_clamped(finished_run):
+    at = app("embeddings", **PCA)
+    assert at.slider(key="emb_k").max == GRAPH_K
+
+
+def test_lasso_selection_shows_the_selected_images(finished_run):
+    picked = [3, 17, 200, 17]
+    selection = {"selection": {"points": [{"customdata": i} for i in picked], "box": [], "lasso": []}}
+    at = app("embeddings", **PCA, emb_area=True, emb_lasso=selection)
+    assert not at.exception
+    [(key, spec)] = plotly_specs(at)
+    assert key == "emb_lasso" and len(spec["data"][0]["x"]) == 360
+    labels = labels_of(finished_run)
+    assert grid(at, "sel-") == [(i, f"{labels[i]}") for i in (3, 17, 200)]
     assert any("**3** points selected" in m.value for m in at.markdown)
 
 
-def test_selection_without_customdata_uses_trace_and_position(finished_run):
-    labels = _labels(finished_run)
-    sevens = np.flatnonzero(labels == 7)
-    points = [{"curve_number": 7, "point_index": 0}, {"curve_number": 7, "point_index": 2}]
-    at = app("embeddings", emb_method="pca", emb_plot={"selection": {"points": points}})
+def test_unlabelled_split_turns_off_the_label_modes_and_says_why(finished_run, tmp_path):
+    from PIL import Image
+
+    folder = tmp_path / "plain"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(30):
+        Image.fromarray(rng.integers(0, 256, (16, 16, 3), dtype=np.uint8)).save(folder / f"{i:02d}.png")
+    cfg = json.loads(finished_run.config_path.read_text())
+    cfg["data"].update(dataset="folder", data_path=str(folder), subset=None)
+    finished_run.config_path.write_text(json.dumps(cfg))
+    at = app("embeddings", **PCA)
+    assert not at.exception and not at.error
+    assert at.selectbox(key="emb_colour").options == ["k-means cluster", "Outlier score"]
+    assert any("no labels" in c.value and "class sub-folders" in c.value for c in at.caption)
+    points = layer(the_map(at), "points")
+    assert len(points) == 30 and all(p["path"].startswith(str(folder)) for p in points)
+    assert "{path}" in json.loads(at.get("deck_gl_json_chart")[0].proto.tooltip)["html"]
+
+
+def test_a_split_too_small_to_project_is_a_message(finished_run, tmp_path):
+    from PIL import Image
+
+    folder = tmp_path / "few" / "a"
+    folder.mkdir(parents=True)
+    for i in range(3):
+        Image.new("RGB", (16, 16), (80 * i, 0, 0)).save(folder / f"{i}.png")
+    cfg = json.loads(finished_run.config_path.read_text())
+    cfg["data"].update(dataset="folder", data_path=str(tmp_path / "few"), subset=None)
+    finished_run.config_path.write_text(json.dumps(cfg))
+    at = app("embeddings", **PCA)
     assert not at.exception
-    assert at.image[0].captions == [f"#{sevens[0]} · 7", f"#{sevens[2]} · 7"]
+    assert "at least 4 points" in at.error[0].value
+    assert any(b.label == "Try again" for b in at.button)
 
 
-def test_large_selection_is_capped(finished_run):
-    picked = list(range(70))
-    at = app("embeddings", emb_method="pca",
-             emb_plot={"selection": {"points": [{"customdata": [i]} for i in picked], "point_indices": picked}})
+def test_deep_links_pick_the_run_view_and_settings(finished_run):
+    from streamlit import config
+    from streamlit.testing.v1 import AppTest
+
+    from tests.pages.conftest import REPO
+
+    config.set_option("server.enableStaticServing", True)
+    at = AppTest.from_file(str(REPO / "app.py"), default_timeout=120)
+    at.query_params.update({"run": "tiny", "view": "map", "split": "train", "projection": "pca", "points": "100"})
+    at.switch_page("pages/embeddings.py")
+    at.run()
     assert not at.exception
-    assert len(at.image[0].captions) == 60
-    assert any("first 60 of 70" in c.value for c in at.caption)
+    assert at.selectbox(key="emb_split").value == "train" and at.selectbox(key="emb_method").value == "pca"
+    assert len(layer(the_map(at), "points")) == 100
+    # the page writes its place back into the address, so a reload lands here again
+    assert at.query_params["split"] in ("train", ["train"]) and at.query_params["points"] in ("100", ["100"])
 
 
-def test_projection_is_not_recomputed(finished_run, monkeypatch):
-    at = app("embeddings", emb_method="pca", emb_max_points=90)
-    assert any("projected in" in c.value for c in at.caption)
+def test_search_results_open_on_the_map(finished_run):
+    at = app("search")
+    at.selectbox(key="search_query_split").set_value("train").run()
+    at.number_input(key="search_idx").set_value(5).run()
+    at.session_state["emb_method"] = "pca"
+    next(b for b in at.button if b.key == "search_to_map").click().run()
+    assert not at.exception
+    assert at.session_state["emb_focus"]["row"] == 5 and at.session_state["emb_split"] == "train"
+    spec = the_map(at)
+    assert len(layer(spec, "neighbours")) == 10 and len(layer(spec, "query")) == 1
 
-    def boom(*a, **k):
-        raise AssertionError("projection recomputed")
 
-    monkeypatch.setattr(projection, "project", boom)
-    at.run()  # a rerun: Streamlit's cache
-    assert not at.exception and len(charts(at)) == 1
-    st.cache_data.clear()  # a fresh server: the run's disk cache
-    again = app("embeddings", emb_method="pca", emb_max_points=90)
-    assert not again.exception
-    assert any("90 of 360 images" in c.value and "projection read from the cache" in c.value for c in again.caption)
+# ---- over training
+
+def test_over_training_slider_changes_the_frame(finished_run):
+    at = app("embeddings", emb_view="over training", traj_method="pca")
+    assert not at.exception and not at.error
+    slider = at.select_slider(key="traj_epoch")
+    assert slider.options == ["1", "2"] and slider.value == 2
+    [(_, last)] = deck_specs(at)  # the only map of this view
+    slider.set_value(1).run()
+    assert not at.exception
+    [(_, first)] = deck_specs(at)
+    a, b = layer(first, "points"), layer(last, "points")
+    assert [p["row"] for p in a] == [p["row"] for p in b] and len(a) == 360
+    assert [(p["x"], p["y"]) for p in a] != [(p["x"], p["y"]) for p in b]
+    knn = {m["epoch"]: m["knn_top1"] for m in finished_run.metrics() if "knn_top1" in m}
+    assert any(m.value == f"{knn[1]:.2f}%" for m in at.metric)  # the frame's kNN accuracy beside it
+    # play from the start: each tick of the fragment advances one epoch
+    next(b for b in at.button if b.key == "traj_play").click().run()
+    assert at.session_state["traj_playing"]
+
+
+def test_over_training_without_frames_says_why(finished_run):
+    import shutil
+
+    shutil.rmtree(finished_run.path / "probe")
+    at = app("embeddings", emb_view="over training")
+    assert not at.exception
+    assert any("no probe frames" in i.value for i in at.info)
+
+
+def test_over_training_ignores_a_half_written_frame(finished_run):
+    raw = probe.frame_path(finished_run.path, 2).read_bytes()
+    probe.frame_path(finished_run.path, 3).write_bytes(raw[:100])
+    at = app("embeddings", emb_view="over training", traj_method="pca")
+    assert not at.exception and not at.error
+    assert at.select_slider(key="traj_epoch").options == ["1", "2"]

@@ -18,7 +18,7 @@ from simclr_core import launch
 from simclr_core.config import TrainConfig
 from simclr_core.runs import RunDir, new_run
 from tests.conftest import tiny_config
-from tests.pages.conftest import app
+from tests.pages.conftest import app, plotly_specs
 
 
 @pytest.fixture
@@ -178,10 +178,24 @@ def test_finished_run_shows_list_curves_and_resume(finished_run):
     row = table[table["run"] == "tiny"].iloc[0]
     assert row["state"] == "finished" and row["epochs"] == "2/2" and row["method"] == "simclr"
     assert row["best kNN top-1 %"] > 0
-    assert len(at.get("plotly_chart")) == 3  # loss, lr, kNN
+    assert [c.key for c in at.get("plotly_chart")] == ["tf_loss", "tf_lr", "tf_knn", "tf_rankme", "tf_alignment",
+                                                       "tf_uniformity"]  # and the label-free health
     assert at.button(key="tf_resume")
     assert at.number_input(key="tf_resume_epochs.tiny").value == 2 + 10
     assert not errors(at)
+
+
+def test_a_collapsed_representation_raises_the_alarm(finished_run):
+    from simclr_core.health import collapse_alarm
+
+    last = [m for m in finished_run.metrics() if "epoch_loss" in m][-1]
+    finished_run.append_metrics({**last, "epoch": 3, "step": last["step"] + 2, "rankme_h": 1.0, "rankme_z": 1.0,
+                                 "collapse": collapse_alarm(1.0)})
+    at = app("train")
+    assert not at.exception
+    assert any("Collapse at epoch 3" in e and "effective rank is 1.00" in e for e in errors(at))
+    [rank] = [spec for key, spec in plotly_specs(at) if key == "tf_rankme"]
+    assert rank["data"][0]["x"] == [1, 2, 3] and rank["data"][0]["y"][-1] == 1.0  # h, and z beside it
 
 
 def test_resume_calls_launch_with_the_new_total(finished_run, monkeypatch):

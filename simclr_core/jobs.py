@@ -1,0 +1,223 @@
+"""Background jobs: the app's minutes of embedding, k-NN graphs and UMAP run in a worker process.
+
+A page calls :func:`submit` and then polls :func:`status` (a file read), so a reload, a widget
+touch or a closed tab never kills the work, and a second session asking for the same thing shares
+it. One worker per runs folder takes jobs in order from ``<runs>/.jobs/``:
+
+- ``<id>.json``: a job's kind, spec and state (queued / running / done / failed / cancelled),
+  its progress and, when done, its result (paths of the files it wrote); written atomically;
+- ``worker.json`` and ``worker.log``: the worker's pid and what it printed.
+
+The worker compiles UMAP's numba code in a background thread as it starts (~70 s on a 2-core CPU),
+so the user's first UMAP takes about as long as a warm one (``SIMCLR_UMAP_WARM_UP=0`` skips that).
+``SIMCLR_JOBS=inline`` runs each job inside :func:`submit` instead (tests, notebooks).
+
+``python -m simclr_core.jobs --dir DIR`` is the worker; the app starts it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+from simclr_core.errors import UserError
+from simclr_core.runs import pid_alive, write_json_atomic
+
+__all__ = ["ACTIVE", "ensure_worker", "job_id", "jobs_dir", "status", "submit", "worker"]
+
+ACTIVE = ("queued", "running")
+PACKAGE_ROOT = Path(__file__).resolve().parents[1]
+IDLE_EXIT_S = 120  # a worker whose app has gone exits after this long without work
+
+
+def jobs_dir(runs_dir: str | Path) -> Path:
+    return Path(runs_dir) / ".jobs"
+
+
+def job_id(kind: str, spec: dict[str, Any]) -> str:
+    """The same (kind, spec) always names the same job, so identical requests share one."""
+    return hashlib.sha1(json.dumps([kind, spec], sort_keys=True).encode()).hexdigest()[:20]
+
+
+def _read(path: Path) -> dict[str, Any] | None:
+    try:
+        job = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return job if isinstance(job, dict) and isinstance(job.get("state"), str) else None
+
+
+def _files_exist(result: dict[str, Any]) -> bool:
+    return all(Path(v).exists() for k, v in result.items() if k in ("embeddings", "graph", "coords", "trajectory"))
+
+
+def status(directory: str | Path, jid: str) -> dict[str, Any]:
+    """The job's record: ``state``, ``stage``, ``done``/``total``, ``message`` (failed), ``result`` (done).
+
+    A job marked running whose worker has died reads as failed, with a message saying so.
+    """
+    job = _read(Path(directory) / f"{jid}.json")
+    if job is None:
+        return {"state": "missing"}
+    if job["state"] == "running" and not _is_worker(job.get("pid")):
+        job.update(state="failed", message="the background worker stopped while computing this; try again")
+    return job
+
+
+def submit(directory: str | Path, kind: str, spec: dict[str, Any], slot: str | None = None,
+           retry: bool = False) -> str:
+    """Queue (kind, spec) unless it is queued, running or done already; returns the job's id.
+
+    Args:
+        slot: a name for "what this view shows now", e.g. one session's map: submitting a new job
+            in the same slot cancels the slot's jobs still waiting, so a user turning a slider
+            does not queue ten projections.
+        retry: queue it again even if it failed before.
+    """
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    jid = job_id(kind, spec)
+    path = directory / f"{jid}.json"
+    old = status(directory, jid)
+    if old["state"] in ACTIVE or (old["state"] == "done" and _files_exist(old.get("result", {}))):
+        return jid
+    if old["state"] == "failed" and not retry:
+        return jid
+    job = {"id": jid, "kind": kind, "spec": spec, "slot": slot, "state": "queued", "submitted": time.time(),
+           "stage": "waiting for the worker", "done": 0, "total": 0}
+    write_json_atomic(path, job)
+    if slot is not None:
+        for other in directory.glob("*.json"):
+            o = _read(other) if other != path else None
+            if o and o.get("slot") == slot and o["state"] == "queued":
+                write_json_atomic(other, {**o, "state": "cancelled"})
+    if os.environ.get("SIMCLR_JOBS") == "inline":
+        _execute(directory, path)
+    else:
+        ensure_worker(directory)
+    return jid
+
+
+def _execute(directory: Path, path: Path) -> None:
+    """Run one queued job, recording progress, result or error in its file."""
+    from simclr_core.explore import run_job  # imports torch; the app's pages need not
+
+    job = _read(path)
+    if job is None or job["state"] != "queued":
+        return
+    job.update(state="running", pid=os.getpid(), started=time.time())
+    write_json_atomic(path, job)
+    last = [0.0]
+
+    def progress(stage: str, done: int, total: int) -> None:
+        now = time.monotonic()
+        if now - last[0] > 0.5 or done >= total:  # a file write at most twice a second
+            last[0] = now
+            job.update(stage=stage, done=done, total=total)
+            write_json_atomic(path, job)
+
+    try:
+        result = run_job(job["kind"], job["spec"], progress)
+        job.update(state="done", result=result, finished=time.time())
+    except UserError as e:
+        job.update(state="failed", message=str(e))
+    except Exception as e:  # noqa: BLE001 - a bug must not kill the worker; the page shows one line
+        job.update(state="failed", message=f"{type(e).__name__}: {e}".splitlines()[0],
+                   traceback=traceback.format_exc())
+    write_json_atomic(path, job)
+
+
+def _is_worker(pid: Any) -> bool:
+    """True if ``pid`` is a live worker process (not a reused pid of something else, where /proc tells)."""
+    if not isinstance(pid, int) or not pid_alive(pid):
+        return False
+    try:
+        return b"simclr_core.jobs" in Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return True  # no /proc (macOS): trust the pid
+
+
+def ensure_worker(directory: str | Path) -> int:
+    """The pid of this folder's worker, started now if none is alive."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    info = _read_worker(directory)
+    if info and _is_worker(info.get("pid")):
+        return int(info["pid"])
+    env = {**os.environ, "PYTHONUNBUFFERED": "1",
+           "PYTHONPATH": os.pathsep.join(filter(None, [str(PACKAGE_ROOT), os.environ.get("PYTHONPATH")]))}
+    cmd = [sys.executable, "-m", "simclr_core.jobs", "--dir", str(directory), "--parent", str(os.getpid())]
+    if os.environ.get("SIMCLR_UMAP_WARM_UP") == "0":
+        cmd.append("--no-warm-up")
+    with open(directory / "worker.log", "ab") as log:
+        proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=env,
+                                start_new_session=True)
+    write_json_atomic(directory / "worker.json", {"pid": proc.pid, "started": time.time(), "state": "starting"})
+    return proc.pid
+
+
+def _read_worker(directory: Path) -> dict[str, Any] | None:
+    try:
+        info = json.loads((directory / "worker.json").read_text())
+    except (OSError, ValueError):
+        return None
+    return info if isinstance(info, dict) else None
+
+
+def warm_up_umap() -> None:
+    """Compile UMAP's numba functions with a small fit that takes the same code path as a real one
+    (4,200 points: above UMAP's 4,096-point switch to approximate neighbours)."""
+    import numpy as np
+
+    from simclr_core.projection import project
+
+    project(np.random.default_rng(0).standard_normal((4200, 16)).astype(np.float32), "umap", 2)
+
+
+def worker(directory: str | Path, parent: int | None = None, warm_up: bool = True,
+           idle_exit_s: float = IDLE_EXIT_S) -> None:
+    """Run queued jobs of ``directory`` one by one, oldest first, until the app is gone and nothing is left."""
+    directory = Path(directory)
+    write_json_atomic(directory / "worker.json", {"pid": os.getpid(), "started": time.time(), "state": "ready"})
+    for path in directory.glob("*.json"):  # a worker killed mid-job left it "running": do it again
+        job = _read(path)
+        if job and job["state"] == "running" and not _is_worker(job.get("pid")):
+            write_json_atomic(path, {**job, "state": "queued"})
+    if warm_up:
+        threading.Thread(target=warm_up_umap, name="umap-warm-up", daemon=True).start()
+    idle_since = time.monotonic()
+    while True:
+        queued = sorted((j["submitted"], p) for p in directory.glob("*.json")
+                        if p.name != "worker.json" and (j := _read(p)) and j["state"] == "queued")
+        if queued:
+            _execute(directory, queued[0][1])
+            idle_since = time.monotonic()
+            continue
+        if (parent is None or not pid_alive(parent)) and time.monotonic() - idle_since > idle_exit_s:
+            return
+        time.sleep(0.3)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m simclr_core.jobs", description="The app's background worker.")
+    p.add_argument("--dir", required=True, help="the jobs folder (<runs>/.jobs)")
+    p.add_argument("--parent", type=int, default=None, help="exit once this process is gone and no job is left")
+    p.add_argument("--no-warm-up", action="store_true", help="do not compile UMAP at start")
+    p.add_argument("--idle-exit", type=float, default=IDLE_EXIT_S, metavar="S",
+                   help=f"seconds without work after which a worker whose app has gone exits [default: {IDLE_EXIT_S}]")
+    args = p.parse_args(argv)
+    worker(args.dir, args.parent, warm_up=not args.no_warm_up, idle_exit_s=args.idle_exit)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,114 @@
+"""Background jobs: one job per request, shared; failures recorded; a real worker process runs them."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+
+import pytest
+
+from simclr_core import explore, jobs
+from simclr_core.errors import UserError
+from simclr_core.runs import RunDir
+from simclr_core.train import train
+
+from tests.conftest import REPO, tiny_config
+
+
+@pytest.fixture
+def inline(monkeypatch):
+    monkeypatch.setenv("SIMCLR_JOBS", "inline")
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    return train(tiny_config(tmp_path_factory.mktemp("jobs"))).path
+
+
+def test_the_same_request_is_one_job(tmp_path, inline, monkeypatch):
+    calls = []
+    monkeypatch.setitem(explore.KINDS, "echo", lambda spec, progress: calls.append(spec) or {"x": spec["x"]})
+    a = jobs.submit(tmp_path, "echo", {"x": 1})
+    assert jobs.status(tmp_path, a)["state"] == "done" and jobs.status(tmp_path, a)["result"] == {"x": 1}
+    assert jobs.submit(tmp_path, "echo", {"x": 1}) == a and len(calls) == 1  # done: not run again
+    b = jobs.submit(tmp_path, "echo", {"x": 2})
+    assert b != a and len(calls) == 2
+
+
+def test_a_failure_is_recorded_once_and_retried_on_request(tmp_path, inline, monkeypatch):
+    calls = []
+
+    def fail(spec, progress):
+        calls.append(1)
+        raise UserError("the split holds no images")
+
+    monkeypatch.setitem(explore.KINDS, "fail", fail)
+    jid = jobs.submit(tmp_path, "fail", {})
+    job = jobs.status(tmp_path, jid)
+    assert job["state"] == "failed" and job["message"] == "the split holds no images"
+    jobs.submit(tmp_path, "fail", {})
+    assert len(calls) == 1
+    jobs.submit(tmp_path, "fail", {}, retry=True)
+    assert len(calls) == 2
+
+    monkeypatch.setitem(explore.KINDS, "bug", lambda spec, progress: 1 / 0)
+    job = jobs.status(tmp_path, jobs.submit(tmp_path, "bug", {}))
+    assert job["message"] == "ZeroDivisionError: division by zero" and "Traceback" in job["traceback"]
+
+
+def test_a_new_request_in_a_slot_cancels_its_waiting_ones(tmp_path, monkeypatch):
+    monkeypatch.setattr(jobs, "ensure_worker", lambda d: 0)  # nobody runs them: they wait
+    a = jobs.submit(tmp_path, "map", {"n": 1}, slot="map:s1")
+    other = jobs.submit(tmp_path, "map", {"n": 9}, slot="map:s2")
+    b = jobs.submit(tmp_path, "map", {"n": 2}, slot="map:s1")
+    assert jobs.status(tmp_path, a)["state"] == "cancelled"
+    assert jobs.status(tmp_path, b)["state"] == jobs.status(tmp_path, other)["state"] == "queued"
+
+
+def test_a_job_whose_worker_died_reads_as_failed(tmp_path):
+    (tmp_path / "x.json").write_text(json.dumps({"state": "running", "pid": 2**22 + 12345}))
+    job = jobs.status(tmp_path, "x")
+    assert job["state"] == "failed" and "worker stopped" in job["message"]
+    assert jobs.status(tmp_path, "nope")["state"] == "missing"
+    (tmp_path / "bad.json").write_text("[1, 2")
+    assert jobs.status(tmp_path, "bad")["state"] == "missing"
+
+
+@pytest.mark.slow
+def test_a_real_worker_process_runs_queued_jobs(trained, tmp_path, monkeypatch):
+    run = RunDir(shutil.copytree(trained, tmp_path / "tiny"))
+    d = tmp_path / ".jobs"
+    monkeypatch.setenv("SIMCLR_UMAP_WARM_UP", "0")
+    spec = {"run": str(run.path), "split": "test", "feature": "h", "method": "pca", "dims": 2, "params": {},
+            "max_points": None, "thumbs": None}
+    jid = jobs.submit(d, "map", spec)
+    pid = json.loads((d / "worker.json").read_text())["pid"]
+    deadline = time.time() + 180
+    while jobs.status(d, jid)["state"] in jobs.ACTIVE and time.time() < deadline:
+        time.sleep(0.5)
+    job = jobs.status(d, jid)
+    assert job["state"] == "done", job
+    assert os.path.isfile(job["result"]["coords"])
+    assert jobs.ensure_worker(d) == pid  # alive: reused, not started twice
+    os.kill(pid, 15)
+
+
+@pytest.mark.slow
+def test_a_worker_whose_app_is_gone_exits_when_idle(tmp_path):
+    cmd = [sys.executable, "-m", "simclr_core.jobs", "--dir", str(tmp_path), "--no-warm-up", "--idle-exit", "2"]
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    gone = subprocess.Popen(cmd, cwd=REPO, env=env)  # no --parent: nobody to wait for
+    parent = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    kept = subprocess.Popen(cmd + ["--parent", str(parent.pid)], cwd=REPO, env=env)
+    try:
+        assert gone.wait(timeout=60) == 0
+        time.sleep(1)
+        assert kept.poll() is None  # its app lives: it stays, warm, for the next job
+        parent.kill()
+        parent.wait()
+        assert kept.wait(timeout=60) == 0
+    finally:
+        for p in (gone, parent, kept):
+            p.kill()
