@@ -4,9 +4,17 @@ import streamlit as st
 
 from pages.common import sidebar
 
+
+def home() -> None:
+    """The root URL opens Train at its own address, /train, so that a link to it or a reload lands there too
+    (Streamlit serves a default page only at the root; /train would be "Page not found")."""
+    st.switch_page("pages/train.py")
+
+
 st.set_page_config(page_title="SimCLR Studio", page_icon=":material/hub:", layout="wide")
 nav = st.navigation([
-    st.Page("pages/train.py", title="Train", icon=":material/model_training:", default=True),
+    st.Page(home, title="SimCLR Studio", default=True, visibility="hidden"),
+    st.Page("pages/train.py", title="Train", icon=":material/model_training:"),
     st.Page("pages/augment.py", title="Augmentations", icon=":material/photo_library:"),
     st.Page("pages/embeddings.py", title="Embeddings", icon=":material/scatter_plot:"),
     st.Page("pages/search.py", title="Search", icon=":material/image_search:"),

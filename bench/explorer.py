@@ -9,8 +9,9 @@ Parts:
   until the map has drawn (two equal, non-blank screenshots of it in a row), and from resting the
   pointer on a point until its thumbnail has loaded (deck.gl's HTML tooltip) or, for Plotly, whose
   hover labels take no images, until its text label shows and from a click until st.image shows the
-  picture. Apple's embedding-atlas is tried too (it loads DuckDB-WASM from a CDN; offline it draws
-  nothing, which this part reports).
+  picture. Apple's embedding-atlas is tried too: its Streamlit component loads DuckDB-WASM from a
+  CDN, which the bench answers with the copy the package ships, and its map needs WebGPU with
+  ``shader-f16``; where the browser has none, this part reports what the component says.
 - ``page``: the same two timings on the real Embeddings page (``streamlit run app.py``) for a run
   whose 10,000 / 50,000-image split is already embedded and projected.
 - ``search``: query time of :class:`simclr_core.neighbours.NeighbourIndex` over 10k / 60k / 1M
@@ -119,7 +120,7 @@ def hover_time(page, canvas: str, done_js: str, shown_js: str | None = None, rep
         page.mouse.move(cx + dx, cy + dy)
         try:
             page.wait_for_function(shown_js, timeout=2500, polling="raf")
-        except Exception:  # noqa: BLE001 - no point under the pointer here
+        except Exception:  # noqa: BLE001, S112 - no point under the pointer here
             continue
         page.wait_for_function(done_js, timeout=timeout_ms, polling="raf")
         elapsed = time.perf_counter() - t0
@@ -159,7 +160,7 @@ def cifar_images(n: int, data: Path):
 
 # ---------------------------------------------------------------- parts
 
-def renderers(data: Path) -> dict:
+def renderers(data: Path, which: tuple[str, ...] = ("pydeck", "plotly", "atlas")) -> dict:
     from playwright.sync_api import sync_playwright
 
     from simclr_core.thumbnails import write_thumbnails
@@ -173,10 +174,12 @@ def renderers(data: Path) -> dict:
         try:
             with sync_playwright() as p:
                 browser = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
-                for renderer in ("pydeck", "plotly", "atlas"):
+                for renderer in which:
                     for n in (10_000, 50_000):
                         page = browser.new_page(viewport={"width": 1400, "height": 1000})
                         page.set_default_timeout(120_000)
+                        if renderer == "atlas":
+                            serve_duckdb_from_the_package(page)
                         t0 = time.perf_counter()
                         page.goto(f"{url}/?renderer={renderer}&n={n}&thumbs={thumbs}")
                         row: dict = {}
@@ -186,6 +189,9 @@ def renderers(data: Path) -> dict:
                             page.locator(sel).first.wait_for(timeout=120_000)
                             row["drawn_s"] = (time.perf_counter() - t0) + drawn(page, sel, timeout=60 if
                                                                                renderer == "atlas" else 300)
+                            if renderer == "atlas" and (says := atlas_message(page)):
+                                row["map_drawn"] = False  # the frame drew its table and panels, not the map
+                                row["atlas_says"] = says
                             if renderer == "pydeck":
                                 row["hover_to_thumbnail_s"] = hover_time(page, sel + " canvas", THUMB_LOADED, TOOLTIP_SHOWN)
                             elif renderer == "plotly":
@@ -201,6 +207,8 @@ def renderers(data: Path) -> dict:
                                 row["click_to_image_s"] = time.perf_counter() - t1
                         except Exception as e:  # noqa: BLE001 - report and go on
                             row["error"] = f"{type(e).__name__}: {str(e).splitlines()[0][:160]}"
+                            if renderer == "atlas":
+                                row["atlas_says"] = atlas_message(page)
                         print(f"  {renderer:<7} {n:>6} points: {json.dumps(row)}", flush=True)
                         out[f"{renderer}-{n}"] = row
                         page.close()
@@ -211,6 +219,46 @@ def renderers(data: Path) -> dict:
     return out
 
 
+def serve_duckdb_from_the_package(page) -> None:
+    """embedding-atlas's Streamlit component fetches DuckDB-WASM from cdn.jsdelivr.net, which this machine
+    cannot reach; answer those requests with the copies the package ships for its own app, as if online."""
+    try:
+        import embedding_atlas
+    except ImportError:
+        return
+    assets = Path(embedding_atlas.__file__).parent / "static" / "assets"
+    local = {}
+    for stem in ("duckdb-browser-eh.worker", "duckdb-browser-mvp.worker", "duckdb-eh", "duckdb-mvp"):
+        ext = ".js" if stem.endswith("worker") else ".wasm"
+        found = sorted(assets.glob(f"{stem}-*{ext}"))
+        if found:
+            local[stem + ext] = found[0]
+
+    def serve(route) -> None:
+        name = route.request.url.rsplit("/", 1)[-1]
+        if name not in local:
+            route.abort()
+            return
+        route.fulfill(body=local[name].read_bytes(), headers={"access-control-allow-origin": "*"},
+                      content_type="application/wasm" if name.endswith(".wasm") else "text/javascript")
+
+    page.route("https://cdn.jsdelivr.net/**", serve)
+
+
+def atlas_message(page) -> str:
+    """What embedding-atlas's frame says when it has not drawn its map (e.g. that it needs WebGPU)."""
+    import re
+
+    for frame in page.frames:
+        try:  # get_by_text also looks inside shadow roots, where the component writes
+            hit = frame.get_by_text(re.compile("WebGPU")).first
+            if hit.count():
+                return hit.inner_text(timeout=2000).strip()[:200]
+        except Exception:  # noqa: BLE001, S112 - a frame that went away
+            continue
+    return ""
+
+
 def page(data: Path) -> dict:
     """The real Embeddings page, for runs whose 10,000 / 50,000-image CIFAR-10 split is embedded already.
 
@@ -218,12 +266,12 @@ def page(data: Path) -> dict:
     would be, so the page's own work is measured, not the encoder's; the projection is PCA.
     """
     from playwright.sync_api import sync_playwright
+    from train_cifar import image_folder  # type: ignore[import-not-found]
 
     from simclr_core.config import DataConfig, ModelConfig, RunConfig, TrainConfig
     from simclr_core.data import load_split
     from simclr_core.embeddings import Embeddings, embedding_cache
     from simclr_core.runs import RunDir
-    from train_cifar import image_folder  # type: ignore[import-not-found]
 
     if not data.exists():
         print("  (page part skipped: it needs the CIFAR-10 JPEGs, --data)")
@@ -283,7 +331,7 @@ def _timed_queries(index, queries: np.ndarray, k: int = 10) -> tuple[float, np.n
     return (time.perf_counter() - t0) / len(queries) * 1000, rows
 
 
-def search(sizes: list[int], queries: int = 100) -> dict:
+def search(sizes: list[int], queries: int = 100, run: Path | None = None) -> dict:
     import faiss
     import torch
 
@@ -311,8 +359,10 @@ def search(sizes: list[int], queries: int = 100) -> dict:
                   flush=True)
             if n >= 60_000:
                 unit = exact.bank.numpy()
-                for name, make in (("faiss IVF-Flat", lambda: NeighbourIndex(bank, exact_max=0)),
-                                   ("faiss HNSW32", lambda: _hnsw(unit))):
+                candidates = [("faiss IVF-Flat", lambda b=bank: NeighbourIndex(b, exact_max=0))]
+                if n <= 100_000:  # HNSW's build grows past 15 minutes at 1M on 2 cores (8-32 s at 60k)
+                    candidates.append(("faiss HNSW32", lambda u=unit: _hnsw(u)))
+                for name, make in candidates:
                     t0 = time.perf_counter()
                     idx = make()
                     build = time.perf_counter() - t0
@@ -323,6 +373,21 @@ def search(sizes: list[int], queries: int = 100) -> dict:
                           f"(built in {build:.1f} s)", flush=True)
             out[f"{kind}-{n}"] = row
             del bank
+    if run is not None:  # a trained encoder's embeddings of real images: the bank a user searches
+        from simclr_core.embeddings import embed_split
+        from simclr_core.runs import RunDir
+
+        emb = embed_split(RunDir(run), "train").embeddings
+        q = emb[rng.choice(len(emb), queries, replace=False)]
+        exact = NeighbourIndex(emb, exact_max=len(emb))
+        ms, truth = _timed_queries(exact, q)
+        ann = NeighbourIndex(emb, exact_max=0)
+        ms_ann, got = _timed_queries(ann, q)
+        recall = float(np.mean([len(set(a) & set(b)) / 10 for a, b in zip(got, truth)]))
+        out["run"] = {"n": len(emb), "dims": emb.shape[1], "exact_ms": round(ms, 2), "ivf_ms": round(ms_ann, 2),
+                      "recall@10": round(recall, 3)}
+        print(f"  run {Path(run).name} ({len(emb):,} x {emb.shape[1]} CIFAR-10 train embeddings): exact {ms:.2f} "
+              f"ms/query, faiss IVF-Flat {ms_ann:.2f} ms/query, recall@10 {recall:.3f}", flush=True)
     del faiss
     return out
 
@@ -361,7 +426,7 @@ def umap_startup() -> dict:
     for warm in (False, True):
         res = subprocess.run([sys.executable, "-c", UMAP_SNIPPET.format(repo=str(REPO), warm=warm)],
                              capture_output=True, text=True, check=True)
-        vals = dict((k, float(v)) for k, v in (ln.split() for ln in res.stdout.splitlines() if ln.strip()))
+        vals = {k: float(v) for k, v in (ln.split() for ln in res.stdout.splitlines() if ln.strip())}
         out["after_warm_up" if warm else "cold"] = vals
         print(f"  {'after warm-up' if warm else 'cold server'}: " +
               ", ".join(f"{k} {v:.1f}" for k, v in vals.items()), flush=True)
@@ -374,18 +439,22 @@ def main() -> None:
                    choices=["renderers", "page", "search", "umap"])
     p.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data" / "cifar10-jpg.tar.gz",
                    help="CIFAR-10 JPEG folder or .tar.gz, for real thumbnails")
+    p.add_argument("--renderers", nargs="+", default=["pydeck", "plotly", "atlas"],
+                   choices=["pydeck", "plotly", "atlas"], help="renderers part: which to measure")
     p.add_argument("--sizes", type=int, nargs="+", default=[10_000, 60_000, 1_000_000])
+    p.add_argument("--run", type=Path, default=None,
+                   help="a trained run folder: also search its CIFAR-10 train embeddings (search part)")
     args = p.parse_args()
     sys.path.insert(0, str(REPO / "bench"))
     results: dict = {}
     for part in args.parts:
         print(f"{part}:", flush=True)
         if part == "renderers":
-            results[part] = renderers(args.data)
+            results[part] = renderers(args.data, tuple(args.renderers))
         elif part == "page":
             results[part] = page(args.data)
         elif part == "search":
-            results[part] = search(args.sizes)
+            results[part] = search(args.sizes, run=args.run)
         else:
             results[part] = umap_startup()
     print(json.dumps(results))

@@ -15,8 +15,8 @@ from __future__ import annotations
 import os
 import time
 import uuid
-from collections.abc import Callable
 from collections import Counter
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -25,11 +25,22 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from pages import mapview
-from pages.common import (THUMBS_DIR, THUMBS_URL, checkpoint_key, job_result, load_embeddings, neighbour_index,
-                          routed, run_images, run_with_checkpoint, to_hwc, user_errors)
+from pages.common import (
+    THUMBS_DIR,
+    THUMBS_URL,
+    checkpoint_key,
+    job_result,
+    load_embeddings,
+    neighbour_index,
+    routed,
+    run_images,
+    run_with_checkpoint,
+    to_hwc,
+    user_errors,
+)
 from simclr_core import data, probe, scores
 from simclr_core.explore import GRAPH_K, load_graph, load_trajectory
-from simclr_core.export import class_names, to_csv, to_npz, take
+from simclr_core.export import class_names, take, to_csv, to_npz
 from simclr_core.launch import is_active
 from simclr_core.preview import upscale_nearest
 from simclr_core.projection import DEFAULTS
@@ -117,9 +128,10 @@ def set_focus(split: str, row: int) -> None:
     st.session_state["emb_focus"] = {"split": split, "row": int(row)}
 
 
-def grid(title: str, rows: list[int], captions: list[str], images: data.ImageSet, split: str, key: str,
-         columns: int = GRID_COLS) -> None:
-    """Images in rows of ``columns``; the button under each (its row number) shows that image's neighbours."""
+def grid(title: str, rows: list[int], notes: list[str] | None, images: data.ImageSet, names: list[str], split: str,
+         key: str, columns: int = GRID_COLS) -> None:
+    """Images in rows of ``columns``, captioned "<note> · <class>" (folder datasets: "<note> · <class
+    folder>/<file>", so a user can find the file); the button under each shows that image's neighbours."""
     st.markdown(f"**{title}**")
     if not rows:
         st.caption("None to show.")
@@ -127,15 +139,25 @@ def grid(title: str, rows: list[int], captions: list[str], images: data.ImageSet
     pics = upscale_nearest(np.stack(to_hwc(images.images[rows].numpy())), GRID_SIDE)
     for start in range(0, len(rows), columns):
         cols = st.columns(columns)
-        for col, r, pic, cap in zip(cols, rows[start:start + columns], pics[start:start + columns],
-                                    captions[start:start + columns]):
-            col.image(pic, caption=cap, width="stretch")
+        for i, (col, r, pic) in enumerate(zip(cols, rows[start:start + columns], pics[start:start + columns])):
+            where = path_of(images, r)
+            note = notes[start + i] if notes else ""
+            # the note first: a narrow column then wraps at the dot, not inside the file name
+            col.image(pic, caption=" · ".join(filter(None, [note, short_path(where) if where else names[r]])),
+                      width="stretch")
             col.button(f"#{r}", key=f"{key}-{r}", on_click=set_focus, args=(split, r), width="stretch",
-                       help="show this image's nearest neighbours (and mark them on the map)")
+                       help=(f"{where}: " if where else "") + "show this image's nearest neighbours (and mark "
+                            "them on the map)")
 
 
 def path_of(images: data.ImageSet, row: int) -> str:
+    """The image's file (folder datasets), else ''."""
     return images.paths[row] if images.paths is not None else ""
+
+
+def short_path(path: str) -> str:
+    """``class/file.jpg``: enough to find the file under the split folder; the full path is in the help."""
+    return "/".join(path.replace(os.sep, "/").split("/")[-2:])
 
 
 # ---- the map --------------------------------------------------------------------------------------------
@@ -320,7 +342,7 @@ def map_view(run: RunDir) -> None:
         st.write(f"**{len(picked)}** points selected: " + ", ".join(f"{c}× {name}" for name, c in counts))
         if len(picked) > WORST_N:
             st.caption(f"Showing the first {WORST_N} of {len(picked)}.")
-        grid("", picked[:WORST_N], [names[i] for i in picked[:WORST_N]], images, split, "sel")
+        grid("", picked[:WORST_N], None, images, names, split, "sel")
 
     worst_lists(s, keep_rows, names, images, split, labelled)
     downloads(run, split, feature, method, dims, emb, rows, coords, images, s, labelled)
@@ -395,8 +417,8 @@ def neighbours_panel(split: str, images: data.ImageSet, emb, names: list[str], f
     if on_map < len(nbr_rows):
         note += f"; {on_map} of them are among the plotted points (raise Points to see all)"
     st.caption(note)
-    grid("", nbr_rows, [f"{names[r]} · {c:.3f}" for r, c in zip(nbr_rows, nbr_sims)], images, split, "nbr",
-         columns=5)
+    grid("", nbr_rows, [f"{c:.3f}" for c in nbr_sims], images, names, split, "nbr",
+         columns=4)
     if st.button("Clear", key="emb_clear", icon=":material/close:"):
         st.session_state.pop("emb_focus", None)
         st.rerun()
@@ -413,7 +435,7 @@ def worst_lists(s: dict, keep_rows: np.ndarray, names: list[str], images: data.I
     pick = st.segmented_control("Score", which, format_func=lambda w: WORST[w][0], key="emb_worst") or which[0]
     st.caption(f"{WORST[pick][0]}: {WORST[pick][1]}. Within the classes chosen above.")
     top = scores.worst(s[pick], WORST_N, keep_rows).tolist()
-    grid("", top, [f"{names[r]} · {s[pick][r]:.2f}" for r in top], images, split, f"worst-{pick}")
+    grid("", top, [f"{s[pick][r]:.2f}" for r in top], images, names, split, f"worst-{pick}")
 
 
 def downloads(run: RunDir, split: str, feature: str, method: str, dims: int, emb, rows: np.ndarray,

@@ -105,8 +105,7 @@ def deck(points: pd.DataFrame, *, marked: pd.DataFrame | None = None, focus: pd.
     if view is None:
         view = fit_view(points[cols].to_numpy())
     layers = [pdk.Layer("ScatterplotLayer", points, id="points", get_position=cols, get_fill_color="[r, g, b, 210]",
-                        get_radius=point_px, radius_units="'pixels'", pickable=True, auto_highlight=True,
-                        highlight_color=[0, 0, 0, 120],
+                        get_radius=point_px, radius_units="'pixels'", pickable=True,
                         transitions={"getPosition": transition_ms} if transition_ms else None)]
     for df, colour, px, width, lid in ((marked, [255, 140, 0, 255], point_px + 4, 2, "neighbours"),
                                        (focus, [0, 0, 0, 255], point_px + 8, 3, "query")):

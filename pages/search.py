@@ -7,8 +7,17 @@ import random
 import numpy as np
 import streamlit as st
 
-from pages.common import (checkpoint_key, load_embeddings, neighbour_index, routed, run_embeddings_file, run_images,
-                          run_with_checkpoint, to_hwc, user_errors)
+from pages.common import (
+    checkpoint_key,
+    load_embeddings,
+    neighbour_index,
+    routed,
+    run_embeddings_file,
+    run_images,
+    run_with_checkpoint,
+    to_hwc,
+    user_errors,
+)
 from simclr_core import data
 from simclr_core.embeddings import checkpoint_meta, extract, load_encoder
 from simclr_core.neighbours import READABLE, image_from_bytes

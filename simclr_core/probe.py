@@ -26,6 +26,7 @@ import torch
 
 from simclr_core.embeddings import extract, extract_both
 from simclr_core.health import health
+from simclr_core.models import Encoder
 from simclr_core.views import two_views
 
 __all__ = ["Probe", "choose", "drop_frames_after", "frame_epochs", "frame_path", "read_frames", "read_subset",
@@ -99,7 +100,7 @@ def read_subset(run_path: Path) -> Probe | None:
 
 
 @torch.no_grad()
-def record(encoder: torch.nn.Module, images: torch.Tensor, view_kwargs: dict, run_path: Path, epoch: int,
+def record(encoder: Encoder, images: torch.Tensor, view_kwargs: dict, run_path: Path, epoch: int,
            device: torch.device, batch_size: int = 512) -> dict[str, float | str]:
     """Embed the probe images after ``epoch``, write the frame, and return its health metrics.
 

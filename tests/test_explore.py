@@ -1,6 +1,7 @@
 """The explorer's products: a map's files, the probe's trajectory, and what a user can get wrong."""
 
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -10,7 +11,6 @@ from simclr_core.embeddings import Embeddings
 from simclr_core.errors import UserError
 from simclr_core.runs import RunDir
 from simclr_core.train import train
-
 from tests.conftest import tiny_config
 
 
@@ -51,7 +51,7 @@ def test_map_products(run, tmp_path):
 
 def test_a_damaged_graph_is_built_again(run):
     out = explore.map_products(map_spec(run))
-    open(out["graph"], "wb").write(b"junk")
+    Path(out["graph"]).write_bytes(b"junk")
     out2 = explore.map_products(map_spec(run))
     assert explore.load_graph(out2["graph"]).rows.shape == (360, explore.GRAPH_K)
 

@@ -32,7 +32,7 @@ def test_exact_search_is_brute_force_cosine():
     assert index.exact and sims.shape == rows.shape == (7, 5)
     assert np.array_equal(rows, brute(q, bank, 5))
     assert np.all(np.diff(sims, axis=1) <= 0) and np.all(np.abs(sims) <= 1 + 1e-6)
-    one_s, one_r = index.search(q[0], 5)  # a single (F,) query
+    _, one_r = index.search(q[0], 5)  # a single (F,) query
     assert np.array_equal(one_r[0], rows[0])
     assert np.array_equal(cosine_topk(q, bank, 5)[1], rows)
 
@@ -49,7 +49,7 @@ def test_k_is_clamped_and_mistakes_are_user_errors():
 def test_graph_leaves_each_row_out_and_matches_brute_force():
     rng = np.random.default_rng(2)
     x = rng.standard_normal((300, 8)).astype(np.float32)
-    sims, rows = NeighbourIndex(x).graph(6)
+    _, rows = NeighbourIndex(x).graph(6)
     assert rows.shape == (300, 6) and not (rows == np.arange(300)[:, None]).any()
     full = brute(x, x, 7)[:, 1:]  # brute force, itself first
     assert np.array_equal(rows, full)
@@ -70,7 +70,7 @@ def test_approximate_index_recall_at_10(clustered):
 
 def test_approximate_graph_drops_the_row_itself(clustered):
     x, _ = clustered
-    sims, rows = NeighbourIndex(x[:3000], exact_max=0).graph(10)
+    _, rows = NeighbourIndex(x[:3000], exact_max=0).graph(10)
     assert rows.shape == (3000, 10) and not (rows == np.arange(3000)[:, None]).any()
     exact = NeighbourIndex(x[:3000]).graph(10)[1]
     assert np.mean([len(set(a) & set(b)) / 10 for a, b in zip(rows, exact)]) >= 0.95

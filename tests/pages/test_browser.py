@@ -110,8 +110,12 @@ TOOLTIP_IMAGE = ("() => { const t = document.querySelector('.deck-tooltip');"
 
 def test_every_page_without_runs(server, page):
     url, _ = server
-    page.goto(url)
+    page.goto(f"{url}/train")  # a link to Train on a freshly started server: its own page, not "Page not found"
     settle(page, "No runs yet")
+    assert page.get_by_text("Page not found").count() == 0
+    page.goto(url)  # the root opens Train at its own address, so a reload stays there
+    settle(page, "No runs yet")
+    assert page.url.rstrip("/").endswith("/train") and page.get_by_text("Page not found").count() == 0
     check_page(page, "0-train-empty")
     for link, title in PAGES:
         page.get_by_role("link", name=link).click()
@@ -161,7 +165,7 @@ def point_under_pointer(page, done_js: str) -> tuple[float, float]:
 
 def test_explorer_hover_click_and_over_training(server, page):
     """Needs the run of the test above: hover shows the image, a click its neighbours, the slider moves epochs."""
-    url, home = server
+    url, _ = server
     page.goto(f"{url}/embeddings?run=browser-demo&view=map&projection=pca")  # a deep link
     settle(page, "Embeddings", DECK, timeout_ms=300_000)
     page.wait_for_timeout(1500)  # deck.gl draws after the element appears

@@ -7,7 +7,6 @@ import pytest
 
 from simclr_core import data, probe
 from simclr_core.explore import GRAPH_K
-
 from tests.pages.conftest import app, deck_specs, layer, plotly_specs
 
 PCA = dict(emb_method="pca")
@@ -19,7 +18,7 @@ def labels_of(run):
 
 
 def the_map(at) -> dict:
-    [(key, spec)] = [s for s in deck_specs(at) if s[0] == "emb_map"]
+    [spec] = [spec for key, spec in deck_specs(at) if key == "emb_map"]
     return spec
 
 
@@ -107,7 +106,7 @@ def test_the_100_highest_of_each_score_as_a_grid(finished_run):
             at.button_group(key="emb_worst").set_value(score).run()
         assert not at.exception
         cells = grid(at, f"worst-{score}-")
-        values = [float(c.split(" · ")[1]) for _, c in cells]
+        values = [float(c.split(" · ")[0]) for _, c in cells]
         assert len(cells) == 100 and values == sorted(values, reverse=True), score
 
 
@@ -117,14 +116,14 @@ def test_class_filter(finished_run):
     points = layer(the_map(at), "points")
     assert points and {p["label"] for p in points} == {"3"}
     cells = grid(at, "worst-")
-    assert cells and {c.split(" · ")[0] for _, c in cells} == {"3"}  # the grids follow the filter
+    assert cells and {c.split(" · ")[-1] for _, c in cells} == {"3"}  # the grids follow the filter
 
 
 def test_clicked_point_shows_and_marks_its_neighbours(finished_run):
     at = app("embeddings", **PCA, emb_k=7, emb_focus={"split": "test", "row": 5})
     assert not at.exception
     nbrs = grid(at, "nbr-")
-    sims = [float(c.split(" · ")[1]) for _, c in nbrs]
+    sims = [float(c.split(" · ")[0]) for _, c in nbrs]
     assert len(nbrs) == 7 and sims == sorted(sims, reverse=True) and 5 not in [r for r, _ in nbrs]
     spec = the_map(at)
     assert len(layer(spec, "neighbours")) == 7 and len(layer(spec, "query")) == 1
@@ -134,6 +133,15 @@ def test_clicked_point_shows_and_marks_its_neighbours(finished_run):
     next(b for b in at.button if b.key == f"nbr-{row}").click().run()
     assert at.session_state["emb_focus"] == {"split": "test", "row": row}
     assert any(m.value.startswith(f"**#{row} ·") for m in at.markdown)
+
+
+def test_3d_map(finished_run):
+    at = app("embeddings", **PCA, emb_dims=3, emb_focus={"split": "test", "row": 0})
+    assert not at.exception
+    spec = the_map(at)
+    assert spec["views"][0]["@@type"] == "OrbitView"
+    assert all(isinstance(p["z"], float) for p in layer(spec, "points")) and layer(spec, "neighbours")
+    assert at.toggle(key="emb_area").disabled  # the lasso is 2-D only
 
 
 def test_k_larger_than_the_split_is_clamped(finished_run):
@@ -187,6 +195,28 @@ def test_a_split_too_small_to_project_is_a_message(finished_run, tmp_path):
     assert not at.exception
     assert "at least 4 points" in at.error[0].value
     assert any(b.label == "Try again" for b in at.button)
+
+
+def test_an_empty_split_is_a_message(finished_run, tmp_path):
+    from PIL import Image
+
+    (tmp_path / "data" / "train" / "a").mkdir(parents=True)
+    (tmp_path / "data" / "test").mkdir()  # a split folder with no images in it
+    for i in range(8):
+        Image.new("RGB", (16, 16), (30 * i, 0, 0)).save(tmp_path / "data" / "train" / "a" / f"{i}.png")
+    cfg = json.loads(finished_run.config_path.read_text())
+    cfg["data"].update(dataset="folder", data_path=str(tmp_path / "data"), subset=None)
+    finished_run.config_path.write_text(json.dumps(cfg))
+    at = app("embeddings", **PCA, emb_split="test")
+    assert not at.exception
+    assert "no images found" in at.error[0].value
+    at.selectbox(key="emb_split").set_value("train").run()  # the other split still works
+    assert not at.exception and len(layer(the_map(at), "points")) == 8
+    [cell] = grid(at, "worst-label_error-")[:1]
+    button = next(b for b in at.button if b.key == f"worst-label_error-{cell[0]}")
+    file = button.help.split(": ")[0]  # the file's whole path, for a user to find it
+    assert file.startswith(str(tmp_path / "data" / "train" / "a")) and file.endswith(".png")
+    assert cell[1].endswith(" · a/" + file.rsplit("/", 1)[1])  # its class folder and name in the caption
 
 
 def test_deep_links_pick_the_run_view_and_settings(finished_run):
