@@ -20,7 +20,7 @@ from simclr_core.embeddings import Embeddings
 from simclr_core.errors import UserError
 from simclr_core.hardware import describe, resolve_device
 from simclr_core.neighbours import NeighbourIndex
-from simclr_core.runs import RunDir, list_runs
+from simclr_core.runs import RunDir, default_runs_dir, list_runs
 
 APP_DIR = Path(__file__).resolve().parents[1]
 # Streamlit serves <app dir>/static/ at app/static/ (server.enableStaticServing, .streamlit/config.toml);
@@ -46,7 +46,7 @@ def routed() -> None:
 
 def runs_dir() -> Path:
     """The folder of run folders: $SIMCLR_RUNS_DIR, else ./checkpoints."""
-    return Path(os.environ.get("SIMCLR_RUNS_DIR", "checkpoints"))
+    return default_runs_dir()
 
 # Material icons (rendered by Streamlit's markdown, no emoji font needed), for captions and headers.
 STATE_ICONS = {"running": ":material/play_circle:", "starting": ":material/hourglass_top:",

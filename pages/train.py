@@ -13,14 +13,14 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from pages.common import STATE_ICONS, current_run, routed, run_names, runs_dir
-from simclr_core import launch
+from simclr_core import exporters, launch
 from simclr_core.config import TrainConfig, ViewConfig, sections
 from simclr_core.data import DATASETS
 from simclr_core.errors import UserError
 from simclr_core.hardware import gpu_count
 from simclr_core.methods import METHODS
 from simclr_core.models import BACKBONES
-from simclr_core.presets import PRESETS, preset, suggest_run_name
+from simclr_core.presets import PRESETS, RECIPES, preset, suggest_run_name
 from simclr_core.runs import RunDir, summarize
 
 routed()
@@ -334,6 +334,24 @@ def live_view(run: RunDir, was_active: bool) -> None:
         st.code(log, language=None)
 
 
+def export_panel(run: RunDir, cfg: TrainConfig) -> None:
+    """Download buttons for the backbone of the newest checkpoint, in each of simclr-export's formats."""
+    if not run.backbone_path.is_file():
+        return
+    with st.expander("Export the backbone (safetensors, timm, ONNX, TorchScript)", icon=":material/download:"):
+        st.caption("The newest checkpoint's ResNet, as `simclr-export --run NAME --format F` writes it (also into "
+                   f"`{run.export_dir}`). ONNX and TorchScript take RGB in [0, 1] and normalise inside; "
+                   "safetensors and timm are the plain ResNet state dict (ImageNet mean / std in the metadata).")
+        cols = st.columns(len(exporters.FORMATS))
+        for col, fmt in zip(cols, exporters.FORMATS):
+            why = exporters.unavailable(fmt, cfg.model.backbone)
+            col.download_button(fmt, lambda fmt=fmt: exporters.export_backbone(run, fmt).read_bytes(),
+                                f"{run.name}{exporters.SUFFIX[fmt]}", "application/octet-stream", key=f"export-{fmt}",
+                                on_click="ignore", disabled=why is not None, icon=":material/download:",
+                                help=why or exporters.HOW_TO_LOAD[fmt].format(path=f"{run.name}{exporters.SUFFIX[fmt]}"),
+                                width="stretch")
+
+
 def show_run(run: RunDir) -> None:
     st.subheader(f"Run {run.name}")
     cfg = run_config(run)
@@ -341,6 +359,8 @@ def show_run(run: RunDir) -> None:
     if cfg is not None:
         controls(run, active, cfg)
     st.fragment(run_every=2 if active else None)(live_view)(run, active)
+    if cfg is not None:
+        export_panel(run, cfg)
 
 
 def run_list() -> None:
@@ -362,7 +382,10 @@ def run_list() -> None:
 def new_run_form() -> None:
     st.subheader("New run")
     st.selectbox("Preset", list(PRESETS), key="tf_preset", on_change=on_preset,
-                 help="fills in the form below; change any field before launching")
+                 help="fills in the form below; change any field before launching. The presets are the recipe "
+                      "zoo, configs/*.yaml, which `simclr-train --config` reads too")
+    chosen = RECIPES[st.session_state["tf_preset"]]
+    st.caption(f"**Expected:** {chosen.expected}. **Source:** {chosen.source}. Recipe file: `configs/{chosen.path.name}`")
     if st.session_state.get("train_views"):
         c1, c2 = st.columns([3, 1], vertical_alignment="center")
         c1.info("The view settings below come from the Augmentations page.", icon=":material/photo_library:")

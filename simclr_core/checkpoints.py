@@ -101,14 +101,16 @@ def set_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def export_backbone(backbone: nn.Module, arch: dict, path: str | Path) -> None:
-    """Save the trunk as a torchvision-ResNet state dict plus ``<name>.json`` describing it."""
+def save_backbone(backbone: nn.Module, arch: dict, path: str | Path, image_size: int | None = None) -> None:
+    """Save the trunk as a torchvision-ResNet state dict plus ``<name>.json`` describing it
+    (``image_size``: the side of the views it was trained on)."""
     path = Path(path)
     save_atomic({k: v.detach().cpu() for k, v in backbone.state_dict().items()}, path)
     meta = {
         "format": FORMAT,
         "backbone": arch["backbone"],
         "cifar_stem": arch["cifar_stem"],
+        "image_size": image_size,
         "input": "RGB float in [0, 1], normalised with mean/std below",
         "mean": IMAGENET_MEAN,
         "std": IMAGENET_STD,
@@ -122,7 +124,7 @@ def export_backbone(backbone: nn.Module, arch: dict, path: str | Path) -> None:
 
 
 def load_backbone(path: str | Path) -> nn.Module:
-    """Rebuild the ResNet trunk saved by :func:`export_backbone` (features out, no classifier)."""
+    """Rebuild the ResNet trunk saved by :func:`save_backbone` (features out, no classifier)."""
     path = Path(path)
     meta_path = path.with_suffix(".json")
     if not meta_path.is_file():

@@ -159,6 +159,8 @@ class RunConfig:
     probe_size: int = _f(2000, "images in the probe subset, from the kNN query split, stratified by class "
                                "(the training split when there are no labels)")
     log_every: int = _f(10, "append a metrics line every N steps")
+    tensorboard: bool = _f(True, "also write TensorBoard scalars into the run folder (tensorboard --logdir "
+                                 "checkpoints), when the tensorboard package is installed")
     num_threads: int | None = _f(None, "CPU threads for torch (default: torch's choice)")
     workers: int | None = _f(None, "processes that gather batches from the on-disk image cache when the "
                                    "images do not fit on the GPU (default: 4 then, else 0: none needed)")
@@ -184,9 +186,14 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "TrainConfig":
-        """Build from a nested dict; unknown keys are an error naming the known ones."""
+        """Build from a nested dict; unknown keys are an error naming the known ones.
+
+        A recipe's ``recipe`` block (title, expected result, source; :mod:`simclr_core.zoo`) is
+        metadata, not a setting, and is left out.
+        """
         if not isinstance(d, dict):
             raise UserError("a config file must hold a mapping of sections (data, views, model, method, optim, run)")
+        d = {k: v for k, v in d.items() if k != "recipe"}
         parts = {}
         for f in fields(cls):
             section = d.get(f.name) or {}

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from simclr_core import checkpoints, data
 from simclr_core.errors import UserError
 from simclr_core.hardware import resolve_device
-from simclr_core.models import Encoder, architecture, build_encoder
+from simclr_core.models import Backbone, Encoder, architecture, build_encoder
 from simclr_core.runs import RunDir
 
 FEATURES = ("h", "z")
@@ -24,16 +24,21 @@ Progress = Callable[[int, int], None]
 
 
 @torch.no_grad()
-def extract_both(encoder: Encoder, images: torch.Tensor, *, size: int | None = None,
+def extract_both(encoder: Encoder | Backbone, images: torch.Tensor, *, size: int | None = None,
                  device: torch.device | str = "cpu", batch_size: int = 512,
-                 progress: Progress | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+                 progress: Progress | None = None, project: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
     """Backbone (h) and projection (z) embeddings of images, from one backbone pass, encoder in eval mode.
 
+    The one function that embeds images: training's kNN monitor and probe, evaluation, the app and the
+    Python API all call it (or :func:`extract`).
+
     Args:
-        encoder: the trained (or random) encoder; left in the mode it was in.
+        encoder: the trained (or random) encoder, or a :class:`~simclr_core.models.Backbone` (h only);
+            left in the mode it was in.
         images: (N, 3, H, W) uint8, or float in [0, 1] (views), on any device.
         size: resize to this side first (the views' crop size) when it differs from H.
         progress: called with (done, total) after every batch.
+        project: also compute z (the encoder's head); when False, z is empty.
 
     Returns:
         (h (N, F), z (N, D)), float32 on the CPU.
@@ -48,23 +53,25 @@ def extract_both(encoder: Encoder, images: torch.Tensor, *, size: int | None = N
         if size and size != x.shape[-1]:
             x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
         h = encoder.features(x)
-        hs.append(h.float().cpu())
-        zs.append(encoder.head(h).float().cpu())  # the head is a small MLP: z costs next to nothing
+        hs.append(h.float().cpu())  # a device-to-host copy per batch: the one sync point of the loop
+        if project:
+            zs.append(encoder.head(h).float().cpu())  # the head is a small MLP: z costs next to nothing
         if progress:
             progress(min(n, start + batch_size), n)
     encoder.train(was_training)
     empty = torch.empty(0)
-    return (torch.cat(hs), torch.cat(zs)) if hs else (empty, empty)
+    return (torch.cat(hs) if hs else empty), (torch.cat(zs) if zs else empty)
 
 
-def extract(encoder: Encoder, images: torch.Tensor, *, feature: str = "h", size: int | None = None,
+def extract(encoder: Encoder | Backbone, images: torch.Tensor, *, feature: str = "h", size: int | None = None,
             device: torch.device | str = "cpu", batch_size: int = 512,
             progress: Progress | None = None) -> torch.Tensor:
     """One feature of :func:`extract_both`: "h" (backbone, used for kNN / probe) or "z" (projection, where
     the loss lives); (N, F) float32 on the CPU."""
     if feature not in FEATURES:
         raise UserError(f"unknown feature {feature!r}: use h (backbone) or z (projection)")
-    h, z = extract_both(encoder, images, size=size, device=device, batch_size=batch_size, progress=progress)
+    h, z = extract_both(encoder, images, size=size, device=device, batch_size=batch_size, progress=progress,
+                        project=feature == "z")
     return h if feature == "h" else z
 
 

@@ -123,6 +123,30 @@ class Encoder(nn.Module):
         return self.head(self.features(x))
 
 
+class Backbone(nn.Module):
+    """What leaves a run: normalise -> ResNet trunk, images in [0, 1] to the representation h.
+
+    The Python API's :func:`simclr_core.api.load_backbone` returns one, and the ONNX and TorchScript
+    exports are one, so a deployment feeds plain [0, 1] RGB and needs no mean / std of its own.
+    ``trunk`` alone is the torchvision ResNet (normalised input) that backbone.pt, safetensors and
+    timm hold.
+    """
+
+    def __init__(self, trunk: nn.Module, feature_dim: int, meta: dict | None = None):
+        super().__init__()
+        self.normalize = Normalize()
+        self.trunk = trunk
+        self.feature_dim = feature_dim
+        self.meta = dict(meta or {})  # backbone, cifar_stem, image_size, run, epoch, ...
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, 3, H, W) images in [0, 1] -> (B, F) representation h."""
+        return self.trunk(self.normalize(x))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.features(x)
+
+
 def architecture(model_cfg, image_side: int) -> dict:
     """The facts that decide whether a state dict fits a model, with defaults resolved.
 

@@ -55,6 +55,7 @@ class RunDir:
     log_path = property(lambda self: self.path / "train.log")
     stop_path = property(lambda self: self.path / "STOP")
     embeddings_dir = property(lambda self: self.path / "embeddings")
+    export_dir = property(lambda self: self.path / "export")  # simclr-export's files
 
     def config(self) -> TrainConfig:
         """The run's saved configuration."""
@@ -157,6 +158,21 @@ def open_run(runs_dir: str | Path, name: str) -> RunDir:
         hint = f"runs in {runs_dir}: {', '.join(known)}" if known else f"{runs_dir} holds no runs yet"
         raise UserError(f"no run named '{name}' ({hint})")
     return RunDir(path)
+
+
+def default_runs_dir() -> Path:
+    """The folder of run folders when none is named: ``$SIMCLR_RUNS_DIR``, else ``./checkpoints``."""
+    return Path(os.environ.get("SIMCLR_RUNS_DIR", "checkpoints"))
+
+
+def resolve_run(source: str | Path | RunDir) -> RunDir:
+    """A run from a :class:`RunDir`, its folder, or its name under :func:`default_runs_dir`."""
+    if isinstance(source, RunDir):
+        return source
+    path = Path(source)
+    if path.is_dir():
+        return RunDir(path)
+    return open_run(default_runs_dir(), str(source))
 
 
 @dataclass

@@ -25,7 +25,7 @@ import torch
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
-from simclr_core import checkpoints, data, distributed, probe
+from simclr_core import checkpoints, data, distributed, probe, tboard
 from simclr_core.cli import Parser, add_config_args, config_from_args, run_cli
 from simclr_core.config import TrainConfig
 from simclr_core.embeddings import extract
@@ -40,7 +40,7 @@ from simclr_core.views import two_views
 
 # Flags that may change when resuming: they do not change what the run computes.
 RESUMABLE = {"epochs", "device", "knn_every", "knn_k", "knn_max_bank", "log_every", "num_threads", "compile",
-             "workers", "runs_dir", "probe"}
+             "workers", "runs_dir", "probe", "tensorboard"}
 
 
 @dataclass
@@ -71,6 +71,7 @@ class Session:
     compiled: Any = None  # torch.compile(method) when --compile; shares the method's parameters
     compile_ok: bool = False  # the compiled model has run once
     log_file: Any = None
+    scalars: tboard.Scalars | None = None  # the TensorBoard mirror of metrics.jsonl (rank 0)
     window: list = field(default_factory=list)  # loss tensors since the last log line
     window_start: float = 0.0
     epoch_losses: list = field(default_factory=list)  # loss tensors of the current epoch (kept across a resume)
@@ -81,6 +82,12 @@ class Session:
     @property
     def total_steps(self) -> int:
         return self.cfg.optim.epochs * self.steps_per_epoch
+
+    def record(self, line: dict[str, Any]) -> None:
+        """Append a metrics line (rank 0): metrics.jsonl, and its TensorBoard mirror."""
+        self.run.append_metrics(line)
+        if self.scalars is not None:
+            self.scalars.write(line)
 
     def log(self, msg: str) -> None:
         """A line on stdout and in ``train.log`` (which the app tails); rank 0 only."""
@@ -227,8 +234,7 @@ def log_step(s: Session, epoch: int, bar: tqdm) -> None:
                         f"checkpoint (epoch {s.epoch}); lower --lr or raise --temperature, then resume")
     if not distributed.is_main():
         return
-    s.run.append_metrics({"epoch": epoch + 1, "step": s.step, "loss": loss, "lr": s.lr, "images_per_s": ips,
-                          "time": time.time()})
+    s.record({"epoch": epoch + 1, "step": s.step, "loss": loss, "lr": s.lr, "images_per_s": ips, "time": time.time()})
     s.run.write_status("running", epoch=epoch, step=s.step, total_steps=s.total_steps, images_per_s=ips)
     bar.set_postfix(loss=f"{loss:.4f}", lr=f"{s.lr:.3g}", img_s=f"{ips:.0f}")
 
@@ -257,7 +263,7 @@ def end_epoch(s: Session) -> None:
                                            s.device))
             s.method.train()
     if distributed.is_main():
-        s.run.append_metrics(record)
+        s.record(record)
     msg = f"epoch {s.epoch}/{s.cfg.optim.epochs} loss {loss:.4f} ({seconds:.1f} s)"
     if "knn_top1" in record:
         msg += f" kNN top-1 {record['knn_top1']:.2f}%"
@@ -306,7 +312,7 @@ def save_checkpoint(s: Session) -> None:
         "rng": checkpoints.rng_state(),
     }
     checkpoints.save_atomic(state, s.run.last_ckpt)
-    checkpoints.export_backbone(s.method.encoder.backbone, s.arch, s.run.backbone_path)
+    checkpoints.save_backbone(s.method.encoder.backbone, s.arch, s.run.backbone_path, s.view_kwargs["size"])
 
 
 def prepare(cfg: TrainConfig, run: RunDir, resume: bool) -> Session:
@@ -477,6 +483,7 @@ def train(cfg: TrainConfig, resume: bool = False) -> RunDir:
                 cfg.save(run.config_path)
                 run.truncate_metrics(s.step)
                 probe.drop_frames_after(run.path, s.epoch)
+                s.scalars = tboard.Scalars(run.path, s.step, enabled=cfg.run.tensorboard)
             world = distributed.world_size()
             s.log(f"{'resuming' if s.step else 'starting'} {cfg.model.method} run {run.name} at epoch {s.epoch}, "
                   f"step {s.step} of {s.total_steps} on {describe(s.device)}"
@@ -488,7 +495,11 @@ def train(cfg: TrainConfig, resume: bool = False) -> RunDir:
             status("running", epoch=s.epoch, step=s.step, total_steps=s.total_steps,
                    device=describe(s.device) + (f" x {world}" if world > 1 else ""))
             with stop_on_signals(s):
-                outcome = fit(s)
+                try:
+                    outcome = fit(s)
+                finally:
+                    if s.scalars is not None:
+                        s.scalars.close()
         except UserError as e:
             status("failed", str(e))
             raise

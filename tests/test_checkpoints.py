@@ -64,7 +64,7 @@ def test_rng_state_round_trip_through_weights_only_file(tmp_path):
 
 def test_backbone_export_round_trip(tmp_path):
     net, _ = build_backbone("resnet_mini", cifar_stem=True)
-    checkpoints.export_backbone(net, {"backbone": "resnet_mini", "cifar_stem": True}, tmp_path / "backbone.pt")
+    checkpoints.save_backbone(net, {"backbone": "resnet_mini", "cifar_stem": True}, tmp_path / "backbone.pt")
     back = checkpoints.load_backbone(tmp_path / "backbone.pt")
     x = torch.rand(2, 3, 16, 16)
     assert torch.equal(net.eval()(x), back.eval()(x))

@@ -283,3 +283,13 @@ def test_stop_ends_a_long_run_cleanly(tmp_path):
     st = run.status()
     assert st["state"] == "stopped", (st, launch.console_tail(run))
     assert run.last_ckpt.exists() and not run.stop_requested()
+
+
+def test_a_run_with_a_checkpoint_offers_its_backbone_in_every_export_format(finished_run):
+    at = app("train")
+    assert not at.exception
+    buttons = {b.proto.label: b.proto for b in at.get("download_button")}
+    assert list(buttons) == ["safetensors", "timm", "onnx", "torchscript"]
+    assert buttons["timm"].disabled and "timm has no resnet_mini" in buttons["timm"].help
+    assert not buttons["safetensors"].disabled and not buttons["onnx"].disabled
+    assert "onnxruntime.InferenceSession" in buttons["onnx"].help

@@ -1,0 +1,318 @@
+"""A run's trained backbone in the formats other tools read: ``simclr-export --run NAME --format F``.
+
+- ``safetensors``: the torchvision ResNet trunk's state dict (normalised input, no classifier) with its
+  metadata in the header: architecture, stem, normalisation, feature width and the run's config.
+  :func:`load_backbone` reads it back (and backbone.pt, and a run folder).
+- ``timm``: a state dict ``timm.create_model(name, num_classes=0)`` loads strictly; for the CIFAR stem
+  :func:`timm_model` swaps timm's stem for the 3x3 one first (README: "Export").
+- ``onnx``: :class:`~simclr_core.models.Backbone` (normalisation inside: feed RGB in [0, 1]) with a
+  dynamic batch, height and width; checked against PyTorch with onnxruntime as it is written.
+- ``torchscript``: the same module, traced.
+
+Every file is written to a temporary name and renamed into place, so a failure leaves no half file.
+timm, onnx and onnxruntime are the ``export`` extra (``pip install simclr-studio[export]``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from simclr_core import checkpoints
+from simclr_core.cli import Parser, run_cli
+from simclr_core.errors import UserError
+from simclr_core.models import IMAGENET_MEAN, IMAGENET_STD, Backbone, build_backbone
+from simclr_core.runs import RunDir, default_runs_dir, open_run, resolve_run
+
+__all__ = ["FORMATS", "export_backbone", "load_backbone", "onnx_check", "timm_model", "unavailable"]
+
+SUFFIX = {"safetensors": ".safetensors", "timm": ".timm.pth", "onnx": ".onnx", "torchscript": ".torchscript.pt"}
+FORMATS = tuple(SUFFIX)
+TIMM_NAMES = ("resnet18", "resnet34", "resnet50")  # timm's names for the torchvision ResNets we train
+ONNX_TOLERANCE = 1e-4  # max |onnxruntime - PyTorch| on random inputs
+EXTRA = "pip install 'simclr-studio[export]' (or: pip install -r requirements-export.txt)"
+
+
+def _need(module: str, fmt: str, install: str = EXTRA) -> Any:
+    """Import an optional package (of the export extra by default), or say how to install it."""
+    try:
+        return __import__(module)
+    except ImportError:
+        raise UserError(f"the {fmt} format needs the package '{module}': {install}") from None
+
+
+# ---- reading -------------------------------------------------------------------------------------------
+
+def _run_backbone(run: RunDir) -> tuple[nn.Module, dict[str, Any]]:
+    """The trunk of the run's newest checkpoint (backbone.pt, written every epoch) and its metadata."""
+    if not run.backbone_path.is_file():
+        raise UserError(f"run '{run.name}' has no checkpoint yet: train it for an epoch first")
+    trunk, meta = _from_backbone_pt(run.backbone_path)
+    cfg = run.config()
+    meta.update(run=run.name, config=cfg.to_dict(), epoch=run.status().get("epoch"))
+    meta.setdefault("image_size", cfg.views.crop_size or cfg.data.image_size)  # backbone.json of older runs lacks it
+    return trunk, meta
+
+
+def _from_safetensors(path: Path) -> tuple[nn.Module, dict[str, Any]]:
+    _need("safetensors", "safetensors", "pip install safetensors")
+    from safetensors import safe_open
+    from safetensors.torch import load_file
+
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            header = f.metadata() or {}
+        state = load_file(str(path))
+    except Exception as e:  # noqa: BLE001 - safetensors raises its own error types for a damaged header
+        raise UserError(f"{path} is not a readable safetensors file ({str(e).splitlines()[0]})") from None
+    if "backbone" not in header:
+        raise UserError(f"{path} has no SimCLR Studio metadata (backbone, cifar_stem): export it with simclr-export")
+    meta = {k: json.loads(v) for k, v in header.items()}
+    trunk, _ = build_backbone(meta["backbone"], bool(meta["cifar_stem"]))
+    checkpoints.load_state(trunk, state, path)
+    return trunk, meta
+
+
+def _from_backbone_pt(path: Path) -> tuple[nn.Module, dict[str, Any]]:
+    trunk = checkpoints.load_backbone(path)  # needs, and checks, the backbone.json beside it
+    return trunk, json.loads(path.with_suffix(".json").read_text())
+
+
+def load_backbone(source: str | Path | RunDir, device: str | torch.device = "cpu") -> Backbone:
+    """A trained backbone, images in [0, 1] -> features h, in eval mode.
+
+    Args:
+        source: a run (:class:`RunDir`, its folder, or its name under ``./checkpoints`` /
+            ``$SIMCLR_RUNS_DIR``), a ``.safetensors`` file written by :func:`export_backbone`, or a
+            ``backbone.pt`` with its ``backbone.json``.
+    """
+    path = Path(source) if not isinstance(source, RunDir) else None
+    if path is not None and path.is_file():
+        trunk, meta = _from_safetensors(path) if path.suffix == ".safetensors" else _from_backbone_pt(path)
+    else:
+        trunk, meta = _run_backbone(resolve_run(source))
+    with torch.no_grad():  # the feature width, from one tiny forward pass
+        dim = int(trunk.eval()(torch.zeros(1, 3, 32, 32)).shape[1])
+    return Backbone(trunk, dim, meta).to(device).eval()
+
+
+# ---- writing -------------------------------------------------------------------------------------------
+
+def _write_atomic(path: Path, write: Callable[[Path], None]) -> None:
+    """Call ``write(temp)`` beside ``path``, then rename; a failure removes the temp file and names the fix."""
+    if not path.parent.is_dir():
+        raise UserError(f"the folder {path.parent} does not exist: create it or choose another --out")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except PermissionError:
+        raise UserError(f"cannot write {path}: permission denied; choose another --out") from None
+    except OSError as e:
+        raise UserError(f"cannot write {path}: {e.strerror or e}; free some space or choose another --out") from None
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _header(meta: dict[str, Any]) -> dict[str, str]:
+    """safetensors metadata: string values, JSON-encoded."""
+    keep = {k: meta.get(k) for k in ("backbone", "cifar_stem", "image_size", "run", "epoch", "config")}
+    keep.update(format=checkpoints.FORMAT, mean=list(IMAGENET_MEAN), std=list(IMAGENET_STD),
+                input="RGB float in [0, 1], normalised with mean / std (torchvision convention)")
+    return {k: json.dumps(v) for k, v in keep.items()}
+
+
+def _safetensors(trunk: nn.Module, meta: dict[str, Any], path: Path) -> None:
+    _need("safetensors", "safetensors", "pip install safetensors")
+    from safetensors.torch import save_file
+
+    state = {k: v.detach().cpu().contiguous() for k, v in trunk.state_dict().items()}
+    _write_atomic(path, lambda tmp: save_file(state, str(tmp), metadata=_header(meta)))
+
+
+def _timm(trunk: nn.Module, meta: dict[str, Any], path: Path) -> None:
+    if meta["backbone"] not in TIMM_NAMES:
+        raise UserError(f"timm has no {meta['backbone']}; export it as safetensors, onnx or torchscript "
+                        f"(timm holds {', '.join(TIMM_NAMES)})")
+    _need("timm", "timm")
+    state = {k: v.detach().cpu() for k, v in trunk.state_dict().items()}  # timm's ResNet keys are torchvision's
+
+    def write(tmp: Path) -> None:
+        torch.save(state, tmp)
+        x = _example(meta)  # checked as it is written: timm's model loads it strictly and computes the same
+        with torch.no_grad():
+            diff = float((timm_model(tmp)(x) - trunk(x)).abs().max())
+        if diff > 1e-4:
+            raise UserError(f"timm's {meta['backbone']} computes other features from this state dict "
+                            f"(max difference {diff:.2e}); not written")
+
+    _write_atomic(path, write)
+
+
+def _example(meta: dict[str, Any]) -> torch.Tensor:
+    side = int(meta.get("image_size") or (32 if meta.get("cifar_stem") else 64))
+    return torch.rand(2, 3, side, side, generator=torch.Generator().manual_seed(0))
+
+
+def _onnx(trunk: nn.Module, meta: dict[str, Any], path: Path) -> None:
+    _need("onnx", "onnx")
+    model = Backbone(trunk, 0).eval()
+    kwargs: dict[str, Any] = {}
+    if "dynamo" in torch.onnx.export.__code__.co_varnames:  # torch >= 2.5: the TorchScript-based exporter,
+        kwargs["dynamo"] = False  # which needs no onnxscript and handles dynamic axes of a ResNet exactly
+
+    def write(tmp: Path) -> None:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the legacy exporter's deprecation notice
+            torch.onnx.export(model, (_example(meta),), str(tmp), input_names=["images"], output_names=["features"],
+                              dynamic_axes={"images": {0: "batch", 2: "height", 3: "width"}, "features": {0: "batch"}},
+                              opset_version=17, **kwargs)
+        import onnx
+
+        proto = onnx.load(str(tmp))
+        onnx.helper.set_model_props(proto, {**_header(meta), "input": json.dumps(
+            "float32 RGB in [0, 1], (N, 3, H, W); the normalisation is inside")})
+        onnx.save(proto, str(tmp))
+        diff = onnx_check(tmp, model)
+        if diff > ONNX_TOLERANCE:
+            raise UserError(f"the ONNX export differs from PyTorch by {diff:.2e} (> {ONNX_TOLERANCE}); not written")
+
+    _write_atomic(path, write)
+
+
+def onnx_check(path: str | Path, model: nn.Module, batch: int = 5) -> float:
+    """Max |onnxruntime - PyTorch| over a random batch of ``batch`` images (another batch size than the
+    export's, so the dynamic axis is checked too)."""
+    ort = _need("onnxruntime", "onnx")
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    shape = session.get_inputs()[0].shape
+    side = 40 if not isinstance(shape[2], int) else shape[2]
+    x = torch.rand(batch, 3, side, side, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        ref = model.eval()(x).numpy()
+    got = session.run(None, {"images": x.numpy()})[0]
+    return float(abs(got - ref).max())
+
+
+def _torchscript(trunk: nn.Module, meta: dict[str, Any], path: Path) -> None:
+    model = Backbone(trunk, 0).eval()
+    extra = {"simclr_studio.json": json.dumps({k: json.loads(v) for k, v in _header(meta).items()})}
+
+    def write(tmp: Path) -> None:
+        with warnings.catch_warnings(), torch.no_grad():
+            warnings.simplefilter("ignore")  # TorchScript's deprecation notice
+            traced = torch.jit.trace(model, _example(meta))
+            torch.jit.save(traced, str(tmp), _extra_files=extra)
+
+    _write_atomic(path, write)
+
+
+WRITERS: dict[str, Callable[[nn.Module, dict[str, Any], Path], None]] = {
+    "safetensors": _safetensors, "timm": _timm, "onnx": _onnx, "torchscript": _torchscript}
+
+
+def export_backbone(run: RunDir | str | Path, fmt: str, out: str | Path | None = None) -> Path:
+    """Write the run's backbone in ``fmt`` (one of :data:`FORMATS`); returns the file.
+
+    Args:
+        run: a :class:`RunDir`, a run folder or a run's name.
+        out: the file to write (default: ``<run>/export/<run name><suffix>``).
+    """
+    if fmt not in WRITERS:
+        raise UserError(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
+    run = resolve_run(run)
+    trunk, meta = _run_backbone(run)
+    if out is None:
+        run.export_dir.mkdir(exist_ok=True)
+        path = run.export_dir / f"{run.name}{SUFFIX[fmt]}"
+    else:
+        path = Path(out)
+    WRITERS[fmt](trunk.eval(), meta, path)
+    return path
+
+
+NEEDS = {"safetensors": ("safetensors",), "timm": ("timm",), "onnx": ("onnx", "onnxruntime"), "torchscript": ()}
+
+
+def unavailable(fmt: str, backbone: str) -> str | None:
+    """Why ``fmt`` cannot be written for a ``backbone`` here (a package missing, timm lacking the model), or None."""
+    from importlib.util import find_spec
+
+    missing = [m for m in NEEDS[fmt] if find_spec(m) is None]
+    if missing:
+        return f"needs {', '.join(missing)}: {EXTRA if fmt != 'safetensors' else 'pip install safetensors'}"
+    if fmt == "timm" and backbone not in TIMM_NAMES:
+        return f"timm has no {backbone}"
+    return None
+
+
+def timm_model(path: str | Path) -> nn.Module:
+    """The timm ResNet of a ``timm`` export, features out (``num_classes=0``), weights loaded strictly.
+
+    ImageNet stem: exactly ``timm.create_model(name, num_classes=0, checkpoint_path=path)``. CIFAR stem
+    (3x3 first conv, no max-pool): timm has no such ResNet, so the model is created and then given the
+    stem before the weights load; the state dict tells which stem it holds.
+    """
+    timm = _need("timm", "timm")
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    blocks = len({k.split(".")[1] for k in state if k.startswith("layer1.")})
+    name = {(2, False): "resnet18", (3, False): "resnet34", (3, True): "resnet50"}.get(
+        (blocks, "layer1.0.conv3.weight" in state))
+    if name is None:
+        raise UserError(f"{path} is not a ResNet-18/34/50 state dict")
+    model = timm.create_model(name, num_classes=0, pretrained=False)
+    if state["conv1.weight"].shape[-1] == 3:  # the CIFAR stem
+        model.conv1 = nn.Conv2d(3, state["conv1.weight"].shape[0], 3, 1, 1, bias=False)
+        model.maxpool = nn.Identity()
+    model.load_state_dict(state, strict=True)
+    return model.eval()
+
+
+# ---- CLI -----------------------------------------------------------------------------------------------
+
+def build_parser() -> argparse.ArgumentParser:
+    p = Parser(prog="simclr-export", description="Export a run's trained backbone as safetensors, a timm state "
+                                                 "dict, ONNX or TorchScript.")
+    p.add_argument("--run", required=True, help="run name (a folder under --runs-dir)")
+    p.add_argument("--runs-dir", default=str(default_runs_dir()),
+                   help="folder of runs [default: $SIMCLR_RUNS_DIR or checkpoints]")
+    p.add_argument("--format", required=True, choices=FORMATS, dest="fmt",
+                   help="safetensors (weights + metadata), timm (timm state dict), onnx (onnxruntime, normalisation "
+                        "inside), torchscript (traced, normalisation inside)")
+    p.add_argument("--out", help="output file [default: <run>/export/<run><suffix>]")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    def go() -> int:
+        args = build_parser().parse_args(argv)
+        run = open_run(args.runs_dir, args.run)
+        path = export_backbone(run, args.fmt, args.out)
+        print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB)")
+        print(HOW_TO_LOAD[args.fmt].format(path=path))
+        return 0
+
+    return run_cli(go)
+
+
+HOW_TO_LOAD = {
+    "safetensors": "load: simclr_core.load_backbone('{path}')  (or safetensors.torch.load_file: a torchvision "
+                   "ResNet state dict, fc removed; the header holds the architecture)",
+    "timm": "load: simclr_core.exporters.timm_model('{path}')  (ImageNet stem: timm.create_model(name, "
+            "num_classes=0, checkpoint_path='{path}'))",
+    "onnx": "load: onnxruntime.InferenceSession('{path}'); input 'images' float32 RGB in [0, 1], (N, 3, H, W)",
+    "torchscript": "load: torch.jit.load('{path}'); input float32 RGB in [0, 1], (N, 3, H, W)",
+}
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,176 @@
+"""simclr-export: each format written atomically and read back to the same features; bad input is one line."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+import pytest
+import torch
+
+from simclr_core import checkpoints, exporters
+from simclr_core.config import DataConfig, ModelConfig, TrainConfig
+from simclr_core.errors import UserError
+from simclr_core.models import Backbone, build_backbone
+from simclr_core.runs import RunDir
+
+
+def fake_run(tmp_path, backbone="resnet18", cifar_stem=True, name="exp") -> tuple[RunDir, torch.nn.Module]:
+    """A run folder as training leaves it (config.json, backbone.pt + .json), with random trunk weights."""
+    run = RunDir(tmp_path / "runs" / name)
+    run.path.mkdir(parents=True)
+    TrainConfig(data=DataConfig(dataset="digits"), model=ModelConfig(backbone=backbone, cifar_stem=cifar_stem)).save(
+        run.config_path)
+    torch.manual_seed(0)
+    trunk, _ = build_backbone(backbone, cifar_stem)
+    for m in trunk.modules():  # non-trivial BN statistics, so a lost buffer shows
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.1, 0.1)
+            m.running_var.uniform_(0.5, 1.5)
+    checkpoints.save_backbone(trunk, {"backbone": backbone, "cifar_stem": cifar_stem}, run.backbone_path, 32)
+    return run, trunk.eval()
+
+
+def images(n=3, side=32):
+    return torch.rand(n, 3, side, side, generator=torch.Generator().manual_seed(7))
+
+
+def reference(trunk, x):
+    with torch.no_grad():
+        return Backbone(trunk, 0).eval()(x)
+
+
+def test_safetensors_round_trip_with_metadata(tmp_path):
+    run, trunk = fake_run(tmp_path)
+    path = exporters.export_backbone(run, "safetensors")
+    assert path == run.export_dir / "exp.safetensors"
+    back = exporters.load_backbone(path)
+    x = images()
+    assert torch.equal(back(x), reference(trunk, x))
+    assert back.meta["backbone"] == "resnet18" and back.meta["cifar_stem"] is True and back.meta["image_size"] == 32
+    assert back.meta["config"]["model"]["backbone"] == "resnet18" and back.feature_dim == 512
+    assert back.meta["mean"] == [0.485, 0.456, 0.406]
+    assert not list(run.export_dir.glob(".*tmp"))
+
+
+@pytest.mark.parametrize("cifar_stem", [False, True], ids=["imagenet-stem", "cifar-stem"])
+def test_timm_loads_the_state_dict_strictly(tmp_path, cifar_stem):
+    import timm
+
+    run, trunk = fake_run(tmp_path, cifar_stem=cifar_stem)
+    path = exporters.export_backbone(run, "timm")
+    x = images(side=64)
+    normalised = (x - torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)) / torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
+    if not cifar_stem:  # exactly the README's line
+        model = timm.create_model("resnet18", num_classes=0)
+        model.load_state_dict(torch.load(path, weights_only=True), strict=True)
+        model.eval()
+    else:
+        model = exporters.timm_model(path)
+        assert isinstance(model.maxpool, torch.nn.Identity) and model.conv1.kernel_size == (3, 3)
+    with torch.no_grad():
+        assert torch.allclose(model(normalised), trunk(normalised), atol=1e-5)
+    assert type(exporters.timm_model(path)).__module__.startswith("timm")
+
+
+def test_onnx_matches_pytorch_at_another_batch_size_and_image_side(tmp_path):
+    import onnx
+    import onnxruntime as ort
+
+    run, trunk = fake_run(tmp_path)
+    path = exporters.export_backbone(run, "onnx")
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    for n, side in ((1, 32), (7, 48)):  # the batch, height and width axes are dynamic
+        x = images(n, side)
+        got = session.run(None, {"images": x.numpy()})[0]
+        assert got.shape == (n, 512) and np.abs(got - reference(trunk, x).numpy()).max() < 1e-4
+    props = {p.key: json.loads(p.value) for p in onnx.load(str(path)).metadata_props}
+    assert props["backbone"] == "resnet18" and "normalisation is inside" in props["input"]
+
+
+def test_torchscript_round_trip(tmp_path):
+    run, trunk = fake_run(tmp_path, backbone="resnet_mini", cifar_stem=False)
+    path = exporters.export_backbone(run, "torchscript", tmp_path / "mini.pt")
+    extra = {"simclr_studio.json": ""}
+    loaded = torch.jit.load(str(path), _extra_files=extra)
+    x = images(4, 40)
+    assert torch.allclose(loaded(x), reference(trunk, x), atol=1e-6)
+    assert json.loads(extra["simclr_studio.json"])["backbone"] == "resnet_mini"
+
+
+def test_load_backbone_from_a_run_its_name_or_backbone_pt(tmp_path, monkeypatch):
+    run, trunk = fake_run(tmp_path)
+    x = images()
+    monkeypatch.setenv("SIMCLR_RUNS_DIR", str(tmp_path / "runs"))
+    for source in (run, run.path, "exp", run.backbone_path):
+        assert torch.equal(exporters.load_backbone(source)(x), reference(trunk, x))
+
+
+# ---- bad input: one line, exit 2, no file left --------------------------------------------------------------
+
+def cli(capsys, tmp_path, *args):
+    rc = exporters.main(["--runs-dir", str(tmp_path / "runs"), *args])
+    out, err = capsys.readouterr()
+    return rc, err
+
+
+def test_a_run_without_a_checkpoint(tmp_path, capsys):
+    run, _ = fake_run(tmp_path)
+    run.backbone_path.unlink()
+    rc, err = cli(capsys, tmp_path, "--run", "exp", "--format", "onnx")
+    assert rc == 2 and err.strip() == "error: run 'exp' has no checkpoint yet: train it for an epoch first"
+
+
+def test_an_unknown_format(tmp_path, capsys):
+    fake_run(tmp_path)
+    with pytest.raises(SystemExit) as e:
+        cli(capsys, tmp_path, "--run", "exp", "--format", "tflite")
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and err.count("\n") == 1 and "invalid choice: 'tflite'" in err
+
+
+@pytest.mark.parametrize("fmt, package", [("timm", "timm"), ("onnx", "onnx")])
+def test_a_missing_extra_names_it(tmp_path, capsys, monkeypatch, fmt, package):
+    fake_run(tmp_path)
+    monkeypatch.setitem(__import__("sys").modules, package, None)  # as if not installed
+    rc, err = cli(capsys, tmp_path, "--run", "exp", "--format", fmt)
+    assert rc == 2 and err.count("\n") == 1
+    assert f"needs the package '{package}'" in err and "simclr-studio[export]" in err
+    assert exporters.unavailable(fmt, "resnet18") is None or package in exporters.unavailable(fmt, "resnet18")
+
+
+def test_an_output_folder_that_does_not_exist(tmp_path, capsys):
+    fake_run(tmp_path)
+    rc, err = cli(capsys, tmp_path, "--run", "exp", "--format", "safetensors", "--out", str(tmp_path / "no" / "x.st"))
+    assert rc == 2 and f"the folder {tmp_path / 'no'} does not exist" in err
+    assert not (tmp_path / "no").exists()
+
+
+def test_an_unwritable_output_leaves_no_file(tmp_path, capsys, monkeypatch):
+    fake_run(tmp_path)
+    out = tmp_path / "out"
+    out.mkdir()
+
+    def denied(src, dst):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(os, "replace", denied)
+    rc, err = cli(capsys, tmp_path, "--run", "exp", "--format", "torchscript", "--out", str(out / "b.pt"))
+    assert rc == 2 and err.strip() == f"error: cannot write {out / 'b.pt'}: permission denied; choose another --out"
+    assert list(out.iterdir()) == []  # the temp file is gone too
+
+
+def test_an_output_that_is_a_folder(tmp_path, capsys):
+    fake_run(tmp_path)
+    (tmp_path / "taken").mkdir()
+    rc, err = cli(capsys, tmp_path, "--run", "exp", "--format", "safetensors", "--out", str(tmp_path / "taken"))
+    assert rc == 2 and err.startswith(f"error: cannot write {tmp_path / 'taken'}")
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+
+
+def test_timm_of_the_small_resnet_says_which_formats_fit(tmp_path):
+    run, _ = fake_run(tmp_path, backbone="resnet_mini", cifar_stem=False)
+    with pytest.raises(UserError, match="timm has no resnet_mini; export it as safetensors, onnx or torchscript"):
+        exporters.export_backbone(run, "timm")
+    assert exporters.unavailable("timm", "resnet_mini") == "timm has no resnet_mini"
