@@ -2,13 +2,16 @@
 
     python bench/methods.py                                        # CPU: resnet_mini, 5k images, 15 epochs
     python bench/methods.py --backbone resnet18 --subset 0 --epochs 100 --batch-size 512 --queue-size 4096  # GPU
+    python bench/methods.py --heads simclr                         # all three on SimCLR's head, as before
 
-Every method gets the same data, backbone, projection head, views (the paper's CIFAR setting:
-colour strength 0.5, no blur), optimiser (SGD, lr 0.06*B/256, cosine), batch, epochs and seed;
-each keeps its own defaults for what only it has (tau 0.5 SimCLR / 0.2 MoCo v2, MoCo's m = 0.99
-and queue, BYOL's m = 0.99 -> 1 cosine and predictor). kNN: k = 200, T = 0.1, cosine on
-backbone features, bank = the training images, query = the 10k test images, after every
-``--knn-every`` epochs; the random-init backbone's kNN is printed as the floor.
+Every method gets the same data, backbone, views (the paper's CIFAR setting: colour strength 0.5,
+no blur), optimiser (SGD, lr 0.06*B/256, cosine), batch, epochs and seed; each keeps its own
+defaults for what only it has: its paper's projection head (``simclr_core.heads``: SimCLR
+BN-everywhere -> 128, MoCo v2 no BN -> 128, BYOL 2x-wide hidden with BN -> 256, and BYOL's
+predictor), tau 0.5 SimCLR / 0.2 MoCo v2, MoCo's m = 0.99 and queue, BYOL's m = 0.99 -> 1 cosine.
+``--heads simclr`` gives all three SimCLR's head (what runs had before per-method heads). kNN:
+k = 200, T = 0.1, cosine on backbone features, bank = the training images, query = the 10k test
+images, after every ``--knn-every`` epochs; the random-init backbone's kNN is printed as the floor.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "bench"))
 
+from simclr_core import heads  # noqa: E402
 from simclr_core.config import (DataConfig, MethodConfig, ModelConfig, OptimConfig, RunConfig,  # noqa: E402
                                 TrainConfig, ViewConfig)
 from simclr_core.evaluate import evaluate_run  # noqa: E402
@@ -37,14 +41,21 @@ from train_cifar import DEFAULT_DATA, image_folder  # noqa: E402
 
 
 def config(args: argparse.Namespace, folder: Path, runs: Path, method: str) -> TrainConfig:
+    head = heads.default_head(method) if args.heads == "own" else "simclr"
+    spec = heads.SPECS[head]
+    # the head's output size and batch norm given outright, so the run is the same whatever the
+    # config's defaults are
+    model = ModelConfig(method=method, backbone=args.backbone, cifar_stem=args.backbone != "resnet_mini",
+                        proj_out_dim=spec.out_dim, proj_bn=spec.bn)
+    model.head = head
     return TrainConfig(
         data=DataConfig(dataset="folder", data_path=str(folder), data_dir=str(REPO / ".bench" / "data"),
                         subset=args.subset or None),
         views=ViewConfig(jitter_strength=0.5, blur_prob=0.0),
-        model=ModelConfig(method=method, backbone=args.backbone, cifar_stem=args.backbone != "resnet_mini"),
+        model=model,
         method=MethodConfig(queue_size=args.queue_size),
         optim=OptimConfig(epochs=args.epochs, batch_size=args.batch_size),
-        run=RunConfig(name=method, runs_dir=str(runs), device=args.device, seed=args.seed,
+        run=RunConfig(name=method, runs_dir=str(runs), device=args.device, seed=args.seed, num_threads=args.num_threads,
                       knn_every=args.knn_every, knn_max_bank=args.subset or None, log_every=50),
     )
 
@@ -60,9 +71,12 @@ def main() -> None:
     p.add_argument("--queue-size", type=int, default=2048,
                    help="MoCo's K; keep it below the number of training images (else an image's own older "
                         "keys sit in the queue as negatives)")
+    p.add_argument("--heads", choices=("own", "simclr"), default="own",
+                   help="own: each method's paper head; simclr: SimCLR's head for all three")
     p.add_argument("--knn-every", type=int, default=5)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto")
+    p.add_argument("--num-threads", type=int, default=None, help="CPU threads for torch (default: torch's choice)")
     args = p.parse_args()
     folder = image_folder(args.data.resolve(), REPO / ".bench")
 
@@ -86,7 +100,8 @@ def main() -> None:
 
     print(f"\ndevice: {device} | torch {torch.__version__} | python {platform.python_version()}")
     print(f"data: CIFAR-10 JPEGs, {args.subset or 50000} training images, kNN query = 10,000 test images | "
-          f"{args.backbone}, batch {args.batch_size}, {args.epochs} epochs, SGD, seed {args.seed}")
+          f"{args.backbone}, batch {args.batch_size}, {args.epochs} epochs, SGD, seed {args.seed}, "
+          f"heads: {args.heads}")
     knn_epochs = sorted({e for r in results.values() for e in r["knn"]})
     head = "".join(f"  {'ep ' + str(e):>7}" for e in knn_epochs)
     print(f"{'method':<8}{head}  {'last loss':>9}  {'train s':>8}")

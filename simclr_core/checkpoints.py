@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 import random
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,7 @@ import torch
 from torch import nn
 
 from simclr_core.errors import UserError
+from simclr_core.files import temp_path, write_json_atomic
 from simclr_core.models import IMAGENET_MEAN, IMAGENET_STD, build_backbone
 
 FORMAT = "simclr-studio/1"
@@ -25,12 +27,15 @@ FORMAT = "simclr-studio/1"
 def save_atomic(obj: Any, path: str | Path) -> None:
     """``torch.save`` to a temp file, fsync, then rename over ``path``: a crash leaves the old file."""
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "wb") as f:
-        torch.save(obj, f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    tmp = temp_path(path)
+    try:
+        with open(tmp, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:  # a full disk or a kill: never leave a half file that keeps the disk full
+        tmp.unlink(missing_ok=True)
     # fsync the folder too, so the rename itself survives a power cut.
     dir_fd = os.open(path.parent, os.O_RDONLY)
     try:
@@ -39,17 +44,41 @@ def save_atomic(obj: Any, path: str | Path) -> None:
         os.close(dir_fd)
 
 
-def load(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+def load(path: str | Path, map_location: str | torch.device = "cpu") -> Any:
     """Read a checkpoint with ``weights_only=True``; unreadable files raise a UserError."""
     path = Path(path)
     if not path.is_file():
         raise UserError(f"checkpoint {path} does not exist")
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError:
+        # torch's own message advises weights_only=False: never for a file that may be hostile
+        raise UserError(f"checkpoint {path} holds Python objects that a safe load refuses to run (it was not "
+                        "written by SimCLR Studio, or was tampered with); it was not loaded. Use the run's own "
+                        "last.pt or start a new run") from None
     except Exception as e:  # noqa: BLE001 - torch raises several types for a damaged zip
         reason = str(e).splitlines()[0] if str(e) else type(e).__name__
-        raise UserError(f"checkpoint {path} is truncated or corrupt ({reason}); "
+        raise UserError(f"checkpoint {path} is truncated or corrupt ({reason[:160]}); "
                         "restore it from a copy or start a new run") from None
+
+
+TRAINING_KEYS = ("model", "arch", "epoch", "step")  # what every last.pt holds, whatever its method
+
+
+def load_training(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """:func:`load` a training checkpoint (``last.pt``), or a UserError saying what the file holds instead."""
+    ckpt = load(path, map_location)
+    if isinstance(ckpt, dict) and all(k in ckpt for k in TRAINING_KEYS) and isinstance(ckpt["model"], dict) \
+            and isinstance(ckpt["arch"], dict):
+        return ckpt
+    if isinstance(ckpt, torch.Tensor):
+        what = "a bare tensor"
+    elif isinstance(ckpt, dict) and "conv1.weight" in ckpt:
+        what = "a backbone's weights alone (backbone.pt)"
+    else:
+        what = f"a {type(ckpt).__name__}" + (f" with keys {sorted(map(str, ckpt))[:5]}" if isinstance(ckpt, dict) else "")
+    raise UserError(f"checkpoint {path} holds {what}, not a training checkpoint (last.pt: model, arch, epoch "
+                    "and step); put the run's own last.pt back, or start a new run")
 
 
 def check_architecture(saved: dict, expected: dict, path: str | Path) -> None:
@@ -118,9 +147,7 @@ def save_backbone(backbone: nn.Module, arch: dict, path: str | Path, image_size:
                 "set fc = Identity (and for cifar_stem conv1 = Conv2d(3, 64, 3, 1, 1, bias=False), "
                 "maxpool = Identity), then load_state_dict",
     }
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(meta, indent=2) + "\n")
-    os.replace(tmp, path.with_suffix(".json"))
+    write_json_atomic(path.with_suffix(".json"), meta)
 
 
 def load_backbone(path: str | Path) -> nn.Module:

@@ -7,7 +7,7 @@ import sys
 from dataclasses import MISSING, fields
 from typing import Callable, Iterable
 
-from simclr_core.config import TrainConfig, sections
+from simclr_core.config import TrainConfig, flag, sections
 from simclr_core.errors import UserError
 from simclr_core.methods import METHODS
 
@@ -19,10 +19,6 @@ class Parser(argparse.ArgumentParser):
 
     def error(self, message: str):  # noqa: D102 - overrides argparse's usage dump
         self.exit(2, f"error: {message} (see {self.prog} --help)\n")
-
-
-def _flag(name: str) -> str:
-    return "--" + name.replace("_", "-")
 
 
 def add_config_args(parser: argparse.ArgumentParser, only: Iterable[str] | None = None) -> None:
@@ -41,10 +37,10 @@ def add_config_args(parser: argparse.ArgumentParser, only: Iterable[str] | None 
             choices = tuple(METHODS) if f.name == "method" else f.metadata.get("choices")
             base = str(f.type).replace(" | None", "")
             if base == "bool":
-                group.add_argument(_flag(f.name), action=argparse.BooleanOptionalAction,
+                group.add_argument(flag(f.name), action=argparse.BooleanOptionalAction,
                                    default=argparse.SUPPRESS, help=help_)
             else:
-                group.add_argument(_flag(f.name), type=_TYPES[base], default=argparse.SUPPRESS,
+                group.add_argument(flag(f.name), type=_TYPES[base], default=argparse.SUPPRESS,
                                    choices=choices, help=help_,
                                    metavar=None if choices else f.name.split("_")[-1].upper())
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from simclr_core.config import TrainConfig
@@ -57,11 +56,7 @@ def epoch_curves(metrics: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 def load_results(run: RunDir) -> list[dict[str, Any]]:
     """The evaluation results saved in the run's ``eval.json`` (oldest first; [] when none or unreadable)."""
-    try:
-        results = json.loads((run.path / "eval.json").read_text())
-    except (OSError, ValueError):
-        return []
-    return [r for r in results if isinstance(r, dict)] if isinstance(results, list) else []
+    return run.eval_results()
 
 
 def result_label(result: dict[str, Any]) -> str:

@@ -13,14 +13,67 @@ import math
 import re
 from dataclasses import dataclass, field, fields
 from pathlib import Path
+from collections.abc import Mapping
 from typing import Any
 
 from simclr_core.errors import UserError
 
 
 def _f(default: Any, help: str, **kw: Any) -> Any:
-    """A dataclass field whose help text the CLI and the app reuse."""
+    """A dataclass field whose help text the CLI and the app reuse.
+
+    ``kw`` adds rules that :meth:`TrainConfig.validate` checks for every source of settings (flags,
+    files, the app, the Python API): ``choices``, and the bounds ``min`` / ``max`` (inclusive) and
+    ``gt`` / ``lt`` (exclusive).
+    """
     return field(default=default, metadata={"help": help, **kw})
+
+
+def flag(name: str) -> str:
+    """The command-line flag of a config field: ``batch_size`` -> ``--batch-size``."""
+    return "--" + name.replace("_", "-")
+
+
+_KINDS = {"int": (int,), "float": (int, float), "str": (str,), "bool": (bool,)}
+
+
+def check_field(section: str, f: dataclasses.Field, value: Any) -> None:
+    """Raise a UserError naming the flag (and the file key) if ``value`` breaks the field's type or rules."""
+    where, key = flag(f.name), f" (config key {section}.{f.name})"
+    kinds = str(f.type).split(" | ")
+    if value is None:
+        if "None" in kinds:
+            return
+        raise UserError(f"{where} needs a value{key}; leave it out for the default")
+    base = next(k for k in kinds if k != "None")
+    # bool is an int to Python, but `batch_size: true` is a mistake, not 1
+    if isinstance(value, bool) != (base == "bool") or not isinstance(value, _KINDS[base]):
+        raise UserError(f"{where} must be {'an integer' if base == 'int' else 'a number' if base == 'float' else 'true or false' if base == 'bool' else 'text'}, "
+                        f"got {value!r}, a {type(value).__name__}{key}")
+    m = f.metadata
+    if "choices" in m and value not in m["choices"]:
+        raise UserError(f"{where} must be one of {', '.join(map(str, m['choices']))}, got {value!r}{key}")
+    if base in ("int", "float"):
+        if not math.isfinite(value):
+            raise UserError(f"{where} must be a finite number, got {value}{key}")
+        lo, hi = m.get("min", m.get("gt", -math.inf)), m.get("max", m.get("lt", math.inf))
+        if value < lo or value > hi or value == m.get("gt") or value == m.get("lt"):
+            raise UserError(f"{where} must be {_allowed(m)}, got {value}{key}")
+
+
+def _allowed(m: Mapping[str, Any]) -> str:
+    """A field's bounds in words: "in [0, 1]", "a positive number", "at least 2"."""
+    lo = f"[{m['min']}" if "min" in m else f"({m['gt']}" if "gt" in m else None
+    hi = f"{m['max']}]" if "max" in m else f"{m['lt']})" if "lt" in m else None
+    if lo and hi:
+        return f"in {lo}, {hi}"
+    if m.get("gt") == 0:
+        return "a positive number"
+    if "min" in m:
+        return f"at least {m['min']}"
+    if "gt" in m:
+        return f"greater than {m['gt']}"
+    return f"at most {m['max']}" if "max" in m else f"less than {m['lt']}"
 
 
 @dataclass
@@ -35,36 +88,41 @@ class DataConfig:
     train_split: str | None = _f(None, "split to pre-train on (default: cifar10 train, "
                                        "stl10 train+unlabeled, folder train or all)")
     image_size: int | None = _f(None, "side of the stored square images (default: native size; "
-                                      "96 for folders of mixed sizes)")
-    subset: int | None = _f(None, "pre-train on a fixed random subset of this many images")
+                                      "96 for folders of mixed sizes)", min=8)
+    subset: int | None = _f(None, "pre-train on a fixed random subset of this many images", min=2)
     download: bool = _f(True, "download cifar10/stl10 into --data-dir when missing")
+    transductive: bool = _f(False, "a folder with one labelled split only: also pre-train on the fifth held out "
+                                   "as kNN and linear-probe queries (their figures are then marked transductive)")
 
 
 @dataclass
 class ViewConfig:
     """The SimCLR view transform (Chen et al. 2020, appendix A); defaults are the paper's ImageNet values."""
 
-    crop_size: int | None = _f(None, "side of each view in pixels (default: the stored image side)")
-    crop_scale_min: float = _f(0.08, "smallest crop area as a fraction of the image")
-    crop_scale_max: float = _f(1.0, "largest crop area as a fraction of the image")
-    flip_prob: float = _f(0.5, "probability of a horizontal flip")
-    jitter_strength: float = _f(1.0, "colour-distortion strength s (paper: 1.0 ImageNet, 0.5 CIFAR)")
-    jitter_prob: float = _f(0.8, "probability of colour jitter")
-    grayscale_prob: float = _f(0.2, "probability of converting a view to grayscale")
+    crop_size: int | None = _f(None, "side of each view in pixels (default: the stored image side)", min=8)
+    crop_scale_min: float = _f(0.08, "smallest crop area as a fraction of the image", gt=0, max=1)
+    crop_scale_max: float = _f(1.0, "largest crop area as a fraction of the image", gt=0, max=1)
+    flip_prob: float = _f(0.5, "probability of a horizontal flip", min=0, max=1)
+    jitter_strength: float | None = _f(None, "colour-distortion strength s (default: the paper's 1.0, or its "
+                                                "CIFAR 0.5 for images of 64 px or less)", min=0)
+    jitter_prob: float = _f(0.8, "probability of colour jitter", min=0, max=1)
+    grayscale_prob: float = _f(0.2, "probability of converting a view to grayscale", min=0, max=1)
     blur_prob: float | None = _f(None, "probability of Gaussian blur (default: 0.5, or 0 for images "
-                                       "of 64 px or less, as the paper's CIFAR setting)")
-    blur_sigma_min: float = _f(0.1, "smallest blur sigma in pixels")
-    blur_sigma_max: float = _f(2.0, "largest blur sigma in pixels")
-    solarize_prob: float = _f(0.0, "probability of solarizing a view (0 in SimCLR; BYOL uses 0.2)")
+                                       "of 64 px or less, as the paper's CIFAR setting)", min=0, max=1)
+    blur_sigma_min: float = _f(0.1, "smallest blur sigma in pixels", min=0)
+    blur_sigma_max: float = _f(2.0, "largest blur sigma in pixels", min=0)
+    solarize_prob: float = _f(0.0, "probability of solarizing a view (0 in SimCLR; BYOL uses 0.2)", min=0, max=1)
 
     def kwargs(self, image_side: int) -> dict[str, Any]:
         """Keyword arguments for :func:`simclr_core.views.simclr_view`, defaults resolved."""
-        blur = self.blur_prob if self.blur_prob is not None else (0.0 if image_side <= 64 else 0.5)
+        small = image_side <= 64  # the paper's CIFAR setting (appendix B.9): weaker colour, no blur
+        blur = self.blur_prob if self.blur_prob is not None else (0.0 if small else 0.5)
+        jitter = self.jitter_strength if self.jitter_strength is not None else (0.5 if small else 1.0)
         return dict(
             size=self.crop_size or image_side,
             crop_scale=(self.crop_scale_min, self.crop_scale_max),
             flip_prob=self.flip_prob,
-            jitter_strength=self.jitter_strength,
+            jitter_strength=jitter,
             jitter_prob=self.jitter_prob,
             grayscale_prob=self.grayscale_prob,
             blur_prob=blur,
@@ -83,10 +141,15 @@ class ModelConfig:
                        choices=("resnet18", "resnet34", "resnet50", "resnet_mini"))
     cifar_stem: bool | None = _f(None, "3x3 stride-1 first conv and no max-pool (default: on for "
                                        "images of 64 px or less)")
-    proj_hidden_dim: int | None = _f(None, "projection MLP hidden width (default: backbone width)")
-    proj_out_dim: int = _f(128, "projection output dimension (the paper's 128)")
-    proj_layers: int = _f(2, "linear layers in the projection MLP (SimCLR v1: 2, v2: 3)")
-    proj_bn: bool = _f(True, "batch norm in the projection MLP")
+    head: str | None = _f(None, "projection head as its paper has it: simclr (BN after every layer), moco_v2 "
+                                "(no BN), byol (BN after the hidden layer) (default: the method's own)",
+                          choices=("simclr", "moco_v2", "byol"))
+    proj_hidden_dim: int | None = _f(None, "projection MLP hidden width (default: the backbone width; twice it "
+                                           "for the byol head, the paper's 4096 on a ResNet-50)", min=1)
+    proj_out_dim: int | None = _f(None, "projection output dimension (default: the head's, 128; 256 byol)", min=1)
+    proj_layers: int = _f(2, "linear layers in the projection MLP (SimCLR v1: 2, v2: 3)", min=1)
+    proj_bn: bool | None = _f(None, "batch norm in the projection MLP (default: the head's: on simclr and byol, "
+                                    "off moco_v2)")
 
 
 @dataclass
@@ -94,33 +157,36 @@ class MethodConfig:
     """Settings of MoCo v2 and BYOL (``--method``); SimCLR uses none of them. None means the method's default."""
 
     ema: float | None = _f(None, "momentum m of the EMA key/target encoder (default: 0.99, as the MoCo "
-                                 "authors' CIFAR demo and CIFAR BYOL reproductions; BYOL's ImageNet value is 0.996)")
+                                 "authors' CIFAR demo and CIFAR BYOL reproductions; BYOL's ImageNet value is 0.996)",
+                                 min=0, max=1)
     ema_schedule: str | None = _f(None, "constant, or cosine from m to 1 (default: constant moco_v2, cosine byol)",
                                   choices=("constant", "cosine"))
-    queue_size: int = _f(4096, "moco_v2: negatives kept in the queue, K (paper: 65536 on ImageNet)")
+    queue_size: int = _f(4096, "moco_v2: negatives kept in the queue, K (paper: 65536 on ImageNet)", min=1)
     moco_symmetric: bool = _f(False, "moco_v2: symmetric loss, each view a query for the other's key")
     key_bn_splits: int = _f(8, "moco_v2: the key batch is shuffled and cut into this many batch-norm parts "
-                               "(shuffle BN, so keys do not share statistics with their queries)")
-    pred_hidden_dim: int | None = _f(None, "byol: predictor hidden width (default: the projection's hidden width)")
+                               "(shuffle BN, so keys do not share statistics with their queries)", min=1)
+    pred_hidden_dim: int | None = _f(None, "byol: predictor hidden width (default: the projection's hidden width)",
+                                      min=1)
 
 
 @dataclass
 class OptimConfig:
     """Optimiser, schedule, loss temperature and numerics."""
 
-    epochs: int = _f(100, "number of pre-training epochs")
-    batch_size: int = _f(256, "images per step (each gives two views)")
+    epochs: int = _f(100, "number of pre-training epochs", min=1)
+    # 2 at least: with one image a step has no negatives and batch norm no batch, and the loss is 0
+    batch_size: int = _f(256, "images per step (each gives two views)", min=2)
     optimizer: str = _f("sgd", "sgd (momentum) or lars (the paper's, for large batches)",
                         choices=("sgd", "lars"))
     lr: float | None = _f(None, "peak learning rate (default: linear scaling, 0.3*B/256 for lars, "
-                                "0.06*B/256 for sgd)")
-    momentum: float = _f(0.9, "SGD / LARS momentum")
+                                "0.06*B/256 for sgd)", gt=0)
+    momentum: float = _f(0.9, "SGD / LARS momentum", min=0, lt=1)
     weight_decay: float | None = _f(None, "weight decay, not applied to biases and batch-norm "
-                                          "(default: 1e-6 lars, 5e-4 sgd)")
+                                          "(default: 1e-6 lars, 5e-4 sgd)", min=0)
     warmup_epochs: float | None = _f(None, "linear warm-up epochs before the cosine decay "
-                                           "(default: 10, at most a tenth of the run)")
+                                           "(default: 10, at most a tenth of the run)", min=0)
     temperature: float | None = _f(None, "softmax temperature tau of simclr's NT-Xent and moco_v2's InfoNCE "
-                                         "(default: 0.5 simclr, the paper's CIFAR value; 0.2 moco_v2)")
+                                         "(default: 0.5 simclr, the paper's CIFAR value; 0.2 moco_v2)", gt=0)
     precision: str = _f("auto", "auto (bf16 autocast on CUDA, fp32 on CPU), bf16, fp16 or fp32",
                         choices=("auto", "bf16", "fp16", "fp32"))
 
@@ -150,20 +216,20 @@ class RunConfig:
     name: str | None = _f(None, "run name, the folder under --runs-dir (default: dataset-backbone-time)")
     runs_dir: str = _f("checkpoints", "folder holding one sub-folder per run")
     device: str = _f("auto", "auto (cuda if available, else cpu), cpu, cuda, cuda:N or mps")
-    seed: int = _f(0, "seed of weights, data order and views")
-    knn_every: int = _f(1, "run the kNN monitor every N epochs (0: never)")
-    knn_k: int = _f(200, "neighbours in the kNN monitor")
-    knn_max_bank: int | None = _f(None, "cap on memory-bank images for the kNN monitor (default: all)")
+    seed: int = _f(0, "seed of weights, data order and views", min=0)
+    knn_every: int = _f(1, "run the kNN monitor every N epochs (0: never)", min=0)
+    knn_k: int = _f(200, "neighbours in the kNN monitor", min=1)
+    knn_max_bank: int | None = _f(None, "cap on memory-bank images for the kNN monitor (default: all)", min=1)
     probe: bool = _f(True, "at every monitor epoch, embed a fixed probe subset into <run>/probe/ (the app's "
                            "'over training' view) and log its label-free health: RankMe, alignment, uniformity")
     probe_size: int = _f(2000, "images in the probe subset, from the kNN query split, stratified by class "
-                               "(the training split when there are no labels)")
-    log_every: int = _f(10, "append a metrics line every N steps")
+                               "(the training split when there are no labels)", min=1)
+    log_every: int = _f(10, "append a metrics line every N steps", min=1)
     tensorboard: bool = _f(True, "also write TensorBoard scalars into the run folder (tensorboard --logdir "
                                  "checkpoints), when the tensorboard package is installed")
-    num_threads: int | None = _f(None, "CPU threads for torch (default: torch's choice)")
+    num_threads: int | None = _f(None, "CPU threads for torch (default: torch's choice)", min=1)
     workers: int | None = _f(None, "processes that gather batches from the on-disk image cache when the "
-                                   "images do not fit on the GPU (default: 4 then, else 0: none needed)")
+                                   "images do not fit on the GPU (default: 4 then, else 0: none needed)", min=0)
     compile: bool = _f(False, "torch.compile the model (falls back to eager, with a note, if compiling fails)")
     sync_bn: bool = _f(False, "under torchrun on GPUs: batch-norm statistics over every process's images "
                               "(SyncBatchNorm) instead of each process's own slice")
@@ -196,7 +262,11 @@ class TrainConfig:
         d = {k: v for k, v in d.items() if k != "recipe"}
         parts = {}
         for f in fields(cls):
-            section = d.get(f.name) or {}
+            section = d.get(f.name)
+            if section is None:
+                section = {}
+            if not isinstance(section, dict):
+                raise UserError(f"config section '{f.name}' must be a mapping of settings, got {section!r}")
             sub_cls = f.default_factory  # type: ignore[misc]
             known = {sf.name for sf in fields(sub_cls)}
             unknown = set(section) - known
@@ -221,7 +291,12 @@ class TrainConfig:
         p = Path(path)
         if not p.is_file():
             raise UserError(f"config file {p} does not exist")
-        text = p.read_text()
+        try:
+            text = p.read_text(encoding="utf-8")
+        except UnicodeDecodeError as e:
+            raise UserError(f"config file {p} is not UTF-8 text (byte {e.start}); save it as UTF-8") from None
+        except OSError as e:
+            raise UserError(f"cannot read config file {p}: {e.strerror or e}") from None
         try:
             if p.suffix in (".yaml", ".yml"):
                 import yaml
@@ -234,45 +309,35 @@ class TrainConfig:
         return cls.from_dict(d)
 
     def validate(self) -> None:
-        """Reject values no run can use, with a message naming the flag."""
-        o, v, r = self.optim, self.views, self.run
-        m = self.method
-        positive = {"--epochs": o.epochs, "--batch-size": o.batch_size, "--proj-out-dim": self.model.proj_out_dim,
-                    "--log-every": r.log_every, "--probe-size": r.probe_size, "--queue-size": m.queue_size, "--key-bn-splits": m.key_bn_splits}
-        for flag, value in (("--temperature", o.temperature), ("--pred-hidden-dim", m.pred_hidden_dim)):
-            if value is not None:
-                positive[flag] = value
-        for flag, value in positive.items():
-            if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
-                raise UserError(f"{flag} must be a positive number, got {value}")
-        if o.lr is not None and not (math.isfinite(o.lr) and o.lr > 0):
-            raise UserError(f"--lr must be a positive number, got {o.lr}")
-        if not 0 < v.crop_scale_min <= v.crop_scale_max <= 1:
-            raise UserError("need 0 < --crop-scale-min <= --crop-scale-max <= 1")
-        for name in ("flip_prob", "jitter_prob", "grayscale_prob", "solarize_prob"):
-            p = getattr(v, name)
-            if not 0 <= p <= 1:
-                raise UserError(f"--{name.replace('_', '-')} must be in [0, 1], got {p}")
-        if v.blur_prob is not None and not 0 <= v.blur_prob <= 1:
-            raise UserError(f"--blur-prob must be in [0, 1], got {v.blur_prob}")
-        if m.ema is not None and not 0 <= m.ema <= 1:
-            raise UserError(f"--ema must be in [0, 1], got {m.ema}")
-        if m.ema_schedule not in (None, "constant", "cosine"):
-            raise UserError(f"--ema-schedule must be constant or cosine, got {m.ema_schedule!r}")
-        if self.model.proj_layers < 1:
-            raise UserError("--proj-layers must be at least 1")
+        """Reject values no run can use, with a message naming the flag: each field's own rules
+        (type, choices, bounds; see :func:`_f`), then the rules between fields."""
+        for section, cls in sections().items():
+            part = getattr(self, section)
+            if not isinstance(part, cls):
+                raise UserError(f"config section '{section}' must be a {cls.__name__}, got {part!r}")
+            for f in fields(cls):
+                check_field(section, f, getattr(part, f.name))
+        from simclr_core.methods import METHODS  # here: the methods import this module
+
+        if self.model.method not in METHODS:
+            raise UserError(f"--method must be one of {', '.join(METHODS)}, got {self.model.method!r}")
+        v = self.views
+        if v.crop_scale_min > v.crop_scale_max:
+            raise UserError("need --crop-scale-min <= --crop-scale-max")
+        if v.blur_sigma_min > v.blur_sigma_max:
+            raise UserError("need --blur-sigma-min <= --blur-sigma-max")
         if self.data.dataset == "folder" and not self.data.data_path:
             raise UserError("--dataset folder needs --data-path DIR (a folder of images or class sub-folders)")
-        if r.name is not None:
-            check_run_name(r.name)
+        if self.run.name is not None:
+            check_run_name(self.run.name)
 
 
-_RUN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
+_RUN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
 
 
 def check_run_name(name: str) -> str:
     """Return ``name`` if it is a safe single folder name, else raise UserError."""
-    if not _RUN_NAME.match(name) or ".." in name:
+    if not isinstance(name, str) or not _RUN_NAME.fullmatch(name) or ".." in name:  # fullmatch: no trailing newline
         raise UserError(f"invalid run name {name!r}: use letters, digits, '.', '_' and '-' "
                         "(no '/', no '..', at most 100 characters)")
     return name

@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from simclr_core.cli import Parser, run_cli
 from simclr_core.embeddings import FEATURES, embed_split
+from simclr_core.errors import UserError
 from simclr_core.runs import open_run
 
 
@@ -31,10 +33,18 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     def go() -> int:
         args = build_parser().parse_args(argv)
+        out = Path(args.out)
+        if out.is_dir():
+            raise UserError(f"--out {out} is a folder; give a file name such as {out / 'embeddings.npz'}")
+        if not out.parent.is_dir():
+            raise UserError(f"--out: the folder {out.parent} does not exist; create it or choose another")
         run = open_run(args.runs_dir, args.run)
         emb = embed_split(run, args.split, args.feature, checkpoint=args.checkpoint, device=args.device,
                           random_init=args.random_init)
-        emb.save_npz(args.out)
+        try:
+            emb.save_npz(out)
+        except OSError as e:
+            raise UserError(f"cannot write --out {out} ({e.strerror or e}); choose a writable place") from None
         print(f"wrote {args.out}: {emb.embeddings.shape[0]} x {emb.embeddings.shape[1]} {args.feature} "
               f"embeddings of {run.name}/{args.split}")
         return 0

@@ -88,7 +88,7 @@ def checkpoint_meta(run: RunDir, checkpoint: str | Path = "last", random_init: b
     if random_init:
         return {"epoch": 0, "step": 0, "path": None}
     path = checkpoint_path(run, checkpoint)
-    return _meta(checkpoints.load(path), path)
+    return _meta(checkpoints.load_training(path), path)
 
 
 def _meta(ckpt: dict, path: Path) -> dict:
@@ -112,7 +112,9 @@ def load_encoder(run: RunDir, checkpoint: str | Path = "last", device: torch.dev
         encoder = build_encoder(architecture(cfg.model, cfg.data.image_size or 32))
         return encoder.to(device).eval(), checkpoint_meta(run, random_init=True)
     path = checkpoint_path(run, checkpoint)
-    ckpt = checkpoints.load(path)
+    ckpt = checkpoints.load_training(path)
+    # a checkpoint of another model must not be evaluated or embedded under this run's name
+    checkpoints.check_architecture(ckpt["arch"], architecture(cfg.model, cfg.data.image_size or 32), path)
     encoder = build_encoder(ckpt["arch"])
     checkpoints.load_state(encoder, checkpoints.encoder_state(ckpt["model"]), path)
     return encoder.to(device).eval(), _meta(ckpt, path)
@@ -150,6 +152,18 @@ class Embeddings:
         return out
 
 
+def load_cached(path: str | Path) -> Embeddings | None:
+    """An embeddings cache file, or None after deleting it when it is damaged (truncated, pickled,
+    foreign), so the next request computes it again instead of failing on it forever."""
+    try:
+        return Embeddings.load_npz(path)
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
+        Path(path).unlink(missing_ok=True)
+        return None
+
+
 def embedding_cache(run: RunDir, split: str, feature: str = "h", checkpoint: str | Path = "last",
                     random_init: bool = False) -> Path:
     """The file :func:`embed_split` keeps these embeddings in; its name holds the checkpoint's size and mtime."""
@@ -172,11 +186,9 @@ def embed_split(run: RunDir, split: str, feature: str = "h", checkpoint: str | P
     """
     cfg = run.config()
     cache = embedding_cache(run, split, feature, checkpoint, random_init)
-    if cache.is_file():
-        try:
-            return Embeddings.load_npz(cache)
-        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
-            pass  # truncated or foreign: only a cache, so embed again
+    cached = load_cached(cache)
+    if cached is not None:
+        return cached
     images = data.split_of(cfg.data, split)
     dev = resolve_device(device)
     encoder, _ = load_encoder(run, checkpoint, dev, random_init=random_init)

@@ -8,7 +8,6 @@ difference is what self-supervised training learned.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from typing import Any
@@ -21,7 +20,7 @@ from simclr_core.embeddings import checkpoint_meta, embed_split, extract, load_e
 from simclr_core.errors import UserError
 from simclr_core.evaluation import confusion_matrix, knn_classify, linear_probe, topk_accuracy
 from simclr_core.hardware import resolve_device
-from simclr_core.runs import RunDir, open_run, write_json_atomic
+from simclr_core.runs import RunDir, open_run
 
 
 def _features(run: RunDir, split: str, *, checkpoint: str, random_init: bool, device: str,
@@ -31,10 +30,16 @@ def _features(run: RunDir, split: str, *, checkpoint: str, random_init: bool, de
         e = embed_split(run, split, "h", checkpoint=checkpoint, device=device, random_init=random_init)
         return torch.from_numpy(e.embeddings), torch.from_numpy(e.labels), e.classes
     cfg = run.config()
-    images = data.split_of(cfg.data, split, subset=limit, seed=cfg.run.seed)
+    return _extract(run, data.split_of(cfg.data, split, subset=limit, seed=cfg.run.seed),
+                    checkpoint=checkpoint, random_init=random_init, device=device)
+
+
+def _extract(run: RunDir, images: data.ImageSet, *, checkpoint: str, random_init: bool,
+             device: str) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
+    """(features h, labels, class names) of some images, uncached."""
     dev = resolve_device(device)
     encoder, _ = load_encoder(run, checkpoint, dev, random_init=random_init)
-    return extract(encoder, images.images, size=cfg.views.crop_size, device=dev), images.labels, images.classes
+    return extract(encoder, images.images, size=run.config().views.crop_size, device=dev), images.labels, images.classes
 
 
 def evaluate_run(run: RunDir, *, checkpoint: str = "last", random_init: bool = False, bank_split: str | None = None,
@@ -54,14 +59,20 @@ def evaluate_run(run: RunDir, *, checkpoint: str = "last", random_init: bool = F
         raise UserError(f"{cfg.data.dataset} at {cfg.data.data_path} has no labels: kNN and the linear probe "
                         "need class sub-folders")
     query_split = query_split or default_query
-    kw = dict(checkpoint=checkpoint, random_init=random_init, device=device)
-    bank_x, bank_y, classes = _features(run, bank_split, limit=max_bank, **kw)
-    if query_split is None:
-        bank_idx, query_idx = data.holdout(len(bank_x))
-        query_x, query_y = bank_x[query_idx], bank_y[query_idx]
-        bank_x, bank_y = bank_x[bank_idx], bank_y[bank_idx]
-        query_split = f"{bank_split} (held-out fifth)"
+    kw: dict[str, Any] = dict(checkpoint=checkpoint, random_init=random_init, device=device)
+    if query_split is None:  # one labelled split: its held-out fifth (data.held_out) are the queries
+        if max_bank is None:  # the whole split's cached rows, cut as data.held_out cuts the images
+            x, y, classes = _features(run, bank_split, limit=None, **kw)
+            rest, fifth = data.holdout(len(x))
+            bank_x, bank_y, query_x, query_y = x[rest], y[rest], x[fifth], y[fifth]
+        else:
+            rest_images, fifth_images = data.held_out(cfg.data, bank_split)
+            bank_x, bank_y, classes = _extract(run, rest_images.subset(max_bank, cfg.run.seed), **kw)
+            query_x, query_y, _ = _extract(run, fifth_images, **kw)
+        # a run that pre-trained on the fifth too has seen its queries: say so wherever the figures go
+        query_split = f"{bank_split} (held-out fifth{', transductive' if cfg.data.transductive else ''})"
     else:
+        bank_x, bank_y, classes = _features(run, bank_split, limit=max_bank, **kw)
         query_x, query_y, _ = _features(run, query_split, limit=None, **kw)
     meta = checkpoint_meta(run, checkpoint, random_init)
     result: dict[str, Any] = {
@@ -81,12 +92,7 @@ def evaluate_run(run: RunDir, *, checkpoint: str = "last", random_init: bool = F
 
 def save_result(run: RunDir, result: dict[str, Any]) -> None:
     """Append a result to the run's ``eval.json`` (a list, newest last)."""
-    path = run.path / "eval.json"
-    try:
-        results = json.loads(path.read_text())
-    except (OSError, ValueError):
-        results = []
-    write_json_atomic(path, results + [result])
+    run.add_eval_result(result)
 
 
 def format_table(results: list[dict[str, Any]]) -> str:
@@ -120,8 +126,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     def go() -> int:
         args = build_parser().parse_args(argv)
-        if args.k < 1 or args.probe_epochs < 1:
-            raise UserError("--k and --probe-epochs must be positive")
+        if args.k < 1 or args.probe_epochs < 1 or (args.max_bank is not None and args.max_bank < 2):
+            raise UserError("--k and --probe-epochs must be positive, and --max-bank at least 2")
         run = open_run(args.runs_dir, args.run)
         kw = dict(bank_split=args.bank_split, query_split=args.query_split, k=args.k, probe=not args.no_probe,
                   probe_epochs=args.probe_epochs, max_bank=args.max_bank, device=args.device)
@@ -130,9 +136,13 @@ def main(argv: list[str] | None = None) -> int:
             results.append(evaluate_run(run, checkpoint=args.checkpoint, **kw))
         if args.random_init or args.baseline:
             results.append(evaluate_run(run, random_init=True, **kw))
-        for r in results:
-            save_result(run, r)
         print(format_table(results))
+        try:
+            for r in results:
+                save_result(run, r)
+        except OSError as e:  # a read-only run folder: the numbers above are still right
+            print(f"note: not saved to {run.eval_path} ({e.strerror or e}); they are shown only here",
+                  file=sys.stderr)
         return 0
 
     return run_cli(go)

@@ -17,7 +17,7 @@ from pathlib import Path
 from simclr_core.config import TrainConfig
 from simclr_core.errors import UserError
 from simclr_core.hardware import gpu_count
-from simclr_core.runs import RunDir, pid_alive, new_run
+from simclr_core.runs import RunDir, new_run, process_start, write_json_atomic
 
 PACKAGE_ROOT = Path(__file__).resolve().parents[1]  # the folder holding simclr_core/
 
@@ -94,8 +94,8 @@ def _spawn(run: RunDir, args: list[str], nproc: int = 1) -> int:
     with open(run.path / "console.log", "ab") as console:
         proc = subprocess.Popen(command(args, nproc), stdin=subprocess.DEVNULL,
                                 stdout=console, stderr=subprocess.STDOUT, env=env, start_new_session=True)
-    (run.path / "launch.json").write_text(json.dumps({"pid": proc.pid, "started": time.time(), "args": args,
-                                                      "nproc": nproc}))
+    write_json_atomic(run.path / "launch.json", {"pid": proc.pid, "start_ticks": process_start(proc.pid),
+                                                 "started": time.time(), "args": args, "nproc": nproc})
     return proc.pid
 
 
@@ -104,7 +104,7 @@ def is_active(run: RunDir) -> bool:
     if run.status().get("state") == "running":
         return True
     pid = run.launcher_pid()
-    if pid is None or not pid_alive(pid):
+    if pid is None or not run.launcher_alive():
         return False
     try:  # reap it if it is our own finished child, so it does not linger as a zombie
         done, _ = os.waitpid(pid, os.WNOHANG)

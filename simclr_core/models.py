@@ -1,4 +1,4 @@
-"""Encoders (torchvision ResNets, optional CIFAR stem) and the MLP projection head."""
+"""Encoders (torchvision ResNets, optional CIFAR stem) with their projection head (:mod:`simclr_core.heads`)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,9 @@ import torchvision
 from torch import nn
 from torchvision.models.resnet import BasicBlock
 
+from simclr_core import heads
 from simclr_core.errors import UserError
+from simclr_core.heads import projection_head  # noqa: F401 - re-exported: its home before heads.py
 
 BACKBONES = ("resnet18", "resnet34", "resnet50", "resnet_mini")
 
@@ -81,38 +83,24 @@ def build_backbone(name: str, cifar_stem: bool) -> tuple[nn.Module, int]:
     return net, width
 
 
-def projection_head(in_dim: int, hidden_dim: int, out_dim: int, layers: int = 2, bn: bool = True,
-                    final_bn: bool | None = None) -> nn.Sequential:
-    """The MLP g(.) that maps features h to the space where the loss is applied (also BYOL's predictor).
-
-    ``layers`` linear layers; every hidden layer is Linear -> [BN] -> ReLU. ``final_bn`` (default:
-    ``bn``) adds a BN without affine after the last layer (SimCLR v2 / most CIFAR reproductions).
-    """
-    final_bn = bn if final_bn is None else final_bn
-    mods: list[nn.Module] = []
-    dim = in_dim
-    for _ in range(layers - 1):
-        mods += [nn.Linear(dim, hidden_dim, bias=not bn)]
-        if bn:
-            mods.append(nn.BatchNorm1d(hidden_dim))
-        mods.append(nn.ReLU(inplace=True))
-        dim = hidden_dim
-    mods.append(nn.Linear(dim, out_dim, bias=not final_bn))
-    if final_bn:
-        mods.append(nn.BatchNorm1d(out_dim, affine=False))
-    return nn.Sequential(*mods)
-
-
 class Encoder(nn.Module):
-    """Normalise -> backbone f(.) -> projection head g(.); ``features`` gives h, ``forward`` gives z."""
+    """Normalise -> backbone f(.) -> projection head g(.); ``features`` gives h, ``forward`` gives z.
+
+    ``head`` names the head's style (:data:`simclr_core.heads.HEADS`); the ``proj_*`` values left at
+    None take that head's defaults. The default, SimCLR's head, is also what every checkpoint saved
+    before per-method heads holds, so their ``arch`` dicts (no ``head`` key) still build.
+    """
 
     def __init__(self, backbone: str = "resnet18", cifar_stem: bool = True, proj_hidden_dim: int | None = None,
-                 proj_out_dim: int = 128, proj_layers: int = 2, proj_bn: bool = True):
+                 proj_out_dim: int | None = None, proj_layers: int = 2, proj_bn: bool | None = None,
+                 head: str = heads.LEGACY_HEAD):
         super().__init__()
         self.normalize = Normalize()
         self.backbone, self.feature_dim = build_backbone(backbone, cifar_stem)
-        self.hidden_dim, self.out_dim = proj_hidden_dim or self.feature_dim, proj_out_dim
-        self.head = projection_head(self.feature_dim, self.hidden_dim, proj_out_dim, proj_layers, proj_bn)
+        self.head_name = head
+        self.hidden_dim, self.out_dim, bn = heads.resolve(head, self.feature_dim, proj_hidden_dim, proj_out_dim,
+                                                          proj_bn)
+        self.head = heads.build(head, self.feature_dim, self.hidden_dim, self.out_dim, proj_layers, bn)
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """(B, 3, H, W) images in [0, 1] -> (B, F) representation h."""
@@ -150,16 +138,23 @@ class Backbone(nn.Module):
 def architecture(model_cfg, image_side: int) -> dict:
     """The facts that decide whether a state dict fits a model, with defaults resolved.
 
-    Stored in every checkpoint so a mismatch gives a clear message, not a shape error.
+    Stored in every checkpoint so a mismatch gives a clear message, not a shape error. The SimCLR
+    head is recorded without a ``head`` key, exactly as checkpoints made before per-method heads
+    record it, so those still match; any other head is named.
     """
-    return {
+    head = model_cfg.head or heads.default_head(model_cfg.method)
+    spec = heads.SPECS[heads.check_head(head)]
+    arch = {
         "backbone": model_cfg.backbone,
         "cifar_stem": model_cfg.cifar_stem if model_cfg.cifar_stem is not None else image_side <= 64,
-        "proj_hidden_dim": model_cfg.proj_hidden_dim,
-        "proj_out_dim": model_cfg.proj_out_dim,
+        "proj_hidden_dim": model_cfg.proj_hidden_dim,  # None: the head's multiple of the backbone width
+        "proj_out_dim": model_cfg.proj_out_dim or spec.out_dim,
         "proj_layers": model_cfg.proj_layers,
-        "proj_bn": model_cfg.proj_bn,
+        "proj_bn": spec.bn if model_cfg.proj_bn is None else model_cfg.proj_bn,
     }
+    if head != heads.LEGACY_HEAD:
+        arch["head"] = head
+    return arch
 
 
 def build_encoder(arch: dict) -> Encoder:

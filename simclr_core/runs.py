@@ -7,37 +7,51 @@ with ``backbone.json``, ``train.log`` and, while a stop is asked for, ``STOP``.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import math
 import os
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from simclr_core.config import TrainConfig, check_run_name
 from simclr_core.errors import UserError
+from simclr_core.files import pid_alive, remove_stale_temps, temp_path, write_json_atomic
+from simclr_core.heads import LEGACY_HEAD
+
+__all__ = ["RunDir", "RunSummary", "default_runs_dir", "list_runs", "new_run", "open_run", "pid_alive",
+           "process_start", "resolve_run", "summarize", "write_json_atomic"]
 
 STATES = ("running", "finished", "stopped", "failed")
 
 
-def write_json_atomic(path: Path, obj: Any) -> None:
-    """Write JSON so a reader never sees half a file (temp file + rename)."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(obj, indent=2) + "\n")
-    os.replace(tmp, path)
+TEXT_METRICS = {"collapse"}  # metric fields that hold text (an alarm); all others are numbers
 
 
-def pid_alive(pid: int | None) -> bool:
-    if not pid or pid < 0:  # kill(-1) would signal every process we may signal
-        return False
+def _number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+LOCK_NAME = ".writer.lock"
+
+
+def process_start(pid: int) -> int | None:
+    """When the process ``pid`` started, in clock ticks since boot (Linux /proc), or None where unknown.
+
+    With the pid it names one process: a pid reused by a later process has another start time.
+    """
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    try:
+        return int(stat.rsplit(")", 1)[1].split()[19])  # field 22; the name before ")" may hold spaces
+    except (IndexError, ValueError):
+        return None
 
 
 class RunDir:
@@ -59,7 +73,65 @@ class RunDir:
 
     def config(self) -> TrainConfig:
         """The run's saved configuration."""
-        return TrainConfig.load(self.config_path)
+        cfg = TrainConfig.load(self.config_path)
+        try:  # runs saved before the option pre-trained on their held-out fifth too: keep them one run
+            saved = json.loads(self.config_path.read_bytes())
+            data, model = saved.get("data") or {}, saved.get("model") or {}
+        except (OSError, ValueError, AttributeError):
+            data, model = {}, {}
+        if "transductive" not in data:
+            cfg.data.transductive = True
+        if "head" not in model:  # saved before per-method heads: MoCo v2 and BYOL runs had SimCLR's head too
+            cfg.model.head = LEGACY_HEAD
+        return cfg
+
+    @contextlib.contextmanager
+    def writer(self, what: str) -> Iterator[None]:
+        """Hold the run folder's writer lock (an OS lock on ``.writer.lock``) while the block runs.
+
+        The kernel releases the lock when the process ends, however it ends, so a dead writer never
+        blocks the run and a reused pid never looks like one. A second writer gets a UserError
+        naming the first. Taking the lock also removes temp files that dead writers left behind.
+        """
+        self.path.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise UserError(f"run '{self.name}' is being written by another process "
+                                f"({self._holder(fd)}); wait for it to end, or stop it first") from None
+            os.ftruncate(fd, 0)
+            os.write(fd, json.dumps({"pid": os.getpid(), "what": what, "since": time.time()}).encode())
+            self.remove_stale_temps()
+            yield
+        finally:
+            os.close(fd)  # releases the lock
+
+    def _holder(self, fd: int) -> str:
+        try:
+            info = json.loads(os.pread(fd, 4096, 0) or b"{}")
+            return f"pid {int(info['pid'])}, {info.get('what', 'a writer')} since {time.strftime('%H:%M:%S', time.localtime(info['since']))}"
+        except (OSError, ValueError, KeyError, TypeError):
+            return "a writer that is starting"
+
+    def writer_alive(self) -> bool:
+        """True while some process holds :meth:`writer` (probing the lock takes and drops it at once)."""
+        try:
+            fd = os.open(self.path / LOCK_NAME, os.O_RDONLY)
+        except OSError:
+            return False
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        finally:
+            os.close(fd)
+        return False
+
+    def remove_stale_temps(self) -> int:
+        """Delete temp files (``.<name>.<pid>.tmp*``) of writers that are no longer alive; returns how many."""
+        return sum(remove_stale_temps(folder) for folder in (self.path, self.path / "probe"))
 
     def write_status(self, state: str, message: str = "", **extra: Any) -> None:
         """Record the run's state for watchers; ``extra`` adds fields such as epoch."""
@@ -76,21 +148,63 @@ class RunDir:
         except (OSError, ValueError, KeyError, TypeError):
             return None
 
+    def launcher_alive(self) -> bool:
+        """True while the process the app last started for this run lives: its pid *and* its start time
+        match, so a pid the system has since given to another process does not count."""
+        try:
+            info = json.loads((self.path / "launch.json").read_text())
+            pid, start = int(info["pid"]), info.get("start_ticks")
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+            return False
+        return pid_alive(pid) and (start is None or process_start(pid) in (None, start))
+
     def status(self) -> dict[str, Any]:
         """The last status written, with ``state`` "died" if it says running but its process is gone.
 
         Before the first status, a run the app launched is "starting" while its process lives.
         """
         try:
-            st = json.loads(self.status_path.read_text())
-        except (OSError, ValueError):
-            if pid_alive(self.launcher_pid()):
+            st = json.loads(self.status_path.read_bytes())
+        except FileNotFoundError:
+            if self.launcher_alive():
                 return {"state": "starting", "message": "the training process is loading Python and the data"}
             return {}
-        if st.get("state") == "running" and not pid_alive(st.get("pid")):
+        except (OSError, ValueError):  # unreadable, not JSON, not UTF-8
+            st = None
+        if not isinstance(st, dict) or not isinstance(st.get("state", ""), str):
+            return {"state": "damaged", "message": f"{self.status_path.name} is damaged (not a JSON object with a "
+                                                   "state); resume the run to write it afresh, or delete it"}
+        for key in ("epoch", "step", "total_steps", "updated", "images_per_s"):  # numbers the pages compute with
+            if key in st and not _number(st[key]):
+                st.pop(key)
+        if not isinstance(st.get("message", ""), str):
+            st["message"] = str(st["message"])
+        if st.get("state") == "running" and not self.writer_alive():
             st["state"] = "died"
             st["message"] = st.get("message") or "the training process ended without a word; resume it"
         return st
+
+    @property
+    def eval_path(self) -> Path:
+        return self.path / "eval.json"
+
+    def eval_results(self) -> list[dict[str, Any]]:
+        """The evaluation results in ``eval.json``, oldest first ([] when none, unreadable or damaged)."""
+        try:
+            results = json.loads(self.eval_path.read_bytes())
+        except (OSError, ValueError):
+            return []
+        return [r for r in results if isinstance(r, dict)] if isinstance(results, list) else []
+
+    def add_eval_result(self, result: dict[str, Any]) -> None:
+        """Append one result to ``eval.json``. A lock spans the read-modify-write, so the app and a CLI
+        evaluating at once both keep their result (it waits for the other, which takes milliseconds)."""
+        fd = os.open(self.path / ".eval.lock", os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            write_json_atomic(self.eval_path, self.eval_results() + [result])
+        finally:
+            os.close(fd)
 
     def append_metrics(self, record: dict[str, Any]) -> None:
         """Append one JSON line; flushed at once so another process can follow the file."""
@@ -101,21 +215,25 @@ class RunDir:
     def metrics(self) -> list[dict[str, Any]]:
         """All complete metric lines (a half-written last line is skipped)."""
         try:
-            lines = self.metrics_path.read_text().splitlines()
+            lines = self.metrics_path.read_bytes().decode("utf-8", errors="replace").splitlines()
         except OSError:
             return []
         out = []
         for line in lines:
             try:
-                out.append(json.loads(line))
+                m = json.loads(line)
             except ValueError:
                 continue
+            # a line is an object with an integer step; anything else (42, null, {"epoch": 1}) is skipped,
+            # and so is a value that should be a number and is not ({"loss": "abc"})
+            if isinstance(m, dict) and isinstance(m.get("step"), int) and not isinstance(m["step"], bool):
+                out.append({k: v for k, v in m.items() if _number(v) or v is None or k in TEXT_METRICS})
         return out
 
     def truncate_metrics(self, step: int) -> None:
         """Drop metric lines past ``step``: after a resume they would be logged again."""
         kept = [m for m in self.metrics() if m.get("step", 0) <= step]
-        tmp = self.metrics_path.with_name(".metrics.jsonl.tmp")
+        tmp = temp_path(self.metrics_path)
         tmp.write_text("".join(json.dumps(m) + "\n" for m in kept))
         os.replace(tmp, self.metrics_path)
 

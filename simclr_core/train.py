@@ -12,6 +12,7 @@ batch, and only rank 0 writes files.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import math
 import os
 import signal
@@ -19,6 +20,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -27,7 +29,7 @@ from tqdm import tqdm
 
 from simclr_core import checkpoints, data, distributed, probe, tboard
 from simclr_core.cli import Parser, add_config_args, config_from_args, run_cli
-from simclr_core.config import TrainConfig
+from simclr_core.config import TrainConfig, check_run_name
 from simclr_core.embeddings import extract
 from simclr_core.errors import UserError
 from simclr_core.evaluation import knn_accuracy
@@ -40,7 +42,9 @@ from simclr_core.views import two_views
 
 # Flags that may change when resuming: they do not change what the run computes.
 RESUMABLE = {"epochs", "device", "knn_every", "knn_k", "knn_max_bank", "log_every", "num_threads", "compile",
-             "workers", "runs_dir", "probe", "tensorboard"}
+             "workers", "runs_dir", "probe", "tensorboard",
+             # the way out of a diverged run: the next steps differ, the run is still one (config.json keeps the new value)
+             "lr", "temperature"}
 
 
 @dataclass
@@ -78,6 +82,7 @@ class Session:
     epoch_start: float = 0.0
     epoch_start_step: int = 0
     notes: list = field(default_factory=list)  # said in train.log once it is open
+    saved_at: tuple[int, int] | None = None  # (epoch, step) of the last.pt on disk, written or restored
 
     @property
     def total_steps(self) -> int:
@@ -230,8 +235,7 @@ def log_step(s: Session, epoch: int, bar: tqdm) -> None:
     ips = len(s.window) * s.cfg.optim.batch_size / max(now - s.window_start, 1e-9)
     s.window, s.window_start = [], now
     if not math.isfinite(loss):
-        raise UserError(f"loss became {loss} at epoch {epoch + 1}, step {s.step}; kept the last good "
-                        f"checkpoint (epoch {s.epoch}); lower --lr or raise --temperature, then resume")
+        raise diverged(s, f"loss became {loss} at epoch {epoch + 1}, step {s.step}")
     if not distributed.is_main():
         return
     s.record({"epoch": epoch + 1, "step": s.step, "loss": loss, "lr": s.lr, "images_per_s": ips, "time": time.time()})
@@ -246,8 +250,7 @@ def end_epoch(s: Session) -> None:
     images = (s.step - s.epoch_start_step) * s.cfg.optim.batch_size
     s.epoch_losses = []
     if not math.isfinite(loss):
-        raise UserError(f"loss became {loss} in epoch {s.epoch}; kept the last good checkpoint "
-                        f"(epoch {s.epoch - 1}); lower --lr or raise --temperature, then resume")
+        raise diverged(s, f"loss became {loss} in epoch {s.epoch}")
     record: dict[str, Any] = {"epoch": s.epoch, "step": s.step, "loss": loss, "epoch_loss": loss, "lr": s.lr,
                               "epoch_time_s": seconds,
                               "images_per_s": images / seconds,
@@ -290,8 +293,37 @@ def knn_monitor(s: Session) -> dict[str, float]:
     return knn_accuracy(fb, bank.labels, fq, query.labels, k=s.cfg.run.knn_k)
 
 
+def diverged(s: Session, what: str) -> UserError:
+    """The error for a run whose numbers blew up: which checkpoint survives, and a resume that can work."""
+    kept = (f"kept the last good checkpoint (epoch {s.saved_at[0]}, step {s.saved_at[1]})" if s.saved_at
+            else "no checkpoint was written before it")
+    fix = f"--lr {s.cfg.optim.peak_lr() / 2:.3g}"
+    if s.cfg.optim.temperature is not None:
+        fix += f" (or a higher --temperature than {s.cfg.optim.temperature:g})"
+    return UserError(f"{what}; {kept}; resume with a lower learning rate: --resume {s.run.name} {fix}")
+
+
+def nonfinite(module: torch.nn.Module) -> str | None:
+    """The name of the first parameter or buffer holding inf or NaN, or None when all are finite.
+
+    A NaN loss is caught at its step, but the update before it may already have put inf into a
+    batch-norm running variance. One CPU-GPU sync for the whole model; the names only on failure.
+    """
+    tensors = [(n, t) for n, t in (*module.named_parameters(), *module.named_buffers()) if t.is_floating_point()]
+    if not tensors or bool(torch.stack([torch.isfinite(t).all() for _, t in tensors]).all()):
+        return None
+    return next(n for n, t in tensors if not bool(torch.isfinite(t).all()))
+
+
 def save_checkpoint(s: Session) -> None:
-    """Write ``last.pt`` (exact-resume state) and ``backbone.pt`` atomically; every rank calls it, rank 0 writes."""
+    """Write ``last.pt`` (exact-resume state) and ``backbone.pt`` atomically; every rank calls it, rank 0 writes.
+
+    Weights with inf or NaN are never written: the last good checkpoint stays.
+    """
+    bad = nonfinite(s.method)
+    if distributed.any_rank(bad is not None, s.device):
+        raise diverged(s, f"the weights became non-finite ({bad or 'on another process'}) at epoch "
+                          f"{s.epoch}, step {s.step}")
     generators = distributed.all_objects(s.generator.get_state().cpu())  # each rank draws its own views
     losses = distributed.mean(torch.stack(s.epoch_losses)).cpu() if s.epoch_losses else torch.empty(0)
     if not distributed.is_main():
@@ -311,8 +343,15 @@ def save_checkpoint(s: Session) -> None:
         "epoch_losses": losses,
         "rng": checkpoints.rng_state(),
     }
-    checkpoints.save_atomic(state, s.run.last_ckpt)
-    checkpoints.save_backbone(s.method.encoder.backbone, s.arch, s.run.backbone_path, s.view_kwargs["size"])
+    try:
+        checkpoints.save_atomic(state, s.run.last_ckpt)
+        checkpoints.save_backbone(s.method.encoder.backbone, s.arch, s.run.backbone_path, s.view_kwargs["size"])
+    except OSError as e:  # a full disk, or a folder made read-only: the previous last.pt is intact
+        kept = f"last.pt still holds epoch {s.saved_at[0]}, step {s.saved_at[1]}" if s.saved_at else "no checkpoint yet"
+        raise UserError(f"cannot write the checkpoint of epoch {s.epoch}, step {s.step} in {s.run.path} "
+                        f"({e.strerror or e}); {kept}. Free space there (or make it writable), then resume "
+                        f"with --resume {s.run.name}") from None
+    s.saved_at = (s.epoch, s.step)
 
 
 def prepare(cfg: TrainConfig, run: RunDir, resume: bool) -> Session:
@@ -331,7 +370,7 @@ def prepare(cfg: TrainConfig, run: RunDir, resume: bool) -> Session:
             raise UserError("--sync-bn needs CUDA GPUs (torch's SyncBatchNorm does not run on the CPU); drop it")
     d = cfg.data
     pretrain, bank_split, query_split = data.default_splits(d.dataset, d.data_path)
-    train = data.split_of(d, d.train_split or pretrain, subset=d.subset, seed=cfg.run.seed)
+    train = data.pretrain_split(d, d.train_split or pretrain, subset=d.subset, seed=cfg.run.seed)
     if cfg.optim.batch_size > len(train):
         raise UserError(f"--batch-size {cfg.optim.batch_size} is larger than the {len(train)} training "
                         f"images of {train.name}; lower it")
@@ -342,6 +381,8 @@ def prepare(cfg: TrainConfig, run: RunDir, resume: bool) -> Session:
     view_kwargs = cfg.views.kwargs(side)
     if cfg.views.blur_prob is None:
         cfg.views.blur_prob = view_kwargs["blur_prob"]
+    if cfg.views.jitter_strength is None:
+        cfg.views.jitter_strength = view_kwargs["jitter_strength"]
     arch = architecture(cfg.model, side)
 
     torch.manual_seed(cfg.run.seed)  # the same initial weights on every rank
@@ -368,6 +409,11 @@ def prepare(cfg: TrainConfig, run: RunDir, resume: bool) -> Session:
                 scaler=scaler, amp_dtype=amp_dtype, view_kwargs=view_kwargs, generator=generator, arch=arch,
                 steps_per_epoch=len(train) // cfg.optim.batch_size, skipped=train.skipped,
                 workers=0 if on_device else workers)
+    s.notes.extend(train.notes)  # what the folder scan skipped, the held-out fifth, no cache
+    if cfg.model.method == "moco_v2" and cfg.method.queue_size > len(train):
+        s.notes.append(f"warning: the MoCo queue (--queue-size {cfg.method.queue_size}) is larger than the "
+                       f"{len(train)} training images, so it holds each image's own older keys as negatives; "
+                       f"use a queue of at most {len(train)}")
     if cfg.run.compile:
         s.compiled = torch.compile(model)
     if resume:
@@ -388,7 +434,7 @@ def restore(s: Session) -> None:
     path = s.run.last_ckpt
     if not path.is_file():
         return  # stopped before its first checkpoint: start from scratch
-    ckpt = checkpoints.load(path, map_location=s.device)
+    ckpt = checkpoints.load_training(path, map_location=s.device)
     checkpoints.check_architecture(ckpt["arch"], s.arch, path)
     checkpoints.load_state(s.method, ckpt["model"], path)
     s.optimizer.load_state_dict(ckpt["optimizer"])
@@ -397,6 +443,7 @@ def restore(s: Session) -> None:
         raise UserError(f"{path} was saved with {ckpt['steps_per_epoch']} steps per epoch but the data now "
                         f"gives {s.steps_per_epoch}: the dataset changed; start a new run")
     s.epoch, s.step = ckpt["epoch"], ckpt["step"]
+    s.saved_at = (s.epoch, s.step)
     generators = ckpt.get("view_generators") or [ckpt["view_generator"]]
     if len(generators) == distributed.world_size():
         s.generator.set_state(generators[distributed.rank()].cpu())
@@ -412,16 +459,13 @@ def knn_sets(cfg: TrainConfig, bank_split: str | None, query_split: str | None) 
     """(bank, query) ImageSets for the monitor, or None when it is off or there are no labels."""
     if not cfg.run.knn_every or bank_split is None:
         return None
-    bank = data.split_of(cfg.data, bank_split, subset=cfg.run.knn_max_bank, seed=cfg.run.seed)
-    if not bank.labelled:
-        return None
-    if query_split is None:  # one labelled split only: hold out a fifth of it as queries
-        bank_idx, query_idx = data.holdout(len(bank))
-        query = data.ImageSet(bank.images[query_idx], bank.labels[query_idx], bank.classes, bank.name)
-        bank = data.ImageSet(bank.images[bank_idx], bank.labels[bank_idx], bank.classes, bank.name)
+    if query_split is None:  # one labelled split only: its held-out fifth are the queries
+        bank, query = data.held_out(cfg.data, bank_split)
+        bank = bank.subset(cfg.run.knn_max_bank, cfg.run.seed)
     else:
+        bank = data.split_of(cfg.data, bank_split, subset=cfg.run.knn_max_bank, seed=cfg.run.seed)
         query = data.split_of(cfg.data, query_split)
-    return bank, query
+    return (bank, query) if bank.labelled else None
 
 
 def probe_images(cfg: TrainConfig, run: RunDir, split: str, device: torch.device) -> torch.Tensor | None:
@@ -451,27 +495,41 @@ def train(cfg: TrainConfig, resume: bool = False) -> RunDir:
     cfg.validate()
     distributed.setup(resolve_device(cfg.run.device).type)
     main = distributed.is_main()
-    if resume:
-        run = open_run(cfg.run.runs_dir, cfg.run.name)
-    else:
-        if cfg.run.name is None:
-            cfg.run.name = distributed.broadcast(f"{cfg.data.dataset}-{cfg.model.backbone}-{datetime.now():%Y%m%d-%H%M%S}")
+    if cfg.run.name is None and not resume:
+        cfg.run.name = distributed.broadcast(f"{cfg.data.dataset}-{cfg.model.backbone}-{datetime.now():%Y%m%d-%H%M%S}")
+    with contextlib.ExitStack() as held:
         error = None
-        if main:
+        if main:  # rank 0 writes every file: it alone takes the folder's writer lock, before anything else
             try:
-                run = new_run(cfg.run.runs_dir, cfg.run.name)
-                cfg.save(run.config_path)  # at once, so a run that fails while loading data is listed with its error
+                run = open_run(cfg.run.runs_dir, cfg.run.name) if resume else RunDir(
+                    Path(cfg.run.runs_dir) / check_run_name(cfg.run.name))
+                held.enter_context(run.writer("training"))
+                if not resume:
+                    run = new_run(cfg.run.runs_dir, cfg.run.name)
+                    cfg.save(run.config_path)  # at once, so a run that fails while loading data is listed with its error
             except UserError as e:
                 error = str(e)
+            except OSError as e:  # a read-only folder, or --runs-dir naming a file
+                error = (f"cannot write the run folder {Path(cfg.run.runs_dir) / cfg.run.name} ({e.strerror or e}); "
+                         + ("make it writable, then resume" if resume else "choose another --runs-dir"))
         error = distributed.broadcast(error)  # every rank fails alike, none waits forever
         if error:
             raise UserError(error)
         if not main:
             run = open_run(cfg.run.runs_dir, cfg.run.name)
+        return _train_in(run, cfg, resume)
+
+
+def _train_in(run: RunDir, cfg: TrainConfig, resume: bool) -> RunDir:
+    """The run's lifecycle once its folder is ours: status, log, the loop, and how it ended."""
+    main = distributed.is_main()
 
     def status(state: str, *args, **kw) -> None:
         if main:
-            run.write_status(state, *args, **kw)
+            try:
+                run.write_status(state, *args, **kw)
+            except OSError as e:  # the disk is full: the run goes on, or ends with its own message
+                print(f"note: could not write {run.status_path} ({e.strerror or e})", file=sys.stderr)
 
     if main:
         run.clear_stop()
@@ -489,7 +547,7 @@ def train(cfg: TrainConfig, resume: bool = False) -> RunDir:
                   f"step {s.step} of {s.total_steps} on {describe(s.device)}"
                   + (f" x {world} processes" if world > 1 else "")
                   + f"; {len(s.images)} images, {s.steps_per_epoch} steps per epoch"
-                  + (f"; skipped {s.skipped} unreadable file(s)" if s.skipped else ""))
+                  + (f"; skipped {s.skipped} file(s)" if s.skipped else ""))
             for note in s.notes:
                 s.log(note)
             status("running", epoch=s.epoch, step=s.step, total_steps=s.total_steps,
@@ -503,6 +561,11 @@ def train(cfg: TrainConfig, resume: bool = False) -> RunDir:
         except UserError as e:
             status("failed", str(e))
             raise
+        except OSError as e:  # the run folder filled its disk, or became read-only, between checkpoints
+            msg = (f"cannot write {e.filename or 'to the run folder'} ({e.strerror or e}); free space there (or "
+                   f"make it writable), then resume with --resume {run.name}")
+            status("failed", msg)
+            raise UserError(msg) from None
         except torch.cuda.OutOfMemoryError:
             msg = (f"out of GPU memory at batch size {cfg.optim.batch_size}; lower --batch-size "
                    "(or use --precision bf16), then resume")

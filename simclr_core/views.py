@@ -13,8 +13,9 @@ Gaussian blur p=0.5 with sigma in [0.1, 2] and a kernel 10% of the image side, n
 CIFAR setting (appendix B.9): ``jitter_strength=0.5, blur_prob=0.0``; everything else unchanged.
 Solarize is not in SimCLR (BYOL adds it); it is here for experiments and off by default.
 
-Resizing is plain bilinear without antialiasing, so the crop of a large image shrunk to a
-small view aliases a little more than torchvision's antialiased RandomResizedCrop.
+A crop reads only its box, as torchvision's crop-then-resize does, and enlarging a box matches
+torchvision exactly. Resizing is plain bilinear without antialiasing, so the crop of a large image
+shrunk to a small view aliases a little more than torchvision's antialiased RandomResizedCrop.
 All random draws use ``generator``; it must live on the images' device.
 """
 
@@ -96,11 +97,33 @@ def sample_crop_boxes(B: int, H: int, W: int, scale: tuple[float, float], ratio:
     return torch.stack([torch.where(hit, v, float(f)) for v, f in zip((x0, y0, w, h), fallback)], dim=1)
 
 
+def _grid_axis(start: torch.Tensor, length: torch.Tensor, t: torch.Tensor, n: int) -> torch.Tensor:
+    """Sample positions along one axis, as ``grid_sample`` coordinates (-1 and 1 are the image's outer edges).
+
+    Args:
+        start, length: (B,) the box along this axis, in pixels.
+        t: (B, S) fraction of the way across the box of each output pixel's centre.
+        n: the image's side along this axis.
+
+    Returns:
+        (B, S) normalised coordinates.
+    """
+    p = start.unsqueeze(1) + t * length.unsqueeze(1)  # pixel-edge coordinates, (B, S)
+    # torchvision crops, then resizes: bilinear reads only the box, and a sample nearer the border
+    # than the box's outer pixel centre takes that pixel. Clamping to the centres gives exactly that.
+    p = torch.clamp(p, (start + 0.5).unsqueeze(1), (start + length - 0.5).unsqueeze(1))
+    return p * (2.0 / n) - 1.0
+
+
 def crop_flip(x: torch.Tensor, boxes: torch.Tensor, flip: torch.Tensor, size: int) -> torch.Tensor:
     """Crop every image to its box, resize to (size, size) bilinearly and mirror where ``flip``.
 
-    Output pixel j samples the input at pixel-edge coordinate ``x0 + (j + 0.5) * w / size``, so a
-    full-image box equals ``F.interpolate(..., align_corners=False)``. No antialiasing.
+    ``torchvision.transforms.v2.functional.resized_crop`` (crop, then ``interpolate`` with
+    align_corners=False) in one ``grid_sample`` for the batch: output pixel j samples pixel-edge
+    coordinate ``x0 + (j + 0.5) * w / size``, clamped to the box's outer pixel centres so no pixel
+    outside the box leaks in. A box no larger than the output (upsampling) equals torchvision,
+    antialias or not. A larger box (downsampling) equals ``antialias=False``; torchvision's default
+    antialias averages over about w/size pixels per output pixel, where this reads the nearest 2x2.
 
     Args:
         x: (B, C, H, W) float images.
@@ -110,14 +133,12 @@ def crop_flip(x: torch.Tensor, boxes: torch.Tensor, flip: torch.Tensor, size: in
     """
     B, C, H, W = x.shape
     x0, y0, w, h = boxes.to(x.dtype).unbind(dim=1)
-    # affine_grid maps output coords u in [-1, 1] to input coords; scale = box/image, shift = box centre
-    sx = torch.where(flip, -w / W, w / W)
-    zero = torch.zeros_like(sx)
-    theta = torch.stack([
-        torch.stack([sx, zero, (2 * x0 + w) / W - 1], dim=1),
-        torch.stack([zero, h / H, (2 * y0 + h) / H - 1], dim=1),
-    ], dim=1)
-    grid = F.affine_grid(theta, [B, C, size, size], align_corners=False)
+    t = ((torch.arange(size, dtype=x.dtype, device=x.device) + 0.5) / size).expand(B, size)  # (B, S)
+    # a flipped view reads its box right to left: output column j takes column size-1-j's position
+    gx = _grid_axis(x0, w, torch.where(flip.view(B, 1), 1.0 - t, t), W)  # (B, S)
+    gy = _grid_axis(y0, h, t, H)  # (B, S)
+    grid = torch.stack((gx.view(B, 1, size).expand(B, size, size),
+                        gy.view(B, size, 1).expand(B, size, size)), dim=-1)  # (B, S, S, 2): x, y
     return F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
 
 

@@ -22,7 +22,7 @@ def test_config_differences_all_fields_flags_the_differing_ones():
     rows = config_differences({"a": a, "b": b}, all_fields=True)
     assert len(rows) == len(flatten_config(a)) - 2  # run.name and run.runs_dir left out
     assert [r["field"] for r in rows if r["differs"]] == ["optim.temperature"]
-    assert "data.dataset" in flatten_config(a) and flatten_config(a)["model.proj_out_dim"] == 128
+    assert "data.dataset" in flatten_config(a) and flatten_config(a)["model.proj_out_dim"] is None
 
 
 def test_epoch_curves_keep_epoch_lines_last_one_wins():

@@ -2,7 +2,15 @@
 
 from __future__ import annotations
 
+import errno
+import logging
+import os
+import re
+import signal
+import subprocess
+import sys
 import tarfile
+import time
 from pathlib import Path
 from urllib.error import URLError
 
@@ -286,6 +294,78 @@ def test_interrupted_decode_leaves_no_files(tmp_path: Path) -> None:
     assert list((tmp_path / "d" / "cache").iterdir()) == []
 
 
+def test_bad_entries_are_skipped_and_counted(
+    classes_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Symlink loops, broken links and unreadable folders used to crash the scan (CLI and app)."""
+    (classes_dir / "cats" / "self.jpg").symlink_to("self.jpg")  # a loop, with an image's name
+    (classes_dir / "cats" / "gone.png").symlink_to("nowhere.png")  # broken
+    (classes_dir / "cats" / "notes.txt").symlink_to("nowhere.txt")  # not an image: ignored, as before
+    (classes_dir / "birds").symlink_to(tmp_path / "unmounted")  # a broken link to a class folder
+    (classes_dir / "loop1").symlink_to("loop2")
+    (classes_dir / "loop2").symlink_to("loop1")
+    private = _img(classes_dir / "dogs" / "private" / "p.png").parent
+    if os.geteuid() != 0:
+        private.chmod(0)
+    else:  # root reads any folder: make this one fail as chmod 000 does for a user
+        real = os.scandir
+
+        def scandir(path: object = ".") -> object:
+            if os.fspath(path) == str(private):
+                raise PermissionError(errno.EACCES, "Permission denied", os.fspath(path))
+            return real(path)
+        monkeypatch.setattr(data.os, "scandir", scandir)
+    kw = {"path": str(classes_dir), "data_dir": str(tmp_path / "d")}
+    caplog.set_level(logging.WARNING, logger="simclr_core.data")
+    try:
+        assert default_splits("folder", str(classes_dir)) == ("all", "all", None)
+        s = load_split("folder", "all", **kw)
+        monkeypatch.setattr(data, "_decode_folder", _no_decode)
+        again = load_split("folder", "all", **kw)  # from the cache: the same count
+    finally:
+        private.chmod(0o755)
+    assert s.classes == ["cats", "dogs"] and s.labels.tolist() == [0, 0, 1, 1] and len(s) == 4
+    assert s.skips == {"broken_link": 2, "symlink_loop": 3, "unreadable_folder": 1, "unreadable_image": 1}
+    assert s.skipped == 7 and (again.skips, again.skipped, again.notes) == (s.skips, s.skipped, s.notes)
+    assert s.skip_examples["unreadable_folder"] == "dogs/private" and s.skip_examples["broken_link"] == "birds"
+    assert s.notes == [
+        (f"skipped 7 unreadable entries in {classes_dir.resolve()} (2 broken links, e.g. birds; 3 symlink loops, "
+         "e.g. loop1; 1 unreadable folder, e.g. dogs/private; 1 unreadable image, e.g. cats/broken.jpg)")]
+    assert [r.getMessage() for r in caplog.records].count(s.notes[0]) == 1  # logged once, not at every load
+
+
+def test_sixteen_bit_png_is_scaled_not_clipped(tmp_path: Path) -> None:
+    """A 16-bit PNG (mode I;16) used to decode as almost pure white."""
+    grey = np.zeros((8, 8), dtype=np.uint16)
+    grey[:, 2:4], grey[:, 4:6], grey[:, 6:] = 77 * 256, 32768, 65535
+    (tmp_path / "f").mkdir()
+    Image.fromarray(grey).save(tmp_path / "f" / "scan.png")
+    assert Image.open(tmp_path / "f" / "scan.png").mode == "I;16"
+    s = load_split("folder", "all", path=str(tmp_path / "f"), data_dir=str(tmp_path / "d"))
+    assert s.skipped == 0 and s.images.shape == (1, 3, 8, 8)
+    assert s.images[0, :, 0].tolist() == [[0, 0, 77, 77, 128, 128, 255, 255]] * 3
+
+
+def test_huge_images_are_bounded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """JPEGs decode at reduced size (Image.draft) and other images over MAX_PIXELS are skipped, never fatal."""
+    monkeypatch.setattr(data, "MAX_PIXELS", 1_000_000)  # stands in for 64 MP, to keep the test fast
+    _img(tmp_path / "f" / "photo.jpg", size=(2000, 2000), color=(0, 200, 0))  # 4 MP, but decodes at 1/8
+    _img(tmp_path / "f" / "poster.png", size=(2000, 2000))  # 4 MP, no reduced decoding: too large
+    _img(tmp_path / "f" / "small.png", color=(1, 2, 3))
+    s = load_split("folder", "all", path=str(tmp_path / "f"), data_dir=str(tmp_path / "d"), image_size=16)
+    assert [Path(p).name for p in s.paths] == ["photo.jpg", "small.png"]
+    assert (s.images[0, 1] > 190).all() and (s.images[0, 0] < 10).all() and s.images[1, :, 0, 0].tolist() == [1, 2, 3]
+    assert s.skips == {"too_large": 1} and s.skipped == 1
+    assert s.notes == [(f"skipped 1 unreadable entry in {(tmp_path / 'f').resolve()} (1 image over 1 megapixels "
+                        "(downscale it to use it), e.g. poster.png)")]
+    assert data._decode_one(str(tmp_path / "f" / "photo.jpg"), None).shape == (500, 500, 3)  # native: > 256 kept
+    assert data._decode_one(str(tmp_path / "f" / "poster.png"), 16, max_pixels=10**6) == "too_large"
+    (tmp_path / "f" / "photo.jpg").unlink()
+    (tmp_path / "f" / "small.png").unlink()
+    with pytest.raises(UserError, match=r"none of the 1 image files .*1 image over 1 megapixels.*at most 1 megapixels"):
+        load_split("folder", "all", path=str(tmp_path / "f"), data_dir=str(tmp_path / "d"))
+
+
 # ---------------------------------------------------------------- cache
 
 
@@ -325,10 +405,105 @@ def test_damaged_cache_is_rebuilt(classes_dir: Path, tmp_path: Path) -> None:
     assert torch.equal(load_split("folder", "all", **kw).images, first)
 
 
-def test_unwritable_cache_dir(classes_dir: Path, tmp_path: Path) -> None:
-    (tmp_path / "file").write_text("x")
-    with pytest.raises(UserError, match="writable --data-dir"):
-        load_split("folder", "all", path=str(classes_dir), data_dir=str(tmp_path / "file"))
+def test_unwritable_cache_dir_means_no_cache(classes_dir: Path, tmp_path: Path) -> None:
+    reference = load_split("folder", "all", path=str(classes_dir), data_dir=str(tmp_path / "d"))
+    (tmp_path / "file").write_text("x")  # a --data-dir that is a file: no cache folder can exist in it
+    s = load_split("folder", "all", path=str(classes_dir), data_dir=str(tmp_path / "file"))
+    assert torch.equal(s.images, reference.images) and s.paths == reference.paths and s.skipped == 1
+    assert any(n.startswith("not caching the decoded images") and "writable --data-dir" in n for n in s.notes)
+    if os.geteuid() != 0:  # root writes into read-only folders anyway
+        (tmp_path / "ro" / "cache").mkdir(parents=True)
+        (tmp_path / "ro" / "cache").chmod(0o555)
+        try:
+            s = load_split("folder", "all", path=str(classes_dir), data_dir=str(tmp_path / "ro"))
+        finally:
+            (tmp_path / "ro" / "cache").chmod(0o755)
+        assert torch.equal(s.images, reference.images) and "Permission denied" in s.notes[-1]
+        assert list((tmp_path / "ro" / "cache").iterdir()) == []
+
+
+def _cache_files(data_dir: Path) -> list[str]:
+    return sorted(p.name for p in (data_dir / "cache").iterdir()) if (data_dir / "cache").is_dir() else []
+
+
+@pytest.mark.parametrize("failure", ["precheck", "fallocate", "write"])
+def test_full_disk_keeps_images_in_memory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, failure: str) -> None:
+    """A full disk was a SIGBUS (the cache was written through a memory map) that left its temp file."""
+    for i in range(300):  # several worker chunks: rows already written are read back from the file
+        _img(tmp_path / "f" / f"{i:03d}.png", size=(8, 8), color=(i % 256, i // 256, 7))
+    kw = {"path": str(tmp_path / "f"), "data_dir": str(tmp_path / "d")}
+    if failure == "precheck":
+        usage = data.shutil.disk_usage(tmp_path)
+        monkeypatch.setattr(data.shutil, "disk_usage", lambda p: usage._replace(free=2**20))
+    elif failure == "fallocate":
+        def no_space(fd: int, offset: int, length: int) -> None:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        monkeypatch.setattr(data.os, "posix_fallocate", no_space)
+    else:
+        real, calls = data._write_all, []
+
+        def fill_up(fd: int, view: memoryview) -> None:
+            calls.append(len(view))
+            if len(calls) == 3:  # the header and a first chunk went in; the disk fills up on the second
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+            real(fd, view)
+        monkeypatch.setattr(data, "_write_all", fill_up)
+    s = load_split("folder", "all", **kw)
+    assert len(s) == 300 and s.images[:, 0, 0, 0].tolist() == [i % 256 for i in range(300)]
+    assert s.images[:, 1, 0, 0].tolist() == [i // 256 for i in range(300)] and s.paths[-1].endswith("299.png")
+    assert len(s.notes) == 1 and s.notes[0].startswith("not caching the decoded images")
+    assert re.search(r"free \d+ MB on /\S* or pass a --data-dir on a disk with room", s.notes[0])
+    assert _cache_files(tmp_path / "d") == []  # no temp file left to keep the disk full
+    monkeypatch.setattr(data, "_available_memory", lambda: 1000)  # and when memory cannot hold them either:
+    if failure == "write":
+        calls.clear()
+    with pytest.raises(UserError, match=r"do not fit in memory .*: free \d+ MB on /"):
+        load_split("folder", "all", **kw)
+    assert _cache_files(tmp_path / "d") == []
+
+
+def test_cache_temp_names_carry_the_pid(tmp_path: Path) -> None:
+    for i in range(100):
+        _img(tmp_path / "f" / f"{i:03d}.png", size=(8, 8))
+    seen: list[list[str]] = []
+    load_split("folder", "all", path=str(tmp_path / "f"), data_dir=str(tmp_path / "d"),
+               progress=lambda done, total: seen.append(_cache_files(tmp_path / "d")))
+    during = {name for names in seen for name in names}
+    assert during and all(re.fullmatch(rf"\..+\.{os.getpid()}\.tmp\.npy", n) for n in during)
+    assert all(not n.startswith(".") for n in _cache_files(tmp_path / "d"))
+
+
+def test_stale_temps_of_dead_writers_are_removed(classes_dir: Path, tmp_path: Path) -> None:
+    cache = tmp_path / "d" / "cache"
+    cache.mkdir(parents=True)
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    (cache / f".folder-pets-all-0123456789abcdef-a1b2c3d4.{dead.pid}.tmp.npy").write_bytes(b"x" * 1000)
+    (cache / f".other-0123456789abcdef-a1b2c3d4-labels.{dead.pid}.tmp.npy").write_bytes(b"x")
+    live = cache / f".other-0123456789abcdef-a1b2c3d4.{os.getpid()}.tmp.npy"  # this process: maybe a thread's
+    live.write_bytes(b"x")
+    legacy = cache / "folder-pets-all-0123456789abcdef.0123456789ab.tmp.npy"  # cache version 2's, without pid
+    legacy.write_bytes(b"x")
+    os.utime(legacy, (time.time() - 7200, time.time() - 7200))
+    load_split("folder", "all", path=str(classes_dir), data_dir=str(tmp_path / "d"))
+    assert [n for n in _cache_files(tmp_path / "d") if "tmp" in n] == [live.name]
+
+
+def test_sigterm_during_decode_removes_the_temp_file(tmp_path: Path) -> None:
+    """SIGTERM during a folder decode used to kill the process at once and leave the temp .npy behind."""
+    for i in range(200):
+        _img(tmp_path / "f" / f"{i:03d}.png", size=(8, 8))
+    script = ("import os, signal, sys\n"
+              "from simclr_core.data import load_split\n"
+              "def progress(done, total):\n"
+              "    if done:\n"
+              "        os.kill(os.getpid(), signal.SIGTERM)\n"
+              "load_split('folder', 'all', path=sys.argv[1], data_dir=sys.argv[2], progress=progress)\n")
+    proc = subprocess.run([sys.executable, "-c", script, str(tmp_path / "f"), str(tmp_path / "d")],
+                          cwd=Path(__file__).resolve().parents[1], capture_output=True, text=True, timeout=120, check=False)
+    assert proc.returncode not in (0, -signal.SIGTERM), proc.stderr
+    assert "KeyboardInterrupt: stopped by SIGTERM while decoding images" in proc.stderr
+    assert _cache_files(tmp_path / "d") == []
 
 
 # ---------------------------------------------------------------- subsets and holdout

@@ -1,3 +1,9 @@
+import os
+import pickle
+import re
+import shutil
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -74,3 +80,85 @@ def test_embed_cli_errors(finished_run, tmp_path, capsys):
     assert embed_main(["--run", finished_run.name, "--runs-dir", runs, "--split", "val",
                        "--out", str(tmp_path / "x.npz")]) == 2
     assert "has no split 'val'" in capsys.readouterr().err
+
+
+def test_a_damaged_cache_is_rebuilt(finished_run):
+    first = embed_split(finished_run, "test", "h")
+    cache = emb_mod.embedding_cache(finished_run, "test", "h")
+    for damage in (cache.read_bytes()[:200], pickle.dumps({"embeddings": [1, 2]})):  # truncated; a pickle
+        cache.write_bytes(damage)
+        again = embed_split(finished_run, "test", "h")
+        assert np.allclose(again.embeddings, first.embeddings, atol=1e-5)
+        assert np.allclose(Embeddings.load_npz(cache).embeddings, first.embeddings, atol=1e-5)  # written afresh
+    cache.write_bytes(b"PK\x03\x04 not a zip")
+    assert emb_mod.load_cached(cache) is None and not cache.exists()  # the app's reader deletes it too
+
+
+def test_read_only_run_folder_still_embeds_and_evaluates(finished_run, tmp_path, capsys, monkeypatch):
+    """Writes into the run folder fail as on a read-only mount (simulated: the tests may run as root,
+    who may write anywhere); the embeddings and the numbers still come out, uncached."""
+    import errno
+
+    from simclr_core.evaluate import main as evaluate_main
+    from simclr_core.runs import write_json_atomic
+
+    def refuse_in_run(path):
+        if finished_run.path in Path(path).resolve().parents:
+            raise OSError(errno.EROFS, "Read-only file system", str(path))
+
+    real_json, real_npz = write_json_atomic, Embeddings.save_npz
+    monkeypatch.setattr("simclr_core.runs.write_json_atomic", lambda path, obj: refuse_in_run(path) or real_json(path, obj))
+    monkeypatch.setattr(Embeddings, "save_npz", lambda self, path: refuse_in_run(path) or real_npz(self, path))
+    shutil.rmtree(finished_run.embeddings_dir, ignore_errors=True)
+    out, runs = tmp_path / "e.npz", str(finished_run.path.parent)
+    assert embed_main(["--run", finished_run.name, "--runs-dir", runs, "--split", "test", "--out", str(out)]) == 0
+    assert Embeddings.load_npz(out).embeddings.shape[0] == 360 and not finished_run.embeddings_dir.exists()
+    assert evaluate_main(["--run", finished_run.name, "--runs-dir", runs, "--no-probe", "--k", "5"]) == 0
+    captured = capsys.readouterr()
+    assert "knn_top1" in captured.out and "not saved to" in captured.err and "Read-only file system" in captured.err
+
+
+@pytest.mark.parametrize("bad,match", [
+    ("folder", "is a folder; give a file name"),
+    ("missing/e.npz", "the folder .*missing does not exist"),
+])
+def test_embed_out_must_be_a_file_in_a_folder(finished_run, tmp_path, capsys, bad, match):
+    (tmp_path / "folder").mkdir()
+    code = embed_main(["--run", finished_run.name, "--runs-dir", str(finished_run.path.parent),
+                       "--out", str(tmp_path / bad)])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1 and re.search(match, err), err
+
+
+@pytest.mark.parametrize("content,match", [
+    (lambda run: torch.zeros(3), "holds a bare tensor, not a training checkpoint"),
+    (lambda run: torch.load(run.backbone_path, weights_only=True), r"holds a backbone's weights alone \(backbone.pt\)"),
+])
+def test_a_last_pt_that_is_not_a_training_checkpoint(tmp_path, content, match):
+    run = train(tiny_config(tmp_path))
+    torch.save(content(run), run.last_ckpt)
+    with pytest.raises(UserError, match=match):
+        load_encoder(run)
+
+
+def test_a_hostile_pickle_is_refused_without_unsafe_advice(tmp_path):
+    run = train(tiny_config(tmp_path))
+
+    class Evil:
+        def __reduce__(self):
+            return (os.system, ("touch " + str(tmp_path / "pwned"),))
+
+    torch.save({"x": Evil()}, run.last_ckpt)
+    with pytest.raises(UserError) as e:
+        load_encoder(run)
+    assert "safe load refuses" in str(e.value) and "weights_only" not in str(e.value)
+    assert not (tmp_path / "pwned").exists()
+
+
+def test_a_last_pt_of_another_architecture_is_refused(tmp_path):
+    other = tiny_config(tmp_path, name="other")
+    other.model.proj_out_dim = 16
+    run, other_run = train(tiny_config(tmp_path)), train(other)
+    shutil.copy(other_run.last_ckpt, run.last_ckpt)
+    with pytest.raises(UserError, match=r"another architecture \(proj_out_dim: checkpoint 16 vs config 32\)"):
+        load_encoder(run)

@@ -1,3 +1,4 @@
+import json
 import math
 
 import pytest
@@ -5,10 +6,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from simclr_core.checkpoints import check_architecture
 from simclr_core.config import TrainConfig
 from simclr_core.errors import UserError
+from simclr_core.heads import BYOLPredictionHead, BYOLProjectionHead, MoCoProjectionHead, SimCLRProjectionHead
 from simclr_core.methods import BYOL, METHODS, MoCoV2, SimCLR, build_method, ema_update, momentum_at
-from simclr_core.models import Encoder
+from simclr_core.models import Encoder, architecture, build_encoder
+from simclr_core.runs import RunDir
 
 
 def small_encoder() -> Encoder:
@@ -146,3 +150,143 @@ def test_byol_target_is_a_frozen_copy_and_follows_the_cosine_schedule():
     m.after_step(5, 10)  # halfway along the cosine: m = 1 - 0.1 / 2
     for t, b, o in zip(m.target.parameters(), before, m.encoder.parameters()):
         assert torch.allclose(t, 0.95 * b + 0.05 * o, atol=1e-6)
+
+
+# ---------------------------------------------------------------- each method's own head
+
+
+def layout(mlp: nn.Module) -> list[tuple]:
+    """An MLP as one tuple per layer: ("linear", in, out, has bias), ("bn", features, affine), ("relu",)."""
+    rows = []
+    for m in mlp:
+        if isinstance(m, nn.Linear):
+            rows.append(("linear", m.in_features, m.out_features, m.bias is not None))
+        elif isinstance(m, nn.BatchNorm1d):
+            rows.append(("bn", m.num_features, m.affine))
+        else:
+            rows.append((type(m).__name__.lower(),))
+    return rows
+
+
+def auto_config(method: str, **model) -> TrainConfig:
+    """resnet_mini (256-d features) with every head setting left to the method, then ``model``'s values."""
+    cfg = TrainConfig()
+    settings = {"method": method, "backbone": "resnet_mini", "cifar_stem": False, "proj_out_dim": None,
+                "proj_bn": None, **model}
+    for key, value in settings.items():
+        setattr(cfg.model, key, value)
+    return cfg
+
+
+def built(cfg: TrainConfig) -> nn.Module:
+    """The method as training builds it: the architecture first, then the method around its encoder."""
+    torch.manual_seed(0)
+    return build_method(cfg, build_encoder(architecture(cfg.model, 32)))
+
+
+def test_each_method_has_its_papers_head():
+    simclr, moco, byol = (built(auto_config(m)) for m in METHODS)
+    # SimCLR: BN after both layers, the last without affine (hidden = the backbone width, z 128)
+    assert isinstance(simclr.encoder.head, SimCLRProjectionHead)
+    assert layout(simclr.encoder.head) == [("linear", 256, 256, False), ("bn", 256, True), ("relu",),
+                                           ("linear", 256, 128, False), ("bn", 128, False)]
+    # MoCo v2: "a 2-layer MLP head (hidden layer 2048-d, with ReLU)", no BN; 2048 is a ResNet-50's width
+    assert isinstance(moco.encoder.head, MoCoProjectionHead)
+    assert layout(moco.encoder.head) == [("linear", 256, 256, True), ("relu",), ("linear", 256, 128, True)]
+    assert layout(moco.key_encoder.head) == layout(moco.encoder.head) and moco.queue.shape == (4096, 128)
+    # BYOL: 4096 -> 256 on a ResNet-50's 2048, so twice the width; BN only after the hidden layer
+    assert isinstance(byol.encoder.head, BYOLProjectionHead) and isinstance(byol.predictor, BYOLPredictionHead)
+    assert layout(byol.encoder.head) == [("linear", 256, 512, False), ("bn", 512, True), ("relu",),
+                                         ("linear", 512, 256, True)]
+    assert layout(byol.predictor) == [("linear", 256, 512, False), ("bn", 512, True), ("relu",),
+                                      ("linear", 512, 256, True)]
+    assert layout(byol.target.head) == layout(byol.encoder.head)
+    loss = byol(torch.rand(4, 3, 16, 16), torch.rand(4, 3, 16, 16))
+    assert torch.isfinite(loss)
+
+
+def test_the_resolved_head_is_recorded_in_the_config():
+    for method, out, bn in (("simclr", 128, True), ("moco_v2", 128, False), ("byol", 256, True)):
+        cfg = auto_config(method)
+        arch = architecture(cfg.model, 32)
+        built(cfg)
+        assert (cfg.model.proj_out_dim, cfg.model.proj_bn) == (out, bn)
+        # config.json read back gives the same architecture, so a resume matches its checkpoint
+        assert architecture(cfg.model, 32) == arch
+        assert arch.get("head") == (None if method == "simclr" else method)
+
+
+def test_head_flags_override_the_papers_defaults():
+    moco = built(auto_config("moco_v2", proj_hidden_dim=64, proj_out_dim=32, proj_bn=True))
+    assert layout(moco.encoder.head) == [("linear", 256, 64, False), ("bn", 64, True), ("relu",),
+                                         ("linear", 64, 32, True)]
+    byol_cfg = auto_config("byol", proj_bn=False, proj_layers=3, proj_out_dim=64)
+    byol_cfg.method.pred_hidden_dim = 48
+    byol = built(byol_cfg)
+    assert layout(byol.encoder.head) == [("linear", 256, 512, True), ("relu",), ("linear", 512, 512, True),
+                                         ("relu",), ("linear", 512, 64, True)]
+    assert layout(byol.predictor) == [("linear", 64, 48, False), ("bn", 48, True), ("relu",),
+                                      ("linear", 48, 64, True)]
+    simclr = built(auto_config("simclr", proj_bn=False))
+    assert not any(isinstance(m, nn.BatchNorm1d) for m in simclr.encoder.head)
+    # any method can take another's head (an ablation)
+    cfg = auto_config("simclr", head="byol")
+    assert isinstance(built(cfg).encoder.head, BYOLProjectionHead)
+    assert architecture(cfg.model, 32)["head"] == "byol"
+    cfg = auto_config("simclr", head="swav")
+    with pytest.raises(UserError, match="unknown head 'swav'; choose one of simclr, moco_v2, byol"):
+        architecture(cfg.model, 32)
+
+
+# What a BYOL run on resnet_mini saved before per-method heads holds: SimCLR's head, a 128-d z and a
+# predictor as wide as the backbone (the shapes of its last.pt, without backbone and target).
+OLD_ARCH = {"backbone": "resnet_mini", "cifar_stem": False, "proj_hidden_dim": None, "proj_out_dim": 128,
+            "proj_layers": 2, "proj_bn": True}
+OLD_BYOL_SHAPES = {
+    "encoder.head.0.weight": (256, 256), "encoder.head.1.weight": (256,), "encoder.head.1.bias": (256,),
+    "encoder.head.1.running_mean": (256,), "encoder.head.1.running_var": (256,),
+    "encoder.head.1.num_batches_tracked": (), "encoder.head.3.weight": (128, 256),
+    "encoder.head.4.running_mean": (128,), "encoder.head.4.running_var": (128,),
+    "encoder.head.4.num_batches_tracked": (), "predictor.0.weight": (256, 128), "predictor.1.weight": (256,),
+    "predictor.1.bias": (256,), "predictor.1.running_mean": (256,), "predictor.1.running_var": (256,),
+    "predictor.1.num_batches_tracked": (), "predictor.3.weight": (128, 256), "predictor.3.bias": (128,),
+}
+
+
+def test_runs_saved_before_per_method_heads_keep_their_head(tmp_path):
+    # an old config.json has no `head` key and records the old defaults; the run folder reads it as SimCLR's head
+    saved = TrainConfig().to_dict()
+    del saved["model"]["head"]
+    saved["model"].update(method="byol", backbone="resnet_mini", cifar_stem=False, proj_out_dim=128, proj_bn=True)
+    (tmp_path / "config.json").write_text(json.dumps(saved))
+    assert RunDir(tmp_path).config().model.head == "simclr"
+    saved["model"]["head"] = "byol"
+    (tmp_path / "config.json").write_text(json.dumps(saved))
+    assert RunDir(tmp_path).config().model.head == "byol"
+    cfg = auto_config("byol", head="simclr", proj_out_dim=128, proj_bn=True)
+    assert architecture(cfg.model, 32) == OLD_ARCH  # so the checkpoint's arch check passes on resume
+    m = built(cfg)
+    state = {k: tuple(v.shape) for k, v in m.state_dict().items() if not k.startswith(("encoder.backbone", "target."))}
+    assert state == OLD_BYOL_SHAPES  # so load_state_dict (strict) takes the old last.pt
+    # evaluate and embed build the encoder from the checkpoint's own arch: no `head` key is SimCLR's head
+    enc = build_encoder(OLD_ARCH)
+    enc.load_state_dict(m.encoder.state_dict())
+    assert isinstance(enc.head, SimCLRProjectionHead)
+    # without the legacy head, resume refuses with a message naming the head, not a shape traceback
+    with pytest.raises(UserError, match="head: checkpoint None vs config 'byol'"):
+        check_architecture(OLD_ARCH, architecture(auto_config("byol", proj_out_dim=128, proj_bn=True).model, 32),
+                           "last.pt")
+
+
+def test_default_config_gives_each_method_its_papers_head():
+    # the config's head settings default to None ("the method's own") and config.json records them
+    for method, head, out, bn in (("simclr", "simclr", 128, True), ("moco_v2", "moco_v2", 128, False),
+                                  ("byol", "byol", 256, True)):
+        cfg = TrainConfig()
+        cfg.model.method, cfg.model.backbone = method, "resnet_mini"
+        assert (cfg.model.head, cfg.model.proj_out_dim, cfg.model.proj_bn) == (None, None, None)
+        built(cfg)
+        saved = cfg.to_dict()["model"]
+        assert (saved["head"], saved["proj_out_dim"], saved["proj_bn"]) == (head, out, bn)
+        assert architecture(TrainConfig.from_dict(cfg.to_dict()).model, 32).get("head") == \
+            (None if head == "simclr" else head)

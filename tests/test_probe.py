@@ -103,7 +103,7 @@ def test_no_probe_flag_and_unlabelled_runs(tmp_path):
     assert json.loads((run.path / "probe" / "subset.json").read_text())["split"] == "all"
 
 
-@pytest.mark.parametrize("argv,match", [(["--probe-size", "0"], "--probe-size must be a positive")])
+@pytest.mark.parametrize("argv,match", [(["--probe-size", "0"], "--probe-size must be at least 1")])
 def test_bad_probe_size(tmp_path, capsys, argv, match):
     from tests.conftest import tiny_args
 

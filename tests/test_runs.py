@@ -1,11 +1,15 @@
 import json
 import os
+import subprocess
+import sys
 
 import pytest
 
 from simclr_core.config import TrainConfig
 from simclr_core.errors import UserError
-from simclr_core.runs import RunDir, list_runs, new_run, open_run, summarize
+from simclr_core.runs import RunDir, list_runs, new_run, open_run, process_start, summarize
+
+from tests.conftest import REPO
 
 
 def test_new_run_refuses_existing_and_open_lists_known(tmp_path):
@@ -50,8 +54,11 @@ def test_metrics_follow_and_survive_a_half_line(tmp_path):
 def test_status_and_dead_process(tmp_path):
     run = RunDir(tmp_path)
     assert run.status() == {}
-    run.write_status("running", epoch=1)
-    assert run.status()["state"] == "running" and run.status()["pid"] == os.getpid()
+    with run.writer("training"):
+        run.write_status("running", epoch=1)
+        assert run.status()["state"] == "running" and run.status()["pid"] == os.getpid()
+    # the writer is gone; its pid (this very process, as a reused pid would be) is alive, yet the run is not
+    assert run.status()["state"] == "died"
     st = json.loads(run.status_path.read_text())
     st["pid"] = 2**22 + 12345  # no such process
     run.status_path.write_text(json.dumps(st))
@@ -75,3 +82,100 @@ def test_stop_file(tmp_path):
     assert run.stop_requested()
     run.clear_stop()
     assert not run.stop_requested()
+
+
+def test_a_second_writer_is_refused_and_told_who_writes(tmp_path):
+    run = RunDir(tmp_path / "r")
+    with run.writer("training"):
+        assert run.writer_alive()
+        with pytest.raises(UserError, match=rf"run 'r' is being written by another process \(pid {os.getpid()}, "
+                                            r"training since \d\d:\d\d:\d\d\)"):
+            with run.writer("training"):
+                pass
+    assert not run.writer_alive()
+    with run.writer("training"):  # free again once the first is done
+        pass
+
+
+def test_a_killed_writer_frees_the_run_and_its_temps_are_removed(tmp_path):
+    """kill -9 leaves the lock file and temp files behind; the kernel drops the lock, and the next writer
+    removes the temps of writers that are gone (and not those of live ones)."""
+    run = RunDir(tmp_path / "r")
+    code = ("import sys, time; from simclr_core.runs import RunDir; r = RunDir(sys.argv[1])\n"
+            "with r.writer('training'):\n"
+            "    r.write_status('running', epoch=3)\n"
+            "    print('held', flush=True); time.sleep(60)")
+    proc = subprocess.Popen([sys.executable, "-c", code, str(run.path)], stdout=subprocess.PIPE, text=True,
+                            env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert proc.stdout.readline().strip() == "held"
+    assert run.status()["state"] == "running"
+    with pytest.raises(UserError, match=f"pid {proc.pid}"):
+        with run.writer("training"):
+            pass
+    (run.path / "probe").mkdir()
+    dead = [run.path / f".last.pt.{proc.pid}.tmp", run.path / "probe" / f".epoch-0003.{proc.pid}.tmp.npy",
+            run.path / f".status.json.{proc.pid}.tmp"]
+    alive = [run.path / f".last.pt.{os.getpid()}.tmp", run.path / "last.pt"]
+    for p in dead + alive:
+        p.write_bytes(b"x" * 1000)
+    proc.kill()
+    proc.wait()
+    st = run.status()
+    assert st["state"] == "died" and st["epoch"] == 3
+    with run.writer("training"):
+        assert [p.exists() for p in dead] == [False] * 3 and all(p.exists() for p in alive)
+
+
+def test_a_reused_pid_is_not_a_live_run(tmp_path):
+    """status.json and launch.json name a pid that a later process now has (here: this test's own)."""
+    run = RunDir(tmp_path / "r")
+    run.path.mkdir()
+    run.status_path.write_text(json.dumps({"state": "running", "pid": os.getpid(), "epoch": 2}))
+    assert run.status()["state"] == "died"  # no process holds the writer lock
+    ticks = process_start(os.getpid())
+    assert isinstance(ticks, int)
+    (run.path / "launch.json").write_text(json.dumps({"pid": os.getpid(), "start_ticks": ticks + 1}))
+    assert not run.launcher_alive()
+    (run.path / "launch.json").write_text(json.dumps({"pid": os.getpid(), "start_ticks": ticks}))
+    assert run.launcher_alive()
+
+
+@pytest.mark.parametrize("content", [b"[]", b"null", b'"running"', b"42", b'{"state": ["x"]}', b"\xff\xfe{",
+                                     b'{"state": "finished", "pid": "abc", "epoch": "two", "updated": "now", '
+                                     b'"message": ["a"]}'])
+def test_a_damaged_status_is_a_message_on_that_run_alone(tmp_path, content):
+    run = RunDir(tmp_path / "r")
+    run.path.mkdir()
+    TrainConfig().save(run.config_path)
+    run.status_path.write_bytes(content)
+    st = run.status()
+    summary = summarize(run)  # what the sidebar and the run table show: never an exception
+    if content.startswith(b'{"state": "finished"'):
+        assert st["state"] == "finished" and "epoch" not in st and summary.epoch == 0 and summary.message == "['a']"
+    else:
+        assert st["state"] == summary.state == "damaged" and "status.json is damaged" in st["message"]
+
+
+def test_damaged_metric_lines_are_skipped(tmp_path):
+    run = RunDir(tmp_path)
+    run.metrics_path.write_bytes(b'42\nnull\n{"epoch": 1}\n\xff\xfe\n{"step": true}\n'
+                                 b'{"step": 5, "loss": "abc", "lr": 0.1, "collapse": "collapsed"}\n'
+                                 b'{"step": 6, "loss": 1.5}\n')
+    assert run.metrics() == [{"step": 5, "lr": 0.1, "collapse": "collapsed"}, {"step": 6, "loss": 1.5}]
+    assert summarize(run).last_loss == 1.5
+    run.truncate_metrics(5)
+    assert [m["step"] for m in run.metrics()] == [5]
+
+
+def test_eval_results_survive_a_damaged_file_and_concurrent_writers(tmp_path):
+    run = RunDir(tmp_path)
+    run.eval_path.write_text('{"not": "a list"}')
+    assert run.eval_results() == []
+    run.add_eval_result({"knn_top1": 1.0})
+    code = ("import sys; from simclr_core.runs import RunDir; r = RunDir(sys.argv[1])\n"
+            "for i in range(40): r.add_eval_result({'who': sys.argv[2], 'i': i})")
+    procs = [subprocess.Popen([sys.executable, "-c", code, str(tmp_path), who],
+                              env={**os.environ, "PYTHONPATH": str(REPO)}) for who in "ab"]
+    assert [p.wait() for p in procs] == [0, 0]
+    results = run.eval_results()
+    assert len(results) == 81 and sum(r.get("who") == "a" for r in results) == 40  # no result lost

@@ -1,5 +1,6 @@
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -37,6 +38,7 @@ def test_tiny_run_writes_the_run_folder(tiny):
     assert all(0 <= m["knn_top1"] <= m["knn_top5"] <= 100 for m in epochs)
     saved = json.loads(run.config_path.read_text())
     assert saved["model"]["cifar_stem"] is False and saved["views"]["blur_prob"] == 0.0  # resolved, recorded
+    assert saved["views"]["jitter_strength"] == 0.5  # "auto" at 16 px: the paper's CIFAR strength, recorded
     ckpt = checkpoints.load(run.last_ckpt)
     assert (ckpt["epoch"], ckpt["step"]) == (2, 4)
     backbone = load_backbone(run.backbone_path)  # a plain torchvision-layout ResNet
@@ -55,6 +57,10 @@ def test_one_epoch_lowers_the_loss(tmp_path, method):
         # with real, harder keys, which raises the loss at first): in 16 steps progress shows with
         # near-identical views and a key encoder that follows faster.
         cfg.views.crop_scale_min, cfg.views.jitter_strength, cfg.method.ema = 0.9, 0.0, 0.9
+        # MoCo v2's own head has no BN: its first projections are all alike, the loss sits near
+        # ln(K + 1) once the queue fills, and 16 steps do not show the climb down; SimCLR's head
+        # (BN on the output) spreads them from step one, and the queue and EMA are the same.
+        cfg.model.head = "simclr"
     run = train(cfg)
     losses = [m["loss"] for m in run.metrics() if "epoch_loss" not in m]
     assert len(losses) == 16
@@ -125,6 +131,7 @@ def test_user_errors_are_one_line(tmp_path, capsys):
     assert main(tiny_args(tmp_path)) == 0
     capsys.readouterr()
     (tmp_path / "empty").mkdir()
+    (tmp_path / "a-file").write_text("not a folder")
     (tmp_path / "broken" / "cat").mkdir(parents=True)
     (tmp_path / "broken" / "cat" / "a.jpg").write_bytes(b"not a jpeg")
     folder = ["--dataset", "folder", "--data-path"]
@@ -139,7 +146,9 @@ def test_user_errors_are_one_line(tmp_path, capsys):
         (tiny_args(tmp_path, "../up"), "invalid run name"),
         (tiny_args(tmp_path, "f") + ["--dataset", "folder", "--data-path", str(tmp_path / "none")], "does not exist"),
         (tiny_args(tmp_path, "t") + ["--temperature", "0"], "--temperature must be a positive"),
-        (tiny_args(tmp_path, "e") + ["--epochs", "0"], "--epochs must be a positive"),
+        (tiny_args(tmp_path, "e") + ["--epochs", "0"], "--epochs must be at least 1"),
+        (tiny_args(tmp_path, "k") + ["--knn-k", "0"], "--knn-k must be at least 1"),  # was: fails after an epoch
+        (tiny_args(tmp_path, "r") + ["--runs-dir", str(tmp_path / "a-file")], "choose another --runs-dir"),
     ]
     for argv, match in cases:
         try:
@@ -181,11 +190,46 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path, monkeypatch, ca
 
     monkeypatch.setattr(methods, "nt_xent", nan_from_epoch_two)
     code, err = run_main(tiny_args(tmp_path), capsys)
-    assert "loss became nan at epoch 2" in one_line_error(code, err)
+    line = one_line_error(code, err)
+    assert "loss became nan at epoch 2" in line and "kept the last good checkpoint (epoch 1, step 2)" in line
     run = RunDir(tmp_path / "runs" / "tiny")
     assert run.status()["state"] == "failed" and "nan" in run.status()["message"]
     ckpt = checkpoints.load(run.last_ckpt)
     assert ckpt["epoch"] == 1 and all(torch.isfinite(v).all() for v in ckpt["model"].values() if v.is_floating_point())
+    # The advice can be followed: resume with the learning rate it names, which config.json records.
+    advice = line.split("resume with a lower learning rate: ")[1].split(" (or")[0].split()
+    assert advice[:2] == ["--resume", "tiny"] and advice[2] == "--lr"
+    monkeypatch.setattr(methods, "nt_xent", real)
+    code, err = run_main([*advice, "--runs-dir", str(tmp_path / "runs")], capsys)
+    assert code == 0, err
+    assert run.status()["state"] == "finished" and run.config().optim.lr == float(advice[3])
+
+
+def test_nan_before_any_checkpoint_says_so(tmp_path, monkeypatch, capsys):
+    import simclr_core.methods.simclr as methods
+
+    monkeypatch.setattr(methods, "nt_xent", lambda z1, z2, t, **kw: (z1.sum() + z2.sum()) * float("nan"))
+    code, err = run_main(tiny_args(tmp_path), capsys)
+    line = one_line_error(code, err)
+    assert "loss became nan at epoch 1" in line and "no checkpoint was written before it" in line
+    assert "epoch 0" not in line and not (tmp_path / "runs" / "tiny" / "last.pt").exists()
+
+
+def test_non_finite_weights_are_never_checkpointed(tmp_path, monkeypatch, capsys):
+    """The loss stays finite (training uses batch statistics), but a running variance went inf."""
+    from simclr_core.methods.simclr import SimCLR
+
+    def poison_at_step_3(self, step, total_steps):
+        if step == 3:
+            self.encoder.backbone.bn1.running_var.fill_(float("inf"))
+
+    monkeypatch.setattr(SimCLR, "after_step", poison_at_step_3)
+    code, err = run_main(tiny_args(tmp_path), capsys)
+    line = one_line_error(code, err)
+    assert "the weights became non-finite (encoder.backbone.bn1.running_var) at epoch 2" in line, line
+    assert "kept the last good checkpoint (epoch 1, step 2)" in line
+    ckpt = checkpoints.load(RunDir(tmp_path / "runs" / "tiny").last_ckpt)
+    assert ckpt["epoch"] == 1 and torch.isfinite(ckpt["model"]["encoder.backbone.bn1.running_var"]).all()
 
 
 def _spawn(tmp_path, name, epochs="200"):
@@ -268,3 +312,98 @@ def test_dataloader_workers_feed_the_same_batches(tmp_path, monkeypatch, capsys,
     a = checkpoints.load(inline.last_ckpt)["model"]
     b = checkpoints.load(RunDir(tmp_path / "runs" / "workers").last_ckpt)["model"]
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def _single_split_folder(root, n_per_class=20):
+    from PIL import Image
+
+    for c in ("cat", "dog"):
+        (root / c).mkdir(parents=True)
+        for i in range(n_per_class):
+            Image.new("RGB", (16, 16), (i * 12, 80 if c == "cat" else 200, 0)).save(root / c / f"{i}.png")
+    return root
+
+
+@pytest.mark.parametrize("transductive", [False, True])
+def test_a_single_split_folder_keeps_its_held_out_fifth_unseen(tmp_path, transductive):
+    from simclr_core import data
+    from simclr_core.evaluate import evaluate_run
+
+    cfg = tiny_config(tmp_path, epochs=1, batch_size=8)
+    cfg.data.dataset, cfg.data.data_path, cfg.data.subset = "folder", str(_single_split_folder(tmp_path / "pets")), None
+    cfg.data.transductive = transductive
+    run = train(cfg)
+    rest, fifth = data.held_out(cfg.data, "all")
+    assert (len(rest), len(fifth)) == (32, 8)
+    seen = data.pretrain_split(run.config().data, "all")
+    assert len(seen) == (40 if transductive else 32) and (set(fifth.paths) <= set(seen.paths)) == transductive
+    assert f"{len(seen)} images" in run.log_path.read_text()
+    result = evaluate_run(run, probe=False, k=5)
+    assert result["n_query"] == 8 and result["n_bank"] == 32
+    assert result["query_split"] == ("all (held-out fifth, transductive)" if transductive else "all (held-out fifth)")
+    quick = evaluate_run(run, probe=False, k=5, max_bank=10)  # the same queries with a smaller bank
+    assert quick["n_query"] == 8 and quick["n_bank"] == 10
+
+
+def test_runs_from_before_the_option_stay_transductive(tmp_path):
+    run = train(tiny_config(tmp_path))
+    saved = json.loads(run.config_path.read_text())
+    assert saved["data"]["transductive"] is False
+    del saved["data"]["transductive"]  # as written by earlier versions, which pre-trained on everything
+    run.config_path.write_text(json.dumps(saved))
+    assert run.config().data.transductive is True
+
+
+def test_a_full_disk_at_a_checkpoint_keeps_the_last_one(tmp_path, monkeypatch, capsys):
+    import errno
+
+    real_save = torch.save
+    calls = {"n": 0}
+
+    def disk_fills_up(obj, f, *a, **k):
+        calls["n"] += 1
+        if calls["n"] > 2:  # epoch 1's last.pt and backbone.pt fit; epoch 2's do not
+            f.write(b"\0" * 100_000)  # half a file, as a full disk leaves it
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_save(obj, f, *a, **k)
+
+    monkeypatch.setattr(checkpoints.torch, "save", disk_fills_up)
+    code, err = run_main(tiny_args(tmp_path), capsys)
+    line = one_line_error(code, err)
+    assert "cannot write the checkpoint of epoch 2, step 4" in line and "No space left on device" in line
+    assert "last.pt still holds epoch 1, step 2" in line and "--resume tiny" in line
+    run = RunDir(tmp_path / "runs" / "tiny")
+    assert run.status()["state"] == "failed" and "No space left" in run.status()["message"]
+    assert checkpoints.load(run.last_ckpt)["epoch"] == 1
+    assert not [p.name for p in run.path.iterdir() if ".tmp" in p.name]  # nothing left to keep the disk full
+    monkeypatch.setattr(checkpoints.torch, "save", real_save)  # space freed: the resume works
+    assert run_main(["--resume", "tiny", "--runs-dir", str(tmp_path / "runs")], capsys)[0] == 0
+
+
+def test_moco_queue_larger_than_the_dataset_is_warned_about(tmp_path):
+    cfg = tiny_config(tmp_path, epochs=1)
+    cfg.model.method, cfg.method.queue_size = "moco_v2", 100
+    run = train(cfg)
+    assert "the MoCo queue (--queue-size 100) is larger than the 64 training images" in run.log_path.read_text()
+
+
+@pytest.mark.slow
+def test_two_resumes_at_once_one_writer(tmp_path, capsys):
+    """Both start before either has written status.json; the OS lock lets exactly one train."""
+    assert main(tiny_args(tmp_path)) == 0
+    run = RunDir(tmp_path / "runs" / "tiny")
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    argv = [sys.executable, "-m", "simclr_core.train", "--resume", "tiny", "--runs-dir", str(tmp_path / "runs"),
+            "--knn-every", "0"]
+    procs = [subprocess.Popen(argv + ["--epochs", epochs], cwd=REPO, env=env, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for epochs in ("30", "40")]
+    outs = [p.communicate(timeout=300) for p in procs]
+    codes = sorted(p.returncode for p in procs)
+    assert codes == [0, 2], outs
+    loser = next(err for p, (_, err) in zip(procs, outs) if p.returncode == 2)
+    line = loser.strip().splitlines()[-1]
+    assert re.search(r"error: run 'tiny' (is being written by another process \(pid \d+|is running)", line), loser
+    steps = [m["step"] for m in run.metrics() if "epoch_loss" not in m]
+    assert len(steps) == len(set(steps)) and steps == sorted(steps)  # no epoch written twice
+    winner = 30 if procs[0].returncode == 0 else 40
+    assert run.status()["epoch"] == winner == run.config().optim.epochs

@@ -113,17 +113,57 @@ def test_crop_flip_full_box_is_interpolate(imgs):
                                    atol=1e-5, rtol=0)
 
 
-def test_crop_flip_matches_resized_crop(imgs):
-    # boxes no smaller than the output, where torchvision's crop-then-resize never clamps at the crop edge
+def resized_crop(img, box, size, flip, antialias):
+    """torchvision's crop-then-resize of one image, the reference for ``crop_flip``."""
+    x0, y0, w, h = (int(v) for v in box)
+    out = TF.resized_crop(img, y0, x0, h, w, [size, size], antialias=antialias)
+    return TF.horizontal_flip(out) if flip else out
+
+
+@pytest.mark.parametrize("size", [12, 24])
+def test_crop_flip_matches_resized_crop(imgs, size):
+    # at size 12 the first six boxes are at least the output (downsampling), at size 24 all are smaller
+    # (upsampling), where torchvision's resize clamps at the crop's edge; the last boxes are 1-5 px
     boxes = torch.tensor([[0, 0, 24, 20], [3, 2, 16, 12], [8, 5, 12, 15], [1, 7, 20, 13], [11, 0, 13, 20],
-                          [4, 4, 12, 12]], dtype=torch.float32)
-    flip = torch.tensor([False, True, False, True, True, False])
-    out = crop_flip(imgs, boxes, flip, 12)
-    for i, (x0, y0, w, h) in enumerate(boxes.int().tolist()):
-        want = TF.resized_crop(imgs[i], y0, x0, h, w, [12, 12], antialias=False)
-        if flip[i]:
-            want = TF.horizontal_flip(want)
+                          [4, 4, 12, 12], [0, 0, 5, 7], [19, 13, 5, 7], [2, 9, 3, 3], [23, 0, 1, 20],
+                          [6, 19, 2, 1], [10, 10, 1, 1]], dtype=torch.float32)
+    x = imgs.repeat(2, 1, 1, 1)
+    flip = torch.arange(len(boxes)) % 3 == 1
+    out = crop_flip(x, boxes, flip, size)
+    for i, box in enumerate(boxes.tolist()):
+        want = resized_crop(x[i], box, size, flip[i], antialias=False)
         torch.testing.assert_close(out[i], want, atol=1e-5, rtol=0)
+        if box[2] <= size and box[3] <= size:  # upsampling: antialias changes nothing
+            torch.testing.assert_close(out[i], resized_crop(x[i], box, size, flip[i], antialias=True),
+                                       atol=1e-5, rtol=0)
+
+
+def test_crop_flip_random_boxes_match_resized_crop():
+    # boxes of every shape, including one side larger than the output and the other smaller
+    g = gen(7)
+    x = torch.rand(64, 3, 20, 24, generator=g)
+    w = torch.randint(1, 25, (64,), generator=g)
+    h = torch.randint(1, 21, (64,), generator=g)
+    x0 = (torch.rand(64, generator=g) * (25 - w)).floor()
+    y0 = (torch.rand(64, generator=g) * (21 - h)).floor()
+    boxes = torch.stack([x0, y0, w.float(), h.float()], dim=1)
+    flip = torch.rand(64, generator=g) < 0.5
+    for size in (8, 16, 30):
+        out = crop_flip(x, boxes, flip, size)
+        for i, box in enumerate(boxes.tolist()):
+            torch.testing.assert_close(out[i], resized_crop(x[i], box, size, flip[i], antialias=False),
+                                       atol=1e-5, rtol=0)
+
+
+def test_enlarged_crop_reads_no_pixel_outside_its_box():
+    # white columns 0-1, crop over columns 2-5 enlarged to 8 px: only the black box may show
+    x = torch.zeros(1, 3, 8, 8)
+    x[..., :2] = 1.0
+    x[..., 6:] = 1.0  # and white to the right of the box, for the flipped view's first column
+    for flip in (False, True):
+        out = crop_flip(x, torch.tensor([[2.0, 0.0, 4.0, 8.0]]), torch.tensor([flip]), 8)
+        assert out.abs().max().item() == 0.0
+        torch.testing.assert_close(out[0], resized_crop(x[0], (2, 0, 4, 8), 8, flip, antialias=True))
 
 
 def test_crop_boxes_inside_image_and_ratio_range():

@@ -7,6 +7,7 @@ select box read it. Every method has the same shape:
 - ``forward(view1, view2) -> loss`` for a batch of positive pairs;
 - ``after_step(step, total_steps)``: what happens after each optimiser step (the momentum update);
 - ``defaults``: the method's values for config fields left at "auto" (None);
+- its own projection head, :func:`simclr_core.heads.default_head` (built into the encoder);
 - ``loss_name``: how the app labels its loss.
 """
 
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 from torch import nn
 
+from simclr_core import heads
 from simclr_core.config import TrainConfig
 from simclr_core.errors import UserError
 from simclr_core.methods.byol import BYOL
@@ -28,13 +30,25 @@ __all__ = ["BYOL", "METHODS", "MoCoV2", "SimCLR", "build_method", "ema_update", 
 
 
 def resolve_defaults(cfg: TrainConfig) -> None:
-    """Fill the config fields left at None with the chosen method's defaults (so config.json records them)."""
+    """Fill the config fields left at None with the chosen method's defaults (so config.json records them).
+
+    The projection's hidden width stays None when not given: its default is a multiple of the
+    backbone width (:mod:`simclr_core.heads`), which the checkpoint's ``arch`` records as None too.
+    """
     if cfg.model.method not in METHODS:
         raise UserError(f"unknown method {cfg.model.method!r}; choose one of {', '.join(METHODS)}")
     for key, value in METHODS[cfg.model.method].defaults.items():
         section = cfg.optim if key == "temperature" else cfg.method
         if getattr(section, key) is None:
             setattr(section, key, value)
+    model = cfg.model
+    head = model.head = model.head or heads.default_head(model.method)
+    # the head's own output size and batch norm, resolved as models.architecture resolves them
+    spec = heads.SPECS[heads.check_head(head)]
+    if model.proj_out_dim is None:
+        model.proj_out_dim = spec.out_dim
+    if model.proj_bn is None:
+        model.proj_bn = spec.bn
 
 
 def build_method(cfg: TrainConfig, encoder: Encoder) -> nn.Module:

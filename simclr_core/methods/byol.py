@@ -8,13 +8,19 @@ from typing import ClassVar
 import torch
 from torch import nn
 
+from simclr_core.heads import BYOLPredictionHead
 from simclr_core.losses import byol_loss
 from simclr_core.methods.momentum import ema_update, momentum_at
-from simclr_core.models import Encoder, projection_head
+from simclr_core.models import Encoder
 
 
 class BYOL(nn.Module):
-    """Online encoder + predictor q, target encoder an EMA of the online one; symmetric loss."""
+    """Online encoder + predictor q, target encoder an EMA of the online one; symmetric loss.
+
+    The encoder carries BYOL's projector (:class:`~simclr_core.heads.BYOLProjectionHead`, built
+    from the config's ``head``); the predictor has its shape, z -> hidden -> z, with the
+    projector's hidden width unless ``pred_hidden_dim`` is given.
+    """
 
     loss_name = "BYOL loss (normalised MSE)"  # what the app titles its loss curve
     # Base momentum raised to 1 along a cosine, as the paper. Its 0.996 is for ImageNet's ~300k
@@ -27,9 +33,8 @@ class BYOL(nn.Module):
         self.encoder = encoder
         self.target = copy.deepcopy(encoder).requires_grad_(False)
         dim = encoder.out_dim
-        # The paper's predictor has the projector's shape: Linear -> BN -> ReLU -> Linear.
-        self.predictor = projection_head(dim, pred_hidden_dim or encoder.hidden_dim, dim, layers=2, bn=True,
-                                         final_bn=False)
+        # "the predictor q uses the same architecture as g": the projector's hidden width by default
+        self.predictor = BYOLPredictionHead(dim, pred_hidden_dim or encoder.hidden_dim, dim)
         self.ema, self.ema_schedule = ema, ema_schedule
 
     def forward(self, view1: torch.Tensor, view2: torch.Tensor) -> torch.Tensor:

@@ -18,9 +18,10 @@ from simclr_core.models import Encoder
 class MoCoV2(nn.Module):
     """Query encoder trained by backprop, key encoder an EMA of it, negatives from a FIFO queue of keys.
 
-    The query encoder is the shared :class:`Encoder` (backbone + MLP head, as v2 adds); the key
-    encoder is a copy updated only by :func:`ema_update`. The queue and its pointer are buffers,
-    so they are in the state dict and a resumed run continues with the very same negatives.
+    The query encoder is the shared :class:`Encoder` (backbone + the MLP head v2 adds,
+    :class:`~simclr_core.heads.MoCoProjectionHead`); the key encoder is a copy updated only by
+    :func:`ema_update`. The queue and its pointer are buffers, so they are in the state dict and a
+    resumed run continues with the very same negatives.
     """
 
     loss_name = "InfoNCE loss (queue negatives)"  # what the app titles its loss curve

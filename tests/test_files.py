@@ -1,0 +1,41 @@
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from simclr_core.files import pid_alive, remove_stale_temps, temp_path, write_json_atomic
+
+
+def dead_pid() -> int:
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    return proc.pid
+
+
+def test_write_json_atomic_replaces_whole_and_leaves_no_temp(tmp_path):
+    path = tmp_path / "status.json"
+    write_json_atomic(path, {"a": 1})
+    write_json_atomic(path, {"b": 2})
+    assert json.loads(path.read_text()) == {"b": 2} and os.listdir(tmp_path) == ["status.json"]
+    with pytest.raises(TypeError):
+        write_json_atomic(path, {"c": object()})  # fails while writing: the old file stays, no temp is left
+    assert json.loads(path.read_text()) == {"b": 2} and os.listdir(tmp_path) == ["status.json"]
+
+
+def test_pid_alive_refuses_what_is_not_a_pid():
+    assert pid_alive(os.getpid())
+    assert not any(pid_alive(p) for p in (None, 0, -1, True, "123", 1.0, dead_pid()))
+
+
+def test_remove_stale_temps_only_of_dead_writers(tmp_path):
+    dead = dead_pid()
+    stale = [tmp_path / f".last.pt.{dead}.tmp", tmp_path / f".epoch-0001.{dead}.tmp.npy"]
+    kept = [temp_path(tmp_path / "last.pt"), tmp_path / ".last.pt.1.tmp",  # ours; pid 1 lives
+            tmp_path / "last.pt", tmp_path / f"notes.{dead}.tmp"]  # not temp names
+    for p in stale + kept:
+        p.write_bytes(b"x")
+    assert remove_stale_temps(tmp_path) == 2
+    assert not any(p.exists() for p in stale) and all(p.exists() for p in kept)
+    assert remove_stale_temps(tmp_path / "missing") == 0
