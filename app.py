@@ -12,13 +12,17 @@ def home() -> None:
 
 
 st.set_page_config(page_title="SimCLR Studio", page_icon=":material/hub:", layout="wide")
-nav = st.navigation([
-    st.Page(home, title="SimCLR Studio", default=True, visibility="hidden"),
+PAGES = [
     st.Page("pages/train.py", title="Train", icon=":material/model_training:"),
     st.Page("pages/augment.py", title="Augmentations", icon=":material/photo_library:"),
     st.Page("pages/embeddings.py", title="Embeddings", icon=":material/scatter_plot:"),
     st.Page("pages/search.py", title="Search", icon=":material/image_search:"),
     st.Page("pages/evaluate.py", title="Evaluate", icon=":material/leaderboard:"),
-])
-sidebar()
+]
+# Streamlit's own sidebar list is off (.streamlit/config.toml: client.showSidebarNavigation): on a
+# freshly started server it lists the files of pages/ until this router has run once. The shared
+# sidebar draws the app's links instead, from this list, on every page and from the first request.
+nav = st.navigation([st.Page(home, title="SimCLR Studio", default=True, visibility="hidden"), *PAGES],
+                    position="hidden")
+sidebar(PAGES)
 nav.run()

@@ -64,7 +64,7 @@ def start_streamlit(script: Path, cwd: Path, env: dict[str, str] | None = None) 
          str(port), "--server.address", "127.0.0.1", "--browser.gatherUsageStats", "false",
          "--server.enableStaticServing", "true"],
         cwd=cwd, env={**os.environ, "PYTHONPATH": str(REPO), **(env or {})},
-        stdout=open(cwd / "streamlit.log", "wb"), stderr=subprocess.STDOUT)
+        stdout=open(cwd / "streamlit.log", "wb"), stderr=subprocess.STDOUT)  # noqa: SIM115 - open while it runs
     url = f"http://127.0.0.1:{port}"
     for _ in range(180):
         try:
@@ -193,7 +193,8 @@ def renderers(data: Path, which: tuple[str, ...] = ("pydeck", "plotly", "atlas")
                                 row["map_drawn"] = False  # the frame drew its table and panels, not the map
                                 row["atlas_says"] = says
                             if renderer == "pydeck":
-                                row["hover_to_thumbnail_s"] = hover_time(page, sel + " canvas", THUMB_LOADED, TOOLTIP_SHOWN)
+                                row["hover_to_thumbnail_s"] = hover_time(page, sel + " canvas", THUMB_LOADED,
+                                                                         TOOLTIP_SHOWN)
                             elif renderer == "plotly":
                                 row["hover_to_label_s"] = hover_time(
                                     page, sel + " .nsewdrag", "() => !!document.querySelector('.hovertext')")
@@ -266,12 +267,12 @@ def page(data: Path) -> dict:
     would be, so the page's own work is measured, not the encoder's; the projection is PCA.
     """
     from playwright.sync_api import sync_playwright
-    from train_cifar import image_folder  # type: ignore[import-not-found]
 
     from simclr_core.config import DataConfig, ModelConfig, RunConfig, TrainConfig
     from simclr_core.data import load_split
     from simclr_core.embeddings import Embeddings, embedding_cache
     from simclr_core.runs import RunDir
+    from train_cifar import image_folder  # type: ignore[import-not-found]
 
     if not data.exists():
         print("  (page part skipped: it needs the CIFAR-10 JPEGs, --data)")
@@ -312,7 +313,8 @@ def page(data: Path) -> dict:
                     pg.goto(link)  # now as a user sees it every later time
                     t0 = time.perf_counter()
                     pg.locator(sel).first.wait_for()
-                    row = {"first_visit_s": round(prepared, 1), "drawn_s": round(time.perf_counter() - t0 + drawn(pg, sel), 2)}
+                    row = {"first_visit_s": round(prepared, 1),
+                           "drawn_s": round(time.perf_counter() - t0 + drawn(pg, sel), 2)}
                     row["hover_to_thumbnail_s"] = hover_time(pg, sel + " canvas", THUMB_LOADED, TOOLTIP_SHOWN)
                     print(f"  Embeddings page, {split} split: {json.dumps(row)}", flush=True)
                     out[f"page-{split}"] = row
@@ -367,7 +369,7 @@ def search(sizes: list[int], queries: int = 100, run: Path | None = None) -> dic
                     idx = make()
                     build = time.perf_counter() - t0
                     ms, got = _timed_queries(idx, q)
-                    recall = float(np.mean([len(set(a) & set(b)) / 10 for a, b in zip(got, truth)]))
+                    recall = float(np.mean([len(set(a) & set(b)) / 10 for a, b in zip(got, truth, strict=True)]))
                     row[name] = {"ms": round(ms, 2), "recall@10": round(recall, 3), "build_s": round(build, 1)}
                     print(f"  {'':<9} {'':>11}  {name:<15} {ms:7.2f} ms/query  recall@10 {recall:.3f}  "
                           f"(built in {build:.1f} s)", flush=True)
@@ -383,7 +385,7 @@ def search(sizes: list[int], queries: int = 100, run: Path | None = None) -> dic
         ms, truth = _timed_queries(exact, q)
         ann = NeighbourIndex(emb, exact_max=0)
         ms_ann, got = _timed_queries(ann, q)
-        recall = float(np.mean([len(set(a) & set(b)) / 10 for a, b in zip(got, truth)]))
+        recall = float(np.mean([len(set(a) & set(b)) / 10 for a, b in zip(got, truth, strict=True)]))
         out["run"] = {"n": len(emb), "dims": emb.shape[1], "exact_ms": round(ms, 2), "ivf_ms": round(ms_ann, 2),
                       "recall@10": round(recall, 3)}
         print(f"  run {Path(run).name} ({len(emb):,} x {emb.shape[1]} CIFAR-10 train embeddings): exact {ms:.2f} "

@@ -14,6 +14,7 @@ traceback. Results go to BENCHMARKS.md ("faults").
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import random
@@ -162,10 +163,8 @@ def damaged_files(runs: Path) -> dict:
             try:
                 [summarize(r) for r in list_runs(runs)]
                 copy.metrics()
-                try:
+                with contextlib.suppress(UserError):
                     load_encoder(copy)
-                except UserError:
-                    pass
                 proc = subprocess.run([sys.executable, "-m", "simclr_core.train", "--resume", "damaged",
                                        "--runs-dir", str(runs), "--epochs", "2"], cwd=REPO, env=ENV,
                                       capture_output=True, text=True)

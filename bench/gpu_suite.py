@@ -124,7 +124,8 @@ def checks(args: argparse.Namespace, folder: Path, work: Path) -> list[Check]:
                      120 if smoke else 150, lambda _: images_per_s(runs / "torchrun")))
     tta = [py, "bench/time_to_accuracy.py", "--data", str(folder), "--runs-dir", str(runs), "--device", device]
     tta += ["--minutes", "0.3", "--epochs", "2", "--subset", "64", "--batch-size", "32", "--backbone", "resnet_mini",
-            "--knn-every", "1"] if smoke else ["--minutes", str(args.tta_minutes), "--epochs", "300", "--knn-every", "5"]
+            "--knn-every", "1"] if smoke else ["--minutes", str(args.tta_minutes), "--epochs", "300",
+                                               "--knn-every", "5"]
     out.append(Check("time_to_accuracy", "kNN top-1 against training minutes", tta,
                      90 if smoke else args.tta_minutes * 60 + 120, parse_tta))
     methods = [py, "bench/methods.py", "--data", str(folder), "--device", device]

@@ -31,8 +31,7 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "bench"))
 
 from simclr_core import heads  # noqa: E402
-from simclr_core.config import (DataConfig, MethodConfig, ModelConfig, OptimConfig, RunConfig,  # noqa: E402
-                                TrainConfig, ViewConfig)
+from simclr_core.config import DataConfig, MethodConfig, ModelConfig, OptimConfig, RunConfig, TrainConfig, ViewConfig  # noqa: E402
 from simclr_core.evaluate import evaluate_run  # noqa: E402
 from simclr_core.hardware import describe, resolve_device  # noqa: E402
 from simclr_core.methods import METHODS  # noqa: E402

@@ -99,9 +99,9 @@ def main() -> None:
     print(f"\ndevice: {device} | {args.backbone} | {args.subset or 50000} CIFAR-10 training images | batch "
           f"{args.batch_size} | kNN query: 10k test images")
     print(f"{'epoch':>5}  {'ours s0':>8}  {'ours s1':>8}  {'reference s0':>12}  {'ours s0 - ref':>13}")
-    for e, (x, y, z) in enumerate(zip(a0, a1, b0), 1):
+    for e, (x, y, z) in enumerate(zip(a0, a1, b0, strict=False), 1):
         print(f"{e:>5}  {x:>8.2f}  {y:>8.2f}  {z:>12.2f}  {x - z:>+13.2f}")
-    noise = max(abs(x - y) for x, y in zip(a0, a1))
+    noise = max(abs(x - y) for x, y in zip(a0, a1, strict=False))
     print(f"final: ours {a0[-1]:.2f} / {a1[-1]:.2f} (seeds 0/1), reference {b0[-1]:.2f}; "
           f"largest seed-to-seed gap of ours over the epochs: {noise:.2f} points")
 

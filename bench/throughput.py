@@ -66,13 +66,12 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "bench"))
 
-from train_cifar import DEFAULT_DATA, image_folder
-
-from simclr_core.cli import run_cli
-from simclr_core.config import DataConfig, ModelConfig, OptimConfig, RunConfig, TrainConfig, ViewConfig
-from simclr_core.hardware import autocast, describe
-from simclr_core.runs import new_run
-from simclr_core.train import Session, fit, prepare
+from simclr_core.cli import run_cli  # noqa: E402
+from simclr_core.config import DataConfig, ModelConfig, OptimConfig, RunConfig, TrainConfig, ViewConfig  # noqa: E402
+from simclr_core.hardware import autocast, describe  # noqa: E402
+from simclr_core.runs import new_run  # noqa: E402
+from simclr_core.train import Session, fit, prepare  # noqa: E402
+from train_cifar import DEFAULT_DATA, image_folder  # noqa: E402
 
 EPOCH_IMAGES = 50_000  # s/epoch is reported for a CIFAR-10-sized epoch
 SYNTHETIC_IMAGES = 50_000

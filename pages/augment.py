@@ -7,7 +7,7 @@ from dataclasses import fields
 
 import streamlit as st
 
-from pages.common import current_run, images_of, routed, user_errors
+from pages.common import allowed_folder, current_run, images_of, remember, routed, user_errors
 from simclr_core import data
 from simclr_core.config import DataConfig, ViewConfig
 from simclr_core.preview import parse_indices, positive_pairs, sample_indices, upscale_nearest
@@ -59,11 +59,18 @@ st.caption("SimCLR learns by pulling together two random *views* of the same ima
            "would draw from it, made by the exact code training runs. Tune the knobs, then train with them.")
 
 # ---------------------------------------------------------------- which images
+# kept while the user is on other pages (Streamlit forgets the widgets a page did not draw)
+remember("aug_source", "aug_folder", "aug_crop_size", "aug_pick", "aug_n", "aug_indices", *KNOBS)
+st.session_state.setdefault("aug_n", 6)
+st.session_state.setdefault("aug_indices", "0, 1, 2, 3")
 run = current_run()
 with user_errors():
     run_cfg = run.config() if run else None
 top = st.columns([2, 2, 3])
-source = top[0].selectbox("Images from", (["run"] if run_cfg else []) + list(data.DATASETS), key="aug_source",
+sources = (["run"] if run_cfg else []) + list(data.DATASETS)
+if st.session_state.get("aug_source") not in sources:
+    st.session_state.pop("aug_source", None)
+source = top[0].selectbox("Images from", sources, key="aug_source",
                           format_func=lambda s: f"run '{run.name}' ({run_cfg.data.dataset})" if s == "run" else s,
                           help="the picked run's dataset, or any dataset (digits is bundled and works offline)")
 if source == "run":
@@ -76,6 +83,7 @@ else:
         if not d.data_path:
             st.info("Type the path of a folder of images (class sub-folders give labels).")
             st.stop()
+        d.data_path = allowed_folder(d.data_path)  # only below the folders the server allows
 with user_errors():
     splits = data.splits_of(d.dataset, d.data_path)
     pretrain = d.train_split if d.train_split in splits else data.default_splits(d.dataset, d.data_path)[0]
@@ -89,7 +97,8 @@ top[2].caption(f"**{ims.name}**: {len(ims)} images of {side}×{side} px"
 
 # ---------------------------------------------------------------- the knobs
 st.session_state.setdefault("aug_seed", 0)
-base_values = {**vars(base_views), "blur_prob": base_views.kwargs(side)["blur_prob"]}  # blur default resolved
+resolved = base_views.kwargs(side)  # "auto" defaults (blur, jitter strength) resolved for this image size
+base_values = {**vars(base_views), "blur_prob": resolved["blur_prob"], "jitter_strength": resolved["jitter_strength"]}
 if "aug_flip_prob" not in st.session_state:  # first visit: start from the run's (or the default) settings
     set_knobs(base_values)
 lo, hi = crop_size_range(side)
@@ -113,20 +122,21 @@ with left:
 views_values = {"crop_size": None if st.session_state["aug_crop_size"] == side else st.session_state["aug_crop_size"]}
 for key, (names, *_) in KNOBS.items():
     v = st.session_state[key]
-    views_values.update(zip(names, v if len(names) == 2 else (v,)))
+    views_values.update(zip(names, v if len(names) == 2 else (v,), strict=False))
 
 with right:
     pick = st.columns([2, 2, 1])
     mode = pick[0].radio("Pick images", ["Random", "By index"], horizontal=True, key="aug_pick")
     if mode == "Random":
-        n = pick[1].slider("Pairs", 1, MAX_PAIRS, 6, key="aug_n")
+        n = pick[1].slider("Pairs", 1, MAX_PAIRS, key="aug_n")
     else:
-        text = pick[1].text_input("Indices", "0, 1, 2, 3", key="aug_indices",
+        text = pick[1].text_input("Indices", key="aug_indices",
                                   help=f"comma-separated, 0 to {len(ims) - 1}, at most {MAX_PAIRS}")
     pick[2].button("Resample", on_click=resample, help="new random images (in Random mode) and new views")
     if st.button("Train with these settings", type="primary", icon=":material/model_training:",
-                 help="open the Train page with these view settings filled in"):
+                 help="open the Train page with these images (dataset and folder) and view settings filled in"):
         st.session_state["train_views"] = views_values
+        st.session_state["train_data"] = {"dataset": d.dataset, "data_path": d.data_path}
         st.switch_page("pages/train.py")
 
     seed = st.session_state["aug_seed"]
@@ -137,11 +147,11 @@ with right:
     st.caption(f"Seed {seed} · views of {kw['size']}×{kw['size']} px"
                + (" (shown enlarged, pixels kept sharp)" if kw["size"] < SHOW_SIDE else ""))
     head = st.columns(3)
-    for col, title in zip(head, ("Original", "View 1", "View 2")):
+    for col, title in zip(head, ("Original", "View 1", "View 2"), strict=False):
         col.markdown(f"**{title}**")
     for row, i in enumerate(idx):
         label = int(ims.labels[i])
         name = ims.classes[label] if 0 <= label < len(ims.classes) else "unlabelled"
         cols = st.columns(3)
-        for col, arr, what in zip(cols, (orig, v1, v2), ("original", "view 1", "view 2")):
+        for col, arr, what in zip(cols, (orig, v1, v2), ("original", "view 1", "view 2"), strict=False):
             col.image(upscale_nearest(arr[row], SHOW_SIDE), caption=f"#{i} · {name} · {what}")

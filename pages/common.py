@@ -15,8 +15,8 @@ from typing import Any
 import numpy as np
 import streamlit as st
 
-from simclr_core import data, jobs
-from simclr_core.embeddings import Embeddings
+from simclr_core import data, jobs, launch, manage, precheck
+from simclr_core.embeddings import Embeddings, load_cached
 from simclr_core.errors import UserError
 from simclr_core.hardware import describe, resolve_device
 from simclr_core.neighbours import NeighbourIndex
@@ -65,22 +65,89 @@ def run_names() -> list[str]:
     return [r.name for r in list_runs(runs_dir())]
 
 
-def sidebar() -> None:
-    """The shared sidebar: current run picker and the device. A ``?run=NAME`` link picks that run."""
+ACTIVE_STATES = ("starting", "running")
+
+
+def run_states() -> dict[str, str]:
+    """Each run's state (newest first), as the picker and the run list show it; the check reaps a
+    training process of this server that has ended, so it does not linger as "starting"."""
+    states = {}
+    for run in list_runs(runs_dir()):
+        state = run.status().get("state", "unknown")
+        if state in ACTIVE_STATES and not launch.is_active(run):
+            state = run.status().get("state", "unknown")
+        states[run.name] = state
+    return states
+
+
+def shown_runs(states: dict[str, str]) -> list[str]:
+    """The names the picker offers: all, or without failed runs when the sidebar's toggle hides them
+    (the picked run stays, whatever its state)."""
+    if not st.session_state.get("hide_failed"):
+        return list(states)
+    picked = st.session_state.get("run")
+    return [n for n, s in states.items() if not manage.is_failed(s) or n == picked]
+
+
+def remember(*keys: str) -> None:
+    """Keep these widgets' values while the user is on other pages (Streamlit forgets the state of a
+    widget that a run does not draw): call it before the widgets, on every run that draws them."""
+    kept = st.session_state.setdefault("_kept", {})
+    for key in keys:
+        if key in st.session_state:
+            kept[key] = st.session_state[key]
+        elif key in kept:
+            st.session_state[key] = kept[key]
+
+
+def sidebar(pages: list[Any]) -> None:
+    """The shared sidebar: the app's pages, the current run picker and the device. A ``?run=NAME``
+    link picks that run.
+
+    While a run is starting or running, the sidebar checks every two seconds whether any run's
+    state changed (or a run came or went), and then draws the whole page again: the picker, the
+    run list, the Train page's banner and buttons all follow the runs without a reload.
+    """
     start_worker()
+    states = run_states()
     linked = st.query_params.get("run")
-    if linked and "run" not in st.session_state and linked in run_names():
+    if linked and "run" not in st.session_state and linked in states:
         st.session_state["run"] = linked
     with st.sidebar:
-        names = run_names()
+        for page in pages:
+            st.page_link(page)
+        st.divider()
+        names = shown_runs(states)
         if names:
-            current = st.session_state.get("run")
-            st.selectbox("Run", names, index=names.index(current) if current in names else 0, key="run",
-                         format_func=lambda n: f"{n} ({RunDir(runs_dir() / n).status().get('state', 'unknown')})")
+            # Set on every run, even to the same name: the browser keeps showing the label it was last
+            # sent ("demo (starting)") until the value is set again, however the labels change.
+            st.session_state["run"] = st.session_state.get("run") if st.session_state.get("run") in names else names[0]
+            st.selectbox("Run", names, key="run", format_func=lambda n: f"{n} ({states.get(n, 'unknown')})")
+        elif states:
+            st.caption("Every run failed, and failed runs are hidden.")
         else:
             st.caption("No runs yet: start one on the Train page.")
+        if states:
+            st.toggle("Hide failed runs", key="hide_failed",
+                      help="leave out runs that failed, died or never started, in this list and in the run list")
         st.caption(f"Device: **{device_name()}**")
         st.caption(f"Runs folder: `{runs_dir()}`")
+        active = any(s in ACTIVE_STATES for s in states.values())
+        st.fragment(run_every=2.0 if active else None)(follow_runs)(states)
+
+
+def follow_runs(states: dict[str, str]) -> None:
+    """Draw the page again when a run's state changed since it was drawn (polled while a run is active)."""
+    if fragment_rerun() and run_states() != states:
+        st.rerun()
+
+
+def fragment_rerun() -> bool:
+    """True when this is a fragment's own rerun (not the full run that drew the page a moment ago)."""
+    from streamlit.runtime.scriptrunner import get_script_run_ctx
+
+    ctx = get_script_run_ctx()
+    return bool(ctx and ctx.fragment_ids_this_run)
 
 
 def current_run() -> RunDir | None:
@@ -111,12 +178,16 @@ def run_with_checkpoint(no_runs: str, no_checkpoint: str) -> RunDir:
 
 
 @contextmanager
-def user_errors():
-    """Show a UserError as an error box (never a traceback) and stop the page there."""
+def user_errors(labels: dict[str, str] | None = None):
+    """Show a UserError as an error box (never a traceback) and stop the page there.
+
+    ``labels`` maps config fields to the page's labels: the message names those fields as the page
+    does (``--data-path`` -> **Image folder**), not by their command-line flags.
+    """
     try:
         yield
     except UserError as e:
-        st.error(str(e), icon=":material/error:")
+        st.error(precheck.for_form(str(e), labels) if labels else str(e), icon=":material/error:")
         st.stop()
 
 
@@ -127,6 +198,28 @@ def checkpoint_key(run: RunDir) -> str:
         return f"{st_.st_size}:{st_.st_mtime_ns}"
     except OSError:
         return "none"
+
+
+@st.cache_data(ttl=10, show_spinner=False, max_entries=32)
+def folder_summary(path: str) -> precheck.FolderSummary:
+    """What an image folder holds (splits, images, classes), from a scan of its names; a UserError when the
+    folder is outside the allowed roots ($SIMCLR_STUDIO_ROOTS), missing, a file, or empty. Kept ten
+    seconds, so typing in other fields does not rescan it."""
+    return precheck.describe_folder(path, label="--data-path")
+
+
+@st.cache_data(ttl=60, show_spinner=False)
+def host_reachable(host: str) -> bool:
+    """Whether a dataset's download server answers (checked at most once a minute)."""
+    return precheck.reachable(host)
+
+
+def allowed_folder(path: str) -> str:
+    """A folder typed into a page's "Image folder" field, resolved, if it lies under the roots the server
+    allows ($SIMCLR_STUDIO_ROOTS), exists and holds images; else the page shows why and stops there,
+    before anything is read, shown or cached."""
+    with user_errors({"data_path": "Image folder"}):
+        return str(folder_summary(path).root)
 
 
 @st.cache_resource(show_spinner=False, max_entries=8)
@@ -198,11 +291,11 @@ def run_embeddings_file(run: RunDir, split: str, feature: str, random_init: bool
 def load_embeddings(path: str) -> Embeddings:
     """An embeddings file a job wrote (named by its checkpoint, so a path never changes content)."""
     with user_errors():
-        try:
-            return Embeddings.load_npz(path)
-        except (OSError, ValueError, KeyError) as e:
-            raise UserError(f"the embeddings file {Path(path).name} cannot be read ({e}); reload the page to "
-                            "compute it again") from None
+        emb = load_cached(path)  # a damaged file is deleted, so the embedding job runs again
+        if emb is None:
+            raise UserError(f"the embeddings file {Path(path).name} was damaged and has been removed; reload the "
+                            "page to compute it again")
+        return emb
 
 
 @st.cache_resource(show_spinner=False, max_entries=8)

@@ -139,7 +139,8 @@ def grid(title: str, rows: list[int], notes: list[str] | None, images: data.Imag
     pics = upscale_nearest(np.stack(to_hwc(images.images[rows].numpy())), GRID_SIDE)
     for start in range(0, len(rows), columns):
         cols = st.columns(columns)
-        for i, (col, r, pic) in enumerate(zip(cols, rows[start:start + columns], pics[start:start + columns])):
+        chunk = zip(cols, rows[start:start + columns], pics[start:start + columns], strict=False)
+        for i, (col, r, pic) in enumerate(chunk):
             where = path_of(images, r)
             note = notes[start + i] if notes else ""
             # the note first: a narrow column then wraps at the dot, not inside the file name
@@ -285,11 +286,12 @@ def map_view(run: RunDir) -> None:
     nbr_rows: list[int] = []
     nbr_sims: list[float] = []
     if focus.get("neighbours") is not None:  # handed over by the Search page: its query and results
-        pairs = [(float(c), int(r)) for c, r in zip(focus.get("sims", []), focus["neighbours"]) if 0 <= int(r) < n]
+        found = zip(focus.get("sims", []), focus["neighbours"], strict=False)
+        pairs = [(float(c), int(r)) for c, r in found if 0 <= int(r) < n]
         nbr_sims, nbr_rows = [c for c, _ in pairs], [r for _, r in pairs]
     elif focus_row is not None and n > 1:
         sims, idx = neighbour_index(result["embeddings"]).search(emb.embeddings[focus_row], k + 1)
-        hits = [(float(a), int(b)) for a, b in zip(sims[0], idx[0]) if int(b) != focus_row][:k]
+        hits = [(float(a), int(b)) for a, b in zip(sims[0], idx[0], strict=False) if int(b) != focus_row][:k]
         nbr_sims, nbr_rows = [a for a, _ in hits], [b for _, b in hits]
     query_pic, query_caption = None, ""
     if focus_row is not None:
@@ -303,7 +305,8 @@ def map_view(run: RunDir) -> None:
             q_images = run_images(run, q["split"])
             if 0 <= int(q["row"]) < len(q_images):
                 query_pic = to_hwc(q_images.images[int(q["row"]):int(q["row"]) + 1].numpy())[0]
-                query_caption = f"{q['split']} #{q['row']} · {class_names(q_images.labels[q['row']:q['row'] + 1].numpy(), q_images.classes)[0]}"
+                label = class_names(q_images.labels[q['row']:q['row'] + 1].numpy(), q_images.classes)[0]
+                query_caption = f"{q['split']} #{q['row']} · {label}"
 
     def on_map(wanted: list[int]) -> pd.DataFrame:
         """Coordinates of those of ``wanted`` that are plotted (rows is sorted)."""
@@ -352,7 +355,7 @@ def lasso_map(df: pd.DataFrame) -> list[int]:
     """The same points in a Plotly WebGL scatter, for box / lasso selection; returns the selected rows."""
     fig = go.Figure(go.Scattergl(x=df["x"], y=df["y"], mode="markers", customdata=df["row"],
                                  marker=dict(size=4, color=[f"rgb({r},{g},{b})" for r, g, b in
-                                                            zip(df["r"], df["g"], df["b"])]),
+                                                            zip(df["r"], df["g"], df["b"], strict=False)]),
                                  hovertemplate="#%{customdata} · %{text}<extra></extra>", text=df["label"]))
     fig.update_layout(height=640, margin=dict(l=10, r=10, t=10, b=10), dragmode="lasso")
     event = st.plotly_chart(fig, on_select="rerun", selection_mode=("box", "lasso"), key="emb_lasso")

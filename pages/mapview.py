@@ -63,7 +63,7 @@ def legend_categorical(names: list[str], ids: list[int]) -> None:
     """A row of colour swatches with names."""
     cells = [f"<span style='white-space:nowrap;margin-right:14px'><span style='display:inline-block;width:11px;"
              f"height:11px;border-radius:6px;background:rgb{tuple(int(c) for c in categorical(np.array([i]))[0])};"
-             f"margin-right:4px'></span>{escape(n)}</span>" for n, i in zip(names, ids)]
+             f"margin-right:4px'></span>{escape(n)}</span>" for n, i in zip(names, ids, strict=False)]
     st.markdown("<div style='line-height:1.9'>" + " ".join(cells) + "</div>", unsafe_allow_html=True)
 
 

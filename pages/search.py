@@ -53,7 +53,7 @@ def show_neighbours(title: str, bank_file: str, query: np.ndarray, k: int, exclu
     """The top-k bank images by cosine similarity to ``query`` (leaving out bank row ``exclude``); returns them."""
     bank = load_embeddings(bank_file)
     sims, idx = neighbour_index(bank_file).search(query, k + (exclude is not None))
-    hits = [(float(s), int(i)) for s, i in zip(sims[0], idx[0]) if int(i) != exclude][:k]
+    hits = [(float(s), int(i)) for s, i in zip(sims[0], idx[0], strict=False) if int(i) != exclude][:k]
     st.markdown(f"**{title}**")
     if query_label is not None and query_label >= 0:
         same = sum(int(bank.labels[i]) == query_label for _, i in hits)

@@ -6,14 +6,26 @@ browsers; this page only fills a TrainConfig, starts the process and reads the r
 
 from __future__ import annotations
 
+import time
 from dataclasses import fields
 from pathlib import Path
 
 import plotly.graph_objects as go
 import streamlit as st
 
-from pages.common import STATE_ICONS, current_run, routed, run_names, runs_dir
-from simclr_core import exporters, launch
+from pages.common import (
+    ACTIVE_STATES,
+    STATE_ICONS,
+    current_run,
+    folder_summary,
+    host_reachable,
+    remember,
+    routed,
+    run_names,
+    run_states,
+    runs_dir,
+)
+from simclr_core import exporters, launch, manage, precheck
 from simclr_core.config import TrainConfig, ViewConfig, sections
 from simclr_core.data import DATASETS
 from simclr_core.errors import UserError
@@ -33,12 +45,20 @@ FORM_FIELDS = [("data", "dataset"), ("data", "data_path"), ("model", "backbone")
                ("run", "knn_every"), ("run", "name")] + [("views", k) for k in VIEW_KNOBS] + [
                ("method", k) for k in METHOD_KNOBS]
 TEXT_FIELDS = {("data", "data_path"), ("optim", "lr"), ("run", "name")}  # text inputs: "" means None
+# Each form field's label: the widgets show it, and an error about the field names it (never its CLI flag).
+LABELS = {"dataset": "Dataset", "data_path": "Image folder", "optimizer": "Optimiser", "lr": "Learning rate",
+          "backbone": "Backbone", "method": "Method", "cifar_stem": "CIFAR stem", "temperature": "Temperature",
+          "epochs": "Epochs", "batch_size": "Batch size", "proj_hidden_dim": "Projection hidden width",
+          "proj_out_dim": "Projection output dim", "knn_every": "kNN monitor every N epochs", "name": "Run name",
+          "crop_scale_min": "Smallest crop area", "jitter_strength": "Colour jitter strength",
+          "jitter_prob": "Colour jitter probability", "grayscale_prob": "Grayscale probability",
+          "blur_prob": "Blur probability", "ema": "EMA momentum m", "ema_schedule": "Momentum schedule",
+          "queue_size": "MoCo queue size K", "moco_symmetric": "MoCo symmetric loss",
+          "pred_hidden_dim": "BYOL predictor hidden width"}
+FORM_KEYS = ["tf_preset", "tf_gpus"]  # + every field's key, below: kept while the user is on other pages
 STEMS = {None: "auto", True: "on", False: "off"}
-SLIDERS = {  # view knob -> (label, low, high, step); a crop needs a positive area
-    "crop_scale_min": ("Smallest crop area", 0.01, 1.0, 0.01),
-    "jitter_strength": ("Colour jitter strength", 0.0, 2.0, 0.05),
-    "jitter_prob": ("Colour jitter probability", 0.0, 1.0, 0.05),
-    "grayscale_prob": ("Grayscale probability", 0.0, 1.0, 0.05)}
+SLIDERS = {  # view knob -> (low, high, step); a crop needs a positive area
+    "crop_scale_min": (0.01, 1.0, 0.01), "jitter_prob": (0.0, 1.0, 0.05), "grayscale_prob": (0.0, 1.0, 0.05)}
 RESUME_MORE = 10  # default extra epochs when resuming a finished run
 GPUS_HELP = ("more than one starts the run under torchrun, one process per GPU (DDP, negatives gathered from "
              "every GPU); the batch size is the total over all GPUs")
@@ -47,6 +67,14 @@ GPUS_HELP = ("more than one starts the run under torchrun, one process per GPU (
 def k(section: str, name: str) -> str:
     """The session-state key of a form field."""
     return f"tf.{section}.{name}"
+
+
+FORM_KEYS += [k(*f) for f in FORM_FIELDS]
+
+
+def for_form(message: str) -> str:
+    """A library message with the form's labels for the flags it names: "**Batch size** 256 is larger..."."""
+    return precheck.for_form(message, LABELS)
 
 
 def meta(section: str, name: str) -> dict:
@@ -95,13 +123,18 @@ def load_into_form(cfg: TrainConfig) -> None:
 
 
 def init_form() -> None:
-    """Fill the form from the preset on first visit, and from the Augmentations page's hand-over."""
+    """Fill the form: on the first visit from the preset, on a return with what the user had entered,
+    then with what the Augmentations page hands over (its dataset, folder and views)."""
+    remember(*FORM_KEYS)
     st.session_state.setdefault("tf_preset", next(iter(PRESETS)))
-    reloaded = any(k(*f) not in st.session_state for f in FORM_FIELDS)  # first visit, or came back from a page
-    if reloaded:
+    if any(k(*f) not in st.session_state for f in FORM_FIELDS):  # first visit
         load_into_form(preset(st.session_state["tf_preset"]))
+    handed = st.session_state.pop("train_data", None)
+    if handed:
+        st.session_state[k("data", "dataset")] = handed["dataset"]
+        st.session_state[k("data", "data_path")] = handed.get("data_path") or ""
     views = st.session_state.get("train_views")
-    if views and (reloaded or views != st.session_state.get("tf_views_applied")):
+    if views and views != st.session_state.get("tf_views_applied"):
         for name in VIEW_KNOBS:
             if name in views:
                 st.session_state[k("views", name)] = views[name]
@@ -123,17 +156,9 @@ def config_from_form() -> TrainConfig:
     return cfg
 
 
-def check_new_run(cfg: TrainConfig) -> None:
-    """Everything that would make the launch fail at once, as a UserError naming the fix."""
-    if not cfg.run.name:
-        raise UserError("give the run a name (letters, digits, '.', '_' and '-')")
-    if cfg.data.dataset == "folder":
-        if not cfg.data.data_path:
-            raise UserError("the folder dataset needs an image folder: fill in 'Image folder' "
-                            "(class sub-folders give labels)")
-        if not Path(cfg.data.data_path).is_dir():
-            raise UserError(f"image folder {cfg.data.data_path} does not exist: check the path")
-    cfg.validate()
+def check_new_run(cfg: TrainConfig, folder: precheck.FolderSummary | None = None) -> precheck.Plan:
+    """Everything that would make the launch fail at once (simclr_core.precheck), as a UserError."""
+    return precheck.check_new_run(cfg, folder=folder, online=host_reachable)
 
 
 # ---- callbacks (they run before the script, so they may set widget state such as the sidebar's "run") ----
@@ -158,10 +183,11 @@ def on_launch() -> None:
         check_new_run(cfg)
         run = launch.launch(cfg, nproc=int(st.session_state.get("tf_gpus") or 1))
     except UserError as e:
-        st.session_state["tf_error"] = str(e)
+        st.session_state["tf_error"] = for_form(str(e))
         return
     st.session_state["run"] = run.name  # a callback runs before the sidebar is drawn
     st.session_state["tf_started"] = run.name
+    st.session_state["tf_launched"] = True  # the form (a fragment) then draws the whole page again
     st.session_state[k("run", "name")] = suggest_run_name(cfg.data.dataset, cfg.model.backbone, run_names())
 
 
@@ -204,7 +230,7 @@ def controls(run: RunDir, active: bool, cfg: TrainConfig) -> None:
         try:
             launch.resume(run, int(epochs), nproc=None if nproc is None else int(nproc))
         except UserError as e:
-            st.error(str(e), icon=":material/error:")
+            st.error(for_form(str(e)), icon=":material/error:")
             return
         st.rerun()
 
@@ -319,13 +345,13 @@ def live_view(run: RunDir, was_active: bool) -> None:
         status = {"state": "died", "message": f"run '{run.name}' ended before it started"}
     state = status.get("state", "starting")
     if state in ("failed", "died"):
-        st.error(status.get("message") or f"the run {state}", icon=":material/error:")
+        st.error(for_form(status.get("message") or f"the run {state}"), icon=":material/error:")
         console = launch.console_tail(run, 20)
         if console:
             st.caption("Last lines the training process printed:")
             st.code(console, language=None)
     elif status.get("message"):
-        st.caption(f"{STATE_ICONS.get(state, '')} {state}: {status['message']}")
+        st.caption(f"{STATE_ICONS.get(state, '')} {state}: {for_form(status['message'])}")
     progress(status, cfg)
     curves(run.metrics(), cfg)
     log = tail(run.log_path)
@@ -343,17 +369,21 @@ def export_panel(run: RunDir, cfg: TrainConfig) -> None:
                    f"`{run.export_dir}`). ONNX and TorchScript take RGB in [0, 1] and normalise inside; "
                    "safetensors and timm are the plain ResNet state dict (ImageNet mean / std in the metadata).")
         cols = st.columns(len(exporters.FORMATS))
-        for col, fmt in zip(cols, exporters.FORMATS):
+        for col, fmt in zip(cols, exporters.FORMATS, strict=False):
             why = exporters.unavailable(fmt, cfg.model.backbone)
             col.download_button(fmt, lambda fmt=fmt: exporters.export_backbone(run, fmt).read_bytes(),
                                 f"{run.name}{exporters.SUFFIX[fmt]}", "application/octet-stream", key=f"export-{fmt}",
                                 on_click="ignore", disabled=why is not None, icon=":material/download:",
-                                help=why or exporters.HOW_TO_LOAD[fmt].format(path=f"{run.name}{exporters.SUFFIX[fmt]}"),
+                                help=why or exporters.HOW_TO_LOAD[fmt].format(
+                                    path=f"{run.name}{exporters.SUFFIX[fmt]}"),
                                 width="stretch")
 
 
 def show_run(run: RunDir) -> None:
     st.subheader(f"Run {run.name}")
+    notes = manage.read_notes(run)
+    if notes.strip():
+        st.info(notes, icon=":material/sticky_note_2:")
     cfg = run_config(run)
     active = launch.is_active(run)
     if cfg is not None:
@@ -364,80 +394,216 @@ def show_run(run: RunDir) -> None:
 
 
 def run_list() -> None:
+    """Every run's state, progress and best numbers; polled every two seconds while a run is active."""
+    states = run_states()
+    hidden = [n for n, s in states.items() if manage.is_failed(s)] if st.session_state.get("hide_failed") else []
     rows = []
-    for name in run_names():
-        s = summarize(RunDir(runs_dir() / name))
+    for name in states:
+        if name in hidden:
+            continue
+        run = RunDir(runs_dir() / name)
+        s = summarize(run)
         rows.append({"run": s.name, "state": s.state, "method": s.method,
                      "epochs": f"{s.epoch}/{s.epochs}", "last loss": s.last_loss,
-                     "best kNN top-1 %": s.best_knn, "message": s.message})
-    st.subheader("All runs")
+                     "best kNN top-1 %": s.best_knn, "message": for_form(s.message),
+                     "notes": manage.read_notes(run).strip().split("\n")[0][:80]})
     st.dataframe(rows, hide_index=True, column_config={
         "last loss": st.column_config.NumberColumn(format="%.4f"),
         "best kNN top-1 %": st.column_config.NumberColumn(format="%.2f")})
-    st.caption("Pick a run in the sidebar to watch, stop or resume it.")
+    more = f" {len(hidden)} failed run(s) hidden (sidebar: *Hide failed runs*)." if hidden else ""
+    st.caption("Pick a run in the sidebar to watch, stop or resume it." + more)
+
+
+# ---- run management: rename, notes, archive (simclr_core.manage) ----------------------------------------
+
+def manage_message(kind: str, text: str) -> None:
+    st.session_state["tf_manage_msg"] = (kind, text)
+
+
+def on_rename(old: str) -> None:
+    new = st.session_state.get(f"tf_rename.{old}", "").strip()
+    try:
+        run = manage.rename(runs_dir(), old, new)
+    except UserError as e:
+        manage_message("error", str(e))
+        return
+    st.session_state["run"] = run.name
+    manage_message("success", f"Renamed run '{old}' to '{run.name}'.")
+
+
+def on_notes(name: str) -> None:
+    try:
+        manage.write_notes(RunDir(runs_dir() / name), st.session_state.get(f"tf_notes.{name}", ""))
+    except UserError as e:
+        manage_message("error", str(e))
+        return
+    manage_message("success", f"Saved the notes of run '{name}'.")
+
+
+def on_archive(names: list[str]) -> None:
+    done, failed = [], []
+    for name in names:
+        try:
+            manage.archive(runs_dir(), name)
+            done.append(name)
+        except UserError as e:
+            failed.append(str(e))
+    if st.session_state.get("run") in done:
+        st.session_state.pop("run")
+    if failed:
+        manage_message("error", " ".join(failed))
+    else:
+        manage_message("success", f"Archived {', '.join(repr(n) for n in done)} into "
+                                  f"`{manage.archive_dir(runs_dir())}`: restore below, whenever you like.")
+
+
+def on_restore(folder: str) -> None:
+    try:
+        run = manage.restore(runs_dir(), folder)
+    except UserError as e:
+        manage_message("error", str(e))
+        return
+    st.session_state["run"] = run.name
+    manage_message("success", f"Restored run '{run.name}'.")
+
+
+def manage_runs(run: RunDir | None) -> None:
+    """Rename the current run, write its notes, archive it or every failed run, restore archived runs."""
+    message = st.session_state.pop("tf_manage_msg", None)
+    archived = manage.list_archived(runs_dir())
+    if run is None and not archived and not message:
+        return
+    with st.expander("Manage runs: rename, notes, archive", icon=":material/folder_managed:",
+                     expanded=message is not None):
+        if message:
+            (st.success if message[0] == "success" else st.error)(message[1])
+        if run is not None:
+            st.caption(f"For the run picked in the sidebar, **{run.name}**:")
+            c1, c2 = st.columns(2)
+            c1.text_input("New name", key=f"tf_rename.{run.name}", placeholder=run.name,
+                          help="letters, digits, '.', '_' and '-'; not while the run is running")
+            c1.button("Rename", key="tf_rename", icon=":material/edit:", on_click=on_rename, args=(run.name,))
+            st.session_state.setdefault(f"tf_notes.{run.name}", manage.read_notes(run))
+            c2.text_area("Notes", key=f"tf_notes.{run.name}", height=100,
+                         help=f"what you tried and why; kept in the run folder ({manage.NOTES})")
+            c2.button("Save notes", key="tf_save_notes", icon=":material/save:", on_click=on_notes,
+                      args=(run.name,))
+            failed = [n for n, s in run_states().items() if manage.is_failed(s)]
+            c3, c4 = st.columns(2)
+            c3.button(f"Archive run {run.name}", key="tf_archive", icon=":material/archive:", on_click=on_archive,
+                      args=([run.name],), help="moves its folder into the runs folder's .archive/; restore it below")
+            c4.button(f"Archive the {len(failed)} failed run(s)", key="tf_archive_failed",
+                      icon=":material/delete_sweep:", on_click=on_archive, args=(failed,), disabled=not failed,
+                      help="runs that failed, died or never started: " + (", ".join(failed) or "none"))
+        if archived:
+            st.caption(f"Archived runs (in `{manage.archive_dir(runs_dir())}`):")
+            for a in archived[:20]:
+                r1, r2 = st.columns([3, 1], vertical_alignment="center")
+                when = time.strftime("%Y-%m-%d %H:%M", time.localtime(a.archived)) if a.archived else "?"
+                r1.markdown(f"`{a.name}` · archived {when}")
+                r2.button("Restore", key=f"tf_restore.{a.folder}", icon=":material/unarchive:", on_click=on_restore,
+                          args=(a.folder,))
 
 
 # ---- the new-run form ---------------------------------------------------------------------------------
 
+def folder_caption(summary: precheck.FolderSummary) -> str:
+    lines = []
+    for line, split in zip(summary.describe().splitlines(), summary.splits.values(), strict=False):
+        names = list(split.classes)
+        if names:
+            line += f": {', '.join(names[:6])}{', …' if len(names) > 6 else ''}"
+        lines.append(line)
+    return "  \n".join(lines)
+
+
+@st.fragment
 def new_run_form() -> None:
+    """The form, drawn alone when a field changes. Launch is the only way to start a run (Enter in a field
+    starts nothing), and is greyed out, with the reason beside it, while a setting is wrong."""
+    remember(*FORM_KEYS)
     st.subheader("New run")
     st.selectbox("Preset", list(PRESETS), key="tf_preset", on_change=on_preset,
                  help="fills in the form below; change any field before launching. The presets are the recipe "
                       "zoo, configs/*.yaml, which `simclr-train --config` reads too")
     chosen = RECIPES[st.session_state["tf_preset"]]
-    st.caption(f"**Expected:** {chosen.expected}. **Source:** {chosen.source}. Recipe file: `configs/{chosen.path.name}`")
+    st.caption(f"**Expected:** {chosen.expected}. **Source:** {chosen.source}. "
+               f"Recipe file: `configs/{chosen.path.name}`")
     if st.session_state.get("train_views"):
         c1, c2 = st.columns([3, 1], vertical_alignment="center")
         c1.info("The view settings below come from the Augmentations page.", icon=":material/photo_library:")
         c2.button("Use the preset's views", key="tf_drop_views", on_click=drop_views)
-    with st.form("tf_form"):
-        c1, c2, c3 = st.columns(3)
-        c1.selectbox("Dataset", DATASETS, key=k("data", "dataset"), help=h("data", "dataset"))
-        c1.text_input("Image folder (folder dataset only)", key=k("data", "data_path"), help=h("data", "data_path"))
-        c1.selectbox("Optimiser", meta("optim", "optimizer")["choices"],
-                     key=k("optim", "optimizer"), help=h("optim", "optimizer"))
-        c1.text_input("Learning rate", key=k("optim", "lr"), placeholder="auto", help=h("optim", "lr"))
-        c2.selectbox("Backbone", BACKBONES, key=k("model", "backbone"), help=h("model", "backbone"))
-        c2.selectbox("Method", list(METHODS), key=k("model", "method"), help=h("model", "method"))
-        c2.selectbox("CIFAR stem", list(STEMS.values()), key=k("model", "cifar_stem"), help=h("model", "cifar_stem"))
-        c2.number_input("Temperature", min_value=0.0, step=0.05, format="%.3f", placeholder="auto",
-                        key=k("optim", "temperature"), help=h("optim", "temperature"))
-        c3.number_input("Epochs", min_value=1, step=1, key=k("optim", "epochs"), help=h("optim", "epochs"))
-        c3.number_input("Batch size", min_value=2, step=32, key=k("optim", "batch_size"), help=h("optim", "batch_size"))
-        c3.number_input("Projection hidden width", min_value=1, step=64, placeholder="auto",
-                        key=k("model", "proj_hidden_dim"), help=h("model", "proj_hidden_dim"))
-        c3.number_input("Projection output dim", min_value=1, step=32, key=k("model", "proj_out_dim"),
-                        help=h("model", "proj_out_dim"))
-        c3.number_input("kNN monitor every N epochs", min_value=0, step=1, key=k("run", "knn_every"),
-                        help=h("run", "knn_every"))
-        with st.expander("View strengths (augmentations)"):
-            cols = st.columns(2)
-            for i, (name, (label, low, high, step)) in enumerate(SLIDERS.items()):
-                cols[i % 2].slider(label, low, high, step=step, key=k("views", name), help=h("views", name))
-            cols[1].number_input("Blur probability", min_value=0.0, max_value=1.0, step=0.1, placeholder="auto",
-                                 key=k("views", "blur_prob"), help=h("views", "blur_prob"))
-            st.caption("Preview these on the Augmentations page.")
-        with st.expander("MoCo v2 and BYOL settings (leave blank for each method's defaults)"):
-            cols = st.columns(3)
-            cols[0].number_input("EMA momentum m", min_value=0.0, max_value=1.0, step=0.001, format="%.4f",
-                                 placeholder="auto", key=k("method", "ema"), help=h("method", "ema"))
-            cols[0].selectbox("Momentum schedule", ["auto", *meta("method", "ema_schedule")["choices"]],
-                              key=k("method", "ema_schedule"), help=h("method", "ema_schedule"))
-            cols[1].number_input("MoCo queue size K", min_value=1, step=1024, key=k("method", "queue_size"),
-                                 help=h("method", "queue_size"))
-            cols[1].checkbox("MoCo symmetric loss", key=k("method", "moco_symmetric"),
-                             help=h("method", "moco_symmetric"))
-            cols[2].number_input("BYOL predictor hidden width", min_value=1, step=64, placeholder="auto",
-                                 key=k("method", "pred_hidden_dim"), help=h("method", "pred_hidden_dim"))
-        if gpu_count() > 1:
-            st.number_input("GPUs", min_value=1, max_value=gpu_count(), value=gpu_count(), step=1, key="tf_gpus",
-                            help=GPUS_HELP)
-        st.text_input("Run name", key=k("run", "name"), help=h("run", "name"))
-        st.form_submit_button("Launch", key="tf_launch", type="primary", icon=":material/rocket_launch:",
-                              on_click=on_launch)
+    c1, c2, c3 = st.columns(3)
+    c1.selectbox(LABELS["dataset"], DATASETS, key=k("data", "dataset"), help=h("data", "dataset"))
+    c1.text_input(LABELS["data_path"] + " (folder dataset only)", key=k("data", "data_path"),
+                  help=h("data", "data_path"))
+    summary = None
+    if st.session_state[k("data", "dataset")] == "folder" and st.session_state[k("data", "data_path")].strip():
+        try:
+            summary = folder_summary(st.session_state[k("data", "data_path")].strip())
+            c1.caption(folder_caption(summary))
+        except UserError:
+            pass  # said beside Launch
+    c1.selectbox(LABELS["optimizer"], meta("optim", "optimizer")["choices"],
+                 key=k("optim", "optimizer"), help=h("optim", "optimizer"))
+    c1.text_input(LABELS["lr"], key=k("optim", "lr"), placeholder="auto", help=h("optim", "lr"))
+    c2.selectbox(LABELS["backbone"], BACKBONES, key=k("model", "backbone"), help=h("model", "backbone"))
+    c2.selectbox(LABELS["method"], list(METHODS), key=k("model", "method"), help=h("model", "method"))
+    c2.selectbox(LABELS["cifar_stem"], list(STEMS.values()), key=k("model", "cifar_stem"),
+                 help=h("model", "cifar_stem"))
+    # No min_value / max_value on the numbers: a wrong value is kept and explained beside Launch (the
+    # library's checks), instead of a tooltip on a tiny icon.
+    c2.number_input(LABELS["temperature"], step=0.05, format="%.3f", placeholder="auto",
+                    key=k("optim", "temperature"), help=h("optim", "temperature"))
+    c3.number_input(LABELS["epochs"], step=1, key=k("optim", "epochs"), help=h("optim", "epochs"))
+    c3.number_input(LABELS["batch_size"], step=32, key=k("optim", "batch_size"), help=h("optim", "batch_size"))
+    c3.number_input(LABELS["proj_hidden_dim"], step=64, placeholder="auto",
+                    key=k("model", "proj_hidden_dim"), help=h("model", "proj_hidden_dim"))
+    c3.number_input(LABELS["proj_out_dim"], step=32, placeholder="auto", key=k("model", "proj_out_dim"),
+                    help=h("model", "proj_out_dim"))
+    c3.number_input(LABELS["knn_every"], step=1, key=k("run", "knn_every"), help=h("run", "knn_every"))
+    with st.expander("View strengths (augmentations)"):
+        cols = st.columns(2)
+        for i, (name, (low, high, step)) in enumerate(SLIDERS.items()):
+            cols[i % 2].slider(LABELS[name], low, high, step=step, key=k("views", name), help=h("views", name))
+        cols[1].number_input(LABELS["jitter_strength"], step=0.1, placeholder="auto",
+                             key=k("views", "jitter_strength"), help=h("views", "jitter_strength"))
+        cols[0].number_input(LABELS["blur_prob"], step=0.1, placeholder="auto",
+                             key=k("views", "blur_prob"), help=h("views", "blur_prob"))
+        st.caption("Preview these on the Augmentations page.")
+    with st.expander("MoCo v2 and BYOL settings (leave blank for each method's defaults)"):
+        cols = st.columns(3)
+        cols[0].number_input(LABELS["ema"], step=0.001, format="%.4f",
+                             placeholder="auto", key=k("method", "ema"), help=h("method", "ema"))
+        cols[0].selectbox(LABELS["ema_schedule"], ["auto", *meta("method", "ema_schedule")["choices"]],
+                          key=k("method", "ema_schedule"), help=h("method", "ema_schedule"))
+        cols[1].number_input(LABELS["queue_size"], step=1024, key=k("method", "queue_size"),
+                             help=h("method", "queue_size"))
+        cols[1].checkbox(LABELS["moco_symmetric"], key=k("method", "moco_symmetric"),
+                         help=h("method", "moco_symmetric"))
+        cols[2].number_input(LABELS["pred_hidden_dim"], step=64, placeholder="auto",
+                             key=k("method", "pred_hidden_dim"), help=h("method", "pred_hidden_dim"))
+    if gpu_count() > 1:
+        st.session_state.setdefault("tf_gpus", gpu_count())
+        st.number_input("GPUs", min_value=1, max_value=gpu_count(), step=1, key="tf_gpus", help=GPUS_HELP)
+    st.text_input(LABELS["name"], key=k("run", "name"), help=h("run", "name"))
+    try:
+        plan, problem = check_new_run(config_from_form(), summary), None
+    except UserError as e:
+        plan, problem = None, for_form(str(e))
+    c1, c2 = st.columns([1, 5], vertical_alignment="center")
+    c1.button("Launch", key="tf_launch", type="primary", icon=":material/rocket_launch:", on_click=on_launch,
+              disabled=problem is not None, width="stretch")
+    if problem:
+        c2.error(problem, icon=":material/error:")
+    elif plan:
+        c2.caption(f"Pre-trains on {plan.images:,} images of {plan.source}."
+                   + "".join(f" {n}." for n in plan.notes))
     error = st.session_state.pop("tf_error", None)
     if error:
         st.error(error, icon=":material/error:")
+    if st.session_state.pop("tf_launched", False):
+        st.rerun()  # the whole page: the new run, live, in the run picker and the run list
 
 
 # ---- page ---------------------------------------------------------------------------------------------
@@ -447,16 +613,21 @@ st.caption("Pre-train an encoder with SimCLR, MoCo v2 or BYOL. Each run trains i
            "keeps going when you leave this page or close the browser; its folder holds the checkpoints, metrics "
            "and log.")
 init_form()
-started = st.session_state.pop("tf_started", None)
-if started:
+current = current_run()
+started = st.session_state.get("tf_started")
+if started and current is not None and current.name == started and launch.is_active(current):
     st.success(f"Started run **{started}**. Its live progress is below; the other pages can use it once it "
                "has saved its first checkpoint (end of epoch 1).", icon=":material/rocket_launch:")
-current = current_run()
+else:
+    st.session_state.pop("tf_started", None)  # shown while the run it names is starting or running
 if current is None:
     st.info("No runs yet. Pick the **Quick CPU demo** preset below and press **Launch**: it pre-trains a small "
             "ResNet on the bundled digits in about two minutes on a CPU. Then explore it on the other pages.",
             icon=":material/lightbulb:")
 else:
     show_run(current)
-    run_list()
+    st.subheader("All runs")
+    active = any(s in ACTIVE_STATES for s in run_states().values())
+    st.fragment(run_every=2 if active else None)(run_list)()
+manage_runs(current)
 new_run_form()

@@ -76,7 +76,8 @@ def load_training(path: str | Path, map_location: str | torch.device = "cpu") ->
     elif isinstance(ckpt, dict) and "conv1.weight" in ckpt:
         what = "a backbone's weights alone (backbone.pt)"
     else:
-        what = f"a {type(ckpt).__name__}" + (f" with keys {sorted(map(str, ckpt))[:5]}" if isinstance(ckpt, dict) else "")
+        what = f"a {type(ckpt).__name__}" + (
+            f" with keys {sorted(map(str, ckpt))[:5]}" if isinstance(ckpt, dict) else "")
     raise UserError(f"checkpoint {path} holds {what}, not a training checkpoint (last.pt: model, arch, epoch "
                     "and step); put the run's own last.pt back, or start a new run")
 
@@ -111,7 +112,8 @@ def encoder_state(model_state: dict[str, torch.Tensor]) -> dict[str, torch.Tenso
 
 def rng_state() -> dict[str, Any]:
     """Python, NumPy and torch (CPU and CUDA) generator states, in types weights_only accepts."""
-    np_state = np.random.get_state()
+    np_state = np.random.get_state(legacy=True)  # the tuple form: the global generator is always MT19937
+    assert isinstance(np_state, tuple)
     return {
         "python": random.getstate(),
         "numpy": [np_state[0], torch.from_numpy(np_state[1].astype(np.int64)), *np_state[2:]],

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Callable, Iterable
 from dataclasses import MISSING, fields
-from typing import Callable, Iterable
 
 from simclr_core.config import TrainConfig, flag, sections
 from simclr_core.errors import UserError
@@ -29,7 +29,7 @@ def add_config_args(parser: argparse.ArgumentParser, only: Iterable[str] | None 
     for section, cls in sections().items():
         if only is not None and section not in only:
             continue
-        group = parser.add_argument_group(f"{section} ({cls.__doc__.splitlines()[0].rstrip('.')})")
+        group = parser.add_argument_group(f"{section} ({(cls.__doc__ or section).splitlines()[0].rstrip('.')})")
         for f in fields(cls):
             default = f.default if f.default is not MISSING else None
             help_ = f.metadata["help"] + ("" if default is None else f" [default: {default}]")

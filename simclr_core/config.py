@@ -11,9 +11,9 @@ import dataclasses
 import json
 import math
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from collections.abc import Mapping
 from typing import Any
 
 from simclr_core.errors import UserError
@@ -48,12 +48,13 @@ def check_field(section: str, f: dataclasses.Field, value: Any) -> None:
     base = next(k for k in kinds if k != "None")
     # bool is an int to Python, but `batch_size: true` is a mistake, not 1
     if isinstance(value, bool) != (base == "bool") or not isinstance(value, _KINDS[base]):
-        raise UserError(f"{where} must be {'an integer' if base == 'int' else 'a number' if base == 'float' else 'true or false' if base == 'bool' else 'text'}, "
+        kind = {"int": "an integer", "float": "a number", "bool": "true or false"}.get(base, "text")
+        raise UserError(f"{where} must be {kind}, "
                         f"got {value!r}, a {type(value).__name__}{key}")
     m = f.metadata
     if "choices" in m and value not in m["choices"]:
         raise UserError(f"{where} must be one of {', '.join(map(str, m['choices']))}, got {value!r}{key}")
-    if base in ("int", "float"):
+    if base in ("int", "float") and isinstance(value, int | float):  # always a number here (checked above)
         if not math.isfinite(value):
             raise UserError(f"{where} must be a finite number, got {value}{key}")
         lo, hi = m.get("min", m.get("gt", -math.inf)), m.get("max", m.get("lt", math.inf))
@@ -251,7 +252,7 @@ class TrainConfig:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "TrainConfig":
+    def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
         """Build from a nested dict; unknown keys are an error naming the known ones.
 
         A recipe's ``recipe`` block (title, expected result, source; :mod:`simclr_core.zoo`) is
@@ -267,7 +268,7 @@ class TrainConfig:
                 section = {}
             if not isinstance(section, dict):
                 raise UserError(f"config section '{f.name}' must be a mapping of settings, got {section!r}")
-            sub_cls = f.default_factory  # type: ignore[misc]
+            sub_cls = _section_class(f)
             known = {sf.name for sf in fields(sub_cls)}
             unknown = set(section) - known
             if unknown:
@@ -276,7 +277,8 @@ class TrainConfig:
             parts[f.name] = sub_cls(**section)
         unknown = set(d) - {f.name for f in fields(cls)}
         if unknown:
-            raise UserError(f"unknown config section(s) {sorted(unknown)}; known: data, views, model, method, optim, run")
+            raise UserError(f"unknown config section(s) {sorted(unknown)}; "
+                            "known: data, views, model, method, optim, run")
         cfg = cls(**parts)
         cfg.validate()
         return cfg
@@ -286,7 +288,7 @@ class TrainConfig:
         Path(path).write_text(json.dumps(self.to_dict(), indent=2) + "\n")
 
     @classmethod
-    def load(cls, path: str | Path) -> "TrainConfig":
+    def load(cls, path: str | Path) -> TrainConfig:
         """Read a JSON or YAML (``.yaml``/``.yml``) config file."""
         p = Path(path)
         if not p.is_file():
@@ -335,7 +337,7 @@ class TrainConfig:
 _RUN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
 
 
-def check_run_name(name: str) -> str:
+def check_run_name(name: object) -> str:
     """Return ``name`` if it is a safe single folder name, else raise UserError."""
     if not isinstance(name, str) or not _RUN_NAME.fullmatch(name) or ".." in name:  # fullmatch: no trailing newline
         raise UserError(f"invalid run name {name!r}: use letters, digits, '.', '_' and '-' "
@@ -343,6 +345,14 @@ def check_run_name(name: str) -> str:
     return name
 
 
+def _section_class(f: dataclasses.Field[Any]) -> type[Any]:
+    """The dataclass of a :class:`TrainConfig` section: the field's default factory."""
+    factory = f.default_factory
+    if not isinstance(factory, type):
+        raise TypeError(f"config section {f.name!r} has no dataclass default factory")
+    return factory
+
+
 def sections() -> dict[str, type]:
     """Section name -> dataclass, in CLI order."""
-    return {f.name: f.default_factory for f in fields(TrainConfig)}  # type: ignore[misc]
+    return {f.name: _section_class(f) for f in fields(TrainConfig)}

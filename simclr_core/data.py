@@ -106,12 +106,12 @@ class ImageSet:
         """True when every image has a label and the class names are known."""
         return bool(self.classes) and len(self.labels) > 0 and bool((self.labels >= 0).all())
 
-    def take(self, indices: torch.Tensor) -> "ImageSet":
+    def take(self, indices: torch.Tensor) -> ImageSet:
         """The images at ``indices`` (sorted int64), with their labels and paths."""
         paths = [self.paths[i] for i in indices.tolist()] if self.paths is not None else None
         return replace(self, images=self.images[indices].contiguous(), labels=self.labels[indices], paths=paths)
 
-    def subset(self, n: int | None, seed: int = 0) -> "ImageSet":
+    def subset(self, n: int | None, seed: int = 0) -> ImageSet:
         """A fixed random subset of ``n`` images (all of them when n is None or not smaller)."""
         if n is None or n >= len(self):
             return self
@@ -369,7 +369,8 @@ _LEGACY_TEMP = re.compile(r"^[\w-]+\.[0-9a-f]{12}\.tmp(\.packed)?\.npy(\.json)?$
 def _remove_stale_temps(cache_dir: Path) -> None:
     """Delete the temp files of dead processes (a decode killed by kill -9 leaves one per split)."""
     remove_stale_temps(cache_dir)
-    with contextlib.suppress(OSError):  # version 2's names hold no pid: an hour without a write means its writer is gone
+    # version 2's names hold no pid: an hour without a write means its writer is gone
+    with contextlib.suppress(OSError):
         for e in os.scandir(cache_dir):
             if _LEGACY_TEMP.match(e.name) and e.stat().st_mtime < time.time() - 3600:
                 os.unlink(e.path)
@@ -438,6 +439,13 @@ class _Rows:
             self.to_memory(err)
 
     @property
+    def open_fd(self) -> int:
+        """The file's descriptor, while it is open (not given up for memory, not finished)."""
+        if self.fd is None:
+            raise RuntimeError(f"the image cache file {self.path} is not open")
+        return self.fd
+
+    @property
     def row_bytes(self) -> int:
         return int(np.prod(self.shape)) if self.shape is not None else 0
 
@@ -452,7 +460,7 @@ class _Rows:
                     self.to_memory(err)
         if not self.memory:
             try:
-                _write_all(self.fd, memoryview(np.ascontiguousarray(images).reshape(-1)))
+                _write_all(self.open_fd, np.ascontiguousarray(images).reshape(-1).data)
             except OSError as err:
                 self.to_memory(err)
         if self.memory:
@@ -464,19 +472,20 @@ class _Rows:
 
     def _reserve(self) -> None:
         """Check that the disk has room for every image, and headroom, then preallocate the file."""
+        assert self.shape is not None, "reserved at the first chunk, once its shape is known"
         size = _NPY_HEADER + self.total * self.row_bytes
         free = shutil.disk_usage(self.path.parent).free
         if free < size + _DISK_HEADROOM:
             raise OSError(errno.ENOSPC, f"{_mb(size)} MB needed and {_mb(_DISK_HEADROOM)} MB kept free for "
                                         f"checkpoints, {_mb(free)} MB free")
         try:  # blocks allocated now: a disk filled meanwhile by others cannot fail the writes
-            os.posix_fallocate(self.fd, 0, size)
+            os.posix_fallocate(self.open_fd, 0, size)
         except AttributeError:  # no posix_fallocate (macOS): plain writes still fail cleanly
             pass
         except OSError as err:
             if err.errno not in (errno.EINVAL, errno.EOPNOTSUPP, errno.ENOSYS):  # unsupported here: go on
                 raise
-        _write_all(self.fd, memoryview(_npy_header((self.total, *self.shape))))
+        _write_all(self.open_fd, memoryview(_npy_header((self.total, *self.shape))))
 
     def _check_memory(self, need: int) -> None:
         avail = _available_memory()
@@ -505,7 +514,8 @@ class _Rows:
         try:
             if self.count and self.fd is None:  # the finished file: read back all of it
                 self.chunks = [np.load(self.path)]
-            elif self.count:  # the rows written so far; the chunk that failed is still the caller's
+            elif self.count and self.shape is not None:  # the rows written so far (a count implies a shape);
+                # the chunk that failed is still the caller's
                 data = np.fromfile(self.path, dtype=np.uint8, count=self.count * self.row_bytes, offset=_NPY_HEADER)
                 self.chunks = [data.reshape(self.count, *self.shape)]
         finally:
@@ -525,8 +535,8 @@ class _Rows:
     def finish(self) -> None:
         """Complete the file: a header with the final count, and no preallocated tail. Raises OSError."""
         shape = self.shape or (3, 0, 0)
-        os.pwrite(self.fd, _npy_header((self.count, *shape)), 0)  # same length as the first guess
-        os.ftruncate(self.fd, _NPY_HEADER + self.count * int(np.prod(shape)))
+        os.pwrite(self.open_fd, _npy_header((self.count, *shape)), 0)  # same length as the first guess
+        os.ftruncate(self.open_fd, _NPY_HEADER + self.count * int(np.prod(shape)))
         self.close()
 
     def images(self) -> np.ndarray:
@@ -645,7 +655,8 @@ def _load_torchvision(dataset: str, split: str, data_dir: Path, size: int | None
         why, fix = (f"could not be downloaded (offline?) [{detail}]", "connect once") if download else (
             "downloading is off", "allow downloading once while online")  # fmt: skip
         raise UserError(
-            f"{'CIFAR-10' if dataset == 'cifar10' else 'STL-10'} is not in {data_dir}/ and {why}: {fix}, or use --dataset folder "
+            f"{'CIFAR-10' if dataset == 'cifar10' else 'STL-10'} is not in {data_dir}/ and {why}: {fix}, "
+            "or use --dataset folder "
             "--data-path DIR (an image folder, e.g. CIFAR-10 as JPEGs), or --dataset digits (bundled, offline)"
         ) from err
     labels = labels.astype(np.int64)
@@ -793,6 +804,7 @@ def _decode_one(path: str, size: int | None, max_pixels: int = MAX_PIXELS) -> np
     With ``size`` the shorter side is resized to it and the centre cropped square. An image with
     more than ``max_pixels`` pixels (JPEG: after reduced-scale decoding) is not decoded.
     """
+    im: Image.Image  # the opened file, then the images made from it
     try:
         with Image.open(path) as im:
             # JPEG: decode at 1/2..1/8 scale, never below the size needed (without ``size``, just above the
@@ -828,7 +840,8 @@ def _decode_chunk(task: tuple[list[str], int | None, int]) -> tuple[np.ndarray |
     square of the same size as the others, at most ``_MAX_NATIVE`` pixels.
     """
     paths, size, max_pixels = task
-    images, status = [], []
+    images: list[np.ndarray] = []
+    status: list[str | None] = []
     for path in paths:
         img = _decode_one(path, size, max_pixels)
         status.append(img if isinstance(img, str) else None)
@@ -883,6 +896,7 @@ def _decode_folder(
     if status is None:
         rows.reset()
         status = _decode_pass(paths, _FOLDER_SIZE, rows, progress)
+        assert status is not None, "only the native-size pass gives up"
     return status
 
 
@@ -906,7 +920,7 @@ def _load_folder(
     def fill(rows: _Rows) -> tuple[np.ndarray, list[str], dict[str, int], dict[str, str], list[str]]:
         status = _decode_folder([os.path.join(folder, rel) for rel, _, _ in files], image_size, rows, progress)
         failed = _Skipped()
-        for (rel, _, _), why in zip(files, status):
+        for (rel, _, _), why in zip(files, status, strict=True):
             if why is not None:
                 failed.add(why, rel)
         if len(failed.counts.values()) and sum(failed.counts.values()) == len(files):
@@ -914,12 +928,12 @@ def _load_folder(
                             f"({_skip_parts(failed.counts, failed.examples)}); check they are valid images "
                             f"of at most {MAX_PIXELS // 10**6} megapixels")
         kept = np.asarray(labels, dtype=np.int64)[[why is None for why in status]]
-        names = [rel for (rel, _, _), why in zip(files, status) if why is None]
+        names = [rel for (rel, _, _), why in zip(files, status, strict=True) if why is None]
         return kept, classes if (kept >= 0).any() else [], dict(failed.counts), failed.examples, names
 
     images = _read_cache(stem, name) or _build_cache(stem, name, len(files), fill)
     # The scan's skips are not cached: the scan runs on every load and may find others.
-    counts = Counter(images.skips) + scan.counts
+    counts: dict[str, int] = Counter(images.skips) + scan.counts
     if not counts:
         return images
     counts = {reason: counts[reason] for reason in _SKIP_LABELS if counts[reason]}

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import zipfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import cast
 
 import numpy as np
 import torch
@@ -55,7 +57,8 @@ def extract_both(encoder: Encoder | Backbone, images: torch.Tensor, *, size: int
         h = encoder.features(x)
         hs.append(h.float().cpu())  # a device-to-host copy per batch: the one sync point of the loop
         if project:
-            zs.append(encoder.head(h).float().cpu())  # the head is a small MLP: z costs next to nothing
+            head = cast(Encoder, encoder).head  # project=True is for an Encoder: a Backbone has no head
+            zs.append(head(h).float().cpu())  # the head is a small MLP: z costs next to nothing
         if progress:
             progress(min(n, start + batch_size), n)
     encoder.train(was_training)
@@ -143,7 +146,7 @@ class Embeddings:
             tmp.unlink(missing_ok=True)
 
     @classmethod
-    def load_npz(cls, path: str | Path) -> "Embeddings":
+    def load_npz(cls, path: str | Path) -> Embeddings:
         """Read :meth:`save_npz`'s file; ValueError if it does not hold consistent arrays."""
         with np.load(path, allow_pickle=False) as z:
             out = cls(z["embeddings"], z["labels"], z["indices"], [str(c) for c in z["classes"]], Path(path).stem)
@@ -196,8 +199,6 @@ def embed_split(run: RunDir, split: str, feature: str = "h", checkpoint: str | P
                   progress=progress)
     result = Embeddings(emb.numpy(), images.labels.numpy().astype(np.int64),
                         np.arange(len(images), dtype=np.int64), list(images.classes), cache.stem)
-    try:
+    with contextlib.suppress(OSError):  # read-only or full: the caller still gets its embeddings
         result.save_npz(cache)
-    except OSError:
-        pass  # read-only or full: the caller still gets its embeddings
     return result

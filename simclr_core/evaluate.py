@@ -100,7 +100,7 @@ def format_table(results: list[dict[str, Any]]) -> str:
     cols = ["run", "checkpoint", "epoch", "knn_top1", "knn_top5", "probe_top1", "probe_top5"]
     rows = [[str(r.get(c, "")) if not isinstance(r.get(c), float) else f"{r[c]:.2f}" for c in cols] for r in results]
     rows = [[("random-init" if c == "checkpoint" and v == "random-init" else v.split("/")[-1]) for c, v in
-             zip(cols, row)] for row in rows]
+             zip(cols, row, strict=True)] for row in rows]
     widths = [max(len(c), *(len(r[i]) for r in rows)) for i, c in enumerate(cols)]
     fmt = "  ".join(f"{{:<{w}}}" for w in widths)
     return "\n".join([fmt.format(*cols)] + [fmt.format(*r) for r in rows])

@@ -14,6 +14,7 @@ Runs saved then have the SimCLR head whatever their method (:data:`LEGACY_HEAD`)
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import NamedTuple
 
 from torch import nn
@@ -106,7 +107,8 @@ class BYOLPredictionHead(nn.Sequential):
 class HeadSpec(NamedTuple):
     """A head's class and its defaults: hidden width as a multiple of the backbone width, z size, BN."""
 
-    cls: type[nn.Sequential]
+    # A projection head class, called as cls(in_dim, hidden_dim, out_dim, layers, bn).
+    cls: Callable[[int, int, int, int, bool], nn.Sequential]
     hidden_mult: int
     out_dim: int
     bn: bool

@@ -32,7 +32,8 @@ from simclr_core.views import two_views
 __all__ = ["Probe", "choose", "drop_frames_after", "frame_epochs", "frame_path", "read_frames", "read_subset",
            "record"]
 
-PROBE_SEED = 12345  # the probe's own view generator: its views are the same at every epoch, and training's RNG is untouched
+# The probe's own view generator: its views are the same at every epoch, and training's RNG is untouched.
+PROBE_SEED = 12345
 _FRAME = re.compile(r"^epoch-(\d{4,})\.npy$")
 
 
@@ -64,7 +65,7 @@ def choose(labels: np.ndarray, size: int, seed: int = 0) -> np.ndarray:
     quota = counts * size / n
     take = np.floor(quota).astype(int)
     take[np.argsort(-(quota - take), kind="stable")[: size - take.sum()]] += 1
-    rows = [rng.choice(np.flatnonzero(labels == c), t, replace=False) for c, t in zip(classes, take)]
+    rows = [rng.choice(np.flatnonzero(labels == c), t, replace=False) for c, t in zip(classes, take, strict=True)]
     return np.sort(np.concatenate(rows)).astype(np.int64)
 
 

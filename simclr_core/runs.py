@@ -111,7 +111,8 @@ class RunDir:
     def _holder(self, fd: int) -> str:
         try:
             info = json.loads(os.pread(fd, 4096, 0) or b"{}")
-            return f"pid {int(info['pid'])}, {info.get('what', 'a writer')} since {time.strftime('%H:%M:%S', time.localtime(info['since']))}"
+            since = time.strftime("%H:%M:%S", time.localtime(info["since"]))
+            return f"pid {int(info['pid'])}, {info.get('what', 'a writer')} since {since}"
         except (OSError, ValueError, KeyError, TypeError):
             return "a writer that is starting"
 

@@ -17,6 +17,7 @@ from pathlib import Path
 from simclr_core import __version__
 from simclr_core.resources import app_root, copy_app
 
+
 def server_flags(config_toml: Path) -> list[str]:
     """The options of a Streamlit config.toml as ``--section.key=value`` command-line flags."""
     with open(config_toml, "rb") as f:

@@ -34,7 +34,7 @@ from simclr_core.embeddings import extract
 from simclr_core.errors import UserError
 from simclr_core.evaluation import knn_accuracy
 from simclr_core.hardware import autocast, autocast_dtype, describe, resolve_device
-from simclr_core.methods import build_method
+from simclr_core.methods import Method, build_method
 from simclr_core.models import architecture, build_encoder
 from simclr_core.optim import build_optimizer, lr_at
 from simclr_core.runs import RunDir, new_run, open_run
@@ -43,7 +43,8 @@ from simclr_core.views import two_views
 # Flags that may change when resuming: they do not change what the run computes.
 RESUMABLE = {"epochs", "device", "knn_every", "knn_k", "knn_max_bank", "log_every", "num_threads", "compile",
              "workers", "runs_dir", "probe", "tensorboard",
-             # the way out of a diverged run: the next steps differ, the run is still one (config.json keeps the new value)
+             # the way out of a diverged run: the next steps differ, the run is still one
+             # (config.json keeps the new value)
              "lr", "temperature"}
 
 
@@ -55,7 +56,7 @@ class Session:
     run: RunDir
     device: torch.device
     images: torch.Tensor  # (N, 3, H, W) uint8, on the device when it fits
-    method: torch.nn.Module  # the method itself (state dict, encoder, after_step)
+    method: Method  # the method itself (state dict, encoder, after_step)
     model: torch.nn.Module  # what the step calls: the method, or DDP around it
     optimizer: torch.optim.Optimizer
     scaler: torch.amp.GradScaler
@@ -283,6 +284,7 @@ def end_epoch(s: Session) -> None:
 
 def knn_monitor(s: Session) -> dict[str, float]:
     """Weighted kNN (cosine, k, T=0.1) of backbone features: bank split -> query split."""
+    assert s.knn_sets is not None, "knn_monitor runs only when the monitor has its images"
     bank, query = s.knn_sets
     encoder = s.method.encoder
     size = s.view_kwargs["size"]
@@ -500,23 +502,25 @@ def train(cfg: TrainConfig, resume: bool = False) -> RunDir:
     with contextlib.ExitStack() as held:
         error = None
         if main:  # rank 0 writes every file: it alone takes the folder's writer lock, before anything else
+            name = cfg.run.name
             try:
-                run = open_run(cfg.run.runs_dir, cfg.run.name) if resume else RunDir(
-                    Path(cfg.run.runs_dir) / check_run_name(cfg.run.name))
+                name = check_run_name(name)
+                run = open_run(cfg.run.runs_dir, name) if resume else RunDir(Path(cfg.run.runs_dir) / name)
                 held.enter_context(run.writer("training"))
                 if not resume:
-                    run = new_run(cfg.run.runs_dir, cfg.run.name)
-                    cfg.save(run.config_path)  # at once, so a run that fails while loading data is listed with its error
+                    run = new_run(cfg.run.runs_dir, name)
+                    # at once, so a run that fails while loading data is listed with its error
+                    cfg.save(run.config_path)
             except UserError as e:
                 error = str(e)
             except OSError as e:  # a read-only folder, or --runs-dir naming a file
-                error = (f"cannot write the run folder {Path(cfg.run.runs_dir) / cfg.run.name} ({e.strerror or e}); "
+                error = (f"cannot write the run folder {Path(cfg.run.runs_dir) / str(name)} ({e.strerror or e}); "
                          + ("make it writable, then resume" if resume else "choose another --runs-dir"))
         error = distributed.broadcast(error)  # every rank fails alike, none waits forever
         if error:
             raise UserError(error)
         if not main:
-            run = open_run(cfg.run.runs_dir, cfg.run.name)
+            run = open_run(cfg.run.runs_dir, check_run_name(cfg.run.name))
         return _train_in(run, cfg, resume)
 
 
@@ -589,7 +593,8 @@ class stop_on_signals:
     """While active, SIGINT/SIGTERM ask the loop to checkpoint and stop instead of killing it."""
 
     def __init__(self, s: Session):
-        self.s, self.old = s, {}
+        self.s = s
+        self.old: dict[signal.Signals, Any] = {}
 
     def __enter__(self):
         def handler(signum, frame):
@@ -598,10 +603,8 @@ class stop_on_signals:
             self.s.stop_reason = signal.Signals(signum).name
 
         for sig in (signal.SIGINT, signal.SIGTERM):
-            try:
+            with contextlib.suppress(ValueError):  # not the main thread (e.g. inside a test runner thread)
                 self.old[sig] = signal.signal(sig, handler)
-            except ValueError:  # not the main thread (e.g. inside a test runner thread)
-                pass
         return self
 
     def __exit__(self, *exc):

@@ -94,7 +94,7 @@ def sample_crop_boxes(B: int, H: int, W: int, scale: tuple[float, float], ratio:
     # scalar `other` in torch.where avoids building a host tensor and copying it to the device
     hit = ok.any(dim=1)
     fallback = ((W - fw) // 2, (H - fh) // 2, fw, fh)
-    return torch.stack([torch.where(hit, v, float(f)) for v, f in zip((x0, y0, w, h), fallback)], dim=1)
+    return torch.stack([torch.where(hit, v, float(f)) for v, f in zip((x0, y0, w, h), fallback, strict=True)], dim=1)
 
 
 def _grid_axis(start: torch.Tensor, length: torch.Tensor, t: torch.Tensor, n: int) -> torch.Tensor:

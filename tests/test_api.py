@@ -12,6 +12,7 @@ from PIL import Image
 
 import simclr_core
 from simclr_core.errors import UserError
+
 from tests.conftest import REPO, tiny_config
 
 

@@ -1,7 +1,13 @@
 import json
 
-from simclr_core.compare import (config_differences, epoch_curves, flatten_config, latest_results, load_results,
-                                 result_label)
+from simclr_core.compare import (
+    config_differences,
+    epoch_curves,
+    flatten_config,
+    latest_results,
+    load_results,
+    result_label,
+)
 from simclr_core.config import OptimConfig, RunConfig, TrainConfig
 from simclr_core.runs import RunDir
 

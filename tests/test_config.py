@@ -122,7 +122,8 @@ def test_help_lists_every_field(capsys):
 
 
 @pytest.mark.parametrize("section,value,match", [
-    ({"optim": {"batch_size": 16.5}}, None, r"--batch-size must be an integer, got 16.5, a float \(config key optim.batch_size\)"),
+    ({"optim": {"batch_size": 16.5}}, None,
+     r"--batch-size must be an integer, got 16.5, a float \(config key optim.batch_size\)"),
     ({"optim": {"batch_size": True}}, None, "--batch-size must be an integer, got True"),
     ({"optim": {"lr": "0.1"}}, None, "--lr must be a number, got '0.1', a str"),
     ({"optim": {"temperature": "0.5"}}, None, "--temperature must be a number, got '0.5'"),  # not "must be positive"

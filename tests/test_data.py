@@ -166,8 +166,8 @@ def test_folder_images_know_their_files(classes_dir: Path, tmp_path: Path) -> No
     s = load_split("folder", "all", path=str(classes_dir), data_dir=str(tmp_path / "d"))
     root = classes_dir.resolve()
     # one path per decoded image, in row order; the corrupt file is skipped, so it has no row
-    assert s.paths == [str(root / "cats" / "a.png"), str(root / "cats" / "b.PNG"), str(root / "dogs" / "deeper" / "y.bmp"),
-                       str(root / "dogs" / "x.jpg")]
+    assert s.paths == [str(root / "cats" / "a.png"), str(root / "cats" / "b.PNG"),
+                       str(root / "dogs" / "deeper" / "y.bmp"), str(root / "dogs" / "x.jpg")]
     again = load_split("folder", "all", path=str(classes_dir), data_dir=str(tmp_path / "d"))  # from the cache
     assert again.paths == s.paths
     sub = load_split("folder", "all", path=str(classes_dir), data_dir=str(tmp_path / "d"), subset=2, seed=1)
@@ -500,7 +500,8 @@ def test_sigterm_during_decode_removes_the_temp_file(tmp_path: Path) -> None:
               "        os.kill(os.getpid(), signal.SIGTERM)\n"
               "load_split('folder', 'all', path=sys.argv[1], data_dir=sys.argv[2], progress=progress)\n")
     proc = subprocess.run([sys.executable, "-c", script, str(tmp_path / "f"), str(tmp_path / "d")],
-                          cwd=Path(__file__).resolve().parents[1], capture_output=True, text=True, timeout=120, check=False)
+                          cwd=Path(__file__).resolve().parents[1], capture_output=True, text=True, timeout=120,
+                          check=False)
     assert proc.returncode not in (0, -signal.SIGTERM), proc.stderr
     assert "KeyboardInterrupt: stopped by SIGTERM while decoding images" in proc.stderr
     assert _cache_files(tmp_path / "d") == []

@@ -107,7 +107,8 @@ def test_read_only_run_folder_still_embeds_and_evaluates(finished_run, tmp_path,
             raise OSError(errno.EROFS, "Read-only file system", str(path))
 
     real_json, real_npz = write_json_atomic, Embeddings.save_npz
-    monkeypatch.setattr("simclr_core.runs.write_json_atomic", lambda path, obj: refuse_in_run(path) or real_json(path, obj))
+    monkeypatch.setattr("simclr_core.runs.write_json_atomic",
+                        lambda path, obj: refuse_in_run(path) or real_json(path, obj))
     monkeypatch.setattr(Embeddings, "save_npz", lambda self, path: refuse_in_run(path) or real_npz(self, path))
     shutil.rmtree(finished_run.embeddings_dir, ignore_errors=True)
     out, runs = tmp_path / "e.npz", str(finished_run.path.parent)

@@ -143,7 +143,7 @@ def test_confusion_matrix_matches_loop():
     labels, pred = torch.randint(0, 4, (50,), generator=g), torch.randint(0, 4, (50,), generator=g)
     cm = confusion_matrix(pred, labels, 4)
     expected = torch.zeros(4, 4, dtype=torch.int64)
-    for t, p in zip(labels.tolist(), pred.tolist()):
+    for t, p in zip(labels.tolist(), pred.tolist(), strict=True):
         expected[t, p] += 1
     assert cm.dtype == torch.int64 and int(cm.sum()) == 50
     assert torch.equal(cm, expected)

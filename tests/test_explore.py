@@ -11,6 +11,7 @@ from simclr_core.embeddings import Embeddings
 from simclr_core.errors import UserError
 from simclr_core.runs import RunDir
 from simclr_core.train import train
+
 from tests.conftest import tiny_config
 
 

@@ -61,7 +61,9 @@ def test_timm_loads_the_state_dict_strictly(tmp_path, cifar_stem):
     run, trunk = fake_run(tmp_path, cifar_stem=cifar_stem)
     path = exporters.export_backbone(run, "timm")
     x = images(side=64)
-    normalised = (x - torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)) / torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
+    mean = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
+    std = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
+    normalised = (x - mean) / std
     if not cifar_stem:  # exactly the README's line
         model = timm.create_model("resnet18", num_classes=0)
         model.load_state_dict(torch.load(path, weights_only=True), strict=True)

@@ -13,8 +13,8 @@ from tests.conftest import REPO
 
 # What this machine has and the GPU machine does not (bench/gpu_suite.py's docstring): any site-packages entry
 # starting with one of these names is hidden.
-NOT_ON_THE_GPU_MACHINE = ("streamlit", "umap", "pynndescent", "numba", "llvmlite", "faiss", "pandas", "plotly", "pydeck",
-                          "altair", "safetensors", "tensorboard", "timm", "onnx", "kornia", "playwright")
+NOT_ON_THE_GPU_MACHINE = ("streamlit", "umap", "pynndescent", "numba", "llvmlite", "faiss", "pandas", "plotly",
+                          "pydeck", "altair", "safetensors", "tensorboard", "timm", "onnx", "kornia", "playwright")
 
 
 def gpu_machine_site(tmp_path):
@@ -68,7 +68,8 @@ def test_a_failing_check_is_reported_and_the_suite_goes_on(tmp_path):
     import gpu_suite
 
     bad = gpu_suite.Check("bad", "fails", [sys.executable, "-c", "raise SystemExit('boom: no device')"], 30)
-    good = gpu_suite.Check("good", "prints", [sys.executable, "-c", "print('{\"x\": 1}')"], 30, gpu_suite.parse_json_line)
+    good = gpu_suite.Check("good", "prints", [sys.executable, "-c", "print('{\"x\": 1}')"], 30,
+                           gpu_suite.parse_json_line)
     rows = [gpu_suite.run_check(c) for c in (bad, good)]
     assert rows[0]["ok"] is False and "boom: no device" in rows[0]["error"]
     assert rows[1] == {"name": "good", "ok": True, "seconds": rows[1]["seconds"], "x": 1}

@@ -13,6 +13,7 @@ from simclr_core import explore, jobs
 from simclr_core.errors import UserError
 from simclr_core.runs import RunDir
 from simclr_core.train import train
+
 from tests.conftest import REPO, tiny_config
 
 

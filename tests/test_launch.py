@@ -13,7 +13,6 @@ from simclr_core.errors import UserError
 
 from tests.conftest import tiny_config
 
-
 # ---------------------------------------------------------------- launch: one process or torchrun
 
 

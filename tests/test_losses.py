@@ -126,7 +126,8 @@ def test_info_nce_bad_input():
 
 def naive_byol(p: torch.Tensor, z: torch.Tensor) -> float:
     """Squared distance of the unit vectors, averaged over rows."""
-    return sum(float(((pi / pi.norm() - zi / zi.norm()) ** 2).sum()) for pi, zi in zip(p.double(), z.double())) / len(p)
+    pairs = zip(p.double(), z.double(), strict=True)
+    return sum(float(((pi / pi.norm() - zi / zi.norm()) ** 2).sum()) for pi, zi in pairs) / len(p)
 
 
 @pytest.mark.parametrize("n", [1, 4, 16])

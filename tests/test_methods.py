@@ -43,12 +43,13 @@ def test_registry_names_and_defaults_resolved_into_the_config():
 
 def test_ema_update_is_the_formula_and_leaves_buffers():
     torch.manual_seed(1)
-    target, online = nn.Sequential(nn.Linear(5, 4), nn.BatchNorm1d(4)), nn.Sequential(nn.Linear(5, 4), nn.BatchNorm1d(4))
+    target = nn.Sequential(nn.Linear(5, 4), nn.BatchNorm1d(4))
+    online = nn.Sequential(nn.Linear(5, 4), nn.BatchNorm1d(4))
     online[1].running_mean.fill_(3.0)
     t0 = [p.detach().clone() for p in target.parameters()]
     o = [p.detach().clone() for p in online.parameters()]
     ema_update(target, online, 0.99)
-    for t, a, b in zip(target.parameters(), t0, o):
+    for t, a, b in zip(target.parameters(), t0, o, strict=True):
         expected = 0.99 * a.double() + 0.01 * b.double()
         assert torch.allclose(t.double(), expected, rtol=0, atol=1e-7)
     assert torch.equal(target[1].running_mean, torch.zeros(4))  # the target's own statistics
@@ -62,7 +63,7 @@ def test_ema_update_is_the_formula_and_leaves_buffers():
     ema_update(target, online, 1.0)  # m = 1: frozen
     assert all(torch.equal(p, torch.full_like(p, 1.5)) for p in target.parameters())
     ema_update(target, online, 0.0)  # m = 0: a copy
-    assert all(torch.equal(p, q) for p, q in zip(target.parameters(), online.parameters()))
+    assert all(torch.equal(p, q) for p, q in zip(target.parameters(), online.parameters(), strict=True))
     with pytest.raises(ValueError, match="momentum"):
         ema_update(target, online, 1.5)
 
@@ -98,7 +99,7 @@ def test_moco_queue_wraps_and_keeps_the_newest_keys():
 
 def test_moco_step_uses_the_old_queue_then_enqueues_its_keys_and_moves_the_key_encoder():
     m = MoCoV2(small_encoder(), queue_size=64, ema=0.9, key_bn_splits=1).train()
-    assert all(torch.equal(a, b) for a, b in zip(m.key_encoder.parameters(), m.encoder.parameters()))
+    assert all(torch.equal(a, b) for a, b in zip(m.key_encoder.parameters(), m.encoder.parameters(), strict=True))
     assert not any(p.requires_grad for p in m.key_encoder.parameters())
     v1, v2 = torch.rand(8, 3, 16, 16), torch.rand(8, 3, 16, 16)
     old_queue = m.queue.clone()
@@ -116,7 +117,7 @@ def test_moco_step_uses_the_old_queue_then_enqueues_its_keys_and_moves_the_key_e
             p.add_(1.0)
     before = [p.clone() for p in m.key_encoder.parameters()]
     m.after_step(1, 10)
-    for k, b, q in zip(m.key_encoder.parameters(), before, m.encoder.parameters()):
+    for k, b, q in zip(m.key_encoder.parameters(), before, m.encoder.parameters(), strict=True):
         assert torch.allclose(k, 0.9 * b + 0.1 * q, atol=1e-6)
 
 
@@ -134,7 +135,7 @@ def test_moco_symmetric_and_shuffled_key_batch_norm():
 
 def test_byol_target_is_a_frozen_copy_and_follows_the_cosine_schedule():
     m = BYOL(small_encoder(), ema=0.9, ema_schedule="cosine").train()
-    assert all(torch.equal(a, b) for a, b in zip(m.target.parameters(), m.encoder.parameters()))
+    assert all(torch.equal(a, b) for a, b in zip(m.target.parameters(), m.encoder.parameters(), strict=True))
     assert not any(p.requires_grad for p in m.target.parameters())
     assert m.predictor[0].in_features == 16 and m.predictor[-1].out_features == 16
     assert not isinstance(m.predictor[-1], nn.BatchNorm1d)  # Linear -> BN -> ReLU -> Linear
@@ -148,7 +149,7 @@ def test_byol_target_is_a_frozen_copy_and_follows_the_cosine_schedule():
             p.add_(1.0)
     before = [p.clone() for p in m.target.parameters()]
     m.after_step(5, 10)  # halfway along the cosine: m = 1 - 0.1 / 2
-    for t, b, o in zip(m.target.parameters(), before, m.encoder.parameters()):
+    for t, b, o in zip(m.target.parameters(), before, m.encoder.parameters(), strict=True):
         assert torch.allclose(t, 0.95 * b + 0.05 * o, atol=1e-6)
 
 

@@ -64,7 +64,7 @@ def test_approximate_index_recall_at_10(clustered):
     assert not ann.exact
     _, got = ann.search(q, 10)
     truth = brute(q, x, 10)
-    recall = np.mean([len(set(a) & set(b)) / 10 for a, b in zip(got, truth)])
+    recall = np.mean([len(set(a) & set(b)) / 10 for a, b in zip(got, truth, strict=True)])
     assert recall >= 0.95
 
 
@@ -73,7 +73,7 @@ def test_approximate_graph_drops_the_row_itself(clustered):
     _, rows = NeighbourIndex(x[:3000], exact_max=0).graph(10)
     assert rows.shape == (3000, 10) and not (rows == np.arange(3000)[:, None]).any()
     exact = NeighbourIndex(x[:3000]).graph(10)[1]
-    assert np.mean([len(set(a) & set(b)) / 10 for a, b in zip(rows, exact)]) >= 0.95
+    assert np.mean([len(set(a) & set(b)) / 10 for a, b in zip(rows, exact, strict=True)]) >= 0.95
 
 
 def test_image_from_bytes_rejects_non_images():

@@ -1,3 +1,4 @@
+import itertools
 import math
 
 import pytest
@@ -47,6 +48,6 @@ def test_lr_schedule_warmup_then_cosine():
     assert lrs[0] == pytest.approx(peak / warm) and lrs[warm - 1] == pytest.approx(peak)
     assert lrs[warm] == pytest.approx(peak)
     assert lrs[55] == pytest.approx(peak * 0.5 * (1 + math.cos(math.pi * 45 / 90)))
-    assert all(a >= b for a, b in zip(lrs[warm:], lrs[warm + 1:]))
+    assert all(a >= b for a, b in itertools.pairwise(lrs[warm:]))
     assert lr_at(total, total, warm, peak) == pytest.approx(0.0)
     assert lr_at(0, 10, 0, 1.0) == pytest.approx(1.0)  # no warm-up

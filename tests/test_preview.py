@@ -30,7 +30,7 @@ def test_same_seed_same_pairs_other_seed_other_pairs(images):
     a = positive_pairs(images, kw, seed=7)
     b = positive_pairs(images, kw, seed=7)
     c = positive_pairs(images, kw, seed=8)
-    for x, y in zip(a, b):
+    for x, y in zip(a, b, strict=True):
         np.testing.assert_array_equal(x, y)
     np.testing.assert_array_equal(a[0], c[0])  # the originals do not depend on the seed
     assert not np.array_equal(a[1], c[1]) and not np.array_equal(a[2], c[2])

@@ -9,6 +9,7 @@ import torch
 from simclr_core import probe
 from simclr_core.models import Encoder
 from simclr_core.train import main, train
+
 from tests.conftest import tiny_config
 
 

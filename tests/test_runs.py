@@ -89,9 +89,8 @@ def test_a_second_writer_is_refused_and_told_who_writes(tmp_path):
     with run.writer("training"):
         assert run.writer_alive()
         with pytest.raises(UserError, match=rf"run 'r' is being written by another process \(pid {os.getpid()}, "
-                                            r"training since \d\d:\d\d:\d\d\)"):
-            with run.writer("training"):
-                pass
+                                            r"training since \d\d:\d\d:\d\d\)"), run.writer("training"):
+            pass
     assert not run.writer_alive()
     with run.writer("training"):  # free again once the first is done
         pass
@@ -109,9 +108,8 @@ def test_a_killed_writer_frees_the_run_and_its_temps_are_removed(tmp_path):
                             env={**os.environ, "PYTHONPATH": str(REPO)})
     assert proc.stdout.readline().strip() == "held"
     assert run.status()["state"] == "running"
-    with pytest.raises(UserError, match=f"pid {proc.pid}"):
-        with run.writer("training"):
-            pass
+    with pytest.raises(UserError, match=f"pid {proc.pid}"), run.writer("training"):
+        pass
     (run.path / "probe").mkdir()
     dead = [run.path / f".last.pt.{proc.pid}.tmp", run.path / "probe" / f".epoch-0003.{proc.pid}.tmp.npy",
             run.path / f".status.json.{proc.pid}.tmp"]

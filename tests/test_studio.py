@@ -7,6 +7,7 @@ import tomllib
 
 from simclr_core import studio
 from simclr_core.resources import app_root, configs_dir
+
 from tests.conftest import REPO
 
 

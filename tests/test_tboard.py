@@ -9,6 +9,7 @@ import pytest
 from simclr_core import tboard
 from simclr_core.config import RunConfig
 from simclr_core.train import train
+
 from tests.conftest import tiny_config
 
 

@@ -102,7 +102,7 @@ def test_resume_is_exact(tmp_path, monkeypatch, capsys, stop_after_step, method)
     assert (a["epoch"], a["step"]) == (b["epoch"], b["step"]) == (2, 4)
     for key in a["model"]:
         assert torch.equal(a["model"][key], b["model"][key]), key
-    for sa, sb in zip(a["optimizer"]["state"].values(), b["optimizer"]["state"].values()):
+    for sa, sb in zip(a["optimizer"]["state"].values(), b["optimizer"]["state"].values(), strict=True):
         assert torch.equal(sa["momentum_buffer"], sb["momentum_buffer"])
     ea = [(m["epoch"], m["epoch_loss"], m["knn_top1"]) for m in straight.metrics() if "epoch_loss" in m]
     eb = [(m["epoch"], m["epoch_loss"], m["knn_top1"]) for m in stopped.metrics() if "epoch_loss" in m]
@@ -400,7 +400,7 @@ def test_two_resumes_at_once_one_writer(tmp_path, capsys):
     outs = [p.communicate(timeout=300) for p in procs]
     codes = sorted(p.returncode for p in procs)
     assert codes == [0, 2], outs
-    loser = next(err for p, (_, err) in zip(procs, outs) if p.returncode == 2)
+    loser = next(err for p, (_, err) in zip(procs, outs, strict=True) if p.returncode == 2)
     line = loser.strip().splitlines()[-1]
     assert re.search(r"error: run 'tiny' (is being written by another process \(pid \d+|is running)", line), loser
     steps = [m["step"] for m in run.metrics() if "epoch_loss" not in m]

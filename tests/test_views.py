@@ -9,8 +9,19 @@ import torchvision.transforms.v2.functional as TF
 from torchvision.transforms import RandomResizedCrop
 
 from simclr_core import views
-from simclr_core.views import (adjust_brightness, adjust_contrast, adjust_hue, adjust_saturation, crop_flip,
-                               gaussian_blur, sample_crop_boxes, simclr_view, solarize, to_grayscale, two_views)
+from simclr_core.views import (
+    adjust_brightness,
+    adjust_contrast,
+    adjust_hue,
+    adjust_saturation,
+    crop_flip,
+    gaussian_blur,
+    sample_crop_boxes,
+    simclr_view,
+    solarize,
+    to_grayscale,
+    two_views,
+)
 
 NO_AUG = dict(crop_scale=(1.0, 1.0), crop_ratio=(1.0, 1.0), flip_prob=0.0, jitter_prob=0.0,
               grayscale_prob=0.0, blur_prob=0.0, solarize_prob=0.0)

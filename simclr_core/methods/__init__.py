@@ -13,7 +13,7 @@ select box read it. Every method has the same shape:
 
 from __future__ import annotations
 
-from torch import nn
+from typing import TypeVar
 
 from simclr_core import heads
 from simclr_core.config import TrainConfig
@@ -24,9 +24,22 @@ from simclr_core.methods.momentum import ema_update, momentum_at
 from simclr_core.methods.simclr import SimCLR
 from simclr_core.models import Encoder
 
-METHODS: dict[str, type[nn.Module]] = {"simclr": SimCLR, "moco_v2": MoCoV2, "byol": BYOL}
+# A method module (an nn.Module with the shape the module docstring describes).
+Method = SimCLR | MoCoV2 | BYOL
 
-__all__ = ["BYOL", "METHODS", "MoCoV2", "SimCLR", "build_method", "ema_update", "momentum_at", "resolve_defaults"]
+METHODS: dict[str, type[Method]] = {"simclr": SimCLR, "moco_v2": MoCoV2, "byol": BYOL}
+
+__all__ = ["BYOL", "METHODS", "Method", "MoCoV2", "SimCLR", "build_method", "ema_update", "momentum_at",
+           "resolve_defaults"]
+
+T = TypeVar("T")
+
+
+def _resolved(value: T | None, name: str) -> T:
+    """A setting that :func:`resolve_defaults` has filled."""
+    if value is None:
+        raise ValueError(f"{name} is unset after resolve_defaults")
+    return value
 
 
 def resolve_defaults(cfg: TrainConfig) -> None:
@@ -51,15 +64,18 @@ def resolve_defaults(cfg: TrainConfig) -> None:
         model.proj_bn = spec.bn
 
 
-def build_method(cfg: TrainConfig, encoder: Encoder) -> nn.Module:
+def build_method(cfg: TrainConfig, encoder: Encoder) -> Method:
     """The method module of ``cfg.model.method`` around ``encoder``, with the config's settings."""
     resolve_defaults(cfg)
     m, name = cfg.method, cfg.model.method
     if name == "simclr":
-        return SimCLR(encoder, temperature=cfg.optim.temperature)
+        return SimCLR(encoder, temperature=_resolved(cfg.optim.temperature, "temperature"))
     if name == "moco_v2":
-        return MoCoV2(encoder, temperature=cfg.optim.temperature, queue_size=m.queue_size, ema=m.ema,
-                      ema_schedule=m.ema_schedule, symmetric=m.moco_symmetric, key_bn_splits=m.key_bn_splits)
+        return MoCoV2(encoder, temperature=_resolved(cfg.optim.temperature, "temperature"),
+                      queue_size=m.queue_size, ema=_resolved(m.ema, "ema"),
+                      ema_schedule=_resolved(m.ema_schedule, "ema_schedule"), symmetric=m.moco_symmetric,
+                      key_bn_splits=m.key_bn_splits)
     if name == "byol":
-        return BYOL(encoder, ema=m.ema, ema_schedule=m.ema_schedule, pred_hidden_dim=m.pred_hidden_dim)
+        return BYOL(encoder, ema=_resolved(m.ema, "ema"), ema_schedule=_resolved(m.ema_schedule, "ema_schedule"),
+                    pred_hidden_dim=m.pred_hidden_dim)
     raise UserError(f"unknown method {name!r}; choose one of {', '.join(METHODS)}")

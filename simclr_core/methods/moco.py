@@ -28,6 +28,9 @@ class MoCoV2(nn.Module):
     # m = 0.99 and K = 4096 as the MoCo authors' CIFAR-10 demo; tau = 0.2 as MoCo v2.
     defaults: ClassVar[dict] = {"temperature": 0.2, "ema": 0.99, "ema_schedule": "constant"}
 
+    queue: torch.Tensor  # (K, D) buffer
+    queue_ptr: torch.Tensor  # () long buffer
+
     def __init__(self, encoder: Encoder, temperature: float = 0.2, queue_size: int = 4096, ema: float = 0.99,
                  ema_schedule: str = "constant", symmetric: bool = False, key_bn_splits: int = 8):
         super().__init__()

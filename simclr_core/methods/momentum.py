@@ -19,7 +19,7 @@ def ema_update(target: nn.Module, online: nn.Module, momentum: float) -> None:
     """
     if not 0.0 <= momentum <= 1.0:
         raise ValueError(f"momentum must be in [0, 1], got {momentum}")
-    t = list(target.parameters())
+    t: list[torch.Tensor] = list(target.parameters())
     o = list(online.parameters())
     if len(t) != len(o):
         raise ValueError("target and online modules have different parameters")

@@ -13,6 +13,7 @@ from streamlit.testing.v1 import AppTest
 
 from simclr_core.runs import RunDir
 from simclr_core.train import train
+
 from tests.conftest import tiny_config
 
 REPO = Path(__file__).resolve().parents[2]
@@ -94,3 +95,13 @@ def layer(spec: dict, layer_id: str) -> list[dict]:
 def plotly_specs(at: AppTest) -> list[tuple[str | None, dict]]:
     """The page's plotly figures as (key, spec dict), typed arrays decoded to lists."""
     return [(c.key, _decode(json.loads(c.proto.spec))) for c in at.get("plotly_chart")]
+
+
+@pytest.fixture(autouse=True)
+def _offline(monkeypatch):
+    """No dataset server answers, on every machine (the form checks CIFAR-10 / STL-10 downloads)."""
+    from pages.common import host_reachable
+    from simclr_core import precheck
+
+    monkeypatch.setattr(precheck, "reachable", lambda host, port=443, timeout=3.0: False)
+    host_reachable.clear()

@@ -3,6 +3,7 @@
 from dataclasses import fields
 
 from simclr_core.config import ViewConfig
+
 from tests.pages.conftest import app
 
 
@@ -107,3 +108,63 @@ def test_a_dataset_that_cannot_be_loaded_shows_why(runs_dir, monkeypatch):
     assert not at.exception
     assert "could not be downloaded" in at.error[0].value
     assert shown(at) == []
+
+
+def folder_of_images(root, n=4):
+    from PIL import Image
+
+    for c in ("cat", "dog"):
+        (root / c).mkdir(parents=True, exist_ok=True)
+        for i in range(n):
+            Image.new("RGB", (16, 16), (60 * i % 255, 100, 30)).save(root / c / f"{i}.png")
+    return root
+
+
+def test_folders_outside_the_allowed_roots_are_refused_and_nothing_is_read(runs_dir, tmp_path, monkeypatch):
+    allowed = folder_of_images(tmp_path / "allowed")
+    monkeypatch.setenv("SIMCLR_STUDIO_ROOTS", str(allowed))
+    at = app("augment")
+    at.selectbox(key="aug_source").set_value("folder").run()
+    for outside in ("/usr/share", "/", "/proc", "../../../..", str(allowed / ".." / "..")):
+        at.text_input(key="aug_folder").input(outside).run()
+        assert not at.exception
+        assert "outside the folders this app may read" in at.error[0].value, outside
+        assert "SIMCLR_STUDIO_ROOTS" in at.error[0].value
+        assert shown(at) == []
+    assert not (tmp_path / "data" / "cache").exists()  # nothing decoded, nothing cached
+    (allowed / "x.jpg").write_bytes(b"")
+    at.text_input(key="aug_folder").input(str(allowed / "x.jpg")).run()
+    assert "**Image folder**" in at.error[0].value and "is a file, not a folder" in at.error[0].value
+    (allowed / "empty").mkdir()
+    at.text_input(key="aug_folder").input(str(allowed / "empty")).run()
+    assert "holds no images" in at.error[0].value and "--" not in at.error[0].value
+    at.text_input(key="aug_folder").input(str(allowed)).run()
+    assert not at.exception and not at.error and len(shown(at)) == 3 * 6
+
+
+def test_train_with_these_settings_keeps_the_dataset_and_folder(runs_dir, tmp_path, monkeypatch):
+    allowed = folder_of_images(tmp_path / "allowed")
+    monkeypatch.setenv("SIMCLR_STUDIO_ROOTS", str(allowed))
+    at = app("train")
+    at.number_input(key="tf.optim.epochs").set_value(9).run()  # set on Train first: kept too
+    at.switch_page("pages/augment.py").run()
+    at.selectbox(key="aug_source").set_value("folder").run()
+    at.text_input(key="aug_folder").input(str(allowed)).run()
+    at.slider(key="aug_jitter_strength").set_value(0.3).run()
+    button(at, "Train with these settings").click().run()
+    assert not at.exception
+    assert at.selectbox(key="tf.data.dataset").value == "folder"
+    assert at.text_input(key="tf.data.data_path").value == str(allowed)
+    assert at.number_input(key="tf.views.jitter_strength").value == 0.3
+    assert at.number_input(key="tf.optim.epochs").value == 9
+
+
+def test_the_knobs_are_kept_when_the_user_comes_back(runs_dir):
+    at = app("augment")
+    at.slider(key="aug_jitter_strength").set_value(0.3).run()
+    at.slider(key="aug_n").set_value(2).run()
+    at.switch_page("pages/evaluate.py").run()
+    at.switch_page("pages/augment.py").run()
+    assert not at.exception
+    assert at.slider(key="aug_jitter_strength").value == 0.3 and at.slider(key="aug_n").value == 2
+    assert len(shown(at)) == 6

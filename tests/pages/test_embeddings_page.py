@@ -7,6 +7,7 @@ import pytest
 
 from simclr_core import data, probe
 from simclr_core.explore import GRAPH_K
+
 from tests.pages.conftest import app, deck_specs, layer, plotly_specs
 
 PCA = dict(emb_method="pca")

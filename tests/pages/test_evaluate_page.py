@@ -1,7 +1,6 @@
 import json
 import shutil
 
-
 from simclr_core.runs import RunDir
 
 from tests.pages.conftest import app, plotly_specs

@@ -11,14 +11,36 @@ import os
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
 from simclr_core import launch
 from simclr_core.config import TrainConfig
 from simclr_core.runs import RunDir, new_run
+
 from tests.conftest import tiny_config
 from tests.pages.conftest import app, plotly_specs
+
+
+@pytest.fixture
+def roots(tmp_path, monkeypatch) -> Path:
+    """A folder the app may read images from ($SIMCLR_STUDIO_ROOTS), and nothing else."""
+    allowed = tmp_path / "allowed"
+    allowed.mkdir()
+    monkeypatch.setenv("SIMCLR_STUDIO_ROOTS", str(allowed))
+    return allowed
+
+
+def make_folder(root: Path, counts: dict[str, int]) -> Path:
+    """An image folder: ``{"train/cat": 3}`` writes three small PNGs into root/train/cat/."""
+    from PIL import Image
+
+    for sub, n in counts.items():
+        (root / sub).mkdir(parents=True, exist_ok=True)
+        for i in range(n):
+            Image.new("RGB", (8, 8), (40 * i % 255, 90, 160)).save(root / sub / f"{i}.png")
+    return root
 
 
 @pytest.fixture
@@ -48,11 +70,25 @@ def widget(at, key: str):
     raise KeyError(key)
 
 
-def submit(at, **fields):
-    """Set form fields (``section__name=value``) and press Launch."""
+def fill(at, **fields):
+    """Set form fields (``section__name=value``); the page checks them at once."""
     for spec, value in fields.items():
         widget(at, "tf." + spec.replace("__", ".")).set_value(value)
+    return at.run()
+
+
+def submit(at, **fields):
+    """Set form fields (``section__name=value``) and press Launch."""
+    fill(at, **fields)
     return at.button(key="tf_launch").click().run()
+
+
+def refused(at, **fields) -> list[str]:
+    """Set form fields that a check refuses: Launch is greyed out, and the errors say why (returned)."""
+    at = fill(at, **fields)
+    assert not at.exception
+    assert at.button(key="tf_launch").disabled
+    return errors(at)
 
 
 def errors(at) -> list[str]:
@@ -81,7 +117,7 @@ def test_cifar_preset_fills_the_form(runs_dir):
     assert at.selectbox(key="tf.optim.optimizer").value == "lars"
     assert at.number_input(key="tf.optim.epochs").value == 500
     assert at.number_input(key="tf.optim.batch_size").value == 512
-    assert at.slider(key="tf.views.jitter_strength").value == 0.5
+    assert at.number_input(key="tf.views.jitter_strength").value == 0.5
     assert at.number_input(key="tf.views.blur_prob").value == 0.0
     assert at.text_input(key="tf.run.name").value.startswith("cifar10-resnet18-")
 
@@ -139,36 +175,105 @@ def test_gpu_count_is_offered_only_with_several_gpus(runs_dir, launches, monkeyp
 
 
 def test_invalid_run_name_is_an_error_and_launches_nothing(runs_dir, launches):
-    at = submit(app("train"), run__name="../x")
-    assert not at.exception
-    assert any("invalid run name '../x'" in e for e in errors(at))
+    assert any("invalid run name '../x'" in e for e in refused(app("train"), run__name="../x"))
     assert launches == []
 
 
-def test_zero_temperature_is_an_error(runs_dir, launches):
-    at = submit(app("train"), optim__temperature=0.0)
-    assert any("--temperature must be a positive number" in e for e in errors(at))
+def test_zero_temperature_is_an_error_naming_the_field(runs_dir, launches):
+    [error] = refused(app("train"), optim__temperature=0.0)
+    assert "**Temperature** must be a positive number" in error and "--" not in error
+    assert launches == []
+
+
+def test_a_batch_size_of_zero_is_said_beside_launch(runs_dir, launches):
+    [error] = refused(app("train"), optim__batch_size=0)  # typed in, not bounced by a tooltip
+    assert "**Batch size** must be at least 2, got 0" in error and "--" not in error
+    at = fill(app("train"), optim__batch_size=0, optim__epochs=0)
+    assert any("**Epochs**" in e for e in errors(at))
     assert launches == []
 
 
 def test_bad_learning_rate_text_is_an_error(runs_dir, launches):
-    at = submit(app("train"), optim__lr="fast")
-    assert any("learning rate 'fast' is not a number" in e for e in errors(at))
+    assert any("learning rate 'fast' is not a number" in e for e in refused(app("train"), optim__lr="fast"))
     assert launches == []
 
 
-def test_folder_dataset_needs_an_existing_folder(runs_dir, launches, tmp_path):
-    at = submit(app("train"), data__dataset="folder", data__data_path="")
-    assert any("needs an image folder" in e for e in errors(at))
-    at = submit(at, data__dataset="folder", data__data_path=str(tmp_path / "nowhere"))
-    assert any("does not exist" in e for e in errors(at))
+def test_folder_dataset_needs_an_existing_folder(runs_dir, launches, roots):
+    at = app("train")
+    assert any("needs an image folder" in e and "**Image folder**" in e
+               for e in refused(at, data__dataset="folder", data__data_path=""))
+    assert any("does not exist" in e for e in refused(at, data__data_path=str(roots / "nowhere")))
+    (roots / "a.jpg").write_bytes(b"not a folder")
+    assert any("is a file, not a folder" in e for e in refused(at, data__data_path=str(roots / "a.jpg")))
+    (roots / "empty").mkdir()
+    assert any("holds no images" in e for e in refused(at, data__data_path=str(roots / "empty")))
+    assert launches == []
+    assert [p.name for p in runs_dir.iterdir()] == []  # and no failed run folder
+
+
+def test_a_folder_path_with_another_dataset_is_an_error(runs_dir, launches, roots):
+    errs = refused(app("train"), data__dataset="digits", data__data_path=str(roots))
+    assert any("**Image folder** is read only with **Dataset** folder" in e and "clear it" in e for e in errs)
+    assert launches == []
+
+
+def test_a_batch_larger_than_the_folder_is_an_error_and_the_folder_is_described(runs_dir, launches, roots):
+    images = make_folder(roots / "pics", {"train/cat": 3, "train/dog": 2, "test/cat": 1, "test/dog": 1})
+    at = fill(app("train"), data__dataset="folder", data__data_path=str(images), optim__batch_size=32)
+    assert at.button(key="tf_launch").disabled
+    assert any("**Batch size** 32 is larger than the 5 training images" in e for e in errors(at))
+    described = " ".join(c.value for c in at.caption)
+    assert "train: 5 images in 2 classes: cat, dog" in described and "test: 2 images in 2 classes" in described
+    at = fill(at, optim__batch_size=4, run__name="pics")
+    assert not errors(at) and not at.button(key="tf_launch").disabled
+    assert any("Pre-trains on 5 images of folder" in c.value for c in at.caption)
+    at.button(key="tf_launch").click().run()
+    assert [c.data.data_path for c in launches] == [str(images)]
+
+
+def test_cifar10_offline_and_not_downloaded_is_an_error(runs_dir, launches):
+    at = app("train")
+    at.selectbox(key="tf_preset").set_value("CIFAR-10 ResNet-18 (paper-style)").run()
+    assert at.button(key="tf_launch").disabled
+    assert any("CIFAR-10 is not in data/" in e and "cannot be reached" in e and "digits" in e for e in errors(at))
+    assert launches == []
+
+
+def test_folders_outside_the_allowed_roots_are_refused(runs_dir, launches, roots):
+    at = app("train")
+    for outside in ("/usr/share", "/", "/proc", str(roots / ".." / "..")):
+        errs = refused(at, data__dataset="folder", data__data_path=outside)
+        assert any("outside the folders this app may read" in e and "SIMCLR_STUDIO_ROOTS" in e for e in errs), errs
+    link = roots / "link"
+    link.symlink_to("/usr/share")  # a symlink out of a root is followed before the check
+    assert any("outside the folders" in e for e in refused(at, data__data_path=str(link)))
     assert launches == []
 
 
 def test_existing_run_name_is_an_error_naming_the_fix(finished_run, launches):
-    at = submit(app("train"), run__name="tiny")
-    assert any("'tiny' already exists" in e and "resume it" in e and "another name" in e for e in errors(at))
+    errs = refused(app("train"), run__name="tiny")
+    assert any("'tiny' already exists" in e and "resume it" in e and "another name" in e for e in errs)
     assert launches == []
+
+
+def test_the_form_keeps_its_values_when_the_user_comes_back(runs_dir, launches, roots):
+    at = fill(app("train"), optim__epochs=7, optim__batch_size=64, data__dataset="folder",
+              data__data_path=str(roots), run__name="later")
+    at.switch_page("pages/augment.py").run()
+    at.switch_page("pages/evaluate.py").run()
+    at.switch_page("pages/train.py").run()
+    assert not at.exception
+    assert at.number_input(key="tf.optim.epochs").value == 7
+    assert at.number_input(key="tf.optim.batch_size").value == 64
+    assert at.selectbox(key="tf.data.dataset").value == "folder"
+    assert at.text_input(key="tf.data.data_path").value == str(roots)
+    assert at.text_input(key="tf.run.name").value == "later"
+
+
+def test_the_form_is_no_st_form_so_enter_cannot_launch(runs_dir):
+    at = app("train")
+    assert not at.get("form")  # Enter in a field of an st.form submits it; only the Launch button launches
+    assert at.button(key="tf_launch").label == "Launch"
 
 
 def test_finished_run_shows_list_curves_and_resume(finished_run):
@@ -222,7 +327,7 @@ def test_views_from_the_augmentations_page_prefill_the_form(runs_dir, launches):
              "blur_prob": 0.0}
     at = app("train", train_views=views)
     assert any("Augmentations page" in i.value for i in at.info)
-    assert at.slider(key="tf.views.jitter_strength").value == 0.3
+    assert at.number_input(key="tf.views.jitter_strength").value == 0.3
     assert at.slider(key="tf.views.crop_scale_min").value == 0.2
     submit(at, run__name="aug")
     v = launches[0].views
@@ -293,3 +398,54 @@ def test_a_run_with_a_checkpoint_offers_its_backbone_in_every_export_format(fini
     assert buttons["timm"].disabled and "timm has no resnet_mini" in buttons["timm"].help
     assert not buttons["safetensors"].disabled and not buttons["onnx"].disabled
     assert "onnxruntime.InferenceSession" in buttons["onnx"].help
+
+
+# ---- run management (simclr_core.manage) --------------------------------------------------------------
+
+def test_rename_notes_archive_and_restore_from_the_page(finished_run, runs_dir):
+    at = app("train")
+    at.text_input(key="tf_rename.tiny").input("tiny-2")
+    at.button(key="tf_rename").click().run()
+    assert not at.exception and not errors(at)
+    assert at.session_state["run"] == "tiny-2" and (runs_dir / "tiny-2" / "last.pt").exists()
+    assert any(h.value == "Run tiny-2" for h in at.subheader)
+    at.text_area(key="tf_notes.tiny-2").input("first try: lr 0.3")
+    at.button(key="tf_save_notes").click().run()
+    assert (runs_dir / "tiny-2" / "notes.md").read_text() == "first try: lr 0.3"
+    assert any(i.value == "first try: lr 0.3" for i in at.info)  # shown with the run
+    assert at.dataframe[0].value.iloc[0]["notes"] == "first try: lr 0.3"
+    at.button(key="tf_archive").click().run()
+    assert not at.exception and not (runs_dir / "tiny-2").exists()
+    assert (runs_dir / ".archive" / "tiny-2" / "last.pt").exists()
+    assert "No runs yet" in at.info[0].value
+    at.button(key="tf_restore.tiny-2").click().run()
+    assert not at.exception and (runs_dir / "tiny-2" / "last.pt").exists()
+    assert any(h.value == "Run tiny-2" for h in at.subheader)
+
+
+def test_a_running_run_cannot_be_renamed(finished_run, runs_dir):
+    (finished_run.path / "launch.json").write_text(json.dumps({"pid": os.getpid()}))  # a live process
+    finished_run.status_path.unlink()
+    at = app("train")
+    at.text_input(key="tf_rename.tiny").input("other")
+    at.button(key="tf_rename").click().run()
+    assert any("'tiny' is running" in e and "then rename it" in e for e in errors(at))
+    assert finished_run.path.exists() and not (runs_dir / "other").exists()
+
+
+def test_failed_runs_can_be_hidden_and_archived_at_once(finished_run, runs_dir):
+    for name in ("bad-1", "bad-2"):
+        run = new_run(runs_dir, name)
+        tiny_config(runs_dir.parent, name).save(run.config_path)
+        run.write_status("failed", "--batch-size 256 is larger than the 32 training images; lower it")
+    at = app("train")
+    table = at.dataframe[0].value
+    assert sorted(table["run"]) == ["bad-1", "bad-2", "tiny"]
+    assert "**Batch size** 256 is larger" in table[table["run"] == "bad-1"].iloc[0]["message"]  # form words
+    at.toggle(key="hide_failed").set_value(True).run()
+    assert list(at.dataframe[0].value["run"]) == ["tiny"]
+    assert any("2 failed run(s) hidden" in c.value for c in at.caption)
+    at.button(key="tf_archive_failed").click().run()
+    assert not at.exception
+    assert sorted(p.name for p in (runs_dir / ".archive").iterdir()) == ["bad-1", "bad-2"]
+    assert list(at.dataframe[0].value["run"]) == ["tiny"]
