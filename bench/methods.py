@@ -50,7 +50,7 @@ def config(args: argparse.Namespace, folder: Path, runs: Path, method: str) -> T
     return TrainConfig(
         data=DataConfig(dataset="folder", data_path=str(folder), data_dir=str(REPO / ".bench" / "data"),
                         subset=args.subset or None),
-        views=ViewConfig(jitter_strength=0.5, blur_prob=0.0),
+        views=ViewConfig.cifar(),
         model=model,
         method=MethodConfig(queue_size=args.queue_size),
         optim=OptimConfig(epochs=args.epochs, batch_size=args.batch_size),

@@ -41,7 +41,7 @@ def config(args: argparse.Namespace, folder: Path, runs: Path, name: str, seed: 
     return TrainConfig(
         data=DataConfig(dataset="folder", data_path=str(folder), data_dir=str(REPO / ".bench" / "data"),
                         subset=args.subset or None),
-        views=ViewConfig(jitter_strength=0.5, blur_prob=0.0),
+        views=ViewConfig.cifar(),
         model=ModelConfig(backbone=args.backbone, cifar_stem=args.backbone != "resnet_mini"),
         optim=OptimConfig(epochs=args.epochs, batch_size=args.batch_size),
         run=RunConfig(name=name, runs_dir=str(runs), device=args.device, seed=seed, knn_every=1,

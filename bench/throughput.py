@@ -76,8 +76,8 @@ from train_cifar import DEFAULT_DATA, image_folder  # noqa: E402
 EPOCH_IMAGES = 50_000  # s/epoch is reported for a CIFAR-10-sized epoch
 SYNTHETIC_IMAGES = 50_000
 VIEWS = {
-    "cifar": ViewConfig(jitter_strength=0.5, blur_prob=0.0),  # paper, appendix B.9
-    "imagenet": ViewConfig(jitter_strength=1.0, blur_prob=0.5),  # paper, appendix A
+    "cifar": ViewConfig.cifar(),  # paper, appendix B.9
+    "imagenet": ViewConfig.imagenet(),  # paper, appendix A
 }
 
 

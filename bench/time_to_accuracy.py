@@ -80,7 +80,7 @@ def main() -> None:
         cfg = TrainConfig(
             data=DataConfig(dataset="folder", data_path=str(folder), data_dir=str(REPO / ".bench" / "data"),
                             subset=args.subset or None),
-            views=ViewConfig(jitter_strength=0.5, blur_prob=0.0),
+            views=ViewConfig.cifar(),
             model=ModelConfig(backbone=args.backbone, cifar_stem=True),
             optim=OptimConfig(epochs=args.epochs, batch_size=args.batch_size, optimizer=args.optimizer, lr=args.lr,
                               temperature=args.temperature),

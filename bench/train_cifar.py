@@ -75,7 +75,7 @@ def main() -> None:
         data=DataConfig(dataset="folder", data_path=str(folder), data_dir=str(REPO / ".bench" / "data"),
                         subset=args.subset or None),
         # The paper's CIFAR-10 views: colour strength 0.5, no blur.
-        views=ViewConfig(jitter_strength=0.5, blur_prob=0.0),
+        views=ViewConfig.cifar(),
         model=ModelConfig(backbone=args.backbone),
         optim=OptimConfig(epochs=args.epochs, batch_size=args.batch_size, optimizer=args.optimizer, lr=args.lr),
         run=RunConfig(name=name, runs_dir=args.runs_dir, device=args.device, knn_every=args.knn_every or args.epochs,

@@ -15,11 +15,12 @@ from typing import Any
 import numpy as np
 import streamlit as st
 
-from simclr_core import data, jobs, launch, manage, precheck
+from simclr_core import data, embeddings, jobs, launch, manage, precheck
 from simclr_core.embeddings import Embeddings, load_cached
 from simclr_core.errors import UserError
 from simclr_core.hardware import describe, resolve_device
 from simclr_core.neighbours import NeighbourIndex
+from simclr_core.preview import to_uint8_hwc
 from simclr_core.runs import RunDir, default_runs_dir, list_runs
 
 APP_DIR = Path(__file__).resolve().parents[1]
@@ -193,11 +194,7 @@ def user_errors(labels: dict[str, str] | None = None):
 
 def checkpoint_key(run: RunDir) -> str:
     """Changes whenever the run writes a new last.pt: part of every cache key derived from weights."""
-    try:
-        st_ = run.last_ckpt.stat()
-        return f"{st_.st_size}:{st_.st_mtime_ns}"
-    except OSError:
-        return "none"
+    return embeddings.checkpoint_key(run.last_ckpt)
 
 
 @st.cache_data(ttl=10, show_spinner=False, max_entries=32)
@@ -306,4 +303,4 @@ def neighbour_index(path: str) -> NeighbourIndex:
 
 def to_hwc(images: np.ndarray) -> list[np.ndarray]:
     """(N, 3, H, W) uint8 -> list of (H, W, 3) for st.image."""
-    return [np.ascontiguousarray(im.transpose(1, 2, 0)) for im in images]
+    return list(to_uint8_hwc(images))

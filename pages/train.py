@@ -25,7 +25,7 @@ from pages.common import (
     run_states,
     runs_dir,
 )
-from simclr_core import exporters, launch, manage, precheck
+from simclr_core import exporters, files, launch, manage, precheck
 from simclr_core.config import TrainConfig, ViewConfig, sections
 from simclr_core.data import DATASETS
 from simclr_core.errors import UserError
@@ -325,13 +325,6 @@ def health(metrics: list[dict], cfg: TrainConfig) -> None:
                "(Wang & Isola 2020) on the normalised projections z.")
 
 
-def tail(path: Path, lines: int = 12) -> str:
-    try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
-    except OSError:
-        return ""
-
-
 def live_view(run: RunDir, was_active: bool) -> None:
     """State, progress, curves and log of one run; a fragment that polls while the run is active."""
     if was_active and not launch.is_active(run):
@@ -354,7 +347,7 @@ def live_view(run: RunDir, was_active: bool) -> None:
         st.caption(f"{STATE_ICONS.get(state, '')} {state}: {for_form(status['message'])}")
     progress(status, cfg)
     curves(run.metrics(), cfg)
-    log = tail(run.log_path)
+    log = files.tail(run.log_path, 12)
     if log:
         st.caption("train.log (last lines)")
         st.code(log, language=None)

@@ -114,6 +114,16 @@ class ViewConfig:
     blur_sigma_max: float = _f(2.0, "largest blur sigma in pixels", min=0)
     solarize_prob: float = _f(0.0, "probability of solarizing a view (0 in SimCLR; BYOL uses 0.2)", min=0, max=1)
 
+    @classmethod
+    def cifar(cls) -> ViewConfig:
+        """The paper's CIFAR-10 views (Chen et al. 2020, appendix B.9): colour strength 0.5, no blur."""
+        return cls(jitter_strength=0.5, blur_prob=0.0)
+
+    @classmethod
+    def imagenet(cls) -> ViewConfig:
+        """The paper's ImageNet views (Chen et al. 2020, appendix A): colour strength 1.0, blur p = 0.5."""
+        return cls(jitter_strength=1.0, blur_prob=0.5)
+
     def kwargs(self, image_side: int) -> dict[str, Any]:
         """Keyword arguments for :func:`simclr_core.views.simclr_view`, defaults resolved."""
         small = image_side <= 64  # the paper's CIFAR setting (appendix B.9): weaker colour, no blur

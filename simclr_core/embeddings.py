@@ -167,6 +167,16 @@ def load_cached(path: str | Path) -> Embeddings | None:
         return None
 
 
+def checkpoint_key(path: Path) -> str:
+    """Changes whenever a new checkpoint is written at ``path`` (size and mtime; "none" while there is
+    none): part of every cache key derived from its weights."""
+    try:
+        st = path.stat()
+    except OSError:
+        return "none"
+    return f"{st.st_size}:{st.st_mtime_ns}"
+
+
 def embedding_cache(run: RunDir, split: str, feature: str = "h", checkpoint: str | Path = "last",
                     random_init: bool = False) -> Path:
     """The file :func:`embed_split` keeps these embeddings in; its name holds the checkpoint's size and mtime."""
@@ -174,8 +184,7 @@ def embedding_cache(run: RunDir, split: str, feature: str = "h", checkpoint: str
         tag = f"random-seed{run.config().run.seed}"
     else:
         path = checkpoint_path(run, checkpoint)
-        st = path.stat()
-        tag = hashlib.sha1(f"{path.resolve()}:{st.st_size}:{st.st_mtime_ns}".encode()).hexdigest()[:12]
+        tag = hashlib.sha1(f"{path.resolve()}:{checkpoint_key(path)}".encode()).hexdigest()[:12]
     return run.embeddings_dir / f"{split.replace('+', '_')}-{feature}-{tag}.npz"
 
 

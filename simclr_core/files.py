@@ -60,3 +60,16 @@ def remove_stale_temps(folder: Path) -> int:
             except OSError:
                 pass
     return removed
+
+
+def tail(path: Path, lines: int = 20, max_bytes: int = 20_000) -> str:
+    """The last ``lines`` non-empty lines of a log (read from its last ``max_bytes`` only), with
+    progress bars' carriage-return redraws folded to their final state; "" if it cannot be read."""
+    try:
+        with open(path, "rb") as f:
+            f.seek(max(0, f.seek(0, os.SEEK_END) - max_bytes))
+            text = f.read().decode(errors="replace")
+    except OSError:
+        return ""
+    out = [ln.split("\r")[-1] for ln in text.split("\n")]
+    return "\n".join([ln for ln in out if ln.strip()][-lines:])

@@ -7,17 +7,16 @@ train.log, and console.log for anything it prints).
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 from simclr_core.config import TrainConfig
 from simclr_core.errors import UserError
+from simclr_core.files import tail
 from simclr_core.hardware import gpu_count
-from simclr_core.runs import RunDir, new_run, process_start, write_json_atomic
+from simclr_core.runs import RunDir, new_run
 
 PACKAGE_ROOT = Path(__file__).resolve().parents[1]  # the folder holding simclr_core/
 
@@ -68,10 +67,8 @@ def check_nproc(nproc: int, batch_size: int) -> None:
 
 def launched_nproc(run: RunDir) -> int:
     """Processes of the run's last launch (1 if unknown)."""
-    try:
-        return int(json.loads((run.path / "launch.json").read_text()).get("nproc", 1))
-    except (OSError, ValueError, AttributeError):
-        return 1
+    nproc = run.launch_info().get("nproc", 1)
+    return nproc if isinstance(nproc, int) and nproc >= 1 else 1
 
 
 def stop(run: RunDir) -> None:
@@ -91,11 +88,10 @@ def command(args: list[str], nproc: int = 1) -> list[str]:
 def _spawn(run: RunDir, args: list[str], nproc: int = 1) -> int:
     env = {**os.environ, "PYTHONUNBUFFERED": "1",
            "PYTHONPATH": os.pathsep.join(filter(None, [str(PACKAGE_ROOT), os.environ.get("PYTHONPATH")]))}
-    with open(run.path / "console.log", "ab") as console:
+    with open(run.console_path, "ab") as console:
         proc = subprocess.Popen(command(args, nproc), stdin=subprocess.DEVNULL,
                                 stdout=console, stderr=subprocess.STDOUT, env=env, start_new_session=True)
-    write_json_atomic(run.path / "launch.json", {"pid": proc.pid, "start_ticks": process_start(proc.pid),
-                                                 "started": time.time(), "args": args, "nproc": nproc})
+    run.record_launch(proc.pid, args, nproc)
     return proc.pid
 
 
@@ -115,9 +111,4 @@ def is_active(run: RunDir) -> bool:
 
 def console_tail(run: RunDir, lines: int = 20) -> str:
     """The last lines the training process printed (errors included), tqdm's carriage returns folded."""
-    try:
-        text = (run.path / "console.log").read_bytes()[-20000:].decode(errors="replace")
-    except OSError:
-        return ""
-    out = [ln.split("\r")[-1] for ln in text.split("\n")]
-    return "\n".join([ln for ln in out if ln.strip()][-lines:])
+    return tail(run.console_path, lines)

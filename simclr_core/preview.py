@@ -23,8 +23,10 @@ IDENTITY_VIEW: dict[str, Any] = dict(crop_scale=(1.0, 1.0), crop_ratio=(1.0, 1.0
                                      grayscale_prob=0.0, blur_prob=0.0, solarize_prob=0.0)
 
 
-def to_uint8_hwc(images: torch.Tensor) -> np.ndarray:
-    """(N, 3, H, W) float in [0, 1] or uint8 -> (N, H, W, 3) uint8 numpy, for display."""
+def to_uint8_hwc(images: torch.Tensor | np.ndarray) -> np.ndarray:
+    """(N, 3, H, W) float in [0, 1] or uint8, tensor or array -> (N, H, W, 3) uint8 numpy, for display."""
+    if isinstance(images, np.ndarray):
+        images = torch.from_numpy(images)
     if images.ndim != 4 or images.shape[1] != 3:
         raise ValueError(f"expected images of shape (N, 3, H, W), got {tuple(images.shape)}")
     x = images.detach().cpu()

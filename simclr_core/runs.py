@@ -142,22 +142,34 @@ class RunDir:
                   "updated": time.time(), **extra}
         write_json_atomic(self.status_path, status)
 
+    launch_path = property(lambda self: self.path / "launch.json")  # the process the app started, written by launch
+    console_path = property(lambda self: self.path / "console.log")  # what that process printed
+
+    def launch_info(self) -> dict[str, Any]:
+        """``launch.json``: pid, start_ticks, started, args, nproc of the app's last launch ({} if none or damaged)."""
+        try:
+            info = json.loads(self.launch_path.read_bytes())
+        except (OSError, ValueError):
+            return {}
+        return info if isinstance(info, dict) else {}
+
+    def record_launch(self, pid: int, args: list[str], nproc: int) -> None:
+        """Write ``launch.json`` for a process the app just started (with its start time: pid reuse)."""
+        write_json_atomic(self.launch_path, {"pid": pid, "start_ticks": process_start(pid), "started": time.time(),
+                                             "args": args, "nproc": nproc})
+
     def launcher_pid(self) -> int | None:
         """The pid of the last training process the app started for this run (``launch.json``), if any."""
-        try:
-            return int(json.loads((self.path / "launch.json").read_text())["pid"])
-        except (OSError, ValueError, KeyError, TypeError):
-            return None
+        pid = self.launch_info().get("pid")
+        return pid if isinstance(pid, int) and not isinstance(pid, bool) else None
 
     def launcher_alive(self) -> bool:
         """True while the process the app last started for this run lives: its pid *and* its start time
         match, so a pid the system has since given to another process does not count."""
-        try:
-            info = json.loads((self.path / "launch.json").read_text())
-            pid, start = int(info["pid"]), info.get("start_ticks")
-        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        pid, start = self.launcher_pid(), self.launch_info().get("start_ticks")
+        if pid is None or not pid_alive(pid):
             return False
-        return pid_alive(pid) and (start is None or process_start(pid) in (None, start))
+        return start is None or process_start(pid) in (None, start)
 
     def status(self) -> dict[str, Any]:
         """The last status written, with ``state`` "died" if it says running but its process is gone.

@@ -172,3 +172,11 @@ def test_every_bound_in_the_field_table_is_enforced():
                     check_field(section, f, m[key] + sign * step)
                 checked += 1
     assert checked >= 30
+
+
+def test_the_papers_view_presets():
+    assert (ViewConfig.cifar().kwargs(32)["jitter_strength"], ViewConfig.cifar().kwargs(32)["blur_prob"]) == (0.5, 0.0)
+    # at any size: a preset is the recipe, not the size-based default
+    assert ViewConfig.cifar().kwargs(224)["jitter_strength"] == 0.5
+    assert (ViewConfig.imagenet().kwargs(32)["jitter_strength"], ViewConfig.imagenet().kwargs(32)["blur_prob"]) == \
+        (1.0, 0.5)

@@ -5,7 +5,7 @@ import sys
 
 import pytest
 
-from simclr_core.files import pid_alive, remove_stale_temps, temp_path, write_json_atomic
+from simclr_core.files import pid_alive, remove_stale_temps, tail, temp_path, write_json_atomic
 
 
 def dead_pid() -> int:
@@ -39,3 +39,11 @@ def test_remove_stale_temps_only_of_dead_writers(tmp_path):
     assert remove_stale_temps(tmp_path) == 2
     assert not any(p.exists() for p in stale) and all(p.exists() for p in kept)
     assert remove_stale_temps(tmp_path / "missing") == 0
+
+
+def test_tail_reads_the_end_and_folds_progress_bars(tmp_path):
+    log = tmp_path / "console.log"
+    log.write_bytes(b"x" * 50_000 + b"\nfirst\n\n 10%|#\r 50%|###\r100%|#####\nerror: done\n")
+    assert tail(log, 2) == "100%|#####\nerror: done"
+    assert tail(log, 10, max_bytes=100).splitlines()[-3:] == ["first", "100%|#####", "error: done"]
+    assert tail(tmp_path / "missing.log") == ""

@@ -9,6 +9,7 @@ Screenshots land in ``test-output/browser/``. Skipped when Chromium is missing, 
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -146,7 +147,8 @@ def test_every_page_without_runs(server, page):
     assert page.get_by_text("Page not found").count() == 0
     page.goto(url)  # the root opens Train at its own address, so a reload stays there
     settle(page, "No runs yet")
-    assert page.url.rstrip("/").endswith("/train") and page.get_by_text("Page not found").count() == 0
+    page.wait_for_url(re.compile(r".*/train/?$"), timeout=30_000)  # the address follows a moment after the page
+    assert page.get_by_text("Page not found").count() == 0
     check_page(page, "0-train-empty")
     for link, title in PAGES:
         page.get_by_role("link", name=link).click()
