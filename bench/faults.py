@@ -100,7 +100,7 @@ def kill_chain(runs: Path, epochs: int, kills: int, rng: random.Random) -> dict:
         out["temps_after_resume"] += len(temps(run))
     a, b = weights(straight), weights(run)
     out["bit_identical"] = all(torch.equal(a[k], b[k]) for k in a)
-    steps = [m["step"] for m in run.metrics() if "epoch_loss" not in m]
+    steps = [m["step"] for m in run.metrics("step")]
     out["duplicate_metric_steps"] = len(steps) - len(set(steps))
     return out
 
@@ -114,7 +114,7 @@ def races(runs: Path, n: int) -> dict:
         procs = [train(["--resume", "raced", "--runs-dir", str(runs), "--epochs", more]) for _ in range(2)]
         errs = [p.communicate()[1] for p in procs]
         codes = sorted(p.returncode for p in procs)
-        steps = [m["step"] for m in run.metrics() if "epoch_loss" not in m]
+        steps = [m["step"] for m in run.metrics("step")]
         out["races"] += 1
         ok = codes == [0, 2] and len(steps) == len(set(steps))
         out["one_writer"] += ok

@@ -63,7 +63,7 @@ class Check:
 def last_metrics(run: Path) -> list[dict[str, Any]]:
     """The end-of-epoch lines of a run's metrics.jsonl."""
     lines = (run / "metrics.jsonl").read_text().splitlines() if (run / "metrics.jsonl").is_file() else []
-    return [m for m in map(json.loads, lines) if "epoch_loss" in m]
+    return [m for m in map(json.loads, lines) if m.get("kind") == "epoch"]
 
 
 def images_per_s(run: Path) -> dict[str, Any]:

@@ -44,7 +44,7 @@ def config(args: argparse.Namespace, folder: Path, runs: Path, method: str) -> T
     spec = heads.SPECS[head]
     # the head's output size and batch norm given outright, so the run is the same whatever the
     # config's defaults are
-    model = ModelConfig(method=method, backbone=args.backbone, cifar_stem=args.backbone != "resnet_mini",
+    model = ModelConfig(backbone=args.backbone, cifar_stem=args.backbone != "resnet_mini",
                         proj_out_dim=spec.out_dim, proj_bn=spec.bn)
     model.head = head
     return TrainConfig(
@@ -52,7 +52,7 @@ def config(args: argparse.Namespace, folder: Path, runs: Path, method: str) -> T
                         subset=args.subset or None),
         views=ViewConfig.cifar(),
         model=model,
-        method=MethodConfig(queue_size=args.queue_size),
+        method=MethodConfig(name=method, queue_size=args.queue_size),
         optim=OptimConfig(epochs=args.epochs, batch_size=args.batch_size),
         run=RunConfig(name=method, runs_dir=str(runs), device=args.device, seed=args.seed, num_threads=args.num_threads,
                       knn_every=args.knn_every, knn_max_bank=args.subset or None, log_every=50),
@@ -85,7 +85,7 @@ def main() -> None:
         for method in args.methods:
             t0 = time.time()
             run = train(config(args, folder, runs, method))
-            epochs = [m for m in run.metrics() if "epoch_loss" in m]
+            epochs = run.metrics("epoch")
             results[method] = {
                 "knn": {m["epoch"]: m["knn_top1"] for m in epochs if "knn_top1" in m},
                 "loss": epochs[-1]["epoch_loss"],

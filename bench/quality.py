@@ -32,7 +32,8 @@ from simclr_core.config import DataConfig, ModelConfig, OptimConfig, RunConfig, 
 from simclr_core.hardware import describe, resolve_device  # noqa: E402
 from simclr_core.optim import lr_at  # noqa: E402
 from simclr_core.runs import new_run  # noqa: E402
-from simclr_core.train import knn_monitor, prepare, train  # noqa: E402
+from simclr_core.training import prepare, train  # noqa: E402
+from simclr_core.training.loop import knn_monitor  # noqa: E402
 from throughput import PairDataset, reference_step, reference_transform  # noqa: E402
 from train_cifar import DEFAULT_DATA, image_folder  # noqa: E402
 

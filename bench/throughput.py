@@ -10,10 +10,10 @@ epoch and the ratio a/b. ``--rounds R`` splits the timed steps into R rounds tha
 pipeline goes first: on a machine whose speed drifts (a shared VM), running (a) then (b) once
 measured (a) 7-10% slow on the 2-core box; 4 alternating rounds showed the two equal there.
 
-(a) project: the real training loop. ``simclr_core.train.prepare`` builds the session exactly as
+(a) project: the real training loop. ``simclr_core.training.prepare`` builds the session exactly as
     ``python -m simclr_core.train`` does (uint8 image tensor, on the GPU when CUDA; SimCLR from
     ``build_encoder``/``METHODS``; ``build_optimizer`` with fused SGD on CUDA; bf16 autocast and
-    channels_last on CUDA), then ``simclr_core.train.fit`` itself runs: random batch by index,
+    channels_last on CUDA), then ``simclr_core.training.fit`` itself runs: random batch by index,
     ``two_views`` on the device, one SimCLR pass over both views, NT-Xent, backward, SGD step,
     plus the loop's own per-step bookkeeping (lr schedule, STOP-file poll, a metrics line and a
     host sync every 10 steps). Only ``steps_per_epoch`` is set to the number of steps wanted,
@@ -70,7 +70,7 @@ from simclr_core.cli import run_cli  # noqa: E402
 from simclr_core.config import DataConfig, ModelConfig, OptimConfig, RunConfig, TrainConfig, ViewConfig  # noqa: E402
 from simclr_core.hardware import autocast, describe  # noqa: E402
 from simclr_core.runs import new_run  # noqa: E402
-from simclr_core.train import Session, fit, prepare  # noqa: E402
+from simclr_core.training import Session, fit, prepare  # noqa: E402
 from train_cifar import DEFAULT_DATA, image_folder  # noqa: E402
 
 EPOCH_IMAGES = 50_000  # s/epoch is reported for a CIFAR-10-sized epoch
@@ -142,7 +142,7 @@ def sync(device: torch.device) -> None:
 
 
 def run_fit(s: Session, steps: int) -> tuple[int, float]:
-    """Run ``simclr_core.train.fit`` for about ``steps`` steps; returns (steps run, seconds by fit's clock).
+    """Run ``simclr_core.training.fit`` for about ``steps`` steps; returns (steps run, seconds by fit's clock).
 
     ``steps_per_epoch`` is what the loop reads for an epoch's length; it is capped at the images
     one epoch holds, and more steps run as several epochs (so the count is rounded up to a multiple).

@@ -43,11 +43,10 @@ def stop_after(run: RunDir, minutes: float) -> threading.Timer:
 def table(run: RunDir) -> list[tuple[float, int, float]]:
     """(training minutes, epoch, kNN top-1) for every kNN measurement of the run."""
     rows, train_s = [], 0.0
-    for m in run.metrics():
-        if "epoch_loss" in m:
-            train_s += m["epoch_time_s"]
-            if "knn_top1" in m:
-                rows.append((train_s / 60, m["epoch"], m["knn_top1"]))
+    for m in run.metrics("epoch"):
+        train_s += m["epoch_time_s"]
+        if "knn_top1" in m:
+            rows.append((train_s / 60, m["epoch"], m["knn_top1"]))
     return rows
 
 

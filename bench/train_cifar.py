@@ -93,7 +93,7 @@ def main() -> None:
     if timer:
         timer.cancel()
 
-    epochs = [m for m in run.metrics() if "epoch_loss" in m]
+    epochs = run.metrics("epoch")
     knn = [m for m in epochs if "knn_top1" in m]
     train_s = sum(m["epoch_time_s"] for m in epochs)
     ips = sum(m["images_per_s"] * m["epoch_time_s"] for m in epochs) / max(train_s, 1e-9)
@@ -103,7 +103,7 @@ def main() -> None:
     print(f"run: {run.path}")
     print(f"data: CIFAR-10 JPEG folder, {args.subset or 50000} train images, kNN query = 10,000 test images")
     print(f"model: {args.backbone} (CIFAR stem), batch {args.batch_size}, {args.optimizer}, "
-          f"views s=0.5 no blur, tau={cfg.optim.temperature}")
+          f"views s=0.5 no blur, tau={cfg.method.temperature}")
     print(f"{'epoch':>5}  {'loss':>7}  {'img/s':>7}  {'s/epoch':>8}  {'kNN top-1':>9}")
     for m in epochs:
         k = f"{m['knn_top1']:.2f}" if "knn_top1" in m else ""

@@ -3,38 +3,31 @@
 from __future__ import annotations
 
 import random
-from dataclasses import fields
+from dataclasses import asdict
 
 import streamlit as st
 
-from pages.common import allowed_folder, current_run, images_of, remember, routed, user_errors
+from pages.common import allowed_folder, current_run, images_of, remember, routed, setting_slider, user_errors
 from simclr_core import data
-from simclr_core.config import DataConfig, ViewConfig
+from simclr_core.config import DataConfig, ViewConfig, widget_spec
+from simclr_core.presets import VIEW_PRESETS
 from simclr_core.preview import parse_indices, positive_pairs, sample_indices, upscale_nearest
 
 routed()
 
-HELP = {f.name: f.metadata["help"] for f in fields(ViewConfig)}
 SHOW_SIDE = 112  # small images are enlarged to at least this many pixels, with crisp nearest-neighbour pixels
 MAX_PAIRS = 16
-# slider key -> (ViewConfig fields it sets, label, min, max, step); ranges keep every value one a run accepts
+# slider key -> the ViewConfig fields it sets (two: a range slider, with its own label); ends and steps come from
+# the field table (simclr_core.config), so they keep every value one a run accepts, and match the Train page's
 KNOBS = {
-    "aug_crop_scale": (("crop_scale_min", "crop_scale_max"), "Crop area (fraction of the image)", 0.01, 1.0, 0.01),
-    "aug_flip_prob": (("flip_prob",), "Horizontal flip probability", 0.0, 1.0, 0.05),
-    "aug_jitter_strength": (("jitter_strength",), "Colour jitter strength s", 0.0, 2.0, 0.1),
-    "aug_jitter_prob": (("jitter_prob",), "Colour jitter probability", 0.0, 1.0, 0.05),
-    "aug_grayscale_prob": (("grayscale_prob",), "Grayscale probability", 0.0, 1.0, 0.05),
-    "aug_blur_prob": (("blur_prob",), "Gaussian blur probability", 0.0, 1.0, 0.05),
-    "aug_blur_sigma": (("blur_sigma_min", "blur_sigma_max"), "Blur sigma (pixels)", 0.05, 5.0, 0.05),
-    "aug_solarize_prob": (("solarize_prob",), "Solarize probability", 0.0, 1.0, 0.05),
-}
-PRESETS = {  # the paper's settings (Chen et al. 2020, appendix A and B.9)
-    "Paper ImageNet defaults": dict(crop_scale_min=0.08, crop_scale_max=1.0, flip_prob=0.5, jitter_strength=1.0,
-                                    jitter_prob=0.8, grayscale_prob=0.2, blur_prob=0.5, blur_sigma_min=0.1,
-                                    blur_sigma_max=2.0, solarize_prob=0.0),
-    "Paper CIFAR (s=0.5, no blur)": dict(crop_scale_min=0.08, crop_scale_max=1.0, flip_prob=0.5, jitter_strength=0.5,
-                                         jitter_prob=0.8, grayscale_prob=0.2, blur_prob=0.0, blur_sigma_min=0.1,
-                                         blur_sigma_max=2.0, solarize_prob=0.0),
+    "aug_crop_scale": (("crop_scale_min", "crop_scale_max"), "Crop area (fraction of the image)"),
+    "aug_flip_prob": (("flip_prob",), None),
+    "aug_jitter_strength": (("jitter_strength",), None),
+    "aug_jitter_prob": (("jitter_prob",), None),
+    "aug_grayscale_prob": (("grayscale_prob",), None),
+    "aug_blur_prob": (("blur_prob",), None),
+    "aug_blur_sigma": (("blur_sigma_min", "blur_sigma_max"), "Blur sigma (pixels)"),
+    "aug_solarize_prob": (("solarize_prob",), None),
 }
 
 
@@ -78,8 +71,9 @@ if source == "run":
 else:
     d, base_views = DataConfig(dataset=source), ViewConfig()
     if source == "folder":
-        d.data_path = top[0].text_input("Image folder", key="aug_folder", placeholder="/path/to/images",
-                                        help=DataConfig.__dataclass_fields__["data_path"].metadata["help"]) or None
+        path = widget_spec("data", "data_path")
+        d.data_path = top[0].text_input(path.label, key="aug_folder", placeholder="/path/to/images",
+                                        help=path.help) or None
         if not d.data_path:
             st.info("Type the path of a folder of images (class sub-folders give labels).")
             st.stop()
@@ -109,15 +103,15 @@ st.session_state.setdefault("aug_crop_size", base_views.crop_size or side)
 left, right = st.columns([1, 2], gap="large")
 with left:
     st.subheader("View knobs")
-    presets = dict(PRESETS)
+    presets = {name: asdict(views()) for name, views in VIEW_PRESETS.items()}
     if source == "run":
         presets[f"Run '{run.name}' settings"] = base_values
     for name, values in presets.items():  # stacked: the labels are too long for columns
         st.button(name, on_click=set_knobs, args=(values,), width="stretch")
-    st.slider("View size (pixels)", lo, hi, key="aug_crop_size", help=HELP["crop_size"])
-    for key, (names, label, mn, mx, step) in KNOBS.items():
-        helps = " / ".join(HELP[n] for n in names)
-        st.slider(label, mn, mx, step=step, key=key, help=helps)
+    size = widget_spec("views", "crop_size")
+    st.slider(size.label, lo, hi, key="aug_crop_size", help=size.help)
+    for key, (names, label) in KNOBS.items():
+        setting_slider(st, "views", names, key, label)
 
 views_values = {"crop_size": None if st.session_state["aug_crop_size"] == side else st.session_state["aug_crop_size"]}
 for key, (names, *_) in KNOBS.items():

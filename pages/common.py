@@ -16,6 +16,7 @@ import numpy as np
 import streamlit as st
 
 from simclr_core import data, embeddings, jobs, launch, manage, precheck
+from simclr_core.config import widget_spec
 from simclr_core.embeddings import Embeddings, load_cached
 from simclr_core.errors import UserError
 from simclr_core.hardware import describe, resolve_device
@@ -192,6 +193,27 @@ def user_errors(labels: dict[str, str] | None = None):
         st.stop()
 
 
+# ---- widgets of config fields: label, help, range and step from the field table (simclr_core.config) ----
+
+def setting_slider(where: Any, section: str, names: tuple[str, ...], key: str, label: str | None = None) -> None:
+    """A slider for one config field, or a range slider for a (low, high) pair of fields, with the
+    field's label, help, ends and step, so every page slides a setting over the same grid."""
+    specs = [widget_spec(section, n) for n in names]
+    s = specs[0]
+    where.slider(label or s.label, s.min, s.max, step=s.step, key=key, help=" / ".join(x.help for x in specs))
+
+
+def setting_input(where: Any, section: str, name: str, key: str) -> None:
+    """A number input for one config field, blank ("auto") allowed where the field may be None.
+
+    No min / max: a wrong value is kept, and the page explains it with the library's own check
+    (a bounded input would clamp it silently, or say why only in a tooltip).
+    """
+    s = widget_spec(section, name)
+    where.number_input(s.label, step=s.step, format=s.format, placeholder="auto" if s.optional else None, key=key,
+                       help=s.help)
+
+
 def checkpoint_key(run: RunDir) -> str:
     """Changes whenever the run writes a new last.pt: part of every cache key derived from weights."""
     return embeddings.checkpoint_key(run.last_ckpt)
@@ -215,7 +237,7 @@ def allowed_folder(path: str) -> str:
     """A folder typed into a page's "Image folder" field, resolved, if it lies under the roots the server
     allows ($SIMCLR_STUDIO_ROOTS), exists and holds images; else the page shows why and stops there,
     before anything is read, shown or cached."""
-    with user_errors({"data_path": "Image folder"}):
+    with user_errors({"data_path": widget_spec("data", "data_path").label}):
         return str(folder_summary(path).root)
 
 
@@ -260,15 +282,20 @@ def job_result(kind: str, spec: dict[str, Any], what: str, slot: str | None = No
         now = jobs.status(directory, jid)
         if now["state"] not in jobs.ACTIVE:
             st.rerun()  # done or failed: draw the whole page again
-        done, total = int(now.get("done") or 0), int(now.get("total") or 0)
-        stage = now.get("stage") or "waiting"
-        text = f"{what}: {stage}" + (f" ({done:,}/{total:,})" if total > 1 else "")
-        st.progress(done / total if total else 0.0, text=text)
-        st.caption("This runs in a background process: you can leave the page or reload it, the work goes on.")
+        job_progress(now, what)
 
     wait()
     st.stop()
     raise AssertionError("unreachable")  # st.stop() raises
+
+
+def job_progress(job: dict[str, Any], what: str) -> None:
+    """A background job's progress bar (stage, done/total), and why the user may leave the page."""
+    done, total = int(job.get("done") or 0), int(job.get("total") or 0)
+    stage = job.get("stage") or "waiting"
+    text = f"{what}: {stage}" + (f" ({done:,}/{total:,})" if total > 1 else "")
+    st.progress(min(done / total, 1.0) if total else 0.0, text=text)
+    st.caption("This runs in a background process: you can leave the page or reload it, the work goes on.")
 
 
 def embeddings_spec(run: RunDir, split: str, feature: str, random_init: bool = False) -> dict[str, Any]:

@@ -490,7 +490,7 @@ def over_training(run: RunDir) -> None:
     result = job_result("trajectory", spec, "Projecting the probe frames", slot=session_slot("trajectory"))
     path = result["trajectory"]
     epochs, coords = trajectory_of(path, os.stat(path).st_mtime)
-    metrics = {int(m["epoch"]): m for m in run.metrics() if isinstance(m, dict) and "epoch_loss" in m}
+    metrics = {int(m["epoch"]): m for m in run.metrics("epoch")}
     view = mapview.fit_view(coords.reshape(-1, 2))
     names = class_names(chosen.labels, chosen.classes)
     thumbs = f"{THUMBS_URL}/{result['thumbs']}/|{result['thumbs_ext']}" if result.get("thumbs") else None

@@ -1,24 +1,31 @@
-"""Evaluate and compare runs: kNN and linear-probe accuracy, confusion matrix, config differences, curves."""
+"""Evaluate and compare runs: kNN and linear-probe accuracy, confusion matrix, config differences, curves.
+
+The evaluation itself is an "evaluate" job of the background worker (simclr_core.jobs); this page submits it,
+follows its progress and reads the results it saved.
+"""
 
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
 import plotly.express as px
 import streamlit as st
 
-from pages.common import current_run, routed, run_names, runs_dir
+from pages.common import current_run, fragment_rerun, job_progress, routed, run_names, runs_dir, user_errors
+from simclr_core import jobs, precheck
 from simclr_core.compare import config_differences, epoch_curves, latest_results, load_results, result_label
 from simclr_core.errors import UserError
-from simclr_core.evaluate import evaluate_run, save_result
+from simclr_core.evaluate import check_settings, job_spec
 from simclr_core.runs import RunDir
 
 routed()
 
 METRICS = {"knn_top1": "kNN top-1 %", "knn_top5": "kNN top-5 %", "probe_top1": "Probe top-1 %",
            "probe_top5": "Probe top-5 %"}
+LABELS = {"k": "kNN k", "probe_epochs": "Probe epochs", "max_bank": "Max bank images"}  # flags -> the form's labels
 
 
 def label_of(result: dict[str, Any]) -> str:
@@ -41,28 +48,55 @@ def shown(value: Any) -> str:
     return "default" if value is None else str(value)
 
 
-def evaluate(names: list[str], baseline: bool, k: int, probe_epochs: int, max_bank: int | None) -> None:
-    """Evaluate each run (and its random-init baseline), saving each result as soon as it is known."""
-    todo = [(n, rand) for n in names for rand in ((False, True) if baseline else (False,))]
-    bar = st.progress(0.0)
-    with st.status(f"Evaluating {len(todo)} model(s)…", expanded=True) as status:
-        failed = 0
-        for i, (name, rand) in enumerate(todo):
-            what = f"{name} (random init)" if rand else name
-            bar.progress(i / len(todo), text=f"{what}: embedding, kNN, linear probe ({i + 1}/{len(todo)})")
-            run = RunDir(runs_dir() / name)
-            try:
-                result = evaluate_run(run, random_init=rand, k=k, probe_epochs=probe_epochs, max_bank=max_bank)
-            except UserError as e:  # one run without a checkpoint must not stop the others
-                st.error(f"{what}: {e}", icon=":material/error:")
-                failed += 1
-                continue
-            save_result(run, result)
-            st.write(f"{what}: kNN top-1 **{result['knn_top1']:.1f}%**"
-                     + (f", probe top-1 **{result['probe_top1']:.1f}%**" if "probe_top1" in result else ""))
-        bar.empty()
-        status.update(label=f"Evaluated {len(todo) - failed} of {len(todo)} model(s)",
-                      state="error" if failed else "complete", expanded=bool(failed))
+def job_runs(job: dict[str, Any]) -> list[str]:
+    """The names of the runs an evaluation job evaluates."""
+    return [Path(str(r.get("run", "?"))).name for r in job.get("spec", {}).get("runs", [])]
+
+
+def job_title(job: dict[str, Any]) -> str:
+    """What an evaluation job evaluates, for its progress bar."""
+    baseline = " and random-init baseline(s)" if job.get("spec", {}).get("baseline") else ""
+    return f"Evaluating {', '.join(job_runs(job))}{baseline}"
+
+
+def submit(names: list[str], baseline: bool, k: int, probe_epochs: int, max_bank: int | None) -> None:
+    """Queue the evaluation in the background worker; pressing again re-runs what failed, while the same
+    request for the same checkpoints is not computed twice."""
+    with user_errors(LABELS):
+        check_settings(k, probe_epochs, max_bank)
+        spec = job_spec([RunDir(runs_dir() / n) for n in names], baseline=baseline, k=k, probe_epochs=probe_epochs,
+                        max_bank=max_bank)
+        jobs.submit(jobs.jobs_dir(runs_dir()), "evaluate", spec, retry=True)
+
+
+def in_progress(active: list[dict[str, Any]]) -> None:
+    """The progress of the evaluations still going; when one saves a result or ends, the whole page is
+    drawn again, so its results appear in the table at once."""
+    for seen in active:
+        job = jobs.status(jobs.jobs_dir(runs_dir()), seen["id"])
+        if fragment_rerun() and (job["state"], job.get("done")) != (seen["state"], seen.get("done")):
+            st.rerun()
+        job_progress(job, job_title(job))
+
+
+def outcome(job: dict[str, Any]) -> None:
+    """How the newest finished evaluation of the picked runs went: each model that failed, and why."""
+    when = time.strftime("%Y-%m-%d %H:%M", time.localtime(job.get("finished") or job.get("started") or 0))
+    if job["state"] == "failed":  # the whole job: its settings, a stopped worker, or a bug (one line, no traceback)
+        st.error(f"The evaluation of {', '.join(job_runs(job))} failed: "
+                 f"{precheck.for_form(job.get('message') or 'no reason recorded', LABELS).rstrip('.')}. "
+                 "Press **Run evaluation** to try again.", icon=":material/error:")
+        return
+    result = job.get("result") or {}
+    evaluated, errors = result.get("evaluated", []), result.get("errors", [])
+    for e in errors:
+        st.error(f"{e['model']}: {e['message']}", icon=":material/error:")
+    figures = "; ".join(f"{e['model']}: kNN top-1 **{e['knn_top1']:.1f}%**"
+                        + (f", probe top-1 **{e['probe_top1']:.1f}%**" if e.get("probe_top1") is not None else "")
+                        for e in evaluated)
+    st.caption(f"Last evaluation, finished {when}: {len(evaluated)} of {len(evaluated) + len(errors)} model(s)"
+               + (f". {figures}" if figures else "")
+               + (". Fix the errors above, then press **Run evaluation** to evaluate those again." if errors else ""))
 
 
 st.title("Evaluate & compare")
@@ -97,7 +131,16 @@ with st.form("eval_form", border=True):
                            help="Also evaluate an untrained network of the same architecture.")
     go_ = st.form_submit_button("Run evaluation", type="primary", icon=":material/play_arrow:", key="eval_submit")
 if go_:
-    evaluate(picked, baseline, int(k), int(probe_epochs), int(max_bank) or None)
+    submit(picked, baseline, int(k), int(probe_epochs), int(max_bank) or None)
+
+# The jobs' own files say what is going on, so a reload or another tab finds a running evaluation again.
+evaluations = jobs.find(jobs.jobs_dir(runs_dir()), "evaluate")
+active = [j for j in evaluations if j["state"] in jobs.ACTIVE]
+if active:
+    st.fragment(run_every=1.0)(in_progress)(active)  # polls only while there is something to follow
+last = next((j for j in evaluations if j["state"] in ("done", "failed") and set(job_runs(j)) & set(picked)), None)
+if last:
+    outcome(last)
 
 st.subheader("Results")
 results = latest_results([r for n in picked for r in load_results(RunDir(runs_dir() / n))])

@@ -24,41 +24,35 @@ from pages.common import (
     run_names,
     run_states,
     runs_dir,
+    setting_input,
+    setting_slider,
 )
 from simclr_core import exporters, files, launch, manage, precheck
-from simclr_core.config import TrainConfig, ViewConfig, sections
+from simclr_core.config import TrainConfig, ViewConfig, widget_spec
 from simclr_core.data import DATASETS
 from simclr_core.errors import UserError
 from simclr_core.hardware import gpu_count
 from simclr_core.methods import METHODS
 from simclr_core.models import BACKBONES
 from simclr_core.presets import PRESETS, RECIPES, preset, suggest_run_name
-from simclr_core.runs import RunDir, summarize
+from simclr_core.runs import RunDir, curves, eta, summarize
 
 routed()
 
 VIEW_KNOBS = ("crop_scale_min", "jitter_strength", "jitter_prob", "grayscale_prob", "blur_prob")
 METHOD_KNOBS = ("ema", "ema_schedule", "queue_size", "moco_symmetric", "pred_hidden_dim")
-FORM_FIELDS = [("data", "dataset"), ("data", "data_path"), ("model", "backbone"), ("model", "method"),
+FORM_FIELDS = [("data", "dataset"), ("data", "data_path"), ("model", "backbone"), ("method", "name"),
                ("model", "cifar_stem"), ("optim", "epochs"), ("optim", "batch_size"), ("optim", "optimizer"),
-               ("optim", "lr"), ("optim", "temperature"), ("model", "proj_hidden_dim"), ("model", "proj_out_dim"),
+               ("optim", "lr"), ("method", "temperature"), ("model", "proj_hidden_dim"), ("model", "proj_out_dim"),
                ("run", "knn_every"), ("run", "name")] + [("views", k) for k in VIEW_KNOBS] + [
                ("method", k) for k in METHOD_KNOBS]
 TEXT_FIELDS = {("data", "data_path"), ("optim", "lr"), ("run", "name")}  # text inputs: "" means None
-# Each form field's label: the widgets show it, and an error about the field names it (never its CLI flag).
-LABELS = {"dataset": "Dataset", "data_path": "Image folder", "optimizer": "Optimiser", "lr": "Learning rate",
-          "backbone": "Backbone", "method": "Method", "cifar_stem": "CIFAR stem", "temperature": "Temperature",
-          "epochs": "Epochs", "batch_size": "Batch size", "proj_hidden_dim": "Projection hidden width",
-          "proj_out_dim": "Projection output dim", "knn_every": "kNN monitor every N epochs", "name": "Run name",
-          "crop_scale_min": "Smallest crop area", "jitter_strength": "Colour jitter strength",
-          "jitter_prob": "Colour jitter probability", "grayscale_prob": "Grayscale probability",
-          "blur_prob": "Blur probability", "ema": "EMA momentum m", "ema_schedule": "Momentum schedule",
-          "queue_size": "MoCo queue size K", "moco_symmetric": "MoCo symmetric loss",
-          "pred_hidden_dim": "BYOL predictor hidden width"}
+# Each form field's label (from the config's field table): the widgets show it, and an error about the
+# field names it (never its CLI flag).
+LABELS = {spec.option: spec.label for spec in (widget_spec(section, name) for section, name in FORM_FIELDS)}
 FORM_KEYS = ["tf_preset", "tf_gpus"]  # + every field's key, below: kept while the user is on other pages
 STEMS = {None: "auto", True: "on", False: "off"}
-SLIDERS = {  # view knob -> (low, high, step); a crop needs a positive area
-    "crop_scale_min": (0.01, 1.0, 0.01), "jitter_prob": (0.0, 1.0, 0.05), "grayscale_prob": (0.0, 1.0, 0.05)}
+SLIDERS = ("crop_scale_min", "jitter_prob", "grayscale_prob")  # the view knobs shown as sliders
 RESUME_MORE = 10  # default extra epochs when resuming a finished run
 GPUS_HELP = ("more than one starts the run under torchrun, one process per GPU (DDP, negatives gathered from "
              "every GPU); the batch size is the total over all GPUs")
@@ -77,13 +71,14 @@ def for_form(message: str) -> str:
     return precheck.for_form(message, LABELS)
 
 
-def meta(section: str, name: str) -> dict:
-    """A config field's metadata: its help text (shared with the CLI's --help) and maybe its choices."""
-    return next(f for f in fields(sections()[section]) if f.name == name).metadata
-
-
 def h(section: str, name: str) -> str:
-    return meta(section, name)["help"]
+    """A config field's help text, shared with the CLI's --help."""
+    return widget_spec(section, name).help
+
+
+def number(where, section: str, name: str) -> None:
+    """The form's number input for a config field (label, step and help from the field table)."""
+    setting_input(where, section, name, k(section, name))
 
 
 # ---- form state <-> TrainConfig --------------------------------------------------------------------
@@ -255,8 +250,8 @@ def progress(status: dict, cfg: TrainConfig) -> None:
     ips = status.get("images_per_s")
     c1, c2 = st.columns(2)
     c1.metric("Images / s", f"{ips:,.0f}" if ips else "–")
-    eta = (total - step) * cfg.optim.batch_size / ips if running and ips else None
-    c2.metric("ETA", fmt_duration(eta) if eta is not None else "–",
+    left = eta(status, cfg.optim.batch_size)
+    c2.metric("ETA", fmt_duration(left) if left is not None else "–",
               help="remaining steps at the current speed (the kNN monitor and checkpoints add a little)")
 
 
@@ -267,17 +262,17 @@ def line(x: list, y: list, title: str, xlabel: str, ylabel: str) -> go.Figure:
     return fig
 
 
-def curves(metrics: list[dict], cfg: TrainConfig) -> None:
+def plot_curves(metrics: list[dict], cfg: TrainConfig) -> None:
     """Loss and learning rate per logged step, kNN top-1 per epoch."""
     if not metrics:
         st.info(f"No metrics yet: the first point comes after {cfg.run.log_every} step(s).")
         return
-    steps = [m for m in metrics if "epoch_loss" not in m] or metrics  # per-step lines; epoch lines repeat them
-    knn = [m for m in metrics if "knn_top1" in m]
+    series = curves(metrics)
+    steps, knn = series.steps, series.knn
     c1, c2, c3 = st.columns(3)
     with c1:
         st.plotly_chart(line([m["step"] for m in steps], [m["loss"] for m in steps],
-                             getattr(METHODS.get(cfg.model.method), "loss_name", "loss"), "step",
+                             getattr(METHODS.get(cfg.method.name), "loss_name", "loss"), "step",
                              "loss"), key="tf_loss")
     with c2:
         st.plotly_chart(line([m["step"] for m in steps], [m["lr"] for m in steps], "Learning rate", "step",
@@ -290,12 +285,11 @@ def curves(metrics: list[dict], cfg: TrainConfig) -> None:
             st.info(f"No kNN yet: the monitor runs every {cfg.run.knn_every} epoch(s).")
         else:
             st.info("No kNN yet: the kNN monitor is off for this run (kNN every 0 epochs).")
-    health(metrics, cfg)
+    health(series.health, cfg)
 
 
-def health(metrics: list[dict], cfg: TrainConfig) -> None:
+def health(rows: list[dict], cfg: TrainConfig) -> None:
     """Label-free health of the probe subset per monitor epoch: RankMe, alignment, uniformity, collapse alarm."""
-    rows = [m for m in metrics if isinstance(m.get("rankme_h"), (int, float))]
     if not rows:
         if cfg.run.probe and cfg.run.knn_every:
             st.caption("Health without labels (RankMe, alignment, uniformity) appears after the first monitor epoch.")
@@ -346,7 +340,7 @@ def live_view(run: RunDir, was_active: bool) -> None:
     elif status.get("message"):
         st.caption(f"{STATE_ICONS.get(state, '')} {state}: {for_form(status['message'])}")
     progress(status, cfg)
-    curves(run.metrics(), cfg)
+    plot_curves(run.metrics(), cfg)
     log = files.tail(run.log_path, 12)
     if log:
         st.caption("train.log (last lines)")
@@ -537,45 +531,33 @@ def new_run_form() -> None:
             c1.caption(folder_caption(summary))
         except UserError:
             pass  # said beside Launch
-    c1.selectbox(LABELS["optimizer"], meta("optim", "optimizer")["choices"],
+    c1.selectbox(LABELS["optimizer"], widget_spec("optim", "optimizer").choices,
                  key=k("optim", "optimizer"), help=h("optim", "optimizer"))
     c1.text_input(LABELS["lr"], key=k("optim", "lr"), placeholder="auto", help=h("optim", "lr"))
     c2.selectbox(LABELS["backbone"], BACKBONES, key=k("model", "backbone"), help=h("model", "backbone"))
-    c2.selectbox(LABELS["method"], list(METHODS), key=k("model", "method"), help=h("model", "method"))
+    c2.selectbox(LABELS["method"], list(METHODS), key=k("method", "name"), help=h("method", "name"))
     c2.selectbox(LABELS["cifar_stem"], list(STEMS.values()), key=k("model", "cifar_stem"),
                  help=h("model", "cifar_stem"))
-    # No min_value / max_value on the numbers: a wrong value is kept and explained beside Launch (the
-    # library's checks), instead of a tooltip on a tiny icon.
-    c2.number_input(LABELS["temperature"], step=0.05, format="%.3f", placeholder="auto",
-                    key=k("optim", "temperature"), help=h("optim", "temperature"))
-    c3.number_input(LABELS["epochs"], step=1, key=k("optim", "epochs"), help=h("optim", "epochs"))
-    c3.number_input(LABELS["batch_size"], step=32, key=k("optim", "batch_size"), help=h("optim", "batch_size"))
-    c3.number_input(LABELS["proj_hidden_dim"], step=64, placeholder="auto",
-                    key=k("model", "proj_hidden_dim"), help=h("model", "proj_hidden_dim"))
-    c3.number_input(LABELS["proj_out_dim"], step=32, placeholder="auto", key=k("model", "proj_out_dim"),
-                    help=h("model", "proj_out_dim"))
-    c3.number_input(LABELS["knn_every"], step=1, key=k("run", "knn_every"), help=h("run", "knn_every"))
+    number(c2, "method", "temperature")
+    for section, name in (("optim", "epochs"), ("optim", "batch_size"), ("model", "proj_hidden_dim"),
+                          ("model", "proj_out_dim"), ("run", "knn_every")):
+        number(c3, section, name)
     with st.expander("View strengths (augmentations)"):
         cols = st.columns(2)
-        for i, (name, (low, high, step)) in enumerate(SLIDERS.items()):
-            cols[i % 2].slider(LABELS[name], low, high, step=step, key=k("views", name), help=h("views", name))
-        cols[1].number_input(LABELS["jitter_strength"], step=0.1, placeholder="auto",
-                             key=k("views", "jitter_strength"), help=h("views", "jitter_strength"))
-        cols[0].number_input(LABELS["blur_prob"], step=0.1, placeholder="auto",
-                             key=k("views", "blur_prob"), help=h("views", "blur_prob"))
+        for i, name in enumerate(SLIDERS):
+            setting_slider(cols[i % 2], "views", (name,), k("views", name))
+        number(cols[1], "views", "jitter_strength")
+        number(cols[0], "views", "blur_prob")
         st.caption("Preview these on the Augmentations page.")
     with st.expander("MoCo v2 and BYOL settings (leave blank for each method's defaults)"):
         cols = st.columns(3)
-        cols[0].number_input(LABELS["ema"], step=0.001, format="%.4f",
-                             placeholder="auto", key=k("method", "ema"), help=h("method", "ema"))
-        cols[0].selectbox(LABELS["ema_schedule"], ["auto", *meta("method", "ema_schedule")["choices"]],
+        number(cols[0], "method", "ema")
+        cols[0].selectbox(LABELS["ema_schedule"], ["auto", *widget_spec("method", "ema_schedule").choices],
                           key=k("method", "ema_schedule"), help=h("method", "ema_schedule"))
-        cols[1].number_input(LABELS["queue_size"], step=1024, key=k("method", "queue_size"),
-                             help=h("method", "queue_size"))
+        number(cols[1], "method", "queue_size")
         cols[1].checkbox(LABELS["moco_symmetric"], key=k("method", "moco_symmetric"),
                          help=h("method", "moco_symmetric"))
-        cols[2].number_input(LABELS["pred_hidden_dim"], step=64, placeholder="auto",
-                             key=k("method", "pred_hidden_dim"), help=h("method", "pred_hidden_dim"))
+        number(cols[2], "method", "pred_hidden_dim")
     if gpu_count() > 1:
         st.session_state.setdefault("tf_gpus", gpu_count())
         st.number_input("GPUs", min_value=1, max_value=gpu_count(), step=1, key="tf_gpus", help=GPUS_HELP)

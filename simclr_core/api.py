@@ -35,7 +35,7 @@ def pretrain(config: TrainConfig | str | Path, **overrides: Any) -> RunDir:
         config: a :class:`TrainConfig`, a recipe's name (``configs/<name>.yaml``) or a YAML / JSON file.
         overrides: ``section__field=value`` changes, e.g. ``optim__epochs=5, run__name="mine"``.
     """
-    from simclr_core.train import train  # the loop and its setup
+    from simclr_core.training import train  # the loop and its setup
 
     if isinstance(config, TrainConfig):
         cfg = config

@@ -7,7 +7,7 @@ import sys
 from collections.abc import Callable, Iterable
 from dataclasses import MISSING, fields
 
-from simclr_core.config import TrainConfig, flag, sections
+from simclr_core.config import TrainConfig, flag, option, sections
 from simclr_core.errors import UserError
 from simclr_core.methods import METHODS
 
@@ -34,13 +34,14 @@ def add_config_args(parser: argparse.ArgumentParser, only: Iterable[str] | None 
             default = f.default if f.default is not MISSING else None
             help_ = f.metadata["help"] + ("" if default is None else f" [default: {default}]")
             # The method registry, not a copied list, decides the choices.
-            choices = tuple(METHODS) if f.name == "method" else f.metadata.get("choices")
+            choices = tuple(METHODS) if (section, f.name) == ("method", "name") else f.metadata.get("choices")
             base = str(f.type).replace(" | None", "")
+            name = option(f)
             if base == "bool":
-                group.add_argument(flag(f.name), action=argparse.BooleanOptionalAction,
+                group.add_argument(flag(name), dest=name, action=argparse.BooleanOptionalAction,
                                    default=argparse.SUPPRESS, help=help_)
             else:
-                group.add_argument(flag(f.name), type=_TYPES[base], default=argparse.SUPPRESS,
+                group.add_argument(flag(name), dest=name, type=_TYPES[base], default=argparse.SUPPRESS,
                                    choices=choices, help=help_,
                                    metavar=None if choices else f.name.split("_")[-1].upper())
 
@@ -49,7 +50,7 @@ def config_from_args(args: argparse.Namespace) -> tuple[TrainConfig, set[str]]:
     """A TrainConfig from ``--config FILE`` (if any) overridden by the flags given.
 
     Returns:
-        (config, names of the fields set by flags)
+        (config, the options given as flags: :func:`~simclr_core.config.option` names)
     """
     path = getattr(args, "config", None)
     cfg = TrainConfig.load(path) if path else TrainConfig()
@@ -57,9 +58,9 @@ def config_from_args(args: argparse.Namespace) -> tuple[TrainConfig, set[str]]:
     for section, cls in sections().items():
         part = getattr(cfg, section)
         for f in fields(cls):
-            if hasattr(args, f.name):
-                setattr(part, f.name, getattr(args, f.name))
-                given.add(f.name)
+            if hasattr(args, option(f)):
+                setattr(part, f.name, getattr(args, option(f)))
+                given.add(option(f))
     cfg.validate()
     return cfg, given
 

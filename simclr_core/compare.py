@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from simclr_core.config import TrainConfig
-from simclr_core.runs import RunDir
+from simclr_core.runs import RunDir, is_epoch_line
 
 # Fields that differ between any two runs without telling anything about them.
 IGNORED_FIELDS = ("run.name", "run.runs_dir")
@@ -47,7 +47,7 @@ def epoch_curves(metrics: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """
     by_epoch: dict[int, dict[str, Any]] = {}
     for m in metrics:
-        if "epoch_loss" not in m:
+        if not is_epoch_line(m):
             continue
         by_epoch[int(m["epoch"])] = {"epoch": int(m["epoch"]), "epoch_loss": m.get("epoch_loss"),
                                      "knn_top1": m.get("knn_top1"), "knn_top5": m.get("knn_top5")}

@@ -1,7 +1,8 @@
 """Typed, commented configuration: one dataclass per concern, filled by the CLI, a file or the app.
 
 Every field carries its help text in ``metadata["help"]``: the CLI builds ``--flag`` options from
-it, and the app's sidebar can show it. A whole run is a :class:`TrainConfig`; it is saved as
+it, and the app shows it beside the field's widget, whose label, range and step sit in the same
+metadata (:func:`widget_spec`). A whole run is a :class:`TrainConfig`; it is saved as
 ``config.json`` in the run folder and can be read back from JSON or YAML.
 """
 
@@ -24,22 +25,74 @@ def _f(default: Any, help: str, **kw: Any) -> Any:
 
     ``kw`` adds rules that :meth:`TrainConfig.validate` checks for every source of settings (flags,
     files, the app, the Python API): ``choices``, and the bounds ``min`` / ``max`` (inclusive) and
-    ``gt`` / ``lt`` (exclusive).
+    ``gt`` / ``lt`` (exclusive). It also says how the app shows the field (:func:`widget_spec`):
+    ``label``, ``step``, ``format`` (printf-style, for number inputs), and ``ui_min`` / ``ui_max``,
+    a slider's ends where they differ from ``min`` / ``max`` (an open range, or one too wide to slide).
+    ``option`` names the command-line option when it is not the field's name (``method.name`` is
+    ``--method``, as ``run.name`` is ``--name``).
     """
     return field(default=default, metadata={"help": help, **kw})
 
 
 def flag(name: str) -> str:
-    """The command-line flag of a config field: ``batch_size`` -> ``--batch-size``."""
+    """The command-line flag of an option name: ``batch_size`` -> ``--batch-size``."""
     return "--" + name.replace("_", "-")
+
+
+def option(f: dataclasses.Field[Any]) -> str:
+    """The command-line option of a config field, as ``argparse`` stores it: usually the field's name."""
+    return str(f.metadata.get("option", f.name))
+
+
+def options() -> dict[str, tuple[str, str]]:
+    """Every command-line option -> (section, field) of :class:`TrainConfig`."""
+    return {option(f): (section, f.name) for section, cls in sections().items() for f in fields(cls)}
 
 
 _KINDS = {"int": (int,), "float": (int, float), "str": (str,), "bool": (bool,)}
 
 
+@dataclass(frozen=True)
+class WidgetSpec:
+    """How the app shows one config field: what :func:`widget_spec` reads from the field's metadata."""
+
+    label: str
+    option: str  # the command-line option (``lr`` for ``--lr``), as precheck messages name it
+    help: str
+    default: Any  # the dataclass default (None: resolved later, "auto" in the app)
+    optional: bool  # None is a valid value
+    choices: tuple[Any, ...] | None
+    min: float | None  # a slider's ends (None where the field sets none)
+    max: float | None
+    step: float | None
+    format: str | None  # printf-style, for a number input
+
+
+def widget_spec(section: str, name: str) -> WidgetSpec:
+    """The label, help, default, choices, slider range and step of field ``name`` of config section ``section``.
+
+    Both of the app's pages build their widgets from this, so a setting looks and steps the same on
+    each. Bounds and step take the field's own type: Streamlit refuses a float slider with int ends.
+    """
+    f = next((f for f in fields(sections()[section]) if f.name == name), None)
+    if f is None:
+        raise KeyError(f"config section {section!r} has no field {name!r}")
+    m, kinds = f.metadata, str(f.type).split(" | ")
+    number = float if "float" in kinds else int
+
+    def num(*keys: str) -> float | None:
+        v = next((m[k] for k in keys if k in m), None)
+        return None if v is None else number(v)
+
+    return WidgetSpec(label=m.get("label", name.replace("_", " ").capitalize()), option=option(f), help=m["help"],
+                      default=f.default,
+                      optional="None" in kinds, choices=m.get("choices"), min=num("ui_min", "min"),
+                      max=num("ui_max", "max"), step=num("step"), format=m.get("format"))
+
+
 def check_field(section: str, f: dataclasses.Field, value: Any) -> None:
     """Raise a UserError naming the flag (and the file key) if ``value`` breaks the field's type or rules."""
-    where, key = flag(f.name), f" (config key {section}.{f.name})"
+    where, key = flag(option(f)), f" (config key {section}.{f.name})"
     kinds = str(f.type).split(" | ")
     if value is None:
         if "None" in kinds:
@@ -82,9 +135,10 @@ class DataConfig:
     """Which images to pre-train on and where to find them."""
 
     dataset: str = _f("digits", "digits (bundled, offline), cifar10, stl10 or folder",
-                      choices=("digits", "cifar10", "stl10", "folder"))
+                      choices=("digits", "cifar10", "stl10", "folder"), label="Dataset")
     data_path: str | None = _f(None, "image folder for --dataset folder: class sub-folders give "
-                                     "labels; train/ and test/ sub-folders give splits")
+                                     "labels; train/ and test/ sub-folders give splits",
+                               label="Image folder")
     data_dir: str = _f("data", "where torchvision datasets are downloaded and decoded images cached")
     train_split: str | None = _f(None, "split to pre-train on (default: cifar10 train, "
                                        "stl10 train+unlabeled, folder train or all)")
@@ -100,19 +154,32 @@ class DataConfig:
 class ViewConfig:
     """The SimCLR view transform (Chen et al. 2020, appendix A); defaults are the paper's ImageNet values."""
 
-    crop_size: int | None = _f(None, "side of each view in pixels (default: the stored image side)", min=8)
-    crop_scale_min: float = _f(0.08, "smallest crop area as a fraction of the image", gt=0, max=1)
-    crop_scale_max: float = _f(1.0, "largest crop area as a fraction of the image", gt=0, max=1)
-    flip_prob: float = _f(0.5, "probability of a horizontal flip", min=0, max=1)
+    crop_size: int | None = _f(None, "side of each view in pixels (default: the stored image side)", min=8,
+                               label="View size (pixels)")
+    # A slider starts at 0.01: a crop needs a positive area.
+    crop_scale_min: float = _f(0.08, "smallest crop area as a fraction of the image", gt=0, max=1,
+                               label="Smallest crop area", ui_min=0.01, step=0.01)
+    crop_scale_max: float = _f(1.0, "largest crop area as a fraction of the image", gt=0, max=1,
+                               label="Largest crop area", ui_min=0.01, step=0.01)
+    flip_prob: float = _f(0.5, "probability of a horizontal flip", min=0, max=1,
+                          label="Horizontal flip probability", step=0.05)
     jitter_strength: float | None = _f(None, "colour-distortion strength s (default: the paper's 1.0, or its "
-                                                "CIFAR 0.5 for images of 64 px or less)", min=0)
-    jitter_prob: float = _f(0.8, "probability of colour jitter", min=0, max=1)
-    grayscale_prob: float = _f(0.2, "probability of converting a view to grayscale", min=0, max=1)
+                                                "CIFAR 0.5 for images of 64 px or less)", min=0,
+                                       label="Colour jitter strength", ui_max=2.0, step=0.1)
+    jitter_prob: float = _f(0.8, "probability of colour jitter", min=0, max=1,
+                            label="Colour jitter probability", step=0.05)
+    grayscale_prob: float = _f(0.2, "probability of converting a view to grayscale", min=0, max=1,
+                               label="Grayscale probability", step=0.05)
     blur_prob: float | None = _f(None, "probability of Gaussian blur (default: 0.5, or 0 for images "
-                                       "of 64 px or less, as the paper's CIFAR setting)", min=0, max=1)
-    blur_sigma_min: float = _f(0.1, "smallest blur sigma in pixels", min=0)
-    blur_sigma_max: float = _f(2.0, "largest blur sigma in pixels", min=0)
-    solarize_prob: float = _f(0.0, "probability of solarizing a view (0 in SimCLR; BYOL uses 0.2)", min=0, max=1)
+                                       "of 64 px or less, as the paper's CIFAR setting)", min=0, max=1,
+                                 label="Blur probability", step=0.05)
+    # A slider starts at 0.05, as a sigma of 0 blurs nothing (the blur probability turns blur off).
+    blur_sigma_min: float = _f(0.1, "smallest blur sigma in pixels", min=0,
+                               label="Smallest blur sigma (pixels)", ui_min=0.05, ui_max=5.0, step=0.05)
+    blur_sigma_max: float = _f(2.0, "largest blur sigma in pixels", min=0,
+                               label="Largest blur sigma (pixels)", ui_min=0.05, ui_max=5.0, step=0.05)
+    solarize_prob: float = _f(0.0, "probability of solarizing a view (0 in SimCLR; BYOL uses 0.2)", min=0, max=1,
+                              label="Solarize probability", step=0.05)
 
     @classmethod
     def cifar(cls) -> ViewConfig:
@@ -146,18 +213,19 @@ class ViewConfig:
 class ModelConfig:
     """Encoder and projection head."""
 
-    method: str = _f("simclr", "self-supervised method, a key of simclr_core.methods.METHODS")
     backbone: str = _f("resnet18", "resnet18, resnet34, resnet50 (torchvision) or resnet_mini "
                                    "(small, trains in minutes on a CPU)",
-                       choices=("resnet18", "resnet34", "resnet50", "resnet_mini"))
+                       choices=("resnet18", "resnet34", "resnet50", "resnet_mini"), label="Backbone")
     cifar_stem: bool | None = _f(None, "3x3 stride-1 first conv and no max-pool (default: on for "
-                                       "images of 64 px or less)")
+                                       "images of 64 px or less)", label="CIFAR stem")
     head: str | None = _f(None, "projection head as its paper has it: simclr (BN after every layer), moco_v2 "
                                 "(no BN), byol (BN after the hidden layer) (default: the method's own)",
                           choices=("simclr", "moco_v2", "byol"))
     proj_hidden_dim: int | None = _f(None, "projection MLP hidden width (default: the backbone width; twice it "
-                                           "for the byol head, the paper's 4096 on a ResNet-50)", min=1)
-    proj_out_dim: int | None = _f(None, "projection output dimension (default: the head's, 128; 256 byol)", min=1)
+                                           "for the byol head, the paper's 4096 on a ResNet-50)", min=1,
+                                     label="Projection hidden width", step=64)
+    proj_out_dim: int | None = _f(None, "projection output dimension (default: the head's, 128; 256 byol)", min=1,
+                                  label="Projection output dim", step=32)
     proj_layers: int = _f(2, "linear layers in the projection MLP (SimCLR v1: 2, v2: 3)", min=1)
     proj_bn: bool | None = _f(None, "batch norm in the projection MLP (default: the head's: on simclr and byol, "
                                     "off moco_v2)")
@@ -165,39 +233,45 @@ class ModelConfig:
 
 @dataclass
 class MethodConfig:
-    """Settings of MoCo v2 and BYOL (``--method``); SimCLR uses none of them. None means the method's default."""
+    """The self-supervised method and its loss and momentum settings; None means the method's default."""
+
+    name: str = _f("simclr", "self-supervised method: simclr, moco_v2 or byol (simclr_core.methods.METHODS)",
+                   option="method", label="Method")
+    temperature: float | None = _f(None, "softmax temperature tau of simclr's NT-Xent and moco_v2's InfoNCE "
+                                         "(default: 0.5 simclr, the paper's CIFAR value; 0.2 moco_v2)", gt=0,
+                                   label="Temperature", step=0.05, format="%.3f")
 
     ema: float | None = _f(None, "momentum m of the EMA key/target encoder (default: 0.99, as the MoCo "
                                  "authors' CIFAR demo and CIFAR BYOL reproductions; BYOL's ImageNet value is 0.996)",
-                                 min=0, max=1)
+                                 min=0, max=1, label="EMA momentum m", step=0.001, format="%.4f")
     ema_schedule: str | None = _f(None, "constant, or cosine from m to 1 (default: constant moco_v2, cosine byol)",
-                                  choices=("constant", "cosine"))
-    queue_size: int = _f(4096, "moco_v2: negatives kept in the queue, K (paper: 65536 on ImageNet)", min=1)
-    moco_symmetric: bool = _f(False, "moco_v2: symmetric loss, each view a query for the other's key")
+                                  choices=("constant", "cosine"), label="Momentum schedule")
+    queue_size: int = _f(4096, "moco_v2: negatives kept in the queue, K (paper: 65536 on ImageNet)", min=1,
+                         label="MoCo queue size K", step=1024)
+    moco_symmetric: bool = _f(False, "moco_v2: symmetric loss, each view a query for the other's key",
+                              label="MoCo symmetric loss")
     key_bn_splits: int = _f(8, "moco_v2: the key batch is shuffled and cut into this many batch-norm parts "
                                "(shuffle BN, so keys do not share statistics with their queries)", min=1)
     pred_hidden_dim: int | None = _f(None, "byol: predictor hidden width (default: the projection's hidden width)",
-                                      min=1)
+                                      min=1, label="BYOL predictor hidden width", step=64)
 
 
 @dataclass
 class OptimConfig:
-    """Optimiser, schedule, loss temperature and numerics."""
+    """Optimiser, schedule and numerics."""
 
-    epochs: int = _f(100, "number of pre-training epochs", min=1)
+    epochs: int = _f(100, "number of pre-training epochs", min=1, label="Epochs", step=1)
     # 2 at least: with one image a step has no negatives and batch norm no batch, and the loss is 0
-    batch_size: int = _f(256, "images per step (each gives two views)", min=2)
+    batch_size: int = _f(256, "images per step (each gives two views)", min=2, label="Batch size", step=32)
     optimizer: str = _f("sgd", "sgd (momentum) or lars (the paper's, for large batches)",
-                        choices=("sgd", "lars"))
+                        choices=("sgd", "lars"), label="Optimiser")
     lr: float | None = _f(None, "peak learning rate (default: linear scaling, 0.3*B/256 for lars, "
-                                "0.06*B/256 for sgd)", gt=0)
+                                "0.06*B/256 for sgd)", gt=0, label="Learning rate")
     momentum: float = _f(0.9, "SGD / LARS momentum", min=0, lt=1)
     weight_decay: float | None = _f(None, "weight decay, not applied to biases and batch-norm "
                                           "(default: 1e-6 lars, 5e-4 sgd)", min=0)
     warmup_epochs: float | None = _f(None, "linear warm-up epochs before the cosine decay "
                                            "(default: 10, at most a tenth of the run)", min=0)
-    temperature: float | None = _f(None, "softmax temperature tau of simclr's NT-Xent and moco_v2's InfoNCE "
-                                         "(default: 0.5 simclr, the paper's CIFAR value; 0.2 moco_v2)", gt=0)
     precision: str = _f("auto", "auto (bf16 autocast on CUDA, fp32 on CPU), bf16, fp16 or fp32",
                         choices=("auto", "bf16", "fp16", "fp32"))
 
@@ -224,11 +298,13 @@ class OptimConfig:
 class RunConfig:
     """Where the run lives, what it runs on and how often it reports."""
 
-    name: str | None = _f(None, "run name, the folder under --runs-dir (default: dataset-backbone-time)")
+    name: str | None = _f(None, "run name, the folder under --runs-dir (default: dataset-backbone-time)",
+                          label="Run name")
     runs_dir: str = _f("checkpoints", "folder holding one sub-folder per run")
     device: str = _f("auto", "auto (cuda if available, else cpu), cpu, cuda, cuda:N or mps")
     seed: int = _f(0, "seed of weights, data order and views", min=0)
-    knn_every: int = _f(1, "run the kNN monitor every N epochs (0: never)", min=0)
+    knn_every: int = _f(1, "run the kNN monitor every N epochs (0: never)", min=0,
+                        label="kNN monitor every N epochs", step=1)
     knn_k: int = _f(200, "neighbours in the kNN monitor", min=1)
     knn_max_bank: int | None = _f(None, "cap on memory-bank images for the kNN monitor (default: all)", min=1)
     probe: bool = _f(True, "at every monitor epoch, embed a fixed probe subset into <run>/probe/ (the app's "
@@ -270,7 +346,7 @@ class TrainConfig:
         """
         if not isinstance(d, dict):
             raise UserError("a config file must hold a mapping of sections (data, views, model, method, optim, run)")
-        d = {k: v for k, v in d.items() if k != "recipe"}
+        d = _upgrade({k: v for k, v in d.items() if k != "recipe"})
         parts = {}
         for f in fields(cls):
             section = d.get(f.name)
@@ -311,9 +387,7 @@ class TrainConfig:
             raise UserError(f"cannot read config file {p}: {e.strerror or e}") from None
         try:
             if p.suffix in (".yaml", ".yml"):
-                import yaml
-
-                d = yaml.safe_load(text)
+                d = _read_yaml(text)
             else:
                 d = json.loads(text)
         except Exception as e:  # noqa: BLE001 - any parse error is the user's file
@@ -331,8 +405,8 @@ class TrainConfig:
                 check_field(section, f, getattr(part, f.name))
         from simclr_core.methods import METHODS  # here: the methods import this module
 
-        if self.model.method not in METHODS:
-            raise UserError(f"--method must be one of {', '.join(METHODS)}, got {self.model.method!r}")
+        if self.method.name not in METHODS:
+            raise UserError(f"--method must be one of {', '.join(METHODS)}, got {self.method.name!r}")
         v = self.views
         if v.crop_scale_min > v.crop_scale_max:
             raise UserError("need --crop-scale-min <= --crop-scale-max")
@@ -344,7 +418,42 @@ class TrainConfig:
             check_run_name(self.run.name)
 
 
+# Keys that config files of 0.2 and earlier keep elsewhere: section.key -> where it lives now.
+_MOVED = {("model", "method"): ("method", "name"), ("optim", "temperature"): ("method", "temperature")}
+
+
+def _upgrade(d: dict[str, Any]) -> dict[str, Any]:
+    """A config dict in today's layout; older files (``model.method``, ``optim.temperature``) still load."""
+    d = {k: dict(v) if isinstance(v, dict) else v for k, v in d.items()}
+    for (old, key), (new, to) in _MOVED.items():
+        part = d.get(old)
+        if not isinstance(part, dict) or key not in part:
+            continue
+        value = part.pop(key)
+        target = d.setdefault(new, {})
+        if not isinstance(target, dict):
+            continue  # from_dict names the broken section
+        if to in target and target[to] != value:
+            raise UserError(f"config key {old}.{key} ({value!r}) and {new}.{to} ({target[to]!r}) disagree; "
+                            f"keep {new}.{to} only")
+        target[to] = value
+    return d
+
+
 _RUN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
+
+
+def _read_yaml(text: str) -> Any:
+    """YAML as people write it: ``5e-4`` is a number (PyYAML follows YAML 1.1, where it is text)."""
+    import yaml
+
+    class Loader(yaml.SafeLoader):
+        pass
+
+    # YAML 1.2's float: no dot needed before the exponent
+    number = re.compile(r"^[-+]?(?:\d[\d_]*(?:\.[\d_]*)?|\.\d[\d_]*)[eE][-+]?\d+$")
+    Loader.add_implicit_resolver("tag:yaml.org,2002:float", number, list("-+0123456789."))
+    return yaml.load(text, Loader=Loader)  # noqa: S506 - a SafeLoader subclass
 
 
 def check_run_name(name: object) -> str:

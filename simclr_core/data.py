@@ -267,12 +267,18 @@ def held_out(cfg: DataConfig, split: str, progress: Callable[[int, int], None] |
     return images.take(rest), images.take(fifth)
 
 
+def leaves_out_fifth(cfg: DataConfig, split: str) -> bool:
+    """True when pre-training on ``split`` leaves out its held-out fifth: the dataset's only labelled
+    split, whose fifth are the kNN and linear-probe queries (unless ``cfg.transductive``)."""
+    _, bank, query = default_splits(cfg.dataset, cfg.data_path)
+    return query is None and bank == split and not cfg.transductive
+
+
 def pretrain_split(cfg: DataConfig, split: str, *, subset: int | None = None, seed: int = 0,
                    progress: Callable[[int, int], None] | None = None) -> ImageSet:
     """The images a run pre-trains on: ``split``, less the held-out fifth when that fifth is the
     evaluation's query set (a single labelled split, and not ``cfg.transductive``)."""
-    _, bank, query = default_splits(cfg.dataset, cfg.data_path)
-    if query is None and bank == split and not cfg.transductive:
+    if leaves_out_fifth(cfg, split):
         rest, fifth = held_out(cfg, split, progress)
         note = (f"pre-training leaves out the {len(fifth)} images held out as kNN and linear-probe queries "
                 "(--transductive to include them)")
@@ -829,6 +835,7 @@ def _worker_init() -> None:
     file). Pillow's bomb guard is off: _decode_one bounds pixels itself, after JPEG reduction."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})  # blocked by _decode_pass until now
     Image.MAX_IMAGE_PIXELS = None
 
 
@@ -870,7 +877,15 @@ def _decode_pass(
     status: list[str | None] = []
     if progress:
         progress(0, total)
-    with multiprocessing.get_context().Pool(procs, initializer=_worker_init) as pool:  # leaving kills pending work
+    # Workers start with SIGTERM blocked, until _worker_init restores its default action. Otherwise the
+    # pool's terminate() can reach a worker that has just forked: Python's after-fork reset drops the
+    # signal, the worker lives on, and leaving the pool waits for it forever (seen under load).
+    mask = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
+    try:
+        pool = multiprocessing.get_context().Pool(procs, initializer=_worker_init)
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+    with pool:  # leaving kills pending work
         for images, done in pool.imap(_decode_chunk, tasks):
             if images is None:
                 return None

@@ -112,12 +112,12 @@ def load_encoder(run: RunDir, checkpoint: str | Path = "last", device: torch.dev
     cfg = run.config()
     if random_init:
         torch.manual_seed(cfg.run.seed)
-        encoder = build_encoder(architecture(cfg.model, cfg.data.image_size or 32))
+        encoder = build_encoder(architecture(cfg, cfg.data.image_size or 32))
         return encoder.to(device).eval(), checkpoint_meta(run, random_init=True)
     path = checkpoint_path(run, checkpoint)
     ckpt = checkpoints.load_training(path)
     # a checkpoint of another model must not be evaluated or embedded under this run's name
-    checkpoints.check_architecture(ckpt["arch"], architecture(cfg.model, cfg.data.image_size or 32), path)
+    checkpoints.check_architecture(ckpt["arch"], architecture(cfg, cfg.data.image_size or 32), path)
     encoder = build_encoder(ckpt["arch"])
     checkpoints.load_state(encoder, checkpoints.encoder_state(ckpt["model"]), path)
     return encoder.to(device).eval(), _meta(ckpt, path)

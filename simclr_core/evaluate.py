@@ -3,6 +3,9 @@
 kNN (cosine, k=200, T=0.1) and a linear probe on backbone features h, for a run's checkpoint
 and, with ``--baseline``, for a randomly initialised backbone of the same architecture: the
 difference is what self-supervised training learned.
+
+:func:`evaluate_job` is the app's "evaluate" background job (:mod:`simclr_core.jobs`): it evaluates
+several runs one by one in the worker process, saving each result as soon as it is known.
 """
 
 from __future__ import annotations
@@ -10,13 +13,15 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from collections.abc import Callable
 from typing import Any
 
 import torch
 
 from simclr_core import data
 from simclr_core.cli import Parser, run_cli
-from simclr_core.embeddings import checkpoint_meta, embed_split, extract, load_encoder
+from simclr_core.compare import result_label
+from simclr_core.embeddings import checkpoint_key, checkpoint_meta, embed_split, extract, load_encoder
 from simclr_core.errors import UserError
 from simclr_core.evaluation import confusion_matrix, knn_classify, linear_probe, topk_accuracy
 from simclr_core.hardware import resolve_device
@@ -44,14 +49,17 @@ def _extract(run: RunDir, images: data.ImageSet, *, checkpoint: str, random_init
 
 def evaluate_run(run: RunDir, *, checkpoint: str = "last", random_init: bool = False, bank_split: str | None = None,
                  query_split: str | None = None, k: int = 200, probe: bool = True, probe_epochs: int = 100,
-                 max_bank: int | None = None, device: str = "auto") -> dict[str, Any]:
+                 max_bank: int | None = None, device: str = "auto",
+                 stage: Callable[[str], None] | None = None) -> dict[str, Any]:
     """kNN and linear-probe accuracy (percent) of one checkpoint, or of a random-init baseline.
 
     Args:
         bank_split / query_split: default to the dataset's labelled train / test splits; with a
             single labelled split a fixed fifth of it is held out as the query set.
         max_bank: embed only a fixed random subset of the bank split (quick CPU evaluations).
+        stage: told what is being done ("embedding train", "kNN", "linear probe") as each step starts.
     """
+    stage = stage or (lambda what: None)
     cfg = run.config()
     _, default_bank, default_query = data.default_splits(cfg.data.dataset, cfg.data.data_path)
     bank_split = bank_split or default_bank
@@ -60,6 +68,7 @@ def evaluate_run(run: RunDir, *, checkpoint: str = "last", random_init: bool = F
                         "need class sub-folders")
     query_split = query_split or default_query
     kw: dict[str, Any] = dict(checkpoint=checkpoint, random_init=random_init, device=device)
+    stage(f"embedding {bank_split}")
     if query_split is None:  # one labelled split: its held-out fifth (data.held_out) are the queries
         if max_bank is None:  # the whole split's cached rows, cut as data.held_out cuts the images
             x, y, classes = _features(run, bank_split, limit=None, **kw)
@@ -73,6 +82,7 @@ def evaluate_run(run: RunDir, *, checkpoint: str = "last", random_init: bool = F
         query_split = f"{bank_split} (held-out fifth{', transductive' if cfg.data.transductive else ''})"
     else:
         bank_x, bank_y, classes = _features(run, bank_split, limit=max_bank, **kw)
+        stage(f"embedding {query_split}")
         query_x, query_y, _ = _features(run, query_split, limit=None, **kw)
     meta = checkpoint_meta(run, checkpoint, random_init)
     result: dict[str, Any] = {
@@ -81,11 +91,13 @@ def evaluate_run(run: RunDir, *, checkpoint: str = "last", random_init: bool = F
         "epoch": meta["epoch"], "bank_split": bank_split, "query_split": query_split,
         "n_bank": len(bank_x), "n_query": len(query_x), "k": k, "time": time.time(),
     }
+    stage("kNN")
     scores, labels = knn_classify(bank_x, bank_y, query_x, query_y, k=k)
     acc = topk_accuracy(scores, labels, (1, 5))
     result.update(knn_top1=100.0 * acc[1], knn_top5=100.0 * acc[5],
                   knn_confusion=confusion_matrix(scores.argmax(1), labels, scores.shape[1]).tolist())
     if probe:
+        stage(f"linear probe ({probe_epochs} epochs)")
         result.update(linear_probe(bank_x, bank_y, query_x, query_y, epochs=probe_epochs, seed=cfg.run.seed))
     return result
 
@@ -93,6 +105,63 @@ def evaluate_run(run: RunDir, *, checkpoint: str = "last", random_init: bool = F
 def save_result(run: RunDir, result: dict[str, Any]) -> None:
     """Append a result to the run's ``eval.json`` (a list, newest last)."""
     run.add_eval_result(result)
+
+
+def check_settings(k: int, probe_epochs: int, max_bank: int | None) -> None:
+    """A UserError unless k and the probe's epochs are positive and a bank subset holds two images or more."""
+    if k < 1 or probe_epochs < 1 or (max_bank is not None and max_bank < 2):
+        raise UserError("--k and --probe-epochs must be positive, and --max-bank at least 2")
+
+
+def job_spec(runs: list[RunDir], *, baseline: bool, k: int, probe_epochs: int,
+             max_bank: int | None) -> dict[str, Any]:
+    """The spec of an "evaluate" job (:func:`evaluate_job`). Each run's checkpoint key is part of it, so
+    the same request for the same checkpoints is one job, and a new checkpoint makes a new one."""
+    return {"runs": [{"run": str(r.path), "ckpt": checkpoint_key(r.last_ckpt)} for r in runs],
+            "baseline": baseline, "k": k, "probe_epochs": probe_epochs, "max_bank": max_bank}
+
+
+def evaluate_job(spec: dict[str, Any], progress: Callable[[str, int, int], None]) -> dict[str, Any]:
+    """Evaluate every run of a :func:`job_spec` (and its random-init baseline if asked), saving each
+    result to its run's ``eval.json`` as soon as it is known.
+
+    A run that cannot be evaluated (a UserError: no checkpoint yet, no labels, ...) does not stop
+    the others: its message is kept in the result.
+
+    Returns:
+        ``{"evaluated": [{"model", "run", "knn_top1", "probe_top1"}, ...], "errors": [{"model", "run",
+        "message"}, ...]}``, one entry per model, in the order evaluated.
+    """
+    k, probe_epochs, max_bank = int(spec["k"]), int(spec["probe_epochs"]), spec.get("max_bank")
+    check_settings(k, probe_epochs, max_bank)
+    inits = (False, True) if spec.get("baseline") else (False,)
+    todo = [(RunDir(r["run"]), rand) for r in spec["runs"] for rand in inits]
+    evaluated: list[dict[str, Any]] = []
+    errors: list[dict[str, Any]] = []
+    for i, (run, rand) in enumerate(todo):
+        model = result_label({"run": run.name, "checkpoint": "random-init" if rand else "last"})
+
+        def step(what: str, model: str = model, i: int = i) -> None:
+            progress(f"{model}: {what}", i, len(todo))
+
+        step("starting")
+        try:
+            result = evaluate_run(run, random_init=rand, k=k, probe_epochs=probe_epochs, max_bank=max_bank,
+                                  stage=step)
+        except UserError as e:  # one run without a checkpoint must not stop the others
+            errors.append({"model": model, "run": run.name, "message": str(e)})
+            continue
+        try:
+            save_result(run, result)
+        except OSError as e:  # a read-only or full run folder: give the figure and the fix, go on
+            errors.append({"model": model, "run": run.name, "message": (
+                f"kNN top-1 {result['knn_top1']:.1f}%, but it could not be saved to {run.eval_path} "
+                f"({e.strerror or e}): free some space or make the folder writable, then evaluate again")})
+            continue
+        evaluated.append({"model": model, "run": run.name, "knn_top1": result["knn_top1"],
+                          "probe_top1": result.get("probe_top1")})
+    progress("finished", len(todo), len(todo))
+    return {"evaluated": evaluated, "errors": errors}
 
 
 def format_table(results: list[dict[str, Any]]) -> str:
@@ -126,8 +195,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     def go() -> int:
         args = build_parser().parse_args(argv)
-        if args.k < 1 or args.probe_epochs < 1 or (args.max_bank is not None and args.max_bank < 2):
-            raise UserError("--k and --probe-epochs must be positive, and --max-bank at least 2")
+        check_settings(args.k, args.probe_epochs, args.max_bank)
         run = open_run(args.runs_dir, args.run)
         kw = dict(bank_split=args.bank_split, query_split=args.query_split, k=args.k, probe=not args.no_probe,
                   probe_epochs=args.probe_epochs, max_bank=args.max_bank, device=args.device)

@@ -9,6 +9,9 @@ never loses minutes of embedding or UMAP. The ``load_*`` functions read those fi
 - :func:`trajectory_products`: the probe frames of a run (:mod:`simclr_core.probe`) projected
   epoch by epoch, each frame started from and aligned to the previous one.
 - :func:`embed_products`: one split's embeddings (the Search page's bank).
+
+:data:`KINDS` names every kind of background job, these and the Evaluate page's
+(:func:`simclr_core.evaluate.evaluate_job`).
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ import numpy as np
 from simclr_core import data, probe
 from simclr_core.embeddings import Embeddings, embed_split, embedding_cache
 from simclr_core.errors import UserError
+from simclr_core.evaluate import evaluate_job
 from simclr_core.export import subsample, take
 from simclr_core.neighbours import NeighbourIndex
 from simclr_core.projection import cache_path, cached_project, trajectory
@@ -197,7 +201,7 @@ def trajectory_products(spec: dict[str, Any], progress: Progress = _noop) -> dic
 
 
 KINDS: dict[str, Callable[[dict[str, Any], Progress], dict[str, Any]]] = {
-    "map": map_products, "embed": embed_products, "trajectory": trajectory_products}
+    "map": map_products, "embed": embed_products, "trajectory": trajectory_products, "evaluate": evaluate_job}
 
 
 def run_job(kind: str, spec: dict[str, Any], progress: Progress = _noop) -> dict[str, Any]:

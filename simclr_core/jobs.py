@@ -5,7 +5,8 @@ touch or a closed tab never kills the work, and a second session asking for the 
 it. One worker per runs folder takes jobs in order from ``<runs>/.jobs/``:
 
 - ``<id>.json``: a job's kind, spec and state (queued / running / done / failed / cancelled),
-  its progress and, when done, its result (paths of the files it wrote); written atomically;
+  its progress and, when done, its result (paths of the files it wrote, or e.g. an evaluation's
+  figures); written atomically. A page finds its jobs again after a reload with :func:`find`;
 - ``worker.json`` and ``worker.log``: the worker's pid and what it printed.
 
 The worker compiles UMAP's numba code in a background thread as it starts (~70 s on a 2-core CPU),
@@ -26,13 +27,14 @@ import sys
 import threading
 import time
 import traceback
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from simclr_core.errors import UserError
 from simclr_core.runs import pid_alive, write_json_atomic
 
-__all__ = ["ACTIVE", "ensure_worker", "job_id", "jobs_dir", "status", "submit", "worker"]
+__all__ = ["ACTIVE", "busy_with", "ensure_worker", "find", "job_id", "jobs_dir", "status", "submit", "worker"]
 
 ACTIVE = ("queued", "running")
 PACKAGE_ROOT = Path(__file__).resolve().parents[1]
@@ -56,6 +58,13 @@ def _read(path: Path) -> dict[str, Any] | None:
     return job if isinstance(job, dict) and isinstance(job.get("state"), str) else None
 
 
+def _jobs(directory: Path) -> Iterator[tuple[Path, dict[str, Any]]]:
+    """(file, record) of every readable job in ``directory``, in no particular order."""
+    for path in directory.glob("*.json"):
+        if path.name != "worker.json" and (job := _read(path)) is not None:
+            yield path, job
+
+
 def _files_exist(result: dict[str, Any]) -> bool:
     return all(Path(v).exists() for k, v in result.items() if k in ("embeddings", "graph", "coords", "trajectory"))
 
@@ -73,6 +82,28 @@ def status(directory: str | Path, jid: str) -> dict[str, Any]:
     return job
 
 
+def find(directory: str | Path, kind: str) -> list[dict[str, Any]]:
+    """Every job of ``kind`` in ``directory``, newest first, each as :func:`status` reads it.
+
+    A page that submitted a job keeps no id across a reload; it finds its jobs here again.
+    """
+    found = [status(directory, path.stem) for path, job in _jobs(Path(directory)) if job.get("kind") == kind]
+    return sorted(found, key=lambda j: j.get("submitted", 0.0), reverse=True)
+
+
+def busy_with(directory: str | Path, run: str | Path) -> bool:
+    """True while a queued or running job reads or writes the run folder ``run`` (its spec names it)."""
+    target = str(Path(run))
+    for path, job in _jobs(Path(directory)):
+        spec = job.get("spec")
+        if not isinstance(spec, dict):
+            continue
+        named = [spec.get("run")] + [r.get("run") for r in spec.get("runs", []) if isinstance(r, dict)]
+        if job["state"] in ACTIVE and target in named and status(directory, path.stem)["state"] in ACTIVE:
+            return True
+    return False
+
+
 def submit(directory: str | Path, kind: str, spec: dict[str, Any], slot: str | None = None,
            retry: bool = False) -> str:
     """Queue (kind, spec) unless it is queued, running or done already; returns the job's id.
@@ -81,14 +112,17 @@ def submit(directory: str | Path, kind: str, spec: dict[str, Any], slot: str | N
         slot: a name for "what this view shows now", e.g. one session's map: submitting a new job
             in the same slot cancels the slot's jobs still waiting, so a user turning a slider
             does not queue ten projections.
-        retry: queue it again even if it failed before.
+        retry: queue it again if it failed before, or finished with some parts failed (a non-empty
+            ``result["errors"]``, e.g. an evaluation where one run had no checkpoint yet).
     """
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     jid = job_id(kind, spec)
     path = directory / f"{jid}.json"
     old = status(directory, jid)
-    if old["state"] in ACTIVE or (old["state"] == "done" and _files_exist(old.get("result", {}))):
+    partly_failed = old["state"] == "done" and bool((old.get("result") or {}).get("errors"))
+    if old["state"] in ACTIVE or (old["state"] == "done" and _files_exist(old.get("result", {}))
+                                  and not (retry and partly_failed)):
         return jid
     if old["state"] == "failed" and not retry:
         return jid
@@ -96,9 +130,8 @@ def submit(directory: str | Path, kind: str, spec: dict[str, Any], slot: str | N
            "stage": "waiting for the worker", "done": 0, "total": 0}
     write_json_atomic(path, job)
     if slot is not None:
-        for other in directory.glob("*.json"):
-            o = _read(other) if other != path else None
-            if o and o.get("slot") == slot and o["state"] == "queued":
+        for other, o in _jobs(directory):
+            if other != path and o.get("slot") == slot and o["state"] == "queued":
                 write_json_atomic(other, {**o, "state": "cancelled"})
     if os.environ.get("SIMCLR_JOBS") == "inline":
         _execute(directory, path)
@@ -120,7 +153,9 @@ def _execute(directory: Path, path: Path) -> None:
 
     def progress(stage: str, done: int, total: int) -> None:
         now = time.monotonic()
-        if now - last[0] > 0.5 or done >= total:  # a file write at most twice a second
+        # a file write at most twice a second per stage; a new stage is written at once, or a quick
+        # stage followed by a long one would show the quick one for minutes
+        if now - last[0] > 0.5 or done >= total or stage != job.get("stage"):
             last[0] = now
             job.update(stage=stage, done=done, total=total)
             write_json_atomic(path, job)
@@ -188,16 +223,14 @@ def worker(directory: str | Path, parent: int | None = None, warm_up: bool = Tru
     """Run queued jobs of ``directory`` one by one, oldest first, until the app is gone and nothing is left."""
     directory = Path(directory)
     write_json_atomic(directory / "worker.json", {"pid": os.getpid(), "started": time.time(), "state": "ready"})
-    for path in directory.glob("*.json"):  # a worker killed mid-job left it "running": do it again
-        job = _read(path)
-        if job and job["state"] == "running" and not _is_worker(job.get("pid")):
+    for path, job in _jobs(directory):  # a worker killed mid-job left it "running": do it again
+        if job["state"] == "running" and not _is_worker(job.get("pid")):
             write_json_atomic(path, {**job, "state": "queued"})
     if warm_up:
         threading.Thread(target=warm_up_umap, name="umap-warm-up", daemon=True).start()
     idle_since = time.monotonic()
     while True:
-        queued = sorted((j["submitted"], p) for p in directory.glob("*.json")
-                        if p.name != "worker.json" and (j := _read(p)) and j["state"] == "queued")
+        queued = sorted((j["submitted"], p) for p, j in _jobs(directory) if j["state"] == "queued")
         if queued:
             _execute(directory, queued[0][1])
             idle_since = time.monotonic()

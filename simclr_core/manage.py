@@ -13,7 +13,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from simclr_core import launch
+from simclr_core import jobs, launch
 from simclr_core.config import check_run_name
 from simclr_core.errors import UserError
 from simclr_core.runs import RunDir, open_run
@@ -32,8 +32,9 @@ def is_failed(state: str) -> bool:
 
 
 def _busy(run: RunDir) -> bool:
-    """True while a process trains the run, or holds its folder's writer lock (evaluate, embed)."""
-    if launch.is_active(run):
+    """True while a process trains the run, holds its folder's writer lock, or a background job (an
+    evaluation, embeddings for a map) works on it."""
+    if launch.is_active(run) or jobs.busy_with(jobs.jobs_dir(run.path.parent), run.path):
         return True
     writer_alive = getattr(run, "writer_alive", None)
     return bool(writer_alive and writer_alive())

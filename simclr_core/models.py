@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 import torchvision
 from torch import nn
@@ -10,6 +12,9 @@ from torchvision.models.resnet import BasicBlock
 from simclr_core import heads
 from simclr_core.errors import UserError
 from simclr_core.heads import projection_head  # noqa: F401 - re-exported: its home before heads.py
+
+if TYPE_CHECKING:
+    from simclr_core.config import TrainConfig
 
 BACKBONES = ("resnet18", "resnet34", "resnet50", "resnet_mini")
 
@@ -138,14 +143,15 @@ class Backbone(nn.Module):
         return self.features(x)
 
 
-def architecture(model_cfg, image_side: int) -> dict:
+def architecture(cfg: TrainConfig, image_side: int) -> dict:
     """The facts that decide whether a state dict fits a model, with defaults resolved.
 
     Stored in every checkpoint so a mismatch gives a clear message, not a shape error. The SimCLR
     head is recorded without a ``head`` key, exactly as checkpoints made before per-method heads
     record it, so those still match; any other head is named.
     """
-    head = model_cfg.head or heads.default_head(model_cfg.method)
+    model_cfg = cfg.model
+    head = model_cfg.head or heads.default_head(cfg.method.name)
     spec = heads.SPECS[heads.check_head(head)]
     arch = {
         "backbone": model_cfg.backbone,

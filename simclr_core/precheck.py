@@ -236,6 +236,9 @@ def check_new_run(cfg: TrainConfig, folder: FolderSummary | None = None,
             raise UserError(f"--train-split {split} is not a split of {summary.root} "
                             f"(it has: {', '.join(summary.splits)})")
         n, source = summary.splits[split].images, f"folder {summary.root} ({split})"
+        if not summary.truncated and data.leaves_out_fifth(d, split):
+            n -= len(data.holdout(n)[1])  # the kNN and probe queries are not pre-trained on
+            source += ", less the fifth held out for evaluation"
     elif d.dataset == "digits":
         split = d.train_split or "train"
         n, source = len(data.load_split("digits", split, image_size=8)), f"digits/{split}"

@@ -1,4 +1,4 @@
-"""The app's "Preset" select box: the recipe zoo (``configs/``, :mod:`simclr_core.zoo`) by title, and run names.
+"""The app's presets: the recipe zoo (``configs/``, :mod:`simclr_core.zoo`) by title, the paper's views, run names.
 
 Each call builds a fresh :class:`~simclr_core.config.TrainConfig` from its file, so a caller can change
 one without touching the others.
@@ -9,11 +9,14 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from datetime import datetime
 
-from simclr_core.config import TrainConfig
+from simclr_core.config import TrainConfig, ViewConfig
 from simclr_core.zoo import Recipe, recipes
 
 RECIPES: dict[str, Recipe] = {r.title: r for r in recipes()}
 PRESETS: dict[str, Callable[[], TrainConfig]] = {title: r.config for title, r in RECIPES.items()}
+# The Augmentations page's view buttons: the paper's two settings (Chen et al. 2020, appendix A and B.9).
+VIEW_PRESETS: dict[str, Callable[[], ViewConfig]] = {"Paper ImageNet defaults": ViewConfig.imagenet,
+                                                     "Paper CIFAR (s=0.5, no blur)": ViewConfig.cifar}
 
 
 def preset(name: str) -> TrainConfig:

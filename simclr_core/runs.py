@@ -23,13 +23,17 @@ from simclr_core.errors import UserError
 from simclr_core.files import pid_alive, remove_stale_temps, temp_path, write_json_atomic
 from simclr_core.heads import LEGACY_HEAD
 
-__all__ = ["RunDir", "RunSummary", "default_runs_dir", "list_runs", "new_run", "open_run", "pid_alive",
-           "process_start", "resolve_run", "summarize", "write_json_atomic"]
+__all__ = ["KINDS", "Curves", "RunDir", "RunSummary", "curves", "default_runs_dir", "eta", "is_epoch_line",
+           "line_kind", "list_runs", "new_run", "open_run", "pid_alive", "process_start", "resolve_run",
+           "summarize", "write_json_atomic"]
 
 STATES = ("running", "finished", "stopped", "failed")
 
 
-TEXT_METRICS = {"collapse"}  # metric fields that hold text (an alarm); all others are numbers
+TEXT_METRICS = {"collapse", "kind"}  # metric fields that hold text; all others are numbers
+# A metrics line's "kind": "step", every --log-every steps (loss, lr, speed), or "epoch", at an epoch's
+# end (its mean loss, the kNN monitor, the probe's health). Lines of 0.2 and earlier have no kind.
+KINDS = ("step", "epoch")
 
 
 def _number(v: Any) -> bool:
@@ -225,8 +229,13 @@ class RunDir:
             f.write(json.dumps(record) + "\n")
             f.flush()
 
-    def metrics(self) -> list[dict[str, Any]]:
-        """All complete metric lines (a half-written last line is skipped)."""
+    def metrics(self, kind: str | None = None) -> list[dict[str, Any]]:
+        """All complete metric lines, or those of one ``kind`` (a half-written last line is skipped).
+
+        Every line has its ``kind``; a line written before lines had one gets it from its keys.
+        """
+        if kind is not None and kind not in KINDS:
+            raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
         try:
             lines = self.metrics_path.read_bytes().decode("utf-8", errors="replace").splitlines()
         except OSError:
@@ -240,7 +249,10 @@ class RunDir:
             # a line is an object with an integer step; anything else (42, null, {"epoch": 1}) is skipped,
             # and so is a value that should be a number and is not ({"loss": "abc"})
             if isinstance(m, dict) and isinstance(m.get("step"), int) and not isinstance(m["step"], bool):
-                out.append({k: v for k, v in m.items() if _number(v) or v is None or k in TEXT_METRICS})
+                m = {k: v for k, v in m.items() if _number(v) or v is None or k in TEXT_METRICS}
+                m["kind"] = line_kind(m)
+                if kind is None or m["kind"] == kind:
+                    out.append(m)
         return out
 
     def truncate_metrics(self, step: int) -> None:
@@ -329,7 +341,7 @@ def summarize(run: RunDir) -> RunSummary:
     knns = [m["knn_top1"] for m in metrics if isinstance(m.get("knn_top1"), (int, float))]
     try:
         cfg = run.config()
-        epochs, method = cfg.optim.epochs, cfg.model.method
+        epochs, method = cfg.optim.epochs, cfg.method.name
     except UserError:
         epochs, method = 0, ""
     return RunSummary(
@@ -338,6 +350,45 @@ def summarize(run: RunDir) -> RunSummary:
         last_loss=losses[-1] if losses and math.isfinite(losses[-1]) else None,
         best_knn=max(knns) if knns else None, updated=float(st.get("updated", 0.0)),
     )
+
+
+def line_kind(m: dict[str, Any]) -> str:
+    """A metrics line's kind, "step" or "epoch" (see :data:`KINDS`); read from its keys on lines without one."""
+    kind = m.get("kind")
+    if kind in KINDS:
+        return str(kind)
+    return "epoch" if "epoch_loss" in m else "step"
+
+
+def is_epoch_line(m: dict[str, Any]) -> bool:
+    """True for the metrics line written at the end of an epoch, False for a per-step line."""
+    return line_kind(m) == "epoch"
+
+
+@dataclass
+class Curves:
+    """A run's metrics lines (:meth:`RunDir.metrics`), sorted into the series the app plots."""
+
+    steps: list[dict[str, Any]]  # loss and lr per logged step
+    knn: list[dict[str, Any]]  # the kNN monitor's epochs (``knn_top1``)
+    health: list[dict[str, Any]]  # the probe's label-free health per monitor epoch (``rankme_h``, ...)
+
+
+def curves(metrics: list[dict[str, Any]]) -> Curves:
+    """Sort metrics lines into :class:`Curves`. The loss and lr come from the per-step lines, as an end-of-epoch
+    line repeats its epoch's last step; from every line when a run has no per-step line."""
+    return Curves(steps=[m for m in metrics if not is_epoch_line(m)] or metrics,
+                  knn=[m for m in metrics if "knn_top1" in m],
+                  health=[m for m in metrics if _number(m.get("rankme_h"))])
+
+
+def eta(status: dict[str, Any], batch_size: int) -> float | None:
+    """Seconds a running run needs for its remaining steps at its current speed, from :meth:`RunDir.status`;
+    None unless it is running at a known speed. The kNN monitor and checkpoints add a little."""
+    ips = status.get("images_per_s")
+    if status.get("state") != "running" or not ips:
+        return None
+    return (int(status.get("total_steps") or 0) - int(status.get("step", 0))) * batch_size / ips
 
 
 def list_runs(runs_dir: str | Path) -> list[RunDir]:

@@ -14,7 +14,7 @@ __all__ = ["Scalars", "available"]
 
 # metrics.jsonl key -> TensorBoard tag, for the lines logged every --log-every steps ...
 STEP_TAGS = {"loss": "train/loss", "lr": "train/lr", "images_per_s": "train/images_per_s"}
-# ... and for the line at the end of each epoch (it has "epoch_loss")
+# ... and for the line at the end of each epoch (its "kind" is "epoch")
 EPOCH_TAGS = {"epoch_loss": "epoch/loss", "images_per_s": "epoch/images_per_s", "knn_top1": "knn/top1",
               "knn_top5": "knn/top5", "rankme_h": "health/rankme_h", "rankme_z": "health/rankme_z",
               "alignment": "health/alignment", "uniformity": "health/uniformity"}
@@ -53,12 +53,13 @@ class Scalars:
     def write(self, record: dict[str, Any]) -> None:
         if self.writer is None:
             return
-        tags = EPOCH_TAGS if "epoch_loss" in record else STEP_TAGS
+        epoch = record.get("kind") == "epoch"
+        tags = EPOCH_TAGS if epoch else STEP_TAGS
         for key, tag in tags.items():
             value = record.get(key)
             if isinstance(value, (int, float)) and math.isfinite(value):
                 self.writer.add_scalar(tag, value, record["step"])
-        if "epoch_loss" in record:
+        if epoch:
             self.writer.flush()  # an epoch's numbers show in a running TensorBoard at once
 
     def close(self) -> None:

@@ -8,26 +8,26 @@ from simclr_core.compare import (
     load_results,
     result_label,
 )
-from simclr_core.config import OptimConfig, RunConfig, TrainConfig
+from simclr_core.config import MethodConfig, OptimConfig, RunConfig, TrainConfig
 from simclr_core.runs import RunDir
 
 
 def test_config_differences_lists_only_differing_fields():
-    a = TrainConfig(optim=OptimConfig(temperature=0.5), run=RunConfig(name="a"))
-    b = TrainConfig(optim=OptimConfig(temperature=0.2, batch_size=128), run=RunConfig(name="b"))
+    a = TrainConfig(method=MethodConfig(temperature=0.5), run=RunConfig(name="a"))
+    b = TrainConfig(method=MethodConfig(temperature=0.2), optim=OptimConfig(batch_size=128), run=RunConfig(name="b"))
     rows = config_differences({"a": a, "b": b, "c": a})
     assert rows == [
+        {"field": "method.temperature", "differs": True, "a": 0.5, "b": 0.2, "c": 0.5},
         {"field": "optim.batch_size", "differs": True, "a": 256, "b": 128, "c": 256},
-        {"field": "optim.temperature", "differs": True, "a": 0.5, "b": 0.2, "c": 0.5},
     ]
     assert config_differences({"a": a, "c": a}) == []
 
 
 def test_config_differences_all_fields_flags_the_differing_ones():
-    a, b = TrainConfig(), TrainConfig(optim=OptimConfig(temperature=0.1))
+    a, b = TrainConfig(), TrainConfig(method=MethodConfig(temperature=0.1))
     rows = config_differences({"a": a, "b": b}, all_fields=True)
     assert len(rows) == len(flatten_config(a)) - 2  # run.name and run.runs_dir left out
-    assert [r["field"] for r in rows if r["differs"]] == ["optim.temperature"]
+    assert [r["field"] for r in rows if r["differs"]] == ["method.temperature"]
     assert "data.dataset" in flatten_config(a) and flatten_config(a)["model.proj_out_dim"] is None
 
 

@@ -1,9 +1,10 @@
+import dataclasses
 import json
 
 import pytest
 
 from simclr_core.cli import config_from_args
-from simclr_core.config import TrainConfig, ViewConfig, check_run_name
+from simclr_core.config import TrainConfig, ViewConfig, check_field, check_run_name, sections, widget_spec
 from simclr_core.errors import UserError
 from simclr_core.train import build_parser
 
@@ -14,7 +15,7 @@ def parse(*argv):
 
 def test_defaults_are_the_papers():
     cfg = TrainConfig()
-    assert cfg.optim.temperature is None and cfg.model.proj_out_dim is None  # the method decides: 0.5 for simclr
+    assert cfg.method.temperature is None and cfg.model.proj_out_dim is None  # the method decides: 0.5 for simclr
     kw = ViewConfig().kwargs(224)
     assert kw["crop_scale"] == (0.08, 1.0) and kw["jitter_strength"] == 1.0 and kw["jitter_prob"] == 0.8
     assert kw["grayscale_prob"] == 0.2 and kw["blur_prob"] == 0.5 and kw["size"] == 224
@@ -32,16 +33,42 @@ def test_flags_override_file_and_are_reported(tmp_path):
     path = tmp_path / "c.json"
     path.write_text(json.dumps({"optim": {"epochs": 7, "temperature": 0.2}, "data": {"dataset": "cifar10"}}))
     cfg, given = parse("--config", str(path), "--epochs", "3", "--no-proj-bn", "--jitter-strength", "0.5")
-    assert (cfg.optim.epochs, cfg.optim.temperature, cfg.data.dataset) == (3, 0.2, "cifar10")
+    assert (cfg.optim.epochs, cfg.method.temperature, cfg.data.dataset) == (3, 0.2, "cifar10")
     assert cfg.model.proj_bn is False and cfg.views.jitter_strength == 0.5
     assert given == {"epochs", "proj_bn", "jitter_strength"}
+
+
+def test_config_files_of_0_2_load_into_the_method_section():
+    old = {"model": {"method": "moco_v2", "backbone": "resnet_mini"}, "optim": {"temperature": 0.3, "epochs": 3}}
+    cfg = TrainConfig.from_dict(old)
+    assert (cfg.method.name, cfg.method.temperature, cfg.optim.epochs, cfg.model.backbone) == \
+        ("moco_v2", 0.3, 3, "resnet_mini")
+    saved = cfg.to_dict()
+    assert "method" not in saved["model"] and "temperature" not in saved["optim"]
+    assert TrainConfig.from_dict(saved) == cfg
+    assert old == {"model": {"method": "moco_v2", "backbone": "resnet_mini"},
+                   "optim": {"temperature": 0.3, "epochs": 3}}  # the caller's dict is left alone
+    assert TrainConfig.from_dict({"model": {"method": "byol"}, "method": {"name": "byol"}}).method.name == "byol"
+    with pytest.raises(UserError, match=r"optim.temperature \(0.3\) and method.temperature \(0.5\) disagree"):
+        TrainConfig.from_dict({"optim": {"temperature": 0.3}, "method": {"temperature": 0.5}})
+    # method.name is --method, run.name is --name: two options
+    cfg, given = parse("--method", "byol", "--name", "x", "--temperature", "0.1")
+    assert (cfg.method.name, cfg.run.name, cfg.method.temperature) == ("byol", "x", 0.1)
+    assert given == {"method", "name", "temperature"}
+
+
+def test_yaml_exponents_without_a_dot_are_numbers(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("optim:\n  lr: 5e-4\n  weight_decay: 1E-6\nrun:\n  name: 1e3-run\n")
+    cfg = TrainConfig.load(path)
+    assert (cfg.optim.lr, cfg.optim.weight_decay, cfg.run.name) == (0.0005, 1e-6, "1e3-run")
 
 
 def test_method_flags_and_their_checks():
     cfg, given = parse("--method", "moco_v2", "--queue-size", "1024", "--moco-symmetric", "--ema", "0.999",
                        "--ema-schedule", "cosine")
     m = cfg.method
-    assert (cfg.model.method, m.queue_size, m.moco_symmetric, m.ema, m.ema_schedule) == \
+    assert (cfg.method.name, m.queue_size, m.moco_symmetric, m.ema, m.ema_schedule) == \
         ("moco_v2", 1024, True, 0.999, "cosine")
     for flags, message in [(("--ema", "1.5"), "--ema must be in [0, 1]"),
                            (("--queue-size", "0"), "--queue-size must be at least 1"),
@@ -180,3 +207,57 @@ def test_the_papers_view_presets():
     assert ViewConfig.cifar().kwargs(224)["jitter_strength"] == 0.5
     assert (ViewConfig.imagenet().kwargs(32)["jitter_strength"], ViewConfig.imagenet().kwargs(32)["blur_prob"]) == \
         (1.0, 0.5)
+
+
+def on_grid(value: float, start: float, step: float) -> bool:
+    """True when ``value`` is a whole number of ``step`` from ``start`` (a slider can show it exactly)."""
+    n = (value - start) / step
+    return abs(n - round(n)) < 1e-6
+
+
+def slider_fields():
+    """(section, field, its WidgetSpec) for every field with a slider range and step in the field table."""
+    for section, cls in sections().items():
+        for f in dataclasses.fields(cls):
+            spec = widget_spec(section, f.name)
+            if spec.step is not None and spec.min is not None and spec.max is not None:
+                yield section, f, spec
+
+
+def test_every_slider_default_lies_in_its_range_and_on_its_step_grid():
+    """The values the app's sliders start from (the dataclass defaults, the "auto" ones resolved at CIFAR and
+    ImageNet sizes, the paper's view presets, every recipe's views) are values each slider can show, and each
+    slider's ends are values a run accepts."""
+    from simclr_core.presets import PRESETS, VIEW_PRESETS, preset
+
+    shown = {f.name for _, f, _ in slider_fields()}
+    assert {"crop_scale_min", "crop_scale_max", "flip_prob", "jitter_strength", "jitter_prob", "grayscale_prob",
+            "blur_prob", "blur_sigma_min", "blur_sigma_max", "solarize_prob"} <= shown
+    starts = [vars(ViewConfig()), ViewConfig().kwargs(32), ViewConfig().kwargs(224), vars(ViewConfig.cifar()),
+              vars(ViewConfig.imagenet())] + [vars(v()) for v in VIEW_PRESETS.values()] + [
+              vars(preset(name).views) for name in PRESETS]
+    for section, f, spec in slider_fields():
+        assert isinstance(spec.min, type(spec.step)) and isinstance(spec.max, type(spec.step))  # Streamlit's rule
+        check_field(section, f, spec.min)
+        check_field(section, f, spec.max)
+        values = [spec.default] + [s[f.name] for s in starts if section == "views" and f.name in s]
+        for v in [v for v in values if v is not None]:
+            assert spec.min <= v <= spec.max, (f.name, v, spec)
+            assert on_grid(v, spec.min, spec.step), (f.name, v, spec)
+    # the Augmentations page slides each (low, high) pair in one range slider: both ends share one grid
+    for low, high in (("crop_scale_min", "crop_scale_max"), ("blur_sigma_min", "blur_sigma_max")):
+        a, b = widget_spec("views", low), widget_spec("views", high)
+        assert (a.min, a.max, a.step) == (b.min, b.max, b.step)
+
+
+def test_widget_spec_reads_the_field_table():
+    t = widget_spec("method", "temperature")
+    assert (t.label, t.default, t.optional, t.step, t.format, t.min, t.max) == \
+        ("Temperature", None, True, 0.05, "%.3f", None, None)  # open range: no slider ends
+    assert "temperature tau" in t.help
+    flip = widget_spec("views", "flip_prob")
+    assert (flip.min, flip.max, flip.step) == (0.0, 1.0, 0.05) and isinstance(flip.min, float)  # float ends
+    assert widget_spec("optim", "optimizer").choices == ("sgd", "lars")
+    assert widget_spec("run", "knn_k").label == "Knn k"  # no label in the table: the name, readable
+    with pytest.raises(KeyError, match="no field 'nope'"):
+        widget_spec("optim", "nope")

@@ -98,22 +98,22 @@ def test_two_ranks_with_half_batches_equal_one_process_with_the_whole_batch(tmp_
 
 def train_worker(rank: int, world: int, port: int, cfg_dict: dict, resume: bool, stop_after: int) -> None:
     """One rank of a torchrun-like run, in-process so the stop can be placed at an exact step."""
-    import simclr_core.train as train_mod
     from simclr_core.config import TrainConfig
+    from simclr_core.training import loop, train
 
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world),
                       LOCAL_RANK=str(rank))
     torch.set_num_threads(1)
-    real = train_mod.stop_requested
+    real = loop.stop_requested
 
     def stop_at(s):
         if s.step == stop_after and s.stop_reason is None:
             s.stop_reason = "test"
         return real(s)
 
-    train_mod.stop_requested = stop_at
+    loop.stop_requested = stop_at
     try:
-        train_mod.train(TrainConfig.from_dict(cfg_dict), resume=resume)
+        train(TrainConfig.from_dict(cfg_dict), resume=resume)
     finally:
         distributed.cleanup()
 
@@ -124,7 +124,7 @@ def test_two_process_resume_is_exact(tmp_path, method):
 
     def run(name: str, resume: bool = False, stop_after: int = -1) -> None:
         cfg = tiny_config(tmp_path, name)
-        cfg.run.device, cfg.model.method, cfg.method.queue_size = "cpu", method, 48
+        cfg.run.device, cfg.method.name, cfg.method.queue_size = "cpu", method, 48
         mp.spawn(train_worker, args=(2, free_port(), cfg.to_dict(), resume, stop_after), nprocs=2, join=True)
 
     run("straight")
@@ -156,8 +156,8 @@ def test_torchrun_two_processes_then_resume_on_one(tmp_path, method):
     status = json.loads((run / "status.json").read_text())
     assert status["state"] == "finished" and status["step"] == 4
     metrics = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
-    assert [m["step"] for m in metrics if "epoch_loss" in m] == [2, 4]  # rank 0 alone wrote them
-    assert len([m for m in metrics if "epoch_loss" not in m]) == 4
+    assert [m["step"] for m in metrics if m["kind"] == "epoch"] == [2, 4]  # rank 0 alone wrote them
+    assert len([m for m in metrics if m["kind"] == "step"]) == 4
     assert "x 2 processes" in (run / "train.log").read_text()
     ckpt = checkpoints.load(run / "last.pt")
     assert len(ckpt["view_generators"]) == 2 and ckpt["step"] == 4

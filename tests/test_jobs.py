@@ -11,6 +11,7 @@ import pytest
 
 from simclr_core import explore, jobs
 from simclr_core.errors import UserError
+from simclr_core.evaluate import job_spec
 from simclr_core.runs import RunDir
 from simclr_core.train import train
 
@@ -56,6 +57,51 @@ def test_a_failure_is_recorded_once_and_retried_on_request(tmp_path, inline, mon
     monkeypatch.setitem(explore.KINDS, "bug", lambda spec, progress: 1 / 0)
     job = jobs.status(tmp_path, jobs.submit(tmp_path, "bug", {}))
     assert job["message"] == "ZeroDivisionError: division by zero" and "Traceback" in job["traceback"]
+
+
+def test_retry_reruns_a_job_that_finished_with_errors_and_find_lists_a_kind_newest_first(tmp_path, inline,
+                                                                                        monkeypatch):
+    calls = []
+    monkeypatch.setitem(explore.KINDS, "parts", lambda spec, progress: calls.append(1) or {"errors": spec["errors"]})
+    clean = jobs.submit(tmp_path, "parts", {"errors": []})
+    partly = jobs.submit(tmp_path, "parts", {"errors": ["run b has no checkpoint"]})
+    jobs.submit(tmp_path, "parts", {"errors": []}, retry=True)
+    assert len(calls) == 2  # done without errors: the same request is not computed again
+    jobs.submit(tmp_path, "parts", {"errors": ["run b has no checkpoint"]}, retry=True)
+    assert len(calls) == 3
+    found = jobs.find(tmp_path, "parts")
+    assert [j["id"] for j in found] == [partly, clean]  # the re-run one was submitted last
+    assert jobs.find(tmp_path, "map") == []
+
+
+def test_a_new_stage_is_written_at_once(tmp_path, inline, monkeypatch):
+    seen = []
+
+    def two_stages(spec, progress):
+        progress("embedding", 0, 2)
+        progress("linear probe", 1, 2)  # milliseconds later: still written, or the page shows "embedding"
+        seen.append(json.loads(next(tmp_path.glob("*.json")).read_text())["stage"])
+        return {}
+
+    monkeypatch.setitem(explore.KINDS, "stages", two_stages)
+    jobs.submit(tmp_path, "stages", {})
+    assert seen == ["linear probe"]
+
+
+def test_an_evaluate_job_saves_each_result_and_records_a_failing_run(trained, tmp_path, inline):
+    good = RunDir(shutil.copytree(trained, tmp_path / "good"))
+    broken = RunDir(shutil.copytree(trained, tmp_path / "broken"))
+    broken.last_ckpt.unlink()
+    spec = job_spec([broken, good], baseline=False, k=20, probe_epochs=5, max_bank=200)
+    d = jobs.jobs_dir(tmp_path)
+    job = jobs.status(d, jobs.submit(d, "evaluate", spec))
+    assert job["state"] == "done" and (job["done"], job["total"]) == (2, 2)
+    [error] = job["result"]["errors"]  # the broken run did not stop the good one
+    assert error["model"] == "broken" and "no checkpoint" in error["message"]
+    [done] = job["result"]["evaluated"]
+    [saved] = good.eval_results()
+    assert done["model"] == "good" and done["knn_top1"] == saved["knn_top1"] and saved["n_bank"] == 200
+    assert saved["k"] == 20 and "probe_top1" in saved and broken.eval_results() == []
 
 
 def test_a_new_request_in_a_slot_cancels_its_waiting_ones(tmp_path, monkeypatch):

@@ -86,6 +86,23 @@ def test_a_running_run_is_neither_renamed_nor_archived(tmp_path):
     assert manage.rename(tmp_path, "live", "other").name == "other"  # ended: allowed
 
 
+def test_a_run_a_background_job_works_on_is_not_archived(tmp_path, monkeypatch):
+    from simclr_core import evaluate, jobs
+
+    monkeypatch.delenv("SIMCLR_JOBS", raising=False)
+    monkeypatch.setattr(jobs, "ensure_worker", lambda directory: 0)  # no worker: the job stays queued
+    run = make_run(tmp_path, "judged")
+    make_run(tmp_path, "other")
+    spec = evaluate.job_spec([run], baseline=False, k=20, probe_epochs=1, max_bank=None)
+    jid = jobs.submit(jobs.jobs_dir(tmp_path), "evaluate", spec)
+    assert jobs.status(jobs.jobs_dir(tmp_path), jid)["state"] == "queued"
+    with pytest.raises(UserError, match="'judged' is running \\(or being evaluated\\)"):
+        manage.archive(tmp_path, "judged")
+    assert manage.archive(tmp_path, "other").exists()  # a job on another run does not hold this one
+    (jobs.jobs_dir(tmp_path) / f"{jid}.json").unlink()  # the job is gone: the run may go
+    assert manage.archive(tmp_path, "judged").exists() and not run.path.exists()
+
+
 def test_notes_are_saved_read_and_cleared(tmp_path):
     run = make_run(tmp_path, "a")
     assert manage.read_notes(run) == ""

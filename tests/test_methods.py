@@ -11,6 +11,7 @@ from simclr_core.config import TrainConfig
 from simclr_core.errors import UserError
 from simclr_core.heads import BYOLPredictionHead, BYOLProjectionHead, MoCoProjectionHead, SimCLRProjectionHead
 from simclr_core.methods import BYOL, METHODS, MoCoV2, SimCLR, build_method, ema_update, momentum_at
+from simclr_core.methods.base import as_module
 from simclr_core.models import Encoder, architecture, build_encoder
 from simclr_core.runs import RunDir
 
@@ -26,16 +27,28 @@ def test_registry_names_and_defaults_resolved_into_the_config():
                                           ("moco_v2", MoCoV2, 0.2, 0.99, "constant"),
                                           ("byol", BYOL, None, 0.99, "cosine")]:
         cfg = TrainConfig()
-        cfg.model.method = name
+        cfg.method.name = name
         assert isinstance(build_method(cfg, small_encoder()), cls)
-        assert (cfg.optim.temperature, cfg.method.ema, cfg.method.ema_schedule) == (tau, ema, schedule)
+        assert (cfg.method.temperature, cfg.method.ema, cfg.method.ema_schedule) == (tau, ema, schedule)
     cfg = TrainConfig()
-    cfg.model.method, cfg.optim.temperature, cfg.method.ema = "moco_v2", 0.1, 0.9  # given values win
+    cfg.method.name, cfg.method.temperature, cfg.method.ema = "moco_v2", 0.1, 0.9  # given values win
     m = build_method(cfg, small_encoder())
     assert (m.temperature, m.ema) == (0.1, 0.9)
-    cfg.model.method = "swav"
+    cfg.method.name = "swav"
     with pytest.raises(UserError, match="unknown method 'swav'; choose one of simclr, moco_v2, byol"):
         build_method(cfg, small_encoder())
+
+
+def test_every_registered_method_is_a_module_built_from_its_config_section():
+    for name, cls in METHODS.items():
+        cfg = TrainConfig()
+        cfg.method.name, cfg.method.ema = name, 0.5
+        m = build_method(cfg, small_encoder())
+        assert type(m) is cls and as_module(m) is m and m.encoder is not None
+        assert getattr(m, "ema", 0.5) == 0.5  # from_config took the section's values
+        assert cls.loss_name and isinstance(cls.defaults, dict)
+    with pytest.raises(TypeError, match="not an nn.Module"):
+        as_module(object())
 
 
 # ---------------------------------------------------------------- the momentum helper
@@ -172,7 +185,8 @@ def layout(mlp: nn.Module) -> list[tuple]:
 def auto_config(method: str, **model) -> TrainConfig:
     """resnet_mini (256-d features) with every head setting left to the method, then ``model``'s values."""
     cfg = TrainConfig()
-    settings = {"method": method, "backbone": "resnet_mini", "cifar_stem": False, "proj_out_dim": None,
+    cfg.method.name = method
+    settings = {"backbone": "resnet_mini", "cifar_stem": False, "proj_out_dim": None,
                 "proj_bn": None, **model}
     for key, value in settings.items():
         setattr(cfg.model, key, value)
@@ -182,7 +196,7 @@ def auto_config(method: str, **model) -> TrainConfig:
 def built(cfg: TrainConfig) -> nn.Module:
     """The method as training builds it: the architecture first, then the method around its encoder."""
     torch.manual_seed(0)
-    return build_method(cfg, build_encoder(architecture(cfg.model, 32)))
+    return build_method(cfg, build_encoder(architecture(cfg, 32)))
 
 
 def test_each_method_has_its_papers_head():
@@ -209,11 +223,11 @@ def test_each_method_has_its_papers_head():
 def test_the_resolved_head_is_recorded_in_the_config():
     for method, out, bn in (("simclr", 128, True), ("moco_v2", 128, False), ("byol", 256, True)):
         cfg = auto_config(method)
-        arch = architecture(cfg.model, 32)
+        arch = architecture(cfg, 32)
         built(cfg)
         assert (cfg.model.proj_out_dim, cfg.model.proj_bn) == (out, bn)
         # config.json read back gives the same architecture, so a resume matches its checkpoint
-        assert architecture(cfg.model, 32) == arch
+        assert architecture(cfg, 32) == arch
         assert arch.get("head") == (None if method == "simclr" else method)
 
 
@@ -233,10 +247,10 @@ def test_head_flags_override_the_papers_defaults():
     # any method can take another's head (an ablation)
     cfg = auto_config("simclr", head="byol")
     assert isinstance(built(cfg).encoder.head, BYOLProjectionHead)
-    assert architecture(cfg.model, 32)["head"] == "byol"
+    assert architecture(cfg, 32)["head"] == "byol"
     cfg = auto_config("simclr", head="swav")
     with pytest.raises(UserError, match="unknown head 'swav'; choose one of simclr, moco_v2, byol"):
-        architecture(cfg.model, 32)
+        architecture(cfg, 32)
 
 
 # What a BYOL run on resnet_mini saved before per-method heads holds: SimCLR's head, a 128-d z and a
@@ -257,7 +271,7 @@ OLD_BYOL_SHAPES = {
 def test_runs_saved_before_per_method_heads_keep_their_head(tmp_path):
     # an old config.json has no `head` key and records the old defaults; the run folder reads it as SimCLR's head
     saved = TrainConfig().to_dict()
-    del saved["model"]["head"]
+    del saved["model"]["head"], saved["method"]["name"]  # a 0.2 file: the method is model.method
     saved["model"].update(method="byol", backbone="resnet_mini", cifar_stem=False, proj_out_dim=128, proj_bn=True)
     (tmp_path / "config.json").write_text(json.dumps(saved))
     assert RunDir(tmp_path).config().model.head == "simclr"
@@ -265,7 +279,7 @@ def test_runs_saved_before_per_method_heads_keep_their_head(tmp_path):
     (tmp_path / "config.json").write_text(json.dumps(saved))
     assert RunDir(tmp_path).config().model.head == "byol"
     cfg = auto_config("byol", head="simclr", proj_out_dim=128, proj_bn=True)
-    assert architecture(cfg.model, 32) == OLD_ARCH  # so the checkpoint's arch check passes on resume
+    assert architecture(cfg, 32) == OLD_ARCH  # so the checkpoint's arch check passes on resume
     m = built(cfg)
     state = {k: tuple(v.shape) for k, v in m.state_dict().items() if not k.startswith(("encoder.backbone", "target."))}
     assert state == OLD_BYOL_SHAPES  # so load_state_dict (strict) takes the old last.pt
@@ -275,7 +289,7 @@ def test_runs_saved_before_per_method_heads_keep_their_head(tmp_path):
     assert isinstance(enc.head, SimCLRProjectionHead)
     # without the legacy head, resume refuses with a message naming the head, not a shape traceback
     with pytest.raises(UserError, match="head: checkpoint None vs config 'byol'"):
-        check_architecture(OLD_ARCH, architecture(auto_config("byol", proj_out_dim=128, proj_bn=True).model, 32),
+        check_architecture(OLD_ARCH, architecture(auto_config("byol", proj_out_dim=128, proj_bn=True), 32),
                            "last.pt")
 
 
@@ -284,10 +298,10 @@ def test_default_config_gives_each_method_its_papers_head():
     for method, head, out, bn in (("simclr", "simclr", 128, True), ("moco_v2", "moco_v2", 128, False),
                                   ("byol", "byol", 256, True)):
         cfg = TrainConfig()
-        cfg.model.method, cfg.model.backbone = method, "resnet_mini"
+        cfg.method.name, cfg.model.backbone = method, "resnet_mini"
         assert (cfg.model.head, cfg.model.proj_out_dim, cfg.model.proj_bn) == (None, None, None)
         built(cfg)
         saved = cfg.to_dict()["model"]
         assert (saved["head"], saved["proj_out_dim"], saved["proj_bn"]) == (head, out, bn)
-        assert architecture(TrainConfig.from_dict(cfg.to_dict()).model, 32).get("head") == \
+        assert architecture(TrainConfig.from_dict(cfg.to_dict()), 32).get("head") == \
             (None if head == "simclr" else head)

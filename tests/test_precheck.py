@@ -90,6 +90,17 @@ def test_unreadable_class_folders_are_counted_not_fatal(root):
     assert s.splits["all"].images == 2 and s.splits["all"].unreadable == 1
 
 
+def test_a_single_split_folder_pretrains_without_its_held_out_fifth(root, tmp_path):
+    images(root / "q" / "a", 5)
+    images(root / "q" / "b", 5)
+    with pytest.raises(UserError, match=r"larger than the 8 training images .* less the fifth held out"):
+        check_new_run(folder_config(tmp_path, root / "q", batch=9))
+    assert check_new_run(folder_config(tmp_path, root / "q", batch=8)).images == 8
+    cfg = folder_config(tmp_path, root / "q", batch=9)
+    cfg.data.transductive = True  # the fifth is pre-trained on too
+    assert check_new_run(cfg).images == 10
+
+
 def test_a_huge_folder_is_scanned_up_to_a_bound(root):
     images(root / "p" / "a", 30)
     s = describe_folder(str(root / "p"), max_entries=10)

@@ -6,8 +6,8 @@ from datetime import datetime
 
 import pytest
 
-from simclr_core.config import check_run_name
-from simclr_core.presets import PRESETS, preset, suggest_run_name
+from simclr_core.config import ViewConfig, check_run_name
+from simclr_core.presets import PRESETS, VIEW_PRESETS, preset, suggest_run_name
 
 
 @pytest.mark.parametrize("name", list(PRESETS))
@@ -24,8 +24,15 @@ def test_quick_cpu_demo_values():
 def test_cifar_preset_values():
     cfg = preset("CIFAR-10 ResNet-18 (paper-style)")
     assert (cfg.data.dataset, cfg.model.backbone, cfg.optim.optimizer) == ("cifar10", "resnet18", "lars")
-    assert (cfg.optim.epochs, cfg.optim.batch_size, cfg.optim.temperature) == (500, 512, 0.5)
+    assert (cfg.optim.epochs, cfg.optim.batch_size, cfg.method.temperature) == (500, 512, 0.5)
     assert (cfg.views.jitter_strength, cfg.views.blur_prob) == (0.5, 0.0)
+
+
+def test_view_presets_are_the_papers_settings_on_the_dataclass_defaults():
+    imagenet, cifar = VIEW_PRESETS["Paper ImageNet defaults"](), VIEW_PRESETS["Paper CIFAR (s=0.5, no blur)"]()
+    # the paper's colour strength and blur (appendix A and B.9); every other knob the dataclass's own default
+    assert imagenet == ViewConfig(jitter_strength=1.0, blur_prob=0.5)
+    assert cifar == ViewConfig(jitter_strength=0.5, blur_prob=0.0)
 
 
 def test_presets_are_fresh_objects():

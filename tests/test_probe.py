@@ -63,7 +63,7 @@ def test_training_records_a_frame_per_monitor_epoch(tmp_path):
     subset = json.loads((run.path / "probe" / "subset.json").read_text())
     assert subset["split"] == "test" and len(subset["rows"]) == 360  # the whole 360-image query split
     assert probe.frame_epochs(run.path) == [2, 3]  # every 2nd epoch and the last
-    epochs = [m for m in run.metrics() if "epoch_loss" in m]
+    epochs = run.metrics("epoch")
     assert ["rankme_h" in m for m in epochs] == [False, True, True]
     assert all(m["rankme_h"] > 1 and m["uniformity"] < 0 for m in epochs[1:])
     assert "RankMe" in run.log_path.read_text()
@@ -99,7 +99,7 @@ def test_no_probe_flag_and_unlabelled_runs(tmp_path):
     cfg = tiny_config(tmp_path, "plain")
     cfg.data.dataset, cfg.data.data_path, cfg.data.subset = "folder", str(folder), None
     run = train(cfg)
-    epochs = [m for m in run.metrics() if "epoch_loss" in m]
+    epochs = run.metrics("epoch")
     assert not any("knn_top1" in m for m in epochs) and all("rankme_h" in m for m in epochs)
     assert json.loads((run.path / "probe" / "subset.json").read_text())["split"] == "all"
 

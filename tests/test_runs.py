@@ -7,7 +7,7 @@ import pytest
 
 from simclr_core.config import TrainConfig
 from simclr_core.errors import UserError
-from simclr_core.runs import RunDir, list_runs, new_run, open_run, process_start, summarize
+from simclr_core.runs import RunDir, curves, eta, list_runs, new_run, open_run, process_start, summarize
 
 from tests.conftest import REPO
 
@@ -159,7 +159,8 @@ def test_damaged_metric_lines_are_skipped(tmp_path):
     run.metrics_path.write_bytes(b'42\nnull\n{"epoch": 1}\n\xff\xfe\n{"step": true}\n'
                                  b'{"step": 5, "loss": "abc", "lr": 0.1, "collapse": "collapsed"}\n'
                                  b'{"step": 6, "loss": 1.5}\n')
-    assert run.metrics() == [{"step": 5, "lr": 0.1, "collapse": "collapsed"}, {"step": 6, "loss": 1.5}]
+    assert run.metrics() == [{"step": 5, "lr": 0.1, "collapse": "collapsed", "kind": "step"},
+                             {"step": 6, "loss": 1.5, "kind": "step"}]
     assert summarize(run).last_loss == 1.5
     run.truncate_metrics(5)
     assert [m["step"] for m in run.metrics()] == [5]
@@ -177,3 +178,20 @@ def test_eval_results_survive_a_damaged_file_and_concurrent_writers(tmp_path):
     assert [p.wait() for p in procs] == [0, 0]
     results = run.eval_results()
     assert len(results) == 81 and sum(r.get("who") == "a" for r in results) == 40  # no result lost
+
+
+def test_curves_sort_metric_lines_into_the_plotted_series():
+    step1, step2 = {"epoch": 1, "step": 1, "loss": 5.0, "lr": 0.1}, {"epoch": 1, "step": 2, "loss": 4.0, "lr": 0.2}
+    end = {"epoch": 1, "step": 2, "loss": 4.5, "epoch_loss": 4.5, "lr": 0.2, "knn_top1": 30.0, "rankme_h": 7.5}
+    c = curves([step1, step2, end])
+    assert c.steps == [step1, step2]  # the epoch line repeats its last step: not plotted twice
+    assert c.knn == [end] and c.health == [end]
+    assert curves([end]).steps == [end]  # a run that logged only epoch lines still has a loss curve
+    assert curves([]).steps == curves([]).knn == curves([]).health == []
+
+
+def test_eta_is_the_remaining_steps_at_the_current_speed():
+    status = {"state": "running", "step": 10, "total_steps": 110, "images_per_s": 64.0}
+    assert eta(status, batch_size=32) == 100 * 32 / 64.0
+    assert eta({**status, "state": "stopped"}, 32) is None  # nothing left to wait for
+    assert eta({**status, "images_per_s": None}, 32) is None  # no speed measured yet

@@ -26,8 +26,8 @@ def test_a_run_writes_its_metrics_as_scalars(tmp_path):
     got = scalars(run.path)
     assert {"train/loss", "train/lr", "train/images_per_s", "epoch/loss", "knn/top1", "knn/top5",
             "health/rankme_h", "health/uniformity"} <= set(got)
-    steps = [m for m in run.metrics() if "epoch_loss" not in m]
-    epochs = [m for m in run.metrics() if "epoch_loss" in m]
+    steps = run.metrics("step")
+    epochs = run.metrics("epoch")
     assert [s for s, _ in got["train/loss"]] == [m["step"] for m in steps]
     assert [v for _, v in got["train/loss"]] == pytest.approx([m["loss"] for m in steps], rel=1e-6)
     assert [(s, round(v, 3)) for s, v in got["knn/top1"]] == [(m["step"], round(m["knn_top1"], 3)) for m in epochs]

@@ -1,6 +1,7 @@
-"""The code type-checks and lints: mypy on simclr_core ([tool.mypy]) and ruff on everything ([tool.ruff.lint]).
+"""The code type-checks, lints and is formatted: mypy on simclr_core ([tool.mypy]), ruff's rules
+([tool.ruff.lint]) and ruff's formatter on everything.
 
-Run as part of the README's test command, so CI checks both without a step of its own.
+Run as part of the README's test command, so CI checks all three without a step of its own.
 """
 
 from __future__ import annotations
@@ -29,3 +30,11 @@ def test_the_code_lints():
     done = subprocess.run([sys.executable, "-m", "ruff", "check", "--output-format", "concise", "."], cwd=ROOT,
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, f"ruff check failed:\n{done.stdout}{done.stderr}"
+
+
+@pytest.mark.skipif(importlib.util.find_spec("ruff") is None,
+                    reason="ruff is not installed (pip install -r requirements-dev.txt)")
+def test_the_code_is_formatted():
+    done = subprocess.run([sys.executable, "-m", "ruff", "format", "--check", "."], cwd=ROOT, capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 0, f"ruff format --check failed (run: ruff format .):\n{done.stdout}{done.stderr}"

@@ -43,7 +43,7 @@ def test_the_anchor_settings():
     for cfg in (simclr, moco, byol):
         assert (cfg.data.dataset, cfg.model.backbone, cfg.model.cifar_stem) == ("cifar10", "resnet18", True)
         assert (cfg.optim.epochs, cfg.optim.batch_size, cfg.views.blur_prob) == (200, 512, 0.0)
-    assert (simclr.model.method, moco.model.method, byol.model.method) == ("simclr", "moco_v2", "byol")
+    assert (simclr.method.name, moco.method.name, byol.method.name) == ("simclr", "moco_v2", "byol")
     assert moco.method.queue_size == 4096 and moco.method.moco_symmetric
     assert (byol.model.proj_out_dim, byol.method.ema_schedule) == (256, "cosine")
 
@@ -57,7 +57,7 @@ def test_every_recipe_trains_one_step_on_tiny_data(r, tmp_path):
     cfg.optim.epochs, cfg.optim.batch_size = 1, 8
     cfg.run.name, cfg.run.runs_dir, cfg.run.knn_every, cfg.run.probe = "one-step", str(tmp_path / "runs"), 0, False
     run = train(cfg)
-    [line] = [m for m in RunDir(run.path).metrics() if "epoch_loss" in m]
+    [line] = [m for m in RunDir(run.path).metrics("epoch")]
     assert line["step"] == 1 and math.isfinite(line["epoch_loss"])
 
 

@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import copy
-from typing import ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 from torch import nn
 
 from simclr_core.heads import BYOLPredictionHead
 from simclr_core.losses import byol_loss
+from simclr_core.methods.base import resolved
 from simclr_core.methods.momentum import ema_update, momentum_at
 from simclr_core.models import Encoder
+
+if TYPE_CHECKING:
+    from simclr_core.config import MethodConfig
 
 
 class BYOL(nn.Module):
@@ -22,10 +26,10 @@ class BYOL(nn.Module):
     projector's hidden width unless ``pred_hidden_dim`` is given.
     """
 
-    loss_name = "BYOL loss (normalised MSE)"  # what the app titles its loss curve
+    loss_name: ClassVar[str] = "BYOL loss (normalised MSE)"  # what the app titles its loss curve
     # Base momentum raised to 1 along a cosine, as the paper. Its 0.996 is for ImageNet's ~300k
     # steps; CIFAR-sized runs use 0.99 (solo-learn, lightly), which lets the target follow sooner.
-    defaults: ClassVar[dict] = {"ema": 0.99, "ema_schedule": "cosine"}
+    defaults: ClassVar[dict[str, Any]] = {"ema": 0.99, "ema_schedule": "cosine"}
 
     def __init__(self, encoder: Encoder, ema: float = 0.99, ema_schedule: str = "cosine",
                  pred_hidden_dim: int | None = None):
@@ -36,6 +40,12 @@ class BYOL(nn.Module):
         # "the predictor q uses the same architecture as g": the projector's hidden width by default
         self.predictor = BYOLPredictionHead(dim, pred_hidden_dim or encoder.hidden_dim, dim)
         self.ema, self.ema_schedule = ema, ema_schedule
+
+    @classmethod
+    def from_config(cls, cfg: MethodConfig, encoder: Encoder) -> BYOL:
+        """BYOL around ``encoder`` with ``cfg``'s momentum and predictor width."""
+        return cls(encoder, ema=resolved(cfg.ema, "ema"), ema_schedule=resolved(cfg.ema_schedule, "ema_schedule"),
+                   pred_hidden_dim=cfg.pred_hidden_dim)
 
     def forward(self, view1: torch.Tensor, view2: torch.Tensor) -> torch.Tensor:
         """(B, 3, S, S) x 2 -> scalar loss, the sum over both view orders (0..8)."""

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import copy
-from typing import ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -11,8 +11,12 @@ from torch import nn
 
 from simclr_core import distributed
 from simclr_core.losses import info_nce
+from simclr_core.methods.base import resolved
 from simclr_core.methods.momentum import ema_update, momentum_at
 from simclr_core.models import Encoder
+
+if TYPE_CHECKING:
+    from simclr_core.config import MethodConfig
 
 
 class MoCoV2(nn.Module):
@@ -24,9 +28,9 @@ class MoCoV2(nn.Module):
     resumed run continues with the very same negatives.
     """
 
-    loss_name = "InfoNCE loss (queue negatives)"  # what the app titles its loss curve
+    loss_name: ClassVar[str] = "InfoNCE loss (queue negatives)"  # what the app titles its loss curve
     # m = 0.99 and K = 4096 as the MoCo authors' CIFAR-10 demo; tau = 0.2 as MoCo v2.
-    defaults: ClassVar[dict] = {"temperature": 0.2, "ema": 0.99, "ema_schedule": "constant"}
+    defaults: ClassVar[dict[str, Any]] = {"temperature": 0.2, "ema": 0.99, "ema_schedule": "constant"}
 
     queue: torch.Tensor  # (K, D) buffer
     queue_ptr: torch.Tensor  # () long buffer
@@ -41,6 +45,13 @@ class MoCoV2(nn.Module):
         dim = encoder.out_dim
         self.register_buffer("queue", F.normalize(torch.randn(queue_size, dim), dim=1))  # (K, D)
         self.register_buffer("queue_ptr", torch.zeros((), dtype=torch.long))  # next row to overwrite
+
+    @classmethod
+    def from_config(cls, cfg: MethodConfig, encoder: Encoder) -> MoCoV2:
+        """MoCo v2 around ``encoder`` with ``cfg``'s temperature, queue, momentum and shuffle-BN parts."""
+        return cls(encoder, temperature=resolved(cfg.temperature, "temperature"), queue_size=cfg.queue_size,
+                   ema=resolved(cfg.ema, "ema"), ema_schedule=resolved(cfg.ema_schedule, "ema_schedule"),
+                   symmetric=cfg.moco_symmetric, key_bn_splits=cfg.key_bn_splits)
 
     def forward(self, view1: torch.Tensor, view2: torch.Tensor) -> torch.Tensor:
         """(B, 3, S, S) x 2 -> scalar loss; enqueues this batch's keys (of every rank) afterwards."""

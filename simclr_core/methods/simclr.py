@@ -2,26 +2,35 @@
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 from torch import nn
 
 from simclr_core import distributed
 from simclr_core.losses import nt_xent
+from simclr_core.methods.base import resolved
 from simclr_core.models import Encoder
+
+if TYPE_CHECKING:
+    from simclr_core.config import MethodConfig
 
 
 class SimCLR(nn.Module):
     """SimCLR: both views through one encoder, every other image in the (global) batch a negative."""
 
-    loss_name = "NT-Xent loss"  # what the app titles its loss curve
-    defaults: ClassVar[dict] = {"temperature": 0.5}  # the paper's CIFAR-10 value (appendix B.9)
+    loss_name: ClassVar[str] = "NT-Xent loss"  # what the app titles its loss curve
+    defaults: ClassVar[dict[str, Any]] = {"temperature": 0.5}  # the paper's CIFAR-10 value (appendix B.9)
 
     def __init__(self, encoder: Encoder, temperature: float = 0.5):
         super().__init__()
         self.encoder = encoder
         self.temperature = temperature
+
+    @classmethod
+    def from_config(cls, cfg: MethodConfig, encoder: Encoder) -> SimCLR:
+        """SimCLR around ``encoder`` with ``cfg``'s temperature."""
+        return cls(encoder, temperature=resolved(cfg.temperature, "temperature"))
 
     def forward(self, view1: torch.Tensor, view2: torch.Tensor) -> torch.Tensor:
         """(B, 3, S, S) x 2 -> scalar loss."""

@@ -2,7 +2,7 @@
 
 from dataclasses import fields
 
-from simclr_core.config import ViewConfig
+from simclr_core.config import ViewConfig, widget_spec
 
 from tests.pages.conftest import app
 
@@ -168,3 +168,20 @@ def test_the_knobs_are_kept_when_the_user_comes_back(runs_dir):
     assert not at.exception
     assert at.slider(key="aug_jitter_strength").value == 0.3 and at.slider(key="aug_n").value == 2
     assert len(shown(at)) == 6
+
+
+def test_both_pages_show_a_view_setting_with_the_same_range_and_step(runs_dir):
+    """The sliders' ends and steps come from one table (the config's field metadata), read off each page."""
+    at = app("train")
+    train = {n: at.slider(key=f"tf.views.{n}") for n in ("crop_scale_min", "jitter_prob", "grayscale_prob")}
+    train_steps = {n: at.number_input(key=f"tf.views.{n}").step for n in ("jitter_strength", "blur_prob")}
+    at.switch_page("pages/augment.py").run()
+    assert not at.exception
+    for name, t in train.items():
+        a = at.slider(key="aug_crop_scale" if name == "crop_scale_min" else f"aug_{name}")
+        spec = widget_spec("views", name)
+        assert (a.min, a.max, a.step) == (t.min, t.max, t.step) == (spec.min, spec.max, spec.step), name
+        assert a.help.startswith(t.help)  # the same help text (a range slider shows both of its fields')
+    for name, step in train_steps.items():  # a number input on Train (blank is "auto"), a slider here
+        assert at.slider(key=f"aug_{name}").step == step == widget_spec("views", name).step, name
+    assert at.slider(key="aug_jitter_prob").label == train["jitter_prob"].label == "Colour jitter probability"

@@ -1,6 +1,7 @@
 import json
 import shutil
 
+from simclr_core import jobs
 from simclr_core.runs import RunDir
 
 from tests.pages.conftest import app, plotly_specs
@@ -52,6 +53,9 @@ def test_run_evaluation_shows_table_bars_and_confusion(finished_run):
     assert sum(map(sum, heat["z"])) == 360  # every query image counted once
     saved = json.loads((finished_run.path / "eval.json").read_text())
     assert len(saved) == 1 and saved[0]["knn_top1"] == table["knn_top1"][0]
+    [job] = jobs.find(jobs.jobs_dir(finished_run.path.parent), "evaluate")  # computed by a background job
+    assert job["state"] == "done" and job["spec"]["max_bank"] == 200 and job["spec"]["probe_epochs"] == 5
+    assert any("1 of 1 model(s)" in c.value for c in at.caption)
 
     # a fresh session shows the saved result without evaluating again
     again = app("evaluate")
@@ -76,21 +80,51 @@ def test_run_without_checkpoint_is_an_error_not_a_crash(finished_run):
     assert any("no checkpoint" in e.value for e in at.error)
 
 
+def test_a_failing_run_does_not_stop_the_others(finished_run, runs_dir):
+    shutil.copytree(finished_run.path, runs_dir / "empty")
+    RunDir(runs_dir / "empty").last_ckpt.unlink()
+    at = _evaluate(app("evaluate", eval_runs=["empty", "tiny"]), baseline=False)
+    assert not at.exception
+    [error] = at.error
+    assert error.value.startswith("empty: ") and "train it for an epoch first" in error.value  # names the fix
+    assert at.dataframe[0].value["result"].tolist() == ["tiny · epoch 2"]
+    assert any("1 of 2 model(s)" in c.value for c in at.caption)
+
+
+def test_a_reload_finds_a_running_evaluation_and_shows_its_results(finished_run, monkeypatch):
+    monkeypatch.delenv("SIMCLR_JOBS")
+    monkeypatch.setattr(jobs, "ensure_worker", lambda directory: 0)  # no worker: the job waits in its file
+    at = _evaluate(app("evaluate"), baseline=False)
+    assert not at.exception
+    [job] = jobs.find(jobs.jobs_dir(finished_run.path.parent), "evaluate")
+    assert job["state"] == "queued"
+
+    reloaded = app("evaluate")  # a new session: nothing in session_state knows the job
+    [bar] = reloaded.get("progress")
+    assert bar.proto.text == "Evaluating tiny: waiting for the worker"
+    assert not reloaded.exception and not reloaded.error
+
+    jobs.worker(jobs.jobs_dir(finished_run.path.parent), warm_up=False, idle_exit_s=0)  # runs it, then exits
+    reloaded.run()
+    assert not reloaded.get("progress")
+    assert reloaded.dataframe[0].value["result"].tolist() == ["tiny · epoch 2"]
+
+
 def test_compare_two_runs_shows_differing_fields(finished_run, runs_dir):
     shutil.copytree(finished_run.path, runs_dir / "tiny2")
     cfg_path = RunDir(runs_dir / "tiny2").config_path
     cfg = json.loads(cfg_path.read_text())
-    cfg["optim"]["temperature"] = 0.2
+    cfg["method"]["temperature"] = 0.2
     cfg["run"]["name"] = "tiny2"
     cfg_path.write_text(json.dumps(cfg))
     at = app("evaluate", eval_runs=["tiny", "tiny2"])
     assert not at.exception
     diff = at.dataframe[0].value
-    assert diff["field"].tolist() == ["optim.temperature"]
+    assert diff["field"].tolist() == ["method.temperature"]
     assert diff[["tiny", "tiny2"]].values.tolist() == [["0.5", "0.2"]]
     assert [t["name"] for t in charts(at)["eval_loss_curves"]["data"]] == ["tiny", "tiny2"]
 
     at.toggle(key="eval_all_fields").set_value(True).run()
     full = at.dataframe[0].value
     fields = full["field"].tolist()
-    assert len(fields) > 30 and "optim.temperature" in fields and "model.backbone" in fields
+    assert len(fields) > 30 and "method.temperature" in fields and "model.backbone" in fields

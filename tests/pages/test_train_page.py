@@ -105,7 +105,7 @@ def test_no_runs_shows_the_form_and_guidance(runs_dir):
     assert at.number_input(key="tf.optim.epochs").value == 50
     assert at.text_input(key="tf.run.name").value.startswith("digits-resnet_mini-")
     # help texts come from the config dataclasses
-    assert "temperature tau of simclr" in at.number_input(key="tf.optim.temperature").help
+    assert "temperature tau of simclr" in at.number_input(key="tf.method.temperature").help
     assert not errors(at)
 
 
@@ -124,13 +124,13 @@ def test_cifar_preset_fills_the_form(runs_dir):
 
 def test_valid_submit_launches_the_form_values_and_selects_the_run(runs_dir, launches):
     at = app("train")
-    at = submit(at, optim__epochs=3, optim__temperature=0.2, optim__lr="0.1", model__proj_out_dim=32,
+    at = submit(at, optim__epochs=3, method__temperature=0.2, optim__lr="0.1", model__proj_out_dim=32,
                 views__jitter_strength=0.4, run__name="mine")
     assert not at.exception and not errors(at)
     assert len(launches) == 1
     cfg = launches[0]
     assert (cfg.run.name, cfg.run.runs_dir) == ("mine", str(runs_dir))
-    assert (cfg.optim.epochs, cfg.optim.temperature, cfg.optim.lr) == (3, 0.2, 0.1)
+    assert (cfg.optim.epochs, cfg.method.temperature, cfg.optim.lr) == (3, 0.2, 0.1)
     assert (cfg.model.proj_out_dim, cfg.views.jitter_strength) == (32, 0.4)
     assert (cfg.data.dataset, cfg.model.backbone, cfg.model.cifar_stem) == ("digits", "resnet_mini", False)
     assert at.session_state["run"] == "mine"  # picked in the sidebar
@@ -142,22 +142,22 @@ def test_valid_submit_launches_the_form_values_and_selects_the_run(runs_dir, lau
 
 def test_method_settings_reach_the_run_and_blank_means_the_methods_default(runs_dir, launches):
     at = app("train")
-    assert at.number_input(key="tf.optim.temperature").value is None  # "auto" until a method resolves it
-    at.selectbox(key="tf.model.method").set_value("moco_v2")
+    assert at.number_input(key="tf.method.temperature").value is None  # "auto" until a method resolves it
+    at.selectbox(key="tf.method.name").set_value("moco_v2")
     at.number_input(key="tf.method.queue_size").set_value(1024)
     at.checkbox(key="tf.method.moco_symmetric").check()
     at = submit(at, run__name="moco")
     assert not at.exception and not errors(at)
     cfg = launches[0]
-    assert (cfg.model.method, cfg.method.queue_size, cfg.method.moco_symmetric) == ("moco_v2", 1024, True)
-    assert (cfg.optim.temperature, cfg.method.ema, cfg.method.ema_schedule) == (None, None, None)
+    assert (cfg.method.name, cfg.method.queue_size, cfg.method.moco_symmetric) == ("moco_v2", 1024, True)
+    assert (cfg.method.temperature, cfg.method.ema, cfg.method.ema_schedule) == (None, None, None)
     assert cfg.nproc == 1
     at = app("train")
-    at.selectbox(key="tf.model.method").set_value("byol")
+    at.selectbox(key="tf.method.name").set_value("byol")
     at.selectbox(key="tf.method.ema_schedule").set_value("constant")
     at = submit(at, method__ema=0.99, method__pred_hidden_dim=256, run__name="byol")
     cfg = launches[1]
-    assert (cfg.model.method, cfg.method.ema, cfg.method.ema_schedule, cfg.method.pred_hidden_dim) == \
+    assert (cfg.method.name, cfg.method.ema, cfg.method.ema_schedule, cfg.method.pred_hidden_dim) == \
         ("byol", 0.99, "constant", 256)
 
 
@@ -180,7 +180,7 @@ def test_invalid_run_name_is_an_error_and_launches_nothing(runs_dir, launches):
 
 
 def test_zero_temperature_is_an_error_naming_the_field(runs_dir, launches):
-    [error] = refused(app("train"), optim__temperature=0.0)
+    [error] = refused(app("train"), method__temperature=0.0)
     assert "**Temperature** must be a positive number" in error and "--" not in error
     assert launches == []
 
@@ -293,7 +293,7 @@ def test_finished_run_shows_list_curves_and_resume(finished_run):
 def test_a_collapsed_representation_raises_the_alarm(finished_run):
     from simclr_core.health import collapse_alarm
 
-    last = [m for m in finished_run.metrics() if "epoch_loss" in m][-1]
+    last = finished_run.metrics("epoch")[-1]
     finished_run.append_metrics({**last, "epoch": 3, "step": last["step"] + 2, "rankme_h": 1.0, "rankme_z": 1.0,
                                  "collapse": collapse_alarm(1.0)})
     at = app("train")
@@ -369,7 +369,7 @@ def test_launch_trains_a_tiny_run_in_its_own_process(tmp_path):
     run = launch.launch(cfg)
     assert wait_for(lambda: run.status().get("state") in ("finished", "failed", "died")), launch.console_tail(run)
     assert run.status()["state"] == "finished", launch.console_tail(run)
-    epochs = [m for m in run.metrics() if "epoch_loss" in m]
+    epochs = run.metrics("epoch")
     assert [m["epoch"] for m in epochs] == [1, 2]
     assert run.last_ckpt.exists()
     assert wait_for(lambda: not launch.is_active(run), 30)  # the process exits (and is reaped) after its last status

@@ -1,0 +1,150 @@
+"""A run's lifecycle: take the run folder (rank 0 alone writes it), train, and record how it ended.
+
+Status and log around :func:`~simclr_core.training.loop.fit`; SIGINT/SIGTERM become a clean stop
+after a checkpoint; every failure a user can cause ends as ``failed`` with a message naming the fix.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import sys
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from simclr_core import distributed, probe, tboard
+from simclr_core.config import TrainConfig, check_run_name
+from simclr_core.errors import UserError
+from simclr_core.hardware import describe, resolve_device
+from simclr_core.runs import RunDir, new_run, open_run
+from simclr_core.training.loop import fit
+from simclr_core.training.session import Session, prepare
+
+
+def train(cfg: TrainConfig, resume: bool = False) -> RunDir:
+    """Create (or reopen) the run folder and train to ``cfg.optim.epochs``; the programmatic entry point.
+
+    Under torchrun every rank calls this; rank 0 creates the folder and writes every file.
+    """
+    cfg.validate()
+    distributed.setup(resolve_device(cfg.run.device).type)
+    main = distributed.is_main()
+    if cfg.run.name is None and not resume:
+        cfg.run.name = distributed.broadcast(f"{cfg.data.dataset}-{cfg.model.backbone}-{datetime.now():%Y%m%d-%H%M%S}")
+    with contextlib.ExitStack() as held:
+        error = None
+        if main:  # rank 0 writes every file: it alone takes the folder's writer lock, before anything else
+            name = cfg.run.name
+            try:
+                name = check_run_name(name)
+                run = open_run(cfg.run.runs_dir, name) if resume else RunDir(Path(cfg.run.runs_dir) / name)
+                held.enter_context(run.writer("training"))
+                if not resume:
+                    run = new_run(cfg.run.runs_dir, name)
+                    # at once, so a run that fails while loading data is listed with its error
+                    cfg.save(run.config_path)
+            except UserError as e:
+                error = str(e)
+            except OSError as e:  # a read-only folder, or --runs-dir naming a file
+                error = (f"cannot write the run folder {Path(cfg.run.runs_dir) / str(name)} ({e.strerror or e}); "
+                         + ("make it writable, then resume" if resume else "choose another --runs-dir"))
+        error = distributed.broadcast(error)  # every rank fails alike, none waits forever
+        if error:
+            raise UserError(error)
+        if not main:
+            run = open_run(cfg.run.runs_dir, check_run_name(cfg.run.name))
+        return _train_in(run, cfg, resume)
+
+
+def _train_in(run: RunDir, cfg: TrainConfig, resume: bool) -> RunDir:
+    """The run's lifecycle once its folder is ours: status, log, the loop, and how it ended."""
+    main = distributed.is_main()
+
+    def status(state: str, *args, **kw) -> None:
+        if main:
+            try:
+                run.write_status(state, *args, **kw)
+            except OSError as e:  # the disk is full: the run goes on, or ends with its own message
+                print(f"note: could not write {run.status_path} ({e.strerror or e})", file=sys.stderr)
+
+    if main:
+        run.clear_stop()
+    with open(run.log_path if main else os.devnull, "a") as log_file:
+        try:
+            s = prepare(cfg, run, resume)
+            s.log_file = log_file
+            if main:
+                cfg.save(run.config_path)
+                run.truncate_metrics(s.step)
+                probe.drop_frames_after(run.path, s.epoch)
+                s.scalars = tboard.Scalars(run.path, s.step, enabled=cfg.run.tensorboard)
+            world = distributed.world_size()
+            s.log(f"{'resuming' if s.step else 'starting'} {cfg.method.name} run {run.name} at epoch {s.epoch}, "
+                  f"step {s.step} of {s.total_steps} on {describe(s.device)}"
+                  + (f" x {world} processes" if world > 1 else "")
+                  + f"; {len(s.images)} images, {s.steps_per_epoch} steps per epoch"
+                  + (f"; skipped {s.skipped} file(s)" if s.skipped else ""))
+            for note in s.notes:
+                s.log(note)
+            status("running", epoch=s.epoch, step=s.step, total_steps=s.total_steps,
+                   device=describe(s.device) + (f" x {world}" if world > 1 else ""))
+            with stop_on_signals(s):
+                try:
+                    outcome = fit(s)
+                finally:
+                    if s.scalars is not None:
+                        s.scalars.close()
+        except UserError as e:
+            status("failed", str(e))
+            raise
+        except OSError as e:  # the run folder filled its disk, or became read-only, between checkpoints
+            msg = (f"cannot write {e.filename or 'to the run folder'} ({e.strerror or e}); free space there (or "
+                   f"make it writable), then resume with --resume {run.name}")
+            status("failed", msg)
+            raise UserError(msg) from None
+        except torch.cuda.OutOfMemoryError:
+            # the batch size fixes the steps per epoch, so a smaller one is a new run, not a resume
+            msg = (f"out of GPU memory at batch size {cfg.optim.batch_size}; start a new run with a lower "
+                   "--batch-size (or --precision bf16)")
+            status("failed", msg)
+            raise UserError(msg) from None
+        except BaseException as e:
+            status("failed", f"{type(e).__name__}: {e}".splitlines()[0])
+            raise
+        if outcome == "stopped":
+            msg = f"stopped by {s.stop_reason} at epoch {s.epoch + 1}, step {s.step}; resume with --resume {run.name}"
+        else:
+            msg = f"finished {s.epoch} epochs"
+        s.log(msg)
+        status(outcome, msg, epoch=s.epoch, step=s.step, total_steps=s.total_steps)
+        if main:
+            run.clear_stop()
+    return run
+
+
+class stop_on_signals:
+    """While active, SIGINT/SIGTERM ask the loop to checkpoint and stop instead of killing it."""
+
+    def __init__(self, s: Session):
+        self.s = s
+        self.old: dict[signal.Signals, Any] = {}
+
+    def __enter__(self):
+        def handler(signum, frame):
+            if self.s.stop_reason is not None:  # a second Ctrl-C stops at once
+                raise KeyboardInterrupt
+            self.s.stop_reason = signal.Signals(signum).name
+
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            with contextlib.suppress(ValueError):  # not the main thread (e.g. inside a test runner thread)
+                self.old[sig] = signal.signal(sig, handler)
+        return self
+
+    def __exit__(self, *exc):
+        for sig, old in self.old.items():
+            signal.signal(sig, old)
+        return False

@@ -1,0 +1,106 @@
+"""What a checkpoint holds and how a session gets it back: exact resume, and never a non-finite weight."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import torch
+
+from simclr_core import checkpoints, distributed
+from simclr_core.errors import UserError
+from simclr_core.methods.base import as_module
+
+if TYPE_CHECKING:
+    from simclr_core.training.session import Session
+
+
+def save_checkpoint(s: Session) -> None:
+    """Write ``last.pt`` (exact-resume state) and ``backbone.pt`` atomically; every rank calls it, rank 0 writes.
+
+    Weights with inf or NaN are never written: the last good checkpoint stays.
+    """
+    bad = nonfinite(as_module(s.method))
+    if distributed.any_rank(bad is not None, s.device):
+        raise diverged(s, f"the weights became non-finite ({bad or 'on another process'}) at epoch "
+                          f"{s.epoch}, step {s.step}")
+    generators = distributed.all_objects(s.generator.get_state().cpu())  # each rank draws its own views
+    losses = distributed.mean(torch.stack(s.epoch_losses)).cpu() if s.epoch_losses else torch.empty(0)
+    if not distributed.is_main():
+        return
+    state = {
+        "format": checkpoints.FORMAT,
+        "method": s.cfg.method.name,
+        "arch": s.arch,
+        "model": s.method.state_dict(),
+        "optimizer": s.optimizer.state_dict(),
+        "scaler": s.scaler.state_dict(),
+        "epoch": s.epoch,
+        "step": s.step,
+        "steps_per_epoch": s.steps_per_epoch,
+        "view_generator": generators[0],
+        "view_generators": generators,
+        "epoch_losses": losses,
+        "rng": checkpoints.rng_state(),
+    }
+    try:
+        checkpoints.save_atomic(state, s.run.last_ckpt)
+        checkpoints.save_backbone(s.method.encoder.backbone, s.arch, s.run.backbone_path, s.view_kwargs["size"])
+    except OSError as e:  # a full disk, or a folder made read-only: the previous last.pt is intact
+        kept = f"last.pt still holds epoch {s.saved_at[0]}, step {s.saved_at[1]}" if s.saved_at else "no checkpoint yet"
+        raise UserError(f"cannot write the checkpoint of epoch {s.epoch}, step {s.step} in {s.run.path} "
+                        f"({e.strerror or e}); {kept}. Free space there (or make it writable), then resume "
+                        f"with --resume {s.run.name}") from None
+    s.saved_at = (s.epoch, s.step)
+
+
+def restore(s: Session) -> None:
+    """Load ``last.pt`` into the session: weights, optimiser, scaler, step, every RNG."""
+    path = s.run.last_ckpt
+    if not path.is_file():
+        return  # stopped before its first checkpoint: start from scratch
+    ckpt = checkpoints.load_training(path, map_location=s.device)
+    checkpoints.check_architecture(ckpt["arch"], s.arch, path)
+    checkpoints.load_state(as_module(s.method), ckpt["model"], path)
+    s.optimizer.load_state_dict(ckpt["optimizer"])
+    s.scaler.load_state_dict(ckpt["scaler"])
+    if ckpt["steps_per_epoch"] != s.steps_per_epoch:
+        raise UserError(f"{path} was saved with {ckpt['steps_per_epoch']} steps per epoch but the data now "
+                        f"gives {s.steps_per_epoch}: the dataset changed; start a new run")
+    s.epoch, s.step = ckpt["epoch"], ckpt["step"]
+    s.saved_at = (s.epoch, s.step)
+    generators = ckpt.get("view_generators") or [ckpt["view_generator"]]
+    if len(generators) == distributed.world_size():
+        s.generator.set_state(generators[distributed.rank()].cpu())
+    else:  # another number of processes: same data order, fresh (seeded) view streams
+        s.generator.manual_seed(view_seed(s.cfg.run.seed, distributed.rank(), s.step))
+        s.notes.append(f"note: saved by {len(generators)} process(es), resumed on {distributed.world_size()}; "
+                       "the data order continues exactly, the random views from new seeded streams")
+    s.epoch_losses = list(ckpt["epoch_losses"].to(s.device))
+    checkpoints.set_rng_state(ckpt["rng"])
+
+
+def view_seed(seed: int, rank: int, step: int = 0) -> int:
+    """Seed of a rank's view generator; rank 0 of a fresh run uses seed + 1, as a single process does."""
+    return seed + 1 + 1_000_003 * rank + 7_919 * step
+
+
+def nonfinite(module: torch.nn.Module) -> str | None:
+    """The name of the first parameter or buffer holding inf or NaN, or None when all are finite.
+
+    A NaN loss is caught at its step, but the update before it may already have put inf into a
+    batch-norm running variance. One CPU-GPU sync for the whole model; the names only on failure.
+    """
+    tensors = [(n, t) for n, t in (*module.named_parameters(), *module.named_buffers()) if t.is_floating_point()]
+    if not tensors or bool(torch.stack([torch.isfinite(t).all() for _, t in tensors]).all()):
+        return None
+    return next(n for n, t in tensors if not bool(torch.isfinite(t).all()))
+
+
+def diverged(s: Session, what: str) -> UserError:
+    """The error for a run whose numbers blew up: which checkpoint survives, and a resume that can work."""
+    kept = (f"kept the last good checkpoint (epoch {s.saved_at[0]}, step {s.saved_at[1]})" if s.saved_at
+            else "no checkpoint was written before it")
+    fix = f"--lr {s.cfg.optim.peak_lr() / 2:.3g}"
+    if s.cfg.method.temperature is not None:
+        fix += f" (or a higher --temperature than {s.cfg.method.temperature:g})"
+    return UserError(f"{what}; {kept}; resume with a lower learning rate: --resume {s.run.name} {fix}")

@@ -1,0 +1,117 @@
+"""A run's lifecycle (training/runner.py): its files, clean stops in a real process, one writer."""
+
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from simclr_core import checkpoints
+from simclr_core.checkpoints import load_backbone
+from simclr_core.runs import RunDir, summarize
+from simclr_core.train import main, train
+
+from tests.conftest import REPO, tiny_args
+from tests.training.common import (
+    spawn_training,
+    wait_for_training,
+)
+
+
+def test_tiny_run_writes_the_run_folder(tiny):
+    run = train(tiny)
+    files = {p.name for p in run.path.iterdir()}
+    assert {"config.json", "metrics.jsonl", "status.json", "last.pt", "backbone.pt", "backbone.json",
+            "train.log"} <= files
+    status = run.status()
+    assert status["state"] == "finished" and status["epoch"] == 2 and status["step"] == 4
+    metrics = run.metrics()
+    assert all({"epoch", "step", "loss", "lr", "images_per_s"} <= set(m) for m in metrics)
+    epochs = [m for m in metrics if m["kind"] == "epoch"]
+    assert [m["epoch"] for m in epochs] == [1, 2]
+    assert all(0 <= m["knn_top1"] <= m["knn_top5"] <= 100 for m in epochs)
+    saved = json.loads(run.config_path.read_text())
+    assert saved["model"]["cifar_stem"] is False and saved["views"]["blur_prob"] == 0.0  # resolved, recorded
+    assert saved["views"]["jitter_strength"] == 0.5  # "auto" at 16 px: the paper's CIFAR strength, recorded
+    ckpt = checkpoints.load(run.last_ckpt)
+    assert (ckpt["epoch"], ckpt["step"]) == (2, 4)
+    backbone = load_backbone(run.backbone_path)  # a plain torchvision-layout ResNet
+    assert backbone(torch.rand(2, 3, 16, 16)).shape == (2, 256)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("how", ["STOP file", "SIGTERM", "SIGINT"])
+def test_stop_cleanly_in_a_real_process(tmp_path, how):
+    proc = spawn_training(tmp_path, "bg")
+    run = RunDir(tmp_path / "runs" / "bg")
+    wait_for_training(run, proc)
+    if how == "STOP file":
+        run.request_stop()
+    else:
+        proc.send_signal(getattr(signal, how))
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err
+    st = run.status()
+    assert st["state"] == "stopped" and how in st["message"], st
+    ckpt = checkpoints.load(run.last_ckpt)
+    assert ckpt["step"] == st["step"] > 0
+    assert not run.stop_requested()
+
+
+@pytest.mark.slow
+def test_two_resumes_at_once_one_writer(tmp_path, capsys):
+    """Both start before either has written status.json; the OS lock lets exactly one train."""
+    assert main(tiny_args(tmp_path)) == 0
+    run = RunDir(tmp_path / "runs" / "tiny")
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    argv = [sys.executable, "-m", "simclr_core.train", "--resume", "tiny", "--runs-dir", str(tmp_path / "runs"),
+            "--knn-every", "0"]
+    procs = [subprocess.Popen(argv + ["--epochs", epochs], cwd=REPO, env=env, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for epochs in ("30", "40")]
+    outs = [p.communicate(timeout=300) for p in procs]
+    codes = sorted(p.returncode for p in procs)
+    assert codes == [0, 2], outs
+    loser = next(err for p, (_, err) in zip(procs, outs, strict=True) if p.returncode == 2)
+    line = loser.strip().splitlines()[-1]
+    assert re.search(r"error: run 'tiny' (is being written by another process \(pid \d+|is running)", line), loser
+    steps = [m["step"] for m in run.metrics("step")]
+    assert len(steps) == len(set(steps)) and steps == sorted(steps)  # no epoch written twice
+    winner = 30 if procs[0].returncode == 0 else 40
+    assert run.status()["epoch"] == winner == run.config().optim.epochs
+
+
+FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "runs" / "moco-v0"
+
+
+def test_a_run_folder_of_0_2_reads_and_trains_on(tmp_path, monkeypatch, capsys):
+    """``tests/fixtures/runs/moco-v0`` was written by 0.2 (commit 5afacf7): ``model.method`` and
+    ``optim.temperature`` in config.json, metrics lines without a kind. Its weights are left out (20 MB),
+    so its resume starts from step 0, as a run stopped before its first checkpoint does."""
+    runs = tmp_path / "checkpoints"
+    shutil.copytree(FIXTURE, runs / "moco-v0")
+    monkeypatch.chdir(tmp_path)  # its data_dir is "data"
+    run = RunDir(runs / "moco-v0")
+    cfg = run.config()
+    assert (cfg.method.name, cfg.method.temperature, cfg.method.queue_size) == ("moco_v2", 0.2, 64)
+    assert (run.status()["state"], run.status()["epoch"]) == ("finished", 2)
+    assert [m["step"] for m in run.metrics("step")] == [1, 2, 3, 4]
+    epochs = run.metrics("epoch")
+    assert [m["epoch"] for m in epochs] == [1, 2] and epochs[-1]["knn_top1"] == pytest.approx(57.78, abs=0.01)
+    assert [(r["epoch"], round(r["knn_top1"], 2)) for r in run.eval_results()] == [(2, 76.11)]
+    summary = summarize(run)
+    assert (summary.method, summary.epoch, summary.epochs) == ("moco_v2", 2, 2)
+
+    assert main(["--resume", "moco-v0", "--runs-dir", str(runs), "--epochs", "3"]) == 0, capsys.readouterr().err
+    saved = json.loads(run.config_path.read_text())
+    assert (saved["method"]["name"], saved["method"]["temperature"]) == ("moco_v2", 0.2)
+    assert "method" not in saved["model"] and "temperature" not in saved["optim"]
+    assert (run.status()["state"], run.status()["epoch"]) == ("finished", 3)
+    lines = [json.loads(line) for line in run.metrics_path.read_text().splitlines()]
+    assert [(m["kind"], m["step"]) for m in lines if m["kind"] == "epoch"] == [("epoch", 2), ("epoch", 4), ("epoch", 6)]
+    assert run.eval_results()[0]["knn_top1"] == pytest.approx(76.11, abs=0.01)  # kept across the resume
