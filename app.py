@@ -22,7 +22,8 @@ PAGES = [
 # Streamlit's own sidebar list is off (.streamlit/config.toml: client.showSidebarNavigation): on a
 # freshly started server it lists the files of pages/ until this router has run once. The shared
 # sidebar draws the app's links instead, from this list, on every page and from the first request.
-nav = st.navigation([st.Page(home, title="SimCLR Studio", default=True, visibility="hidden"), *PAGES],
-                    position="hidden")
+nav = st.navigation(
+    [st.Page(home, title="SimCLR Studio", default=True, visibility="hidden"), *PAGES], position="hidden"
+)
 sidebar(PAGES)
 nav.run()

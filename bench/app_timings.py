@@ -60,16 +60,20 @@ def first_minutes(root: Path) -> dict[str, float]:
     for k, v in marks.items():
         print(f"   {k:<26} {v:7.1f} s after Launch")
     if epochs:
-        print(f"   kNN top-1: epoch 1 {epochs[0]['knn_top1']:.2f}% -> epoch {epochs[-1]['epoch']} "
-              f"{epochs[-1]['knn_top1']:.2f}%")
+        print(
+            f"   kNN top-1: epoch 1 {epochs[0]['knn_top1']:.2f}% -> epoch {epochs[-1]['epoch']} "
+            f"{epochs[-1]['knn_top1']:.2f}%"
+        )
     return marks
 
 
 def embed_and_umap(root: Path, data: Path) -> dict[str, float]:
     folder = image_folder(data.resolve(), REPO / ".bench")
-    cfg = TrainConfig(data=DataConfig(dataset="folder", data_path=str(folder), data_dir=str(REPO / ".bench" / "data")),
-                      model=ModelConfig(backbone="resnet18", cifar_stem=True),
-                      run=RunConfig(name="embed-bench", runs_dir=str(root / "runs")))
+    cfg = TrainConfig(
+        data=DataConfig(dataset="folder", data_path=str(folder), data_dir=str(REPO / ".bench" / "data")),
+        model=ModelConfig(backbone="resnet18", cifar_stem=True),
+        run=RunConfig(name="embed-bench", runs_dir=str(root / "runs")),
+    )
     run = new_run(cfg.run.runs_dir, cfg.run.name)
     cfg.save(run.config_path)
     t0 = time.perf_counter()

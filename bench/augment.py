@@ -64,8 +64,12 @@ def timed(fn, n_views: int, repeat: int, sync) -> float:
 def torchvision_pipeline(size: int, s: float, blur: float):
     from torchvision.transforms import v2
 
-    ops = [v2.RandomResizedCrop(size, scale=(0.08, 1.0), antialias=True), v2.RandomHorizontalFlip(),
-           v2.RandomApply([v2.ColorJitter(0.8 * s, 0.8 * s, 0.8 * s, 0.2 * s)], p=0.8), v2.RandomGrayscale(0.2)]
+    ops = [
+        v2.RandomResizedCrop(size, scale=(0.08, 1.0), antialias=True),
+        v2.RandomHorizontalFlip(),
+        v2.RandomApply([v2.ColorJitter(0.8 * s, 0.8 * s, 0.8 * s, 0.2 * s)], p=0.8),
+        v2.RandomGrayscale(0.2),
+    ]
     if blur:
         k = max(3, int(0.1 * size) | 1)
         ops.append(v2.RandomApply([v2.GaussianBlur(k, sigma=(0.1, 2.0))], p=blur))
@@ -103,8 +107,10 @@ def main() -> None:
     images = load_images(args.data, args.images)
     n, size, B = len(images), images.shape[-1], args.batch_size
     knobs = SETTINGS[args.views]
-    print(f"device: {describe(dev)} | torch {torch.__version__} | {n} images {size}x{size} | batch {B} | "
-          f"views: {args.views} {knobs}")
+    print(
+        f"device: {describe(dev)} | torch {torch.__version__} | {n} images {size}x{size} | batch {B} | "
+        f"views: {args.views} {knobs}"
+    )
     results: dict[str, float] = {}
 
     on_dev = images.to(dev)
@@ -112,7 +118,7 @@ def main() -> None:
 
     def ours():
         for i in range(0, n, B):
-            simclr_view(on_dev[i:i + B], generator=g, **knobs)
+            simclr_view(on_dev[i : i + B], generator=g, **knobs)
 
     results["ours (batched, simclr_core.views)"] = timed(ours, n, args.repeat, sync)
 
@@ -125,24 +131,30 @@ def main() -> None:
 
     results["torchvision v2 PIL, 1 process"] = timed(pil_one_process, n, args.repeat, lambda: None)
 
-    loader = torch.utils.data.DataLoader(ds, batch_size=B, num_workers=args.workers, persistent_workers=True,
-                                         drop_last=False)
+    loader = torch.utils.data.DataLoader(
+        ds, batch_size=B, num_workers=args.workers, persistent_workers=True, drop_last=False
+    )
 
     def pil_loader():
         for _ in loader:
             pass
 
     # Each item holds two views.
-    results[f"torchvision v2 PIL, DataLoader {args.workers} workers"] = timed(pil_loader, 2 * n, args.repeat,
-                                                                              lambda: None)
+    results[f"torchvision v2 PIL, DataLoader {args.workers} workers"] = timed(
+        pil_loader, 2 * n, args.repeat, lambda: None
+    )
     try:
         import kornia.augmentation as K
     except ImportError:
         print("kornia not installed: skipped (pip install kornia)")
     else:
         s = knobs["jitter_strength"]
-        ops = [K.RandomResizedCrop((size, size), scale=(0.08, 1.0)), K.RandomHorizontalFlip(),
-               K.ColorJitter(0.8 * s, 0.8 * s, 0.8 * s, 0.2 * s, p=0.8), K.RandomGrayscale(p=0.2)]
+        ops = [
+            K.RandomResizedCrop((size, size), scale=(0.08, 1.0)),
+            K.RandomHorizontalFlip(),
+            K.ColorJitter(0.8 * s, 0.8 * s, 0.8 * s, 0.2 * s, p=0.8),
+            K.RandomGrayscale(p=0.2),
+        ]
         if knobs["blur_prob"]:
             k = max(3, int(0.1 * size) | 1)
             ops.append(K.RandomGaussianBlur((k, k), (0.1, 2.0), p=knobs["blur_prob"]))
@@ -150,7 +162,7 @@ def main() -> None:
 
         def kornia_views():
             for i in range(0, n, B):
-                kaug(on_dev[i:i + B].float().div(255))
+                kaug(on_dev[i : i + B].float().div(255))
 
         import kornia
 

@@ -45,11 +45,20 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-quic",
-         "--no-first-run", "--disable-component-update", "--disable-sync"]
+FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-component-update",
+    "--disable-sync",
+]
 
 
 # ---------------------------------------------------------------- browser helpers
+
 
 def free_port() -> int:
     with socket.socket() as s:
@@ -60,11 +69,28 @@ def free_port() -> int:
 def start_streamlit(script: Path, cwd: Path, env: dict[str, str] | None = None) -> tuple[subprocess.Popen, str]:
     port = free_port()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "streamlit", "run", str(script), "--server.headless", "true", "--server.port",
-         str(port), "--server.address", "127.0.0.1", "--browser.gatherUsageStats", "false",
-         "--server.enableStaticServing", "true"],
-        cwd=cwd, env={**os.environ, "PYTHONPATH": str(REPO), **(env or {})},
-        stdout=open(cwd / "streamlit.log", "wb"), stderr=subprocess.STDOUT)  # noqa: SIM115 - open while it runs
+        [
+            sys.executable,
+            "-m",
+            "streamlit",
+            "run",
+            str(script),
+            "--server.headless",
+            "true",
+            "--server.port",
+            str(port),
+            "--server.address",
+            "127.0.0.1",
+            "--browser.gatherUsageStats",
+            "false",
+            "--server.enableStaticServing",
+            "true",
+        ],
+        cwd=cwd,
+        env={**os.environ, "PYTHONPATH": str(REPO), **(env or {})},
+        stdout=open(cwd / "streamlit.log", "wb"),  # noqa: SIM115 - open while it runs
+        stderr=subprocess.STDOUT,
+    )
     url = f"http://127.0.0.1:{port}"
     for _ in range(180):
         try:
@@ -98,8 +124,9 @@ def drawn(page, selector: str, timeout: float = 300) -> float:
     raise TimeoutError(f"{selector} did not draw in {timeout} s")
 
 
-def hover_time(page, canvas: str, done_js: str, shown_js: str | None = None, repeats: int = 3,
-               timeout_ms: int = 60_000) -> list[float]:
+def hover_time(
+    page, canvas: str, done_js: str, shown_js: str | None = None, repeats: int = 3, timeout_ms: int = 60_000
+) -> list[float]:
     """Seconds from moving the pointer onto a point of ``canvas`` until ``done_js`` holds, for ``repeats`` points.
 
     Positions spiral out from the centre; before each move the pointer rests on an empty corner until
@@ -134,9 +161,11 @@ def hover_time(page, canvas: str, done_js: str, shown_js: str | None = None, rep
     return times
 
 
-THUMB_LOADED = ("() => { const t = document.querySelector('.deck-tooltip');"
-                " const i = t && t.style.display !== 'none' && t.querySelector('img');"
-                " return !!i && i.complete && i.naturalWidth > 0; }")
+THUMB_LOADED = (
+    "() => { const t = document.querySelector('.deck-tooltip');"
+    " const i = t && t.style.display !== 'none' && t.querySelector('img');"
+    " return !!i && i.complete && i.naturalWidth > 0; }"
+)
 TOOLTIP_SHOWN = "() => { const t = document.querySelector('.deck-tooltip'); return !!t && t.style.display !== 'none'; }"
 
 
@@ -154,11 +183,16 @@ def cifar_images(n: int, data: Path):
         rows = torch.arange(n) % len(imgs)
         return ImageSet(imgs.images[rows], imgs.labels[rows], imgs.classes, f"{imgs.name}[:{n}]")
     g = torch.Generator().manual_seed(0)
-    return ImageSet(torch.randint(0, 256, (n, 3, 32, 32), dtype=torch.uint8, generator=g),
-                    torch.zeros(n, dtype=torch.long), [], f"random[:{n}]")
+    return ImageSet(
+        torch.randint(0, 256, (n, 3, 32, 32), dtype=torch.uint8, generator=g),
+        torch.zeros(n, dtype=torch.long),
+        [],
+        f"random[:{n}]",
+    )
 
 
 # ---------------------------------------------------------------- parts
+
 
 def renderers(data: Path, which: tuple[str, ...] = ("pydeck", "plotly", "atlas")) -> dict:
     from playwright.sync_api import sync_playwright
@@ -183,28 +217,36 @@ def renderers(data: Path, which: tuple[str, ...] = ("pydeck", "plotly", "atlas")
                         t0 = time.perf_counter()
                         page.goto(f"{url}/?renderer={renderer}&n={n}&thumbs={thumbs}")
                         row: dict = {}
-                        sel = {"pydeck": '[data-testid="stDeckGlJsonChart"]',
-                               "plotly": '[data-testid="stPlotlyChart"]', "atlas": "iframe"}[renderer]
+                        sel = {
+                            "pydeck": '[data-testid="stDeckGlJsonChart"]',
+                            "plotly": '[data-testid="stPlotlyChart"]',
+                            "atlas": "iframe",
+                        }[renderer]
                         try:
                             page.locator(sel).first.wait_for(timeout=120_000)
-                            row["drawn_s"] = (time.perf_counter() - t0) + drawn(page, sel, timeout=60 if
-                                                                               renderer == "atlas" else 300)
+                            row["drawn_s"] = (time.perf_counter() - t0) + drawn(
+                                page, sel, timeout=60 if renderer == "atlas" else 300
+                            )
                             if renderer == "atlas" and (says := atlas_message(page)):
                                 row["map_drawn"] = False  # the frame drew its table and panels, not the map
                                 row["atlas_says"] = says
                             if renderer == "pydeck":
-                                row["hover_to_thumbnail_s"] = hover_time(page, sel + " canvas", THUMB_LOADED,
-                                                                         TOOLTIP_SHOWN)
+                                row["hover_to_thumbnail_s"] = hover_time(
+                                    page, sel + " canvas", THUMB_LOADED, TOOLTIP_SHOWN
+                                )
                             elif renderer == "plotly":
                                 row["hover_to_label_s"] = hover_time(
-                                    page, sel + " .nsewdrag", "() => !!document.querySelector('.hovertext')")
+                                    page, sel + " .nsewdrag", "() => !!document.querySelector('.hovertext')"
+                                )
                                 t1 = time.perf_counter()
                                 box = page.locator(sel + " .nsewdrag").first.bounding_box()
                                 page.mouse.click(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
                                 page.locator('[data-testid="stImage"] img').first.wait_for(timeout=60_000)
-                                page.wait_for_function("() => { const i = document.querySelector("
-                                                       "'[data-testid=\"stImage\"] img'); return i.complete && "
-                                                       "i.naturalWidth > 0; }")
+                                page.wait_for_function(
+                                    "() => { const i = document.querySelector("
+                                    "'[data-testid=\"stImage\"] img'); return i.complete && "
+                                    "i.naturalWidth > 0; }"
+                                )
                                 row["click_to_image_s"] = time.perf_counter() - t1
                         except Exception as e:  # noqa: BLE001 - report and go on
                             row["error"] = f"{type(e).__name__}: {str(e).splitlines()[0][:160]}"
@@ -240,8 +282,11 @@ def serve_duckdb_from_the_package(page) -> None:
         if name not in local:
             route.abort()
             return
-        route.fulfill(body=local[name].read_bytes(), headers={"access-control-allow-origin": "*"},
-                      content_type="application/wasm" if name.endswith(".wasm") else "text/javascript")
+        route.fulfill(
+            body=local[name].read_bytes(),
+            headers={"access-control-allow-origin": "*"},
+            content_type="application/wasm" if name.endswith(".wasm") else "text/javascript",
+        )
 
     page.route("https://cdn.jsdelivr.net/**", serve)
 
@@ -284,9 +329,11 @@ def page(data: Path) -> dict:
         home = Path(tmp)
         runs = home / "runs"
         for split in ("test", "train"):
-            cfg = TrainConfig(data=DataConfig(dataset="folder", data_path=str(folder),
-                                              data_dir=str(REPO / ".bench" / "data")),
-                              model=ModelConfig(backbone="resnet_mini"), run=RunConfig(name=split, runs_dir=str(runs)))
+            cfg = TrainConfig(
+                data=DataConfig(dataset="folder", data_path=str(folder), data_dir=str(REPO / ".bench" / "data")),
+                model=ModelConfig(backbone="resnet_mini"),
+                run=RunConfig(name=split, runs_dir=str(runs)),
+            )
             run = RunDir(runs / split)
             run.path.mkdir(parents=True)
             cfg.save(run.config_path)
@@ -296,7 +343,8 @@ def page(data: Path) -> dict:
             centres = rng.normal(size=(10, 64)) * 1.5
             x = (centres[labels] + rng.normal(size=(len(labels), 64))).astype(np.float32)
             Embeddings(x, labels, np.arange(len(labels)), list(images.classes), "").save_npz(
-                embedding_cache(run, split, "h"))
+                embedding_cache(run, split, "h")
+            )
         proc, url = start_streamlit(REPO / "app.py", home, env={"SIMCLR_RUNS_DIR": str(runs)})
         try:
             with sync_playwright() as p:
@@ -313,8 +361,10 @@ def page(data: Path) -> dict:
                     pg.goto(link)  # now as a user sees it every later time
                     t0 = time.perf_counter()
                     pg.locator(sel).first.wait_for()
-                    row = {"first_visit_s": round(prepared, 1),
-                           "drawn_s": round(time.perf_counter() - t0 + drawn(pg, sel), 2)}
+                    row = {
+                        "first_visit_s": round(prepared, 1),
+                        "drawn_s": round(time.perf_counter() - t0 + drawn(pg, sel), 2),
+                    }
                     row["hover_to_thumbnail_s"] = hover_time(pg, sel + " canvas", THUMB_LOADED, TOOLTIP_SHOWN)
                     print(f"  Embeddings page, {split} split: {json.dumps(row)}", flush=True)
                     out[f"page-{split}"] = row
@@ -350,15 +400,16 @@ def search(sizes: list[int], queries: int = 100, run: Path | None = None) -> dic
             else:  # 100 clusters, like classes and their sub-classes in a trained encoder's space
                 centres = rng.standard_normal((100, 512), dtype=np.float32)
                 bank = centres[rng.integers(0, 100, n)] + 0.5 * rng.standard_normal((n, 512), dtype=np.float32)
-                q = centres[rng.integers(0, 100, queries)] + 0.5 * rng.standard_normal((queries, 512),
-                                                                                      dtype=np.float32)
+                q = centres[rng.integers(0, 100, queries)] + 0.5 * rng.standard_normal((queries, 512), dtype=np.float32)
             t0 = time.perf_counter()
             exact = NeighbourIndex(bank, exact_max=n)
             first_ms = (time.perf_counter() - t0) * 1000
             ms, truth = _timed_queries(exact, q)
             row = {"exact_ms": round(ms, 2), "exact_build_ms": round(first_ms, 1)}
-            print(f"  {kind:<9} n={n:>9,}: exact {ms:7.2f} ms/query (normalising the bank once: {first_ms:.0f} ms)",
-                  flush=True)
+            print(
+                f"  {kind:<9} n={n:>9,}: exact {ms:7.2f} ms/query (normalising the bank once: {first_ms:.0f} ms)",
+                flush=True,
+            )
             if n >= 60_000:
                 unit = exact.bank.numpy()
                 candidates = [("faiss IVF-Flat", lambda b=bank: NeighbourIndex(b, exact_max=0))]
@@ -371,8 +422,11 @@ def search(sizes: list[int], queries: int = 100, run: Path | None = None) -> dic
                     ms, got = _timed_queries(idx, q)
                     recall = float(np.mean([len(set(a) & set(b)) / 10 for a, b in zip(got, truth, strict=True)]))
                     row[name] = {"ms": round(ms, 2), "recall@10": round(recall, 3), "build_s": round(build, 1)}
-                    print(f"  {'':<9} {'':>11}  {name:<15} {ms:7.2f} ms/query  recall@10 {recall:.3f}  "
-                          f"(built in {build:.1f} s)", flush=True)
+                    print(
+                        f"  {'':<9} {'':>11}  {name:<15} {ms:7.2f} ms/query  recall@10 {recall:.3f}  "
+                        f"(built in {build:.1f} s)",
+                        flush=True,
+                    )
             out[f"{kind}-{n}"] = row
             del bank
     if run is not None:  # a trained encoder's embeddings of real images: the bank a user searches
@@ -386,10 +440,18 @@ def search(sizes: list[int], queries: int = 100, run: Path | None = None) -> dic
         ann = NeighbourIndex(emb, exact_max=0)
         ms_ann, got = _timed_queries(ann, q)
         recall = float(np.mean([len(set(a) & set(b)) / 10 for a, b in zip(got, truth, strict=True)]))
-        out["run"] = {"n": len(emb), "dims": emb.shape[1], "exact_ms": round(ms, 2), "ivf_ms": round(ms_ann, 2),
-                      "recall@10": round(recall, 3)}
-        print(f"  run {Path(run).name} ({len(emb):,} x {emb.shape[1]} CIFAR-10 train embeddings): exact {ms:.2f} "
-              f"ms/query, faiss IVF-Flat {ms_ann:.2f} ms/query, recall@10 {recall:.3f}", flush=True)
+        out["run"] = {
+            "n": len(emb),
+            "dims": emb.shape[1],
+            "exact_ms": round(ms, 2),
+            "ivf_ms": round(ms_ann, 2),
+            "recall@10": round(recall, 3),
+        }
+        print(
+            f"  run {Path(run).name} ({len(emb):,} x {emb.shape[1]} CIFAR-10 train embeddings): exact {ms:.2f} "
+            f"ms/query, faiss IVF-Flat {ms_ann:.2f} ms/query, recall@10 {recall:.3f}",
+            flush=True,
+        )
     del faiss
     return out
 
@@ -426,26 +488,49 @@ t = time.perf_counter(); project(x, "umap", 2); print("second_s", time.perf_coun
 def umap_startup() -> dict:
     out: dict = {}
     for warm in (False, True):
-        res = subprocess.run([sys.executable, "-c", UMAP_SNIPPET.format(repo=str(REPO), warm=warm)],
-                             capture_output=True, text=True, check=True)
+        res = subprocess.run(
+            [sys.executable, "-c", UMAP_SNIPPET.format(repo=str(REPO), warm=warm)],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
         vals = {k: float(v) for k, v in (ln.split() for ln in res.stdout.splitlines() if ln.strip())}
         out["after_warm_up" if warm else "cold"] = vals
-        print(f"  {'after warm-up' if warm else 'cold server'}: " +
-              ", ".join(f"{k} {v:.1f}" for k, v in vals.items()), flush=True)
+        print(
+            f"  {'after warm-up' if warm else 'cold server'}: " + ", ".join(f"{k} {v:.1f}" for k, v in vals.items()),
+            flush=True,
+        )
     return out
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--parts", nargs="+", default=["renderers", "page", "search", "umap"],
-                   choices=["renderers", "page", "search", "umap"])
-    p.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data" / "cifar10-jpg.tar.gz",
-                   help="CIFAR-10 JPEG folder or .tar.gz, for real thumbnails")
-    p.add_argument("--renderers", nargs="+", default=["pydeck", "plotly", "atlas"],
-                   choices=["pydeck", "plotly", "atlas"], help="renderers part: which to measure")
+    p.add_argument(
+        "--parts",
+        nargs="+",
+        default=["renderers", "page", "search", "umap"],
+        choices=["renderers", "page", "search", "umap"],
+    )
+    p.add_argument(
+        "--data",
+        type=Path,
+        default=REPO.parent / "shared" / "data" / "cifar10-jpg.tar.gz",
+        help="CIFAR-10 JPEG folder or .tar.gz, for real thumbnails",
+    )
+    p.add_argument(
+        "--renderers",
+        nargs="+",
+        default=["pydeck", "plotly", "atlas"],
+        choices=["pydeck", "plotly", "atlas"],
+        help="renderers part: which to measure",
+    )
     p.add_argument("--sizes", type=int, nargs="+", default=[10_000, 60_000, 1_000_000])
-    p.add_argument("--run", type=Path, default=None,
-                   help="a trained run folder: also search its CIFAR-10 train embeddings (search part)")
+    p.add_argument(
+        "--run",
+        type=Path,
+        default=None,
+        help="a trained run folder: also search its CIFAR-10 train embeddings (search part)",
+    )
     args = p.parse_args()
     sys.path.insert(0, str(REPO / "bench"))
     results: dict = {}

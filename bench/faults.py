@@ -37,15 +37,49 @@ ENV = {**os.environ, "PYTHONPATH": str(REPO)}
 
 
 def run_args(runs: Path, name: str, epochs: int) -> list[str]:
-    return ["--dataset", "digits", "--data-dir", str(runs.parent / "data"), "--subset", "256", "--image-size", "16",
-            "--backbone", "resnet_mini", "--no-cifar-stem", "--proj-hidden-dim", "64", "--proj-out-dim", "32",
-            "--epochs", str(epochs), "--batch-size", "32", "--name", name, "--runs-dir", str(runs),
-            "--knn-every", "0", "--log-every", "1", "--num-threads", "1", "--no-tensorboard"]
+    return [
+        "--dataset",
+        "digits",
+        "--data-dir",
+        str(runs.parent / "data"),
+        "--subset",
+        "256",
+        "--image-size",
+        "16",
+        "--backbone",
+        "resnet_mini",
+        "--no-cifar-stem",
+        "--proj-hidden-dim",
+        "64",
+        "--proj-out-dim",
+        "32",
+        "--epochs",
+        str(epochs),
+        "--batch-size",
+        "32",
+        "--name",
+        name,
+        "--runs-dir",
+        str(runs),
+        "--knn-every",
+        "0",
+        "--log-every",
+        "1",
+        "--num-threads",
+        "1",
+        "--no-tensorboard",
+    ]
 
 
 def train(argv: list[str]) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "simclr_core.train", *argv], cwd=REPO, env=ENV,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        [sys.executable, "-m", "simclr_core.train", *argv],
+        cwd=REPO,
+        env=ENV,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def weights(run: RunDir) -> dict[str, torch.Tensor]:
@@ -62,12 +96,17 @@ def kill_chain(runs: Path, epochs: int, kills: int, rng: random.Random) -> dict:
     straight = RunDir(runs / "straight")
     assert train(run_args(runs, "straight", epochs)).wait() == 0
     run = RunDir(runs / "killed")
-    out = {"kills": 0, "at_checkpoint_write": 0, "resumed": 0, "max_epochs_lost": 0, "temps_after_resume": 0,
-           "failures": []}
+    out = {
+        "kills": 0,
+        "at_checkpoint_write": 0,
+        "resumed": 0,
+        "max_epochs_lost": 0,
+        "temps_after_resume": 0,
+        "failures": [],
+    }
     first = True
     while out["kills"] < kills:
-        proc = train(run_args(runs, "killed", epochs) if first else
-                     ["--resume", "killed", "--runs-dir", str(runs)])
+        proc = train(run_args(runs, "killed", epochs) if first else ["--resume", "killed", "--runs-dir", str(runs)])
         before = summarize(run).epoch if not first else 0
         first = False
         at_write = out["kills"] % 2 == 1
@@ -124,10 +163,24 @@ def races(runs: Path, n: int) -> dict:
 
 
 DAMAGED = {
-    "status.json": [b"[]", b"null", b'"running"', b"42", b'{"state": "running", "pid": "abc"}', b"\xff\xfe",
-                    b'{"state": "finished", "epoch": "two"}', b""],
-    "metrics.jsonl": [b"42\n", b"null\n", b'{"epoch": 1}\n', b"\xff\xfe\n", b'{"step": "x"}\n',
-                      b'{"step": 3, "loss": "abc"}\n'],
+    "status.json": [
+        b"[]",
+        b"null",
+        b'"running"',
+        b"42",
+        b'{"state": "running", "pid": "abc"}',
+        b"\xff\xfe",
+        b'{"state": "finished", "epoch": "two"}',
+        b"",
+    ],
+    "metrics.jsonl": [
+        b"42\n",
+        b"null\n",
+        b'{"epoch": 1}\n',
+        b"\xff\xfe\n",
+        b'{"step": "x"}\n',
+        b'{"step": 3, "loss": "abc"}\n',
+    ],
     "config.json": [b"[]", b'{"optim": 3}', b'{"optim": {"batch_size": 16.5}}', b"\xff", b"{"],
     "last.pt": [b"", b"PK\x03\x04garbage", "tensor", "backbone", "pickle"],
 }
@@ -165,9 +218,23 @@ def damaged_files(runs: Path) -> dict:
                 copy.metrics()
                 with contextlib.suppress(UserError):
                     load_encoder(copy)
-                proc = subprocess.run([sys.executable, "-m", "simclr_core.train", "--resume", "damaged",
-                                       "--runs-dir", str(runs), "--epochs", "2"], cwd=REPO, env=ENV,
-                                      capture_output=True, text=True)
+                proc = subprocess.run(
+                    [
+                        sys.executable,
+                        "-m",
+                        "simclr_core.train",
+                        "--resume",
+                        "damaged",
+                        "--runs-dir",
+                        str(runs),
+                        "--epochs",
+                        "2",
+                    ],
+                    cwd=REPO,
+                    env=ENV,
+                    capture_output=True,
+                    text=True,
+                )
                 last = proc.stderr.strip().splitlines()[-1:] or [""]
                 if proc.returncode not in (0, 2) or "Traceback" in proc.stderr:
                     raise RuntimeError(f"resume exit {proc.returncode}: {last}")
@@ -187,9 +254,11 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         runs = Path(tmp) / "runs"
         t0 = time.time()
-        results = {"kill -9": kill_chain(runs, args.epochs, args.kills, random.Random(args.seed)),
-                   "two writers": races(runs, args.races),
-                   "damaged files": damaged_files(runs)}
+        results = {
+            "kill -9": kill_chain(runs, args.epochs, args.kills, random.Random(args.seed)),
+            "two writers": races(runs, args.races),
+            "damaged files": damaged_files(runs),
+        }
     print(json.dumps(results, indent=2))
     print(f"\n{time.time() - t0:.0f} s; torch {torch.__version__}, {os.cpu_count()} CPU cores")
 

@@ -71,8 +71,12 @@ def images_per_s(run: Path) -> dict[str, Any]:
     if not epochs:
         raise RuntimeError(f"{run.name} wrote no epoch")
     log = (run / "train.log").read_text() if (run / "train.log").is_file() else ""
-    return {"images_per_s": round(epochs[-1]["images_per_s"]), "epochs": len(epochs),
-            "loss": round(epochs[-1]["epoch_loss"], 4), "compile_failed": "torch.compile failed" in log}
+    return {
+        "images_per_s": round(epochs[-1]["images_per_s"]),
+        "epochs": len(epochs),
+        "loss": round(epochs[-1]["epoch_loss"], 4),
+        "compile_failed": "torch.compile failed" in log,
+    }
 
 
 def synthetic_folder(root: Path, classes: int = 2, per_class: int = 48, side: int = 32) -> Path:
@@ -97,44 +101,163 @@ def checks(args: argparse.Namespace, folder: Path, work: Path) -> list[Check]:
     runs = work / "runs"
     data_dir = str(work / "data")  # one decode cache for every check
     smoke = args.smoke
-    size = dict(backbone="resnet_mini", batch=32, epochs="2", subset="64") if smoke else \
-        dict(backbone="resnet18", batch=512, epochs="2", subset="0")
+    size = (
+        dict(backbone="resnet_mini", batch=32, epochs="2", subset="64")
+        if smoke
+        else dict(backbone="resnet18", batch=512, epochs="2", subset="0")
+    )
     device = "cpu" if smoke else "cuda"
-    common = ["--dataset", "folder", "--data-path", str(folder), "--data-dir", data_dir, "--backbone", size["backbone"],
-              "--batch-size", str(size["batch"]), "--epochs", size["epochs"], "--knn-every", "0", "--no-probe",
-              "--runs-dir", str(runs), "--device", device, "--jitter-strength", "0.5", "--blur-prob", "0",
-              "--precision", "fp32" if smoke else "bf16", "--no-tensorboard"]
+    common = [
+        "--dataset",
+        "folder",
+        "--data-path",
+        str(folder),
+        "--data-dir",
+        data_dir,
+        "--backbone",
+        size["backbone"],
+        "--batch-size",
+        str(size["batch"]),
+        "--epochs",
+        size["epochs"],
+        "--knn-every",
+        "0",
+        "--no-probe",
+        "--runs-dir",
+        str(runs),
+        "--device",
+        device,
+        "--jitter-strength",
+        "0.5",
+        "--blur-prob",
+        "0",
+        "--precision",
+        "fp32" if smoke else "bf16",
+        "--no-tensorboard",
+    ]
     if size["subset"] != "0":
         common += ["--subset", size["subset"]]
     train = [py, "-m", "simclr_core.train", *common]
     out: list[Check] = [
-        Check("train_bf16", "bf16, channels_last, fused SGD, views on the device", [*train, "--name", "bf16"],
-              120 if smoke else 150, lambda _: images_per_s(runs / "bf16")),
-        Check("train_compile", "the same with --compile", [*train, "--name", "compiled", "--compile"],
-              240, lambda _: images_per_s(runs / "compiled"), aside=smoke),
+        Check(
+            "train_bf16",
+            "bf16, channels_last, fused SGD, views on the device",
+            [*train, "--name", "bf16"],
+            120 if smoke else 150,
+            lambda _: images_per_s(runs / "bf16"),
+        ),
+        Check(
+            "train_compile",
+            "the same with --compile",
+            [*train, "--name", "compiled", "--compile"],
+            240,
+            lambda _: images_per_s(runs / "compiled"),
+            aside=smoke,
+        ),
     ]
     aug = [py, "bench/augment.py", "--data", str(folder), "--device", device, "--repeat", "1" if smoke else "3"]
-    aug += ["--images", "128", "--batch-size", "32", "--workers", "1"] if smoke else \
-        ["--images", "20000", "--batch-size", "512"]
-    out.append(Check("augment", "views/s: ours vs torchvision's PIL pipeline", aug, 60 if smoke else 150,
-                     parse_augment))
-    torchrun = [py, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "1", "-m", "simclr_core.train",
-                *common, "--name", "torchrun", "--epochs", "1"]
-    out.append(Check("nccl_torchrun", f"torchrun, 1 process ({'gloo' if smoke else 'NCCL'})", torchrun,
-                     120 if smoke else 150, lambda _: images_per_s(runs / "torchrun")))
+    aug += (
+        ["--images", "128", "--batch-size", "32", "--workers", "1"]
+        if smoke
+        else ["--images", "20000", "--batch-size", "512"]
+    )
+    out.append(
+        Check("augment", "views/s: ours vs torchvision's PIL pipeline", aug, 60 if smoke else 150, parse_augment)
+    )
+    torchrun = [
+        py,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        "1",
+        "-m",
+        "simclr_core.train",
+        *common,
+        "--name",
+        "torchrun",
+        "--epochs",
+        "1",
+    ]
+    out.append(
+        Check(
+            "nccl_torchrun",
+            f"torchrun, 1 process ({'gloo' if smoke else 'NCCL'})",
+            torchrun,
+            120 if smoke else 150,
+            lambda _: images_per_s(runs / "torchrun"),
+        )
+    )
     tta = [py, "bench/time_to_accuracy.py", "--data", str(folder), "--runs-dir", str(runs), "--device", device]
-    tta += ["--minutes", "0.3", "--epochs", "2", "--subset", "64", "--batch-size", "32", "--backbone", "resnet_mini",
-            "--knn-every", "1"] if smoke else ["--minutes", str(args.tta_minutes), "--epochs", "300",
-                                               "--knn-every", "5"]
-    out.append(Check("time_to_accuracy", "kNN top-1 against training minutes", tta,
-                     90 if smoke else args.tta_minutes * 60 + 120, parse_tta))
+    tta += (
+        [
+            "--minutes",
+            "0.3",
+            "--epochs",
+            "2",
+            "--subset",
+            "64",
+            "--batch-size",
+            "32",
+            "--backbone",
+            "resnet_mini",
+            "--knn-every",
+            "1",
+        ]
+        if smoke
+        else ["--minutes", str(args.tta_minutes), "--epochs", "300", "--knn-every", "5"]
+    )
+    out.append(
+        Check(
+            "time_to_accuracy",
+            "kNN top-1 against training minutes",
+            tta,
+            90 if smoke else args.tta_minutes * 60 + 120,
+            parse_tta,
+        )
+    )
     methods = [py, "bench/methods.py", "--data", str(folder), "--device", device]
-    methods += ["--backbone", "resnet_mini", "--subset", "64", "--epochs", "1", "--batch-size", "32", "--queue-size",
-                "64", "--knn-every", "1"] if smoke else \
-        ["--backbone", "resnet18", "--subset", "10000", "--epochs", "3", "--batch-size", "512", "--queue-size", "4096",
-         "--knn-every", "3"]
-    out.append(Check("methods", "SimCLR, MoCo v2, BYOL: kNN after a few epochs", methods, 150 if smoke else 240,
-                     parse_methods, env={"TMPDIR": str(work)}))
+    methods += (
+        [
+            "--backbone",
+            "resnet_mini",
+            "--subset",
+            "64",
+            "--epochs",
+            "1",
+            "--batch-size",
+            "32",
+            "--queue-size",
+            "64",
+            "--knn-every",
+            "1",
+        ]
+        if smoke
+        else [
+            "--backbone",
+            "resnet18",
+            "--subset",
+            "10000",
+            "--epochs",
+            "3",
+            "--batch-size",
+            "512",
+            "--queue-size",
+            "4096",
+            "--knn-every",
+            "3",
+        ]
+    )
+    out.append(
+        Check(
+            "methods",
+            "SimCLR, MoCo v2, BYOL: kNN after a few epochs",
+            methods,
+            150 if smoke else 240,
+            parse_methods,
+            env={"TMPDIR": str(work)},
+        )
+    )
     export = [py, "-c", EXPORT_SNIPPET, str(runs / "bf16"), device]
     out.append(Check("export", "backbone exported and reloaded on the device", export, 120, parse_json_line))
     return out
@@ -181,8 +304,11 @@ def parse_json_line(out: str) -> dict[str, Any]:
 def parse_augment(out: str) -> dict[str, Any]:
     found = {}
     for line in out.splitlines():
-        m = re.match(r"^(ours|torchvision v2 PIL, 1 process|torchvision v2 PIL, DataLoader \d+ workers|kornia\S*)"
-                     r".*?\s([\d,]+)\s+[\d.]+x\s*$", line.strip())
+        m = re.match(
+            r"^(ours|torchvision v2 PIL, 1 process|torchvision v2 PIL, DataLoader \d+ workers|kornia\S*)"
+            r".*?\s([\d,]+)\s+[\d.]+x\s*$",
+            line.strip(),
+        )
         if m:
             found[m.group(1)] = int(m.group(2).replace(",", ""))
     return {"views_per_s": found}
@@ -201,8 +327,11 @@ def parse_methods(out: str) -> dict[str, Any]:
 def run_check(check: Check) -> dict[str, Any]:
     t0 = time.perf_counter()
     print(f"== {check.name}: {check.what}", flush=True)
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])),
-           **check.env}
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])),
+        **check.env,
+    }
     try:
         proc = subprocess.run(check.cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=check.timeout_s)
         output, rc = proc.stdout + proc.stderr, proc.returncode
@@ -219,15 +348,21 @@ def run_check(check: Check) -> dict[str, Any]:
     else:
         tail = [ln for ln in output.strip().splitlines() if ln.strip()][-6:]
         row["error"] = f"exit {rc}: " + " | ".join(tail)[-600:]
-    print(("   ok " if row["ok"] else "   FAILED ") + json.dumps({k: v for k, v in row.items() if k != "name"}),
-          flush=True)
+    print(
+        ("   ok " if row["ok"] else "   FAILED ") + json.dumps({k: v for k, v in row.items() if k != "name"}),
+        flush=True,
+    )
     return row
 
 
 def markdown(rows: list[dict[str, Any]], header: dict[str, Any]) -> str:
-    lines = [f"GPU suite — {header['device']}, torch {header['torch']}, Python {header['python']}, "
-             f"{'smoke (tiny sizes)' if header['smoke'] else 'full'}", "",
-             "| check | ok | s | result |", "| --- | --- | --- | --- |"]
+    lines = [
+        f"GPU suite — {header['device']}, torch {header['torch']}, Python {header['python']}, "
+        f"{'smoke (tiny sizes)' if header['smoke'] else 'full'}",
+        "",
+        "| check | ok | s | result |",
+        "| --- | --- | --- | --- |",
+    ]
     for r in rows:
         result = r.get("error") or json.dumps({k: v for k, v in r.items() if k not in ("name", "ok", "seconds")})
         lines.append(f"| {r['name']} | {'yes' if r['ok'] else 'NO'} | {r['seconds']} | {result.replace('|', '/')} |")
@@ -237,8 +372,12 @@ def markdown(rows: list[dict[str, Any]], header: dict[str, Any]) -> str:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--smoke", action="store_true", help="CPU, tiny sizes: the same code in under a minute")
-    p.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data" / "cifar10-jpg.tar.gz",
-                   help="CIFAR-10 JPEG folder or .tar.gz (--smoke makes a tiny folder when it is missing)")
+    p.add_argument(
+        "--data",
+        type=Path,
+        default=REPO.parent / "shared" / "data" / "cifar10-jpg.tar.gz",
+        help="CIFAR-10 JPEG folder or .tar.gz (--smoke makes a tiny folder when it is missing)",
+    )
     p.add_argument("--out", type=Path, default=Path(os.environ.get("OUT") or REPO / ".bench" / "gpu_suite"))
     p.add_argument("--only", nargs="+", help="run only these checks")
     p.add_argument("--tta-minutes", type=float, default=2.5, help="time-to-accuracy budget (full run)")
@@ -261,9 +400,13 @@ def main(argv: list[str] | None = None) -> int:
         else:
             print(f"error: {args.data} not found: pass --data (the CIFAR-10 JPEG archive)", file=sys.stderr)
             return 2
-        header = {"device": torch.cuda.get_device_name(0) if torch.cuda.is_available() and not args.smoke else "CPU",
-                  "torch": torch.__version__, "python": platform.python_version(), "smoke": args.smoke,
-                  "data": str(folder)}
+        header = {
+            "device": torch.cuda.get_device_name(0) if torch.cuda.is_available() and not args.smoke else "CPU",
+            "torch": torch.__version__,
+            "python": platform.python_version(),
+            "smoke": args.smoke,
+            "data": str(folder),
+        }
         print(json.dumps(header), flush=True)
         todo = [c for c in checks(args, folder, work) if not args.only or c.name in args.only]
         with ThreadPoolExecutor(max_workers=1) as pool:  # on a GPU every check runs alone: no shared device

@@ -44,18 +44,28 @@ def config(args: argparse.Namespace, folder: Path, runs: Path, method: str) -> T
     spec = heads.SPECS[head]
     # the head's output size and batch norm given outright, so the run is the same whatever the
     # config's defaults are
-    model = ModelConfig(backbone=args.backbone, cifar_stem=args.backbone != "resnet_mini",
-                        proj_out_dim=spec.out_dim, proj_bn=spec.bn)
+    model = ModelConfig(
+        backbone=args.backbone, cifar_stem=args.backbone != "resnet_mini", proj_out_dim=spec.out_dim, proj_bn=spec.bn
+    )
     model.head = head
     return TrainConfig(
-        data=DataConfig(dataset="folder", data_path=str(folder), data_dir=str(REPO / ".bench" / "data"),
-                        subset=args.subset or None),
+        data=DataConfig(
+            dataset="folder", data_path=str(folder), data_dir=str(REPO / ".bench" / "data"), subset=args.subset or None
+        ),
         views=ViewConfig.cifar(),
         model=model,
         method=MethodConfig(name=method, queue_size=args.queue_size),
         optim=OptimConfig(epochs=args.epochs, batch_size=args.batch_size),
-        run=RunConfig(name=method, runs_dir=str(runs), device=args.device, seed=args.seed, num_threads=args.num_threads,
-                      knn_every=args.knn_every, knn_max_bank=args.subset or None, log_every=50),
+        run=RunConfig(
+            name=method,
+            runs_dir=str(runs),
+            device=args.device,
+            seed=args.seed,
+            num_threads=args.num_threads,
+            knn_every=args.knn_every,
+            knn_max_bank=args.subset or None,
+            log_every=50,
+        ),
     )
 
 
@@ -67,11 +77,19 @@ def main() -> None:
     p.add_argument("--subset", type=int, default=5000, help="training images (0: all 50k)")
     p.add_argument("--epochs", type=int, default=15)
     p.add_argument("--batch-size", type=int, default=256)
-    p.add_argument("--queue-size", type=int, default=2048,
-                   help="MoCo's K; keep it below the number of training images (else an image's own older "
-                        "keys sit in the queue as negatives)")
-    p.add_argument("--heads", choices=("own", "simclr"), default="own",
-                   help="own: each method's paper head; simclr: SimCLR's head for all three")
+    p.add_argument(
+        "--queue-size",
+        type=int,
+        default=2048,
+        help="MoCo's K; keep it below the number of training images (else an image's own older "
+        "keys sit in the queue as negatives)",
+    )
+    p.add_argument(
+        "--heads",
+        choices=("own", "simclr"),
+        default="own",
+        help="own: each method's paper head; simclr: SimCLR's head for all three",
+    )
     p.add_argument("--knn-every", type=int, default=5)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto")
@@ -93,14 +111,17 @@ def main() -> None:
                 "wall_s": time.time() - t0,
             }
             print(f"{method}: kNN {results[method]['knn']}", flush=True)
-        floor = evaluate_run(run, random_init=True, probe=False, max_bank=args.subset or None,
-                             device=args.device)["knn_top1"]
+        floor = evaluate_run(run, random_init=True, probe=False, max_bank=args.subset or None, device=args.device)[
+            "knn_top1"
+        ]
     device = describe(resolve_device(args.device))
 
     print(f"\ndevice: {device} | torch {torch.__version__} | python {platform.python_version()}")
-    print(f"data: CIFAR-10 JPEGs, {args.subset or 50000} training images, kNN query = 10,000 test images | "
-          f"{args.backbone}, batch {args.batch_size}, {args.epochs} epochs, SGD, seed {args.seed}, "
-          f"heads: {args.heads}")
+    print(
+        f"data: CIFAR-10 JPEGs, {args.subset or 50000} training images, kNN query = 10,000 test images | "
+        f"{args.backbone}, batch {args.batch_size}, {args.epochs} epochs, SGD, seed {args.seed}, "
+        f"heads: {args.heads}"
+    )
     knn_epochs = sorted({e for r in results.values() for e in r["knn"]})
     head = "".join(f"  {'ep ' + str(e):>7}" for e in knn_epochs)
     print(f"{'method':<8}{head}  {'last loss':>9}  {'train s':>8}")
@@ -108,8 +129,16 @@ def main() -> None:
         cells = "".join(f"  {r['knn'].get(e, float('nan')):>7.2f}" for e in knn_epochs)
         print(f"{method:<8}{cells}  {r['loss']:>9.4f}  {r['train_s']:>8.0f}")
     print(f"random-init backbone: kNN top-1 {floor:.2f}% (chance 10%)")
-    print(json.dumps({"device": device, "args": {k: str(v) for k, v in vars(args).items()},
-                      "results": results, "random_init_knn_top1": floor}))
+    print(
+        json.dumps(
+            {
+                "device": device,
+                "args": {k: str(v) for k, v in vars(args).items()},
+                "results": results,
+                "random_init_knn_top1": floor,
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

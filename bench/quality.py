@@ -40,13 +40,21 @@ from train_cifar import DEFAULT_DATA, image_folder  # noqa: E402
 
 def config(args: argparse.Namespace, folder: Path, runs: Path, name: str, seed: int) -> TrainConfig:
     return TrainConfig(
-        data=DataConfig(dataset="folder", data_path=str(folder), data_dir=str(REPO / ".bench" / "data"),
-                        subset=args.subset or None),
+        data=DataConfig(
+            dataset="folder", data_path=str(folder), data_dir=str(REPO / ".bench" / "data"), subset=args.subset or None
+        ),
         views=ViewConfig.cifar(),
         model=ModelConfig(backbone=args.backbone, cifar_stem=args.backbone != "resnet_mini"),
         optim=OptimConfig(epochs=args.epochs, batch_size=args.batch_size),
-        run=RunConfig(name=name, runs_dir=str(runs), device=args.device, seed=seed, knn_every=1,
-                      knn_max_bank=args.subset or None, log_every=50),
+        run=RunConfig(
+            name=name,
+            runs_dir=str(runs),
+            device=args.device,
+            seed=seed,
+            knn_every=1,
+            knn_max_bank=args.subset or None,
+            log_every=50,
+        ),
     )
 
 
@@ -62,9 +70,15 @@ def reference(cfg: TrainConfig, workers: int) -> list[float]:
     s = prepare(cfg, run, resume=False)  # same seed: same initial weights as ours
     images = s.images.cpu().permute(0, 2, 3, 1).numpy()  # (N, H, W, 3), as torchvision datasets hold them
     torch.manual_seed(cfg.run.seed)
-    loader = DataLoader(PairDataset(images, reference_transform(s.view_kwargs)), batch_size=cfg.optim.batch_size,
-                        shuffle=True, drop_last=True, num_workers=workers, persistent_workers=workers > 0,
-                        pin_memory=s.device.type == "cuda")
+    loader = DataLoader(
+        PairDataset(images, reference_transform(s.view_kwargs)),
+        batch_size=cfg.optim.batch_size,
+        shuffle=True,
+        drop_last=True,
+        num_workers=workers,
+        persistent_workers=workers > 0,
+        pin_memory=s.device.type == "cuda",
+    )
     warmup = round(cfg.optim.warmup() * s.steps_per_epoch)
     knn = []
     for _ in range(cfg.optim.epochs):
@@ -97,14 +111,18 @@ def main() -> None:
         a1 = ours(config(args, folder, runs, "ours-seed1", 1))
         b0 = reference(config(args, folder, runs, "reference-seed0", 0), args.workers)
         device = describe(resolve_device(args.device))
-    print(f"\ndevice: {device} | {args.backbone} | {args.subset or 50000} CIFAR-10 training images | batch "
-          f"{args.batch_size} | kNN query: 10k test images")
+    print(
+        f"\ndevice: {device} | {args.backbone} | {args.subset or 50000} CIFAR-10 training images | batch "
+        f"{args.batch_size} | kNN query: 10k test images"
+    )
     print(f"{'epoch':>5}  {'ours s0':>8}  {'ours s1':>8}  {'reference s0':>12}  {'ours s0 - ref':>13}")
     for e, (x, y, z) in enumerate(zip(a0, a1, b0, strict=False), 1):
         print(f"{e:>5}  {x:>8.2f}  {y:>8.2f}  {z:>12.2f}  {x - z:>+13.2f}")
     noise = max(abs(x - y) for x, y in zip(a0, a1, strict=False))
-    print(f"final: ours {a0[-1]:.2f} / {a1[-1]:.2f} (seeds 0/1), reference {b0[-1]:.2f}; "
-          f"largest seed-to-seed gap of ours over the epochs: {noise:.2f} points")
+    print(
+        f"final: ours {a0[-1]:.2f} / {a1[-1]:.2f} (seeds 0/1), reference {b0[-1]:.2f}; "
+        f"largest seed-to-seed gap of ours over the epochs: {noise:.2f} points"
+    )
 
 
 if __name__ == "__main__":

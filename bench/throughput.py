@@ -87,20 +87,34 @@ VIEWS = {
 def build_parser() -> argparse.ArgumentParser:
     """The command line."""
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--data", default=None,
-                   help=f"image folder with train/ (and test/), a .tar.gz of one, or 'synthetic' "
-                        f"(default: {DEFAULT_DATA}, or synthetic images when it is missing)")
+    p.add_argument(
+        "--data",
+        default=None,
+        help=f"image folder with train/ (and test/), a .tar.gz of one, or 'synthetic' "
+        f"(default: {DEFAULT_DATA}, or synthetic images when it is missing)",
+    )
     p.add_argument("--backbone", default="resnet18", choices=("resnet18", "resnet34", "resnet50", "resnet_mini"))
     p.add_argument("--batch-size", type=int, default=512, help="images per step (each gives a pair of views)")
     p.add_argument("--steps", type=int, default=50, help="timed steps per pipeline")
-    p.add_argument("--rounds", type=int, default=1,
-                   help="split the timed steps into this many rounds, alternating which pipeline goes first "
-                        "(use several on a machine whose speed drifts)")
-    p.add_argument("--warmup", type=int, default=5,
-                   help="untimed steps per pipeline before the timed ones (the reference runs at least 1: "
-                        "it starts the workers)")
-    p.add_argument("--workers", type=int, default=os.cpu_count() or 1,
-                   help="DataLoader workers of the reference pipeline (default: os.cpu_count())")
+    p.add_argument(
+        "--rounds",
+        type=int,
+        default=1,
+        help="split the timed steps into this many rounds, alternating which pipeline goes first "
+        "(use several on a machine whose speed drifts)",
+    )
+    p.add_argument(
+        "--warmup",
+        type=int,
+        default=5,
+        help="untimed steps per pipeline before the timed ones (the reference runs at least 1: it starts the workers)",
+    )
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=os.cpu_count() or 1,
+        help="DataLoader workers of the reference pipeline (default: os.cpu_count())",
+    )
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
     p.add_argument("--views", default="cifar", choices=tuple(VIEWS), help="augmentation setting of both pipelines")
     return p
@@ -117,19 +131,25 @@ def write_synthetic_folder(root: Path, n: int, side: int = 32) -> None:
 def data_config(args: argparse.Namespace, scratch: Path) -> tuple[DataConfig, str]:
     """Where ``prepare`` finds the images, and a line describing them."""
     if args.data is None and not DEFAULT_DATA.exists():
-        print(f"note: {DEFAULT_DATA} not found; falling back to {SYNTHETIC_IMAGES:,} synthetic random 32x32 "
-              "images (per-image cost does not depend on the pixels). Pass --data DIR or a .tar.gz for real "
-              "CIFAR-10.")
+        print(
+            f"note: {DEFAULT_DATA} not found; falling back to {SYNTHETIC_IMAGES:,} synthetic random 32x32 "
+            "images (per-image cost does not depend on the pixels). Pass --data DIR or a .tar.gz for real "
+            "CIFAR-10."
+        )
         args.data = "synthetic"
     if args.data == "synthetic":
         folder = scratch / "synthetic"
         write_synthetic_folder(folder, args.batch_size)  # replaced by the full set after prepare()
-        return (DataConfig(dataset="folder", data_path=str(folder), data_dir=str(scratch / "data")),
-                f"synthetic, {SYNTHETIC_IMAGES:,} random 32x32 images")
+        return (
+            DataConfig(dataset="folder", data_path=str(folder), data_dir=str(scratch / "data")),
+            f"synthetic, {SYNTHETIC_IMAGES:,} random 32x32 images",
+        )
     folder = image_folder(Path(args.data or DEFAULT_DATA).resolve(), REPO / ".bench")
     # Same cache folder as bench/train_cifar.py, so the decoded CIFAR-10 is reused.
-    return (DataConfig(dataset="folder", data_path=str(folder), data_dir=str(REPO / ".bench" / "data")),
-            f"image folder {folder}")
+    return (
+        DataConfig(dataset="folder", data_path=str(folder), data_dir=str(REPO / ".bench" / "data")),
+        f"image folder {folder}",
+    )
 
 
 def sync(device: torch.device) -> None:
@@ -190,8 +210,9 @@ def reference_transform(view_kwargs: dict[str, Any]) -> v2.Compose:
     ]
     if view_kwargs["blur_prob"] > 0:
         kernel = max(3, int(0.1 * size) | 1)  # as simclr_core.views (blur_kernel_frac=0.1)
-        ops.append(v2.RandomApply([v2.GaussianBlur(kernel, sigma=view_kwargs["blur_sigma"])],
-                                  p=view_kwargs["blur_prob"]))
+        ops.append(
+            v2.RandomApply([v2.GaussianBlur(kernel, sigma=view_kwargs["blur_sigma"])], p=view_kwargs["blur_prob"])
+        )
     ops += [v2.ToImage(), v2.ToDtype(torch.float32, scale=True)]
     return v2.Compose(ops)
 
@@ -222,9 +243,15 @@ class Reference:
 
     def __init__(self, s: Session, images: np.ndarray, workers: int):
         self.s, self.workers = s, workers
-        loader = DataLoader(PairDataset(images, reference_transform(s.view_kwargs)), batch_size=s.cfg.optim.batch_size,
-                            shuffle=True, num_workers=workers, pin_memory=s.device.type == "cuda",
-                            persistent_workers=workers > 0, drop_last=True)
+        loader = DataLoader(
+            PairDataset(images, reference_transform(s.view_kwargs)),
+            batch_size=s.cfg.optim.batch_size,
+            shuffle=True,
+            num_workers=workers,
+            pin_memory=s.device.type == "cuda",
+            persistent_workers=workers > 0,
+            drop_last=True,
+        )
         self.batches = endless(loader)
 
     def step(self) -> None:
@@ -288,14 +315,21 @@ def main(argv: list[str] | None = None) -> int:
         cuda = s.device.type == "cuda"
         precision = {None: "fp32", torch.bfloat16: "bf16 autocast", torch.float16: "fp16 autocast"}[s.amp_dtype]
 
-        print(f"device: {describe(s.device)} | torch {torch.__version__} | python {platform.python_version()} "
-              f"| {os.cpu_count()} CPU cores")
+        print(
+            f"device: {describe(s.device)} | torch {torch.__version__} | python {platform.python_version()} "
+            f"| {os.cpu_count()} CPU cores"
+        )
         print(f"data: {data_desc}; {n:,} training images of {side}x{side}")
-        print(f"model: {args.backbone}{' (CIFAR stem)' if s.arch['cifar_stem'] else ''}, batch {B}, "
-              f"{cfg.optim.optimizer}, {precision}{', channels_last' if cuda else ''}; views: {args.views} "
-              f"(s={s.view_kwargs['jitter_strength']}, blur p={s.view_kwargs['blur_prob']})")
-        print(f"warm-up {args.warmup} steps, then {args.steps} timed steps per pipeline"
-              + (f" in {args.rounds} alternating rounds" if args.rounds > 1 else ""), flush=True)
+        print(
+            f"model: {args.backbone}{' (CIFAR stem)' if s.arch['cifar_stem'] else ''}, batch {B}, "
+            f"{cfg.optim.optimizer}, {precision}{', channels_last' if cuda else ''}; views: {args.views} "
+            f"(s={s.view_kwargs['jitter_strength']}, blur p={s.view_kwargs['blur_prob']})"
+        )
+        print(
+            f"warm-up {args.warmup} steps, then {args.steps} timed steps per pipeline"
+            + (f" in {args.rounds} alternating rounds" if args.rounds > 1 else ""),
+            flush=True,
+        )
 
         ref = Reference(s, images, args.workers)
         per_round = math.ceil(args.steps / args.rounds)
@@ -311,7 +345,7 @@ def main(argv: list[str] | None = None) -> int:
             # Rounds alternate which pipeline goes first, so a drift in the machine's speed (a busy
             # neighbour, clocks, the allocator warming up) falls on both alike.
             for r in range(args.rounds):
-                for key in ("ab" if r % 2 == 0 else "ba"):
+                for key in "ab" if r % 2 == 0 else "ba":
                     steps, seconds = run_fit(s, per_round) if key == "a" else ref.run(per_round)
                     totals[key][0] += steps
                     totals[key][1] += seconds
@@ -320,20 +354,38 @@ def main(argv: list[str] | None = None) -> int:
         a, b = result(*totals["a"], B), result(*totals["b"], B)
 
     ratio = a["pairs_per_s"] / b["pairs_per_s"]
-    rows = [("(a) simclr_core: fit, two_views on the device", a),
-            (f"(b) reference: transforms.v2 on PIL, DataLoader, {args.workers} workers", b)]
+    rows = [
+        ("(a) simclr_core: fit, two_views on the device", a),
+        (f"(b) reference: transforms.v2 on PIL, DataLoader, {args.workers} workers", b),
+    ]
     width = max(len(r[0]) for r in rows)
     print()
     print(f"{'pipeline':<{width}}  {'steps':>5}  {'pairs/s':>9}  {'s/epoch (50k)':>13}")
     for name, r in rows:
         print(f"{name:<{width}}  {r['steps']:>5}  {r['pairs_per_s']:>9.1f}  {r['s_per_epoch']:>13.1f}")
     print(f"ratio a/b: {ratio:.2f}x")
-    print(json.dumps({
-        "device": describe(s.device), "torch": torch.__version__, "python": platform.python_version(),
-        "data": data_desc, "images": n, "side": side, "backbone": args.backbone, "batch_size": B,
-        "precision": precision, "views": args.views, "workers": args.workers, "warmup": args.warmup,
-        "rounds": args.rounds, "project": a, "reference": b, "ratio": ratio,
-    }))
+    print(
+        json.dumps(
+            {
+                "device": describe(s.device),
+                "torch": torch.__version__,
+                "python": platform.python_version(),
+                "data": data_desc,
+                "images": n,
+                "side": side,
+                "backbone": args.backbone,
+                "batch_size": B,
+                "precision": precision,
+                "views": args.views,
+                "workers": args.workers,
+                "warmup": args.warmup,
+                "rounds": args.rounds,
+                "project": a,
+                "reference": b,
+                "ratio": ratio,
+            }
+        )
+    )
     return 0
 
 

@@ -77,14 +77,30 @@ def main() -> None:
         folder = image_folder(args.data.resolve(), REPO / ".bench")
         name = f"tta-{args.backbone}-b{args.batch_size}-{time.strftime('%Y%m%d-%H%M%S')}"
         cfg = TrainConfig(
-            data=DataConfig(dataset="folder", data_path=str(folder), data_dir=str(REPO / ".bench" / "data"),
-                            subset=args.subset or None),
+            data=DataConfig(
+                dataset="folder",
+                data_path=str(folder),
+                data_dir=str(REPO / ".bench" / "data"),
+                subset=args.subset or None,
+            ),
             views=ViewConfig.cifar(),
             model=ModelConfig(backbone=args.backbone, cifar_stem=True),
-            optim=OptimConfig(epochs=args.epochs, batch_size=args.batch_size, optimizer=args.optimizer, lr=args.lr,
-                              temperature=args.temperature),
-            run=RunConfig(name=name, runs_dir=args.runs_dir, device=args.device, knn_every=args.knn_every,
-                          knn_max_bank=args.subset or None, log_every=20, compile=args.compile),
+            optim=OptimConfig(
+                epochs=args.epochs,
+                batch_size=args.batch_size,
+                optimizer=args.optimizer,
+                lr=args.lr,
+                temperature=args.temperature,
+            ),
+            run=RunConfig(
+                name=name,
+                runs_dir=args.runs_dir,
+                device=args.device,
+                knn_every=args.knn_every,
+                knn_max_bank=args.subset or None,
+                log_every=20,
+                compile=args.compile,
+            ),
         )
         run = RunDir(Path(args.runs_dir) / name)
         resume = False

@@ -72,14 +72,21 @@ def main() -> None:
     stamp = time.strftime("%Y%m%d-%H%M%S")
     name = args.name or f"bench-{args.backbone}-{args.subset or 'all'}-b{args.batch_size}-{stamp}"
     cfg = TrainConfig(
-        data=DataConfig(dataset="folder", data_path=str(folder), data_dir=str(REPO / ".bench" / "data"),
-                        subset=args.subset or None),
+        data=DataConfig(
+            dataset="folder", data_path=str(folder), data_dir=str(REPO / ".bench" / "data"), subset=args.subset or None
+        ),
         # The paper's CIFAR-10 views: colour strength 0.5, no blur.
         views=ViewConfig.cifar(),
         model=ModelConfig(backbone=args.backbone),
         optim=OptimConfig(epochs=args.epochs, batch_size=args.batch_size, optimizer=args.optimizer, lr=args.lr),
-        run=RunConfig(name=name, runs_dir=args.runs_dir, device=args.device, knn_every=args.knn_every or args.epochs,
-                      knn_max_bank=args.subset or None, log_every=10),
+        run=RunConfig(
+            name=name,
+            runs_dir=args.runs_dir,
+            device=args.device,
+            knn_every=args.knn_every or args.epochs,
+            knn_max_bank=args.subset or None,
+            log_every=10,
+        ),
     )
     timer = None
     if args.max_minutes:
@@ -102,19 +109,33 @@ def main() -> None:
     print(f"device: {describe(device)} | torch {torch.__version__} | python {platform.python_version()}")
     print(f"run: {run.path}")
     print(f"data: CIFAR-10 JPEG folder, {args.subset or 50000} train images, kNN query = 10,000 test images")
-    print(f"model: {args.backbone} (CIFAR stem), batch {args.batch_size}, {args.optimizer}, "
-          f"views s=0.5 no blur, tau={cfg.method.temperature}")
+    print(
+        f"model: {args.backbone} (CIFAR stem), batch {args.batch_size}, {args.optimizer}, "
+        f"views s=0.5 no blur, tau={cfg.method.temperature}"
+    )
     print(f"{'epoch':>5}  {'loss':>7}  {'img/s':>7}  {'s/epoch':>8}  {'kNN top-1':>9}")
     for m in epochs:
         k = f"{m['knn_top1']:.2f}" if "knn_top1" in m else ""
         print(f"{m['epoch']:>5}  {m['epoch_loss']:>7.4f}  {m['images_per_s']:>7.1f}  {m['epoch_time_s']:>8.1f}  {k:>9}")
-    print(f"training: {len(epochs)} epochs, {train_s:.0f} s, {ips:.1f} images/s ({2 * ips:.1f} views/s); "
-          f"wall {wall:.0f} s with data loading and kNN")
+    print(
+        f"training: {len(epochs)} epochs, {train_s:.0f} s, {ips:.1f} images/s ({2 * ips:.1f} views/s); "
+        f"wall {wall:.0f} s with data loading and kNN"
+    )
     if knn:
-        print(f"kNN top-1 after {knn[-1]['epoch']} epochs: {knn[-1]['knn_top1']:.2f}% "
-              f"(random-init baseline {baseline['knn_top1']:.2f}%, chance 10%)")
-    print(json.dumps({"epochs": len(epochs), "images_per_s": ips, "knn_top1": knn[-1]["knn_top1"] if knn else None,
-                      "baseline_knn_top1": baseline["knn_top1"]}))
+        print(
+            f"kNN top-1 after {knn[-1]['epoch']} epochs: {knn[-1]['knn_top1']:.2f}% "
+            f"(random-init baseline {baseline['knn_top1']:.2f}%, chance 10%)"
+        )
+    print(
+        json.dumps(
+            {
+                "epochs": len(epochs),
+                "images_per_s": ips,
+                "knn_top1": knn[-1]["knn_top1"] if knn else None,
+                "baseline_knn_top1": baseline["knn_top1"],
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

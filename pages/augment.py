@@ -47,9 +47,11 @@ def crop_size_range(side: int) -> tuple[int, int]:
 
 
 st.title("Augmentations")
-st.caption("SimCLR learns by pulling together two random *views* of the same image (a positive pair) and "
-           "pushing apart views of different images. Below, each row is an image and the two views training "
-           "would draw from it, made by the exact code training runs. Tune the knobs, then train with them.")
+st.caption(
+    "SimCLR learns by pulling together two random *views* of the same image (a positive pair) and "
+    "pushing apart views of different images. Below, each row is an image and the two views training "
+    "would draw from it, made by the exact code training runs. Tune the knobs, then train with them."
+)
 
 # ---------------------------------------------------------------- which images
 # kept while the user is on other pages (Streamlit forgets the widgets a page did not draw)
@@ -63,17 +65,22 @@ top = st.columns([2, 2, 3])
 sources = (["run"] if run_cfg else []) + list(data.DATASETS)
 if st.session_state.get("aug_source") not in sources:
     st.session_state.pop("aug_source", None)
-source = top[0].selectbox("Images from", sources, key="aug_source",
-                          format_func=lambda s: f"run '{run.name}' ({run_cfg.data.dataset})" if s == "run" else s,
-                          help="the picked run's dataset, or any dataset (digits is bundled and works offline)")
+source = top[0].selectbox(
+    "Images from",
+    sources,
+    key="aug_source",
+    format_func=lambda s: f"run '{run.name}' ({run_cfg.data.dataset})" if s == "run" else s,
+    help="the picked run's dataset, or any dataset (digits is bundled and works offline)",
+)
 if source == "run":
     d, base_views = run_cfg.data, run_cfg.views
 else:
     d, base_views = DataConfig(dataset=source), ViewConfig()
     if source == "folder":
         path = widget_spec("data", "data_path")
-        d.data_path = top[0].text_input(path.label, key="aug_folder", placeholder="/path/to/images",
-                                        help=path.help) or None
+        d.data_path = (
+            top[0].text_input(path.label, key="aug_folder", placeholder="/path/to/images", help=path.help) or None
+        )
         if not d.data_path:
             st.info("Type the path of a folder of images (class sub-folders give labels).")
             st.stop()
@@ -81,13 +88,20 @@ else:
 with user_errors():
     splits = data.splits_of(d.dataset, d.data_path)
     pretrain = d.train_split if d.train_split in splits else data.default_splits(d.dataset, d.data_path)[0]
-split = top[1].selectbox("Split", splits, index=splits.index(pretrain) if pretrain in splits else 0,
-                         key=f"aug_split_{d.dataset}", help="the split a run pre-trains on is picked first")
+split = top[1].selectbox(
+    "Split",
+    splits,
+    index=splits.index(pretrain) if pretrain in splits else 0,
+    key=f"aug_split_{d.dataset}",
+    help="the split a run pre-trains on is picked first",
+)
 with user_errors(), st.spinner(f"Loading {d.dataset}/{split} (decoded once, then cached)..."):
     ims = images_of(d.dataset, split, d.data_path, d.data_dir, d.image_size)
 side = int(ims.images.shape[-1])
-top[2].caption(f"**{ims.name}**: {len(ims)} images of {side}×{side} px"
-               + (f", {len(ims.classes)} classes" if ims.classes else ", unlabelled"))
+top[2].caption(
+    f"**{ims.name}**: {len(ims)} images of {side}×{side} px"
+    + (f", {len(ims.classes)} classes" if ims.classes else ", unlabelled")
+)
 
 # ---------------------------------------------------------------- the knobs
 st.session_state.setdefault("aug_seed", 0)
@@ -124,11 +138,16 @@ with right:
     if mode == "Random":
         n = pick[1].slider("Pairs", 1, MAX_PAIRS, key="aug_n")
     else:
-        text = pick[1].text_input("Indices", key="aug_indices",
-                                  help=f"comma-separated, 0 to {len(ims) - 1}, at most {MAX_PAIRS}")
+        text = pick[1].text_input(
+            "Indices", key="aug_indices", help=f"comma-separated, 0 to {len(ims) - 1}, at most {MAX_PAIRS}"
+        )
     pick[2].button("Resample", on_click=resample, help="new random images (in Random mode) and new views")
-    if st.button("Train with these settings", type="primary", icon=":material/model_training:",
-                 help="open the Train page with these images (dataset and folder) and view settings filled in"):
+    if st.button(
+        "Train with these settings",
+        type="primary",
+        icon=":material/model_training:",
+        help="open the Train page with these images (dataset and folder) and view settings filled in",
+    ):
         st.session_state["train_views"] = views_values
         st.session_state["train_data"] = {"dataset": d.dataset, "data_path": d.data_path}
         st.switch_page("pages/train.py")
@@ -138,8 +157,10 @@ with right:
         idx = sample_indices(len(ims), n, seed) if mode == "Random" else parse_indices(text, len(ims), MAX_PAIRS)
     kw = ViewConfig(**views_values).kwargs(side)
     orig, v1, v2 = positive_pairs(ims.images[idx], kw, seed)
-    st.caption(f"Seed {seed} · views of {kw['size']}×{kw['size']} px"
-               + (" (shown enlarged, pixels kept sharp)" if kw["size"] < SHOW_SIDE else ""))
+    st.caption(
+        f"Seed {seed} · views of {kw['size']}×{kw['size']} px"
+        + (" (shown enlarged, pixels kept sharp)" if kw["size"] < SHOW_SIDE else "")
+    )
     head = st.columns(3)
     for col, title in zip(head, ("Original", "View 1", "View 2"), strict=False):
         col.markdown(f"**{title}**")

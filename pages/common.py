@@ -50,10 +50,16 @@ def runs_dir() -> Path:
     """The folder of run folders: $SIMCLR_RUNS_DIR, else ./checkpoints."""
     return default_runs_dir()
 
+
 # Material icons (rendered by Streamlit's markdown, no emoji font needed), for captions and headers.
-STATE_ICONS = {"running": ":material/play_circle:", "starting": ":material/hourglass_top:",
-               "finished": ":material/check_circle:", "stopped": ":material/pause_circle:",
-               "failed": ":material/error:", "died": ":material/warning:"}
+STATE_ICONS = {
+    "running": ":material/play_circle:",
+    "starting": ":material/hourglass_top:",
+    "finished": ":material/check_circle:",
+    "stopped": ":material/pause_circle:",
+    "failed": ":material/error:",
+    "died": ":material/warning:",
+}
 
 
 @st.cache_resource
@@ -130,8 +136,11 @@ def sidebar(pages: list[Any]) -> None:
         else:
             st.caption("No runs yet: start one on the Train page.")
         if states:
-            st.toggle("Hide failed runs", key="hide_failed",
-                      help="leave out runs that failed, died or never started, in this list and in the run list")
+            st.toggle(
+                "Hide failed runs",
+                key="hide_failed",
+                help="leave out runs that failed, died or never started, in this list and in the run list",
+            )
         st.caption(f"Device: **{device_name()}**")
         st.caption(f"Runs folder: `{runs_dir()}`")
         active = any(s in ACTIVE_STATES for s in states.values())
@@ -195,6 +204,7 @@ def user_errors(labels: dict[str, str] | None = None):
 
 # ---- widgets of config fields: label, help, range and step from the field table (simclr_core.config) ----
 
+
 def setting_slider(where: Any, section: str, names: tuple[str, ...], key: str, label: str | None = None) -> None:
     """A slider for one config field, or a range slider for a (low, high) pair of fields, with the
     field's label, help, ends and step, so every page slides a setting over the same grid."""
@@ -210,8 +220,9 @@ def setting_input(where: Any, section: str, name: str, key: str) -> None:
     (a bounded input would clamp it silently, or say why only in a tooltip).
     """
     s = widget_spec(section, name)
-    where.number_input(s.label, step=s.step, format=s.format, placeholder="auto" if s.optional else None, key=key,
-                       help=s.help)
+    where.number_input(
+        s.label, step=s.step, format=s.format, placeholder="auto" if s.optional else None, key=key, help=s.help
+    )
 
 
 def checkpoint_key(run: RunDir) -> str:
@@ -300,8 +311,13 @@ def job_progress(job: dict[str, Any], what: str) -> None:
 
 def embeddings_spec(run: RunDir, split: str, feature: str, random_init: bool = False) -> dict[str, Any]:
     """The job spec of one split's embeddings; the checkpoint key makes a new checkpoint a new job."""
-    return {"run": str(run.path), "split": split, "feature": feature, "random_init": random_init,
-            "ckpt": "random" if random_init else checkpoint_key(run)}
+    return {
+        "run": str(run.path),
+        "split": split,
+        "feature": feature,
+        "random_init": random_init,
+        "ckpt": "random" if random_init else checkpoint_key(run),
+    }
 
 
 def run_embeddings_file(run: RunDir, split: str, feature: str, random_init: bool = False) -> str:
@@ -317,8 +333,10 @@ def load_embeddings(path: str) -> Embeddings:
     with user_errors():
         emb = load_cached(path)  # a damaged file is deleted, so the embedding job runs again
         if emb is None:
-            raise UserError(f"the embeddings file {Path(path).name} was damaged and has been removed; reload the "
-                            "page to compute it again")
+            raise UserError(
+                f"the embeddings file {Path(path).name} was damaged and has been removed; reload the "
+                "page to compute it again"
+            )
         return emb
 
 

@@ -50,18 +50,28 @@ routed()
 
 METHOD_NAMES = {"umap": "UMAP", "tsne": "t-SNE", "pca": "PCA (instant)"}
 FEATURES = {"h": "h: backbone (what kNN and probes use)", "z": "z: projection head (where the loss lives)"}
-COLOURS = {"class": "Class", "pred": "kNN prediction", "correct": "kNN right / wrong", "confidence": "kNN confidence",
-           "cluster": "k-means cluster", "label_error": "Possible label error", "outlier": "Outlier score"}
+COLOURS = {
+    "class": "Class",
+    "pred": "kNN prediction",
+    "correct": "kNN right / wrong",
+    "confidence": "kNN confidence",
+    "cluster": "k-means cluster",
+    "label_error": "Possible label error",
+    "outlier": "Outlier score",
+}
 NEEDS_LABELS = ("class", "pred", "correct", "confidence", "label_error")
-WORST = {"label_error": ("Possible label errors", "its neighbours agree on another class: the label may be wrong"),
-         "outlier": ("Outliers", "farthest from its k-th nearest neighbour: unusual, broken or out-of-domain"),
-         "duplicate": ("Near-duplicates", "most similar to another image of the split")}
+WORST = {
+    "label_error": ("Possible label errors", "its neighbours agree on another class: the label may be wrong"),
+    "outlier": ("Outliers", "farthest from its k-th nearest neighbour: unusual, broken or out-of-domain"),
+    "duplicate": ("Near-duplicates", "most similar to another image of the split"),
+}
 WORST_N = 100
 GRID_SIDE = 64  # grid images are enlarged to this side, with sharp pixels
 GRID_COLS = 10
 
 
 # ---- cached reads (files written by the worker; a path names its content) -------------------------------
+
 
 @st.cache_data(show_spinner=False, max_entries=8)
 def graph_scores(graph_path: str, emb_path: str, k: int) -> dict[str, np.ndarray]:
@@ -70,8 +80,11 @@ def graph_scores(graph_path: str, emb_path: str, k: int) -> dict[str, np.ndarray
     emb = load_embeddings(emb_path)
     n_cls = max(len(emb.classes), int(emb.labels.max()) + 1 if len(emb.labels) else 0)
     pred, conf = scores.knn_vote(g.sims, g.rows, emb.labels, n_cls, k)
-    out = {"pred": pred, "confidence": conf, "label_error": scores.label_error_score(g.sims, g.rows, emb.labels,
-                                                                                      n_cls, k)}
+    out = {
+        "pred": pred,
+        "confidence": conf,
+        "label_error": scores.label_error_score(g.sims, g.rows, emb.labels, n_cls, k),
+    }
     if g.sims.shape[1]:
         out["outlier"] = scores.outlier_score(g.sims, k)
         out["duplicate"] = scores.duplicate_score(g.sims)
@@ -98,6 +111,7 @@ def trajectory_of(path: str, stamp: float) -> tuple[np.ndarray, np.ndarray]:
 
 
 # ---- small pieces ---------------------------------------------------------------------------------------
+
 
 def session_slot(name: str) -> str:
     """A job slot for this browser session's view ``name`` (a new request there cancels its waiting ones)."""
@@ -128,8 +142,16 @@ def set_focus(split: str, row: int) -> None:
     st.session_state["emb_focus"] = {"split": split, "row": int(row)}
 
 
-def grid(title: str, rows: list[int], notes: list[str] | None, images: data.ImageSet, names: list[str], split: str,
-         key: str, columns: int = GRID_COLS) -> None:
+def grid(
+    title: str,
+    rows: list[int],
+    notes: list[str] | None,
+    images: data.ImageSet,
+    names: list[str],
+    split: str,
+    key: str,
+    columns: int = GRID_COLS,
+) -> None:
     """Images in rows of ``columns``, captioned "<note> · <class>" (folder datasets: "<note> · <class
     folder>/<file>", so a user can find the file); the button under each shows that image's neighbours."""
     st.markdown(f"**{title}**")
@@ -139,16 +161,23 @@ def grid(title: str, rows: list[int], notes: list[str] | None, images: data.Imag
     pics = upscale_nearest(np.stack(to_hwc(images.images[rows].numpy())), GRID_SIDE)
     for start in range(0, len(rows), columns):
         cols = st.columns(columns)
-        chunk = zip(cols, rows[start:start + columns], pics[start:start + columns], strict=False)
+        chunk = zip(cols, rows[start : start + columns], pics[start : start + columns], strict=False)
         for i, (col, r, pic) in enumerate(chunk):
             where = path_of(images, r)
             note = notes[start + i] if notes else ""
             # the note first: a narrow column then wraps at the dot, not inside the file name
-            col.image(pic, caption=" · ".join(filter(None, [note, short_path(where) if where else names[r]])),
-                      width="stretch")
-            col.button(f"#{r}", key=f"{key}-{r}", on_click=set_focus, args=(split, r), width="stretch",
-                       help=(f"{where}: " if where else "") + "show this image's nearest neighbours (and mark "
-                            "them on the map)")
+            col.image(
+                pic, caption=" · ".join(filter(None, [note, short_path(where) if where else names[r]])), width="stretch"
+            )
+            col.button(
+                f"#{r}",
+                key=f"{key}-{r}",
+                on_click=set_focus,
+                args=(split, r),
+                width="stretch",
+                help=(f"{where}: " if where else "") + "show this image's nearest neighbours (and mark "
+                "them on the map)",
+            )
 
 
 def path_of(images: data.ImageSet, row: int) -> str:
@@ -162,6 +191,7 @@ def short_path(path: str) -> str:
 
 
 # ---- the map --------------------------------------------------------------------------------------------
+
 
 def map_view(run: RunDir) -> None:
     with user_errors():
@@ -180,30 +210,69 @@ def map_view(run: RunDir) -> None:
     c1, c2, c3, c4, c5 = st.columns([1, 2, 1, 1, 1])
     split = c1.selectbox("Split", splits, key="emb_split")
     feature = c2.radio("Feature", list(FEATURES), format_func=FEATURES.get, key="emb_feature")
-    method = c3.selectbox("Projection", list(METHOD_NAMES), format_func=METHOD_NAMES.get, key="emb_method",
-                          help="UMAP and t-SNE separate clusters better; PCA is linear and instant. Computed "
-                               "once per checkpoint, then read from the run folder.")
+    method = c3.selectbox(
+        "Projection",
+        list(METHOD_NAMES),
+        format_func=METHOD_NAMES.get,
+        key="emb_method",
+        help="UMAP and t-SNE separate clusters better; PCA is linear and instant. Computed "
+        "once per checkpoint, then read from the run folder.",
+    )
     dims = c4.radio("Dimensions", [2, 3], format_func=lambda d: f"{d}-D", horizontal=True, key="emb_dims")
     seed("emb_max_points", 10_000, lambda v: isinstance(v, int) and 0 <= v <= 2_000_000)
-    max_points = c5.number_input("Points (0: all)", 0, 2_000_000, step=1000, key="emb_max_points",
-                                 help="plot a fixed random subset; scores and neighbours always use the whole split")
+    max_points = c5.number_input(
+        "Points (0: all)",
+        0,
+        2_000_000,
+        step=1000,
+        key="emb_max_points",
+        help="plot a fixed random subset; scores and neighbours always use the whole split",
+    )
     params: dict[str, Any] = {}
     p1, p2, _ = st.columns(3)
     if method == "umap":
-        params["n_neighbors"] = p1.slider("n_neighbors", 2, 200, DEFAULTS["umap"]["n_neighbors"], key="emb_nn",
-                                          help="larger keeps more global layout, smaller more local detail")
-        params["min_dist"] = p2.slider("min_dist", 0.0, 0.99, DEFAULTS["umap"]["min_dist"], 0.01, key="emb_min_dist",
-                                       help="how tightly UMAP packs points together")
+        params["n_neighbors"] = p1.slider(
+            "n_neighbors",
+            2,
+            200,
+            DEFAULTS["umap"]["n_neighbors"],
+            key="emb_nn",
+            help="larger keeps more global layout, smaller more local detail",
+        )
+        params["min_dist"] = p2.slider(
+            "min_dist",
+            0.0,
+            0.99,
+            DEFAULTS["umap"]["min_dist"],
+            0.01,
+            key="emb_min_dist",
+            help="how tightly UMAP packs points together",
+        )
     elif method == "tsne":
-        params["perplexity"] = p1.slider("perplexity", 2.0, 100.0, DEFAULTS["tsne"]["perplexity"], 1.0,
-                                         key="emb_perplexity", help="about how many neighbours each point keeps "
-                                         "close; it must stay below the number of points")
-    st.query_params.update({"run": run.name, "view": "map", "split": split, "projection": method,
-                            "points": str(max_points)})
+        params["perplexity"] = p1.slider(
+            "perplexity",
+            2.0,
+            100.0,
+            DEFAULTS["tsne"]["perplexity"],
+            1.0,
+            key="emb_perplexity",
+            help="about how many neighbours each point keeps close; it must stay below the number of points",
+        )
+    st.query_params.update(
+        {"run": run.name, "view": "map", "split": split, "projection": method, "points": str(max_points)}
+    )
 
-    spec = {"run": str(run.path), "split": split, "feature": feature, "method": method, "dims": dims,
-            "params": params, "max_points": int(max_points) or None, "thumbs": str(THUMBS_DIR),
-            "ckpt": checkpoint_key(run)}
+    spec = {
+        "run": str(run.path),
+        "split": split,
+        "feature": feature,
+        "method": method,
+        "dims": dims,
+        "params": params,
+        "max_points": int(max_points) or None,
+        "thumbs": str(THUMBS_DIR),
+        "ckpt": checkpoint_key(run),
+    }
     start = time.perf_counter()
     result = job_result("map", spec, "Preparing the map", slot=session_slot("map"))
     emb = load_embeddings(result["embeddings"])
@@ -221,17 +290,31 @@ def map_view(run: RunDir) -> None:
     colour = c1.selectbox("Colour by", options, format_func=COLOURS.get, key="emb_colour")
     k_max = max(1, min(GRAPH_K, n - 1))
     seed("emb_k", min(10, k_max), lambda v: 1 <= v <= k_max)
-    k = c2.slider("Neighbours k", 1, max(2, k_max), key="emb_k", disabled=k_max < 2,
-                  help="neighbours shown for a clicked image, and the k of the kNN vote and the outlier score")
+    k = c2.slider(
+        "Neighbours k",
+        1,
+        max(2, k_max),
+        key="emb_k",
+        disabled=k_max < 2,
+        help="neighbours shown for a clicked image, and the k of the kNN vote and the outlier score",
+    )
     seed("emb_classes", [], lambda v: set(v) <= set(emb.classes))
-    chosen = c3.multiselect("Classes", emb.classes, key="emb_classes", placeholder="all classes",
-                            disabled=not labelled, help="show only these classes (on the map and in the grids)")
+    chosen = c3.multiselect(
+        "Classes",
+        emb.classes,
+        key="emb_classes",
+        placeholder="all classes",
+        disabled=not labelled,
+        help="show only these classes (on the map and in the grids)",
+    )
     kk_max = max(3, min(50, len(rows)))
     seed("emb_kmeans", min(10, kk_max), lambda v: 2 <= v <= kk_max)
     kk = c4.slider("k-means k", 2, kk_max, key="emb_kmeans", disabled=colour != "cluster")
     if not labelled:
-        st.caption("This split has no labels (class sub-folders give them), so colouring by class, kNN prediction, "
-                   "right / wrong, confidence and possible label error is off; clusters and outlier scores need none.")
+        st.caption(
+            "This split has no labels (class sub-folders give them), so colouring by class, kNN prediction, "
+            "right / wrong, confidence and possible label error is off; clusters and outlier scores need none."
+        )
 
     s = graph_scores(result["graph"], result["embeddings"], k) if n > 1 else {}
     plotted_labels = emb.labels[rows]
@@ -258,8 +341,17 @@ def map_view(run: RunDir) -> None:
     shown = keep_rows[rows]
 
     # ---- the points
-    df = pd.DataFrame({"x": coords[:, 0], "y": coords[:, 1], "r": rgb[:, 0], "g": rgb[:, 1], "b": rgb[:, 2],
-                       "row": rows, "label": [names[i] for i in rows]})
+    df = pd.DataFrame(
+        {
+            "x": coords[:, 0],
+            "y": coords[:, 1],
+            "r": rgb[:, 0],
+            "g": rgb[:, 1],
+            "b": rgb[:, 2],
+            "row": rows,
+            "label": [names[i] for i in rows],
+        }
+    )
     if dims == 3:
         df["z"] = coords[:, 2]
     lines = ["<b>#{row}</b> · {label}"]
@@ -277,8 +369,10 @@ def map_view(run: RunDir) -> None:
     thumbs = f"{THUMBS_URL}/{result['thumbs']}/|{result['thumbs_ext']}" if result.get("thumbs") else None
     if not st.get_option("server.enableStaticServing"):
         thumbs = None
-        st.caption("Thumbnails are off: start the app with `--server.enableStaticServing true` (the repo's "
-                   ".streamlit/config.toml sets it) to see each image on hover.")
+        st.caption(
+            "Thumbnails are off: start the app with `--server.enableStaticServing true` (the repo's "
+            ".streamlit/config.toml sets it) to see each image on hover."
+        )
 
     focus = st.session_state.get("emb_focus")
     focus = focus if isinstance(focus, dict) and focus.get("split") == split else {}
@@ -295,7 +389,7 @@ def map_view(run: RunDir) -> None:
         nbr_sims, nbr_rows = [a for a, _ in hits], [b for _, b in hits]
     query_pic, query_caption = None, ""
     if focus_row is not None:
-        query_pic = to_hwc(images.images[focus_row:focus_row + 1].numpy())[0]
+        query_pic = to_hwc(images.images[focus_row : focus_row + 1].numpy())[0]
         query_caption = f"#{focus_row} · {names[focus_row]}"
     elif isinstance(focus.get("query"), dict):
         q = focus["query"]
@@ -304,8 +398,8 @@ def map_view(run: RunDir) -> None:
         elif q.get("split") in splits:
             q_images = run_images(run, q["split"])
             if 0 <= int(q["row"]) < len(q_images):
-                query_pic = to_hwc(q_images.images[int(q["row"]):int(q["row"]) + 1].numpy())[0]
-                label = class_names(q_images.labels[q['row']:q['row'] + 1].numpy(), q_images.classes)[0]
+                query_pic = to_hwc(q_images.images[int(q["row"]) : int(q["row"]) + 1].numpy())[0]
+                label = class_names(q_images.labels[q["row"] : q["row"] + 1].numpy(), q_images.classes)[0]
                 query_caption = f"{q['split']} #{q['row']} · {label}"
 
     def on_map(wanted: list[int]) -> pd.DataFrame:
@@ -317,16 +411,30 @@ def map_view(run: RunDir) -> None:
     marked, query_pt = on_map(nbr_rows), on_map([focus_row] if focus_row is not None else [])
     left, right = st.columns([3, 2], gap="medium")
     with left:
-        area = st.toggle("Select an area (lasso, Plotly)", key="emb_area", disabled=dims == 3,
-                         help="deck.gl shows images on hover; Plotly can select an area with a lasso or box")
+        area = st.toggle(
+            "Select an area (lasso, Plotly)",
+            key="emb_area",
+            disabled=dims == 3,
+            help="deck.gl shows images on hover; Plotly can select an area with a lasso or box",
+        )
         if area and dims == 2:
             picked = lasso_map(df)
         else:
             picked = []
-            event = st.pydeck_chart(mapview.deck(df, marked=marked, focus=query_pt,
-                                                 tip=mapview.tooltip(thumbs, lines), dims=dims,
-                                                 point_px=3.0 if len(df) < 20_000 else 2.0),
-                                    on_select="rerun", selection_mode="single-object", key="emb_map", height=640)
+            event = st.pydeck_chart(
+                mapview.deck(
+                    df,
+                    marked=marked,
+                    focus=query_pt,
+                    tip=mapview.tooltip(thumbs, lines),
+                    dims=dims,
+                    point_px=3.0 if len(df) < 20_000 else 2.0,
+                ),
+                on_select="rerun",
+                selection_mode="single-object",
+                key="emb_map",
+                height=640,
+            )
             clicked = mapview.picked_row(event)
             if clicked is not None and clicked != st.session_state.get("emb_last_click"):
                 st.session_state["emb_last_click"] = clicked
@@ -336,8 +444,9 @@ def map_view(run: RunDir) -> None:
         note = f"{int(shown.sum()):,} of {n:,} images · {emb.embeddings.shape[1]}-d {feature} · {METHOD_NAMES[method]}"
         st.caption(note + f" · ready in {time.perf_counter() - start:.1f} s")
     with right:
-        neighbours_panel(split, images, emb, names, focus_row, query_pic, query_caption, nbr_rows, nbr_sims,
-                         len(marked))
+        neighbours_panel(
+            split, images, emb, names, focus_row, query_pic, query_caption, nbr_rows, nbr_sims, len(marked)
+        )
 
     if picked:
         st.subheader("Selected images")
@@ -353,10 +462,19 @@ def map_view(run: RunDir) -> None:
 
 def lasso_map(df: pd.DataFrame) -> list[int]:
     """The same points in a Plotly WebGL scatter, for box / lasso selection; returns the selected rows."""
-    fig = go.Figure(go.Scattergl(x=df["x"], y=df["y"], mode="markers", customdata=df["row"],
-                                 marker=dict(size=4, color=[f"rgb({r},{g},{b})" for r, g, b in
-                                                            zip(df["r"], df["g"], df["b"], strict=False)]),
-                                 hovertemplate="#%{customdata} · %{text}<extra></extra>", text=df["label"]))
+    fig = go.Figure(
+        go.Scattergl(
+            x=df["x"],
+            y=df["y"],
+            mode="markers",
+            customdata=df["row"],
+            marker=dict(
+                size=4, color=[f"rgb({r},{g},{b})" for r, g, b in zip(df["r"], df["g"], df["b"], strict=False)]
+            ),
+            hovertemplate="#%{customdata} · %{text}<extra></extra>",
+            text=df["label"],
+        )
+    )
     fig.update_layout(height=640, margin=dict(l=10, r=10, t=10, b=10), dragmode="lasso")
     event = st.plotly_chart(fig, on_select="rerun", selection_mode=("box", "lasso"), key="emb_lasso")
     return selected_rows(event) or selected_rows(st.session_state.get("emb_lasso"))
@@ -383,9 +501,11 @@ def legend(colour: str, emb, s: dict, rows: np.ndarray, cl: np.ndarray | None) -
         mapview.legend_categorical([emb.classes[i] if 0 <= i < len(emb.classes) else "unlabelled" for i in ids], ids)
     elif colour == "correct":
         wrong = float(np.mean(s["pred"][rows] != emb.labels[rows])) if len(rows) else 0.0
-        st.markdown(f"<span style='color:rgb(44,160,44)'>●</span> kNN right &nbsp; "
-                    f"<span style='color:rgb(214,39,40)'>●</span> kNN wrong ({wrong:.1%} of the points)",
-                    unsafe_allow_html=True)
+        st.markdown(
+            f"<span style='color:rgb(44,160,44)'>●</span> kNN right &nbsp; "
+            f"<span style='color:rgb(214,39,40)'>●</span> kNN wrong ({wrong:.1%} of the points)",
+            unsafe_allow_html=True,
+        )
     elif colour == "cluster" and cl is not None:
         ids = sorted(set(cl.tolist()))
         mapview.legend_categorical([f"cluster {i}" for i in ids], ids)
@@ -395,21 +515,34 @@ def legend(colour: str, emb, s: dict, rows: np.ndarray, cl: np.ndarray | None) -
         mapview.legend_continuous("other class's vote minus own label's", -1.0, 1.0)
     else:
         out = s["outlier"][rows]
-        mapview.legend_continuous("cosine distance to the k-th neighbour", float(np.nanpercentile(out, 1)),
-                                  float(np.nanpercentile(out, 99)))
+        mapview.legend_continuous(
+            "cosine distance to the k-th neighbour", float(np.nanpercentile(out, 1)), float(np.nanpercentile(out, 99))
+        )
 
 
-def neighbours_panel(split: str, images: data.ImageSet, emb, names: list[str], focus_row: int | None,
-                     query_pic: np.ndarray | None, query_caption: str, nbr_rows: list[int], nbr_sims: list[float],
-                     on_map: int) -> None:
+def neighbours_panel(
+    split: str,
+    images: data.ImageSet,
+    emb,
+    names: list[str],
+    focus_row: int | None,
+    query_pic: np.ndarray | None,
+    query_caption: str,
+    nbr_rows: list[int],
+    nbr_sims: list[float],
+    on_map: int,
+) -> None:
     if query_pic is None:
         st.markdown("**Nearest neighbours**")
-        st.caption("Click a point on the map, or the button under an image of a grid below, to see its nearest "
-                   "neighbours here and marked on the map (orange rings).")
+        st.caption(
+            "Click a point on the map, or the button under an image of a grid below, to see its nearest "
+            "neighbours here and marked on the map (orange rings)."
+        )
         return
     st.markdown(f"**{query_caption}**")
-    st.image(upscale_nearest(query_pic, 160), caption=(path_of(images, focus_row) if focus_row is not None
-                                                       else None) or None)
+    st.image(
+        upscale_nearest(query_pic, 160), caption=(path_of(images, focus_row) if focus_row is not None else None) or None
+    )
     if not nbr_rows:
         st.caption("The split holds no other image.")
         return
@@ -420,15 +553,15 @@ def neighbours_panel(split: str, images: data.ImageSet, emb, names: list[str], f
     if on_map < len(nbr_rows):
         note += f"; {on_map} of them are among the plotted points (raise Points to see all)"
     st.caption(note)
-    grid("", nbr_rows, [f"{c:.3f}" for c in nbr_sims], images, names, split, "nbr",
-         columns=4)
+    grid("", nbr_rows, [f"{c:.3f}" for c in nbr_sims], images, names, split, "nbr", columns=4)
     if st.button("Clear", key="emb_clear", icon=":material/close:"):
         st.session_state.pop("emb_focus", None)
         st.rerun()
 
 
-def worst_lists(s: dict, keep_rows: np.ndarray, names: list[str], images: data.ImageSet, split: str,
-                labelled: bool) -> None:
+def worst_lists(
+    s: dict, keep_rows: np.ndarray, names: list[str], images: data.ImageSet, split: str, labelled: bool
+) -> None:
     st.subheader(f"The {WORST_N} highest")
     which = [w for w in WORST if w in s and (labelled or w != "label_error")]
     if not which:
@@ -441,8 +574,19 @@ def worst_lists(s: dict, keep_rows: np.ndarray, names: list[str], images: data.I
     grid("", top, [f"{s[pick][r]:.2f}" for r in top], images, names, split, f"worst-{pick}")
 
 
-def downloads(run: RunDir, split: str, feature: str, method: str, dims: int, emb, rows: np.ndarray,
-              coords: np.ndarray, images: data.ImageSet, s: dict, labelled: bool) -> None:
+def downloads(
+    run: RunDir,
+    split: str,
+    feature: str,
+    method: str,
+    dims: int,
+    emb,
+    rows: np.ndarray,
+    coords: np.ndarray,
+    images: data.ImageSet,
+    s: dict,
+    labelled: bool,
+) -> None:
     part = take(emb, rows)
     extra: dict[str, list] = {}
     if images.paths is not None:
@@ -455,38 +599,70 @@ def downloads(run: RunDir, split: str, feature: str, method: str, dims: int, emb
         extra["outlier"] = [f"{v:.4f}" for v in s["outlier"][rows]]
     stem = f"{run.name}-{split}-{feature}-{method}{dims}d"
     d1, d2, _ = st.columns([1, 1, 3])
-    d1.download_button("Download CSV", lambda: to_csv(part, coords, extra), f"{stem}.csv", "text/csv", key="emb_csv",
-                       on_click="ignore", icon=":material/download:",
-                       help="index, label, class, file path, kNN prediction, scores, coordinates and embedding")
-    d2.download_button("Download NPZ", lambda: to_npz(part, coords), f"{stem}.npz", "application/octet-stream",
-                       key="emb_npz", on_click="ignore", icon=":material/download:",
-                       help="numpy arrays embeddings, labels, indices, coords, classes")
+    d1.download_button(
+        "Download CSV",
+        lambda: to_csv(part, coords, extra),
+        f"{stem}.csv",
+        "text/csv",
+        key="emb_csv",
+        on_click="ignore",
+        icon=":material/download:",
+        help="index, label, class, file path, kNN prediction, scores, coordinates and embedding",
+    )
+    d2.download_button(
+        "Download NPZ",
+        lambda: to_npz(part, coords),
+        f"{stem}.npz",
+        "application/octet-stream",
+        key="emb_npz",
+        on_click="ignore",
+        icon=":material/download:",
+        help="numpy arrays embeddings, labels, indices, coords, classes",
+    )
 
 
 # ---- over training --------------------------------------------------------------------------------------
+
 
 def over_training(run: RunDir) -> None:
     chosen = probe.read_subset(run.path)
     epochs_on_disk = probe.frame_epochs(run.path)
     active = is_active(run)
     if chosen is None or not epochs_on_disk:
-        why = ("it was trained with the probe off (--no-probe) or without a monitor (--knn-every 0)"
-               if chosen is None and not active else "it has not finished its first monitor epoch yet")
-        st.info(f"Run **{run.name}** has no probe frames: {why}. Every run with the monitor on records "
-                f"{run.config().run.probe_size:,} images at each monitor epoch.", icon=":material/hourglass:")
+        why = (
+            "it was trained with the probe off (--no-probe) or without a monitor (--knn-every 0)"
+            if chosen is None and not active
+            else "it has not finished its first monitor epoch yet"
+        )
+        st.info(
+            f"Run **{run.name}** has no probe frames: {why}. Every run with the monitor on records "
+            f"{run.config().run.probe_size:,} images at each monitor epoch.",
+            icon=":material/hourglass:",
+        )
         if active:
             st.fragment(run_every=3)(lambda: st.rerun() if probe.frame_epochs(run.path) else None)()
         return
     c1, c2, _ = st.columns([1, 1, 2])
-    method = c1.selectbox("Projection", list(METHOD_NAMES), format_func=METHOD_NAMES.get, key="traj_method",
-                          help="each epoch's UMAP / t-SNE starts from the previous epoch's layout, and every "
-                               "frame is rotated onto the previous one (Procrustes), so points move smoothly")
+    method = c1.selectbox(
+        "Projection",
+        list(METHOD_NAMES),
+        format_func=METHOD_NAMES.get,
+        key="traj_method",
+        help="each epoch's UMAP / t-SNE starts from the previous epoch's layout, and every "
+        "frame is rotated onto the previous one (Procrustes), so points move smoothly",
+    )
     labelled = bool(chosen.classes) and bool((chosen.labels >= 0).any())
     modes = ["class", "cluster"] if labelled else ["cluster"]
     seed("traj_colour", modes[0], lambda v: v in modes)
     colour = c2.selectbox("Colour by", modes, format_func=COLOURS.get, key="traj_colour")
-    spec = {"run": str(run.path), "method": method, "dims": 2, "params": {}, "thumbs": str(THUMBS_DIR),
-            "frames": epochs_on_disk}
+    spec = {
+        "run": str(run.path),
+        "method": method,
+        "dims": 2,
+        "params": {},
+        "thumbs": str(THUMBS_DIR),
+        "frames": epochs_on_disk,
+    }
     result = job_result("trajectory", spec, "Projecting the probe frames", slot=session_slot("trajectory"))
     path = result["trajectory"]
     epochs, coords = trajectory_of(path, os.stat(path).st_mtime)
@@ -520,36 +696,67 @@ def over_training(run: RunDir) -> None:
             else:
                 st.session_state["traj_playing"] = False
         b1, b2 = st.columns([1, 8], vertical_alignment="bottom")
-        b1.button("Pause" if st.session_state.get("traj_playing") else "Play", key="traj_play", on_click=toggle,
-                  icon=":material/pause:" if st.session_state.get("traj_playing") else ":material/play_arrow:",
-                  disabled=len(epoch_list) < 2)
+        b1.button(
+            "Pause" if st.session_state.get("traj_playing") else "Play",
+            key="traj_play",
+            on_click=toggle,
+            icon=":material/pause:" if st.session_state.get("traj_playing") else ":material/play_arrow:",
+            disabled=len(epoch_list) < 2,
+        )
         if len(epoch_list) > 1:
             b2.select_slider("Epoch", options=epoch_list, key="traj_epoch")
         epoch = st.session_state["traj_epoch"]
         xy = coords[epoch_list.index(epoch)]
-        df = pd.DataFrame({"x": xy[:, 0], "y": xy[:, 1], "r": rgb[:, 0], "g": rgb[:, 1], "b": rgb[:, 2],
-                           "row": chosen.rows, "label": names})
+        df = pd.DataFrame(
+            {
+                "x": xy[:, 0],
+                "y": xy[:, 1],
+                "r": rgb[:, 0],
+                "g": rgb[:, 1],
+                "b": rgb[:, 2],
+                "row": chosen.rows,
+                "label": names,
+            }
+        )
         left, right = st.columns([3, 1])
         with left:
-            st.pydeck_chart(mapview.deck(df, tip=mapview.tooltip(thumbs, ["<b>#{row}</b> · {label}"]), view=view,
-                                         transition_ms=600), key="traj_map", height=600)
+            st.pydeck_chart(
+                mapview.deck(
+                    df, tip=mapview.tooltip(thumbs, ["<b>#{row}</b> · {label}"]), view=view, transition_ms=600
+                ),
+                key="traj_map",
+                height=600,
+            )
         with right:
             m = metrics.get(epoch, {})
             st.metric("Epoch", f"{epoch} / {run.config().optim.epochs}")
-            st.metric("kNN top-1", f"{m['knn_top1']:.2f}%" if "knn_top1" in m else "–",
-                      help="the online kNN monitor's accuracy after this epoch")
-            st.metric("RankMe (h)", f"{m['rankme_h']:.1f}" if "rankme_h" in m else "–",
-                      help="effective rank of the probe's backbone embeddings (Garrido et al. 2023)")
+            st.metric(
+                "kNN top-1",
+                f"{m['knn_top1']:.2f}%" if "knn_top1" in m else "–",
+                help="the online kNN monitor's accuracy after this epoch",
+            )
+            st.metric(
+                "RankMe (h)",
+                f"{m['rankme_h']:.1f}" if "rankme_h" in m else "–",
+                help="effective rank of the probe's backbone embeddings (Garrido et al. 2023)",
+            )
             knn = [(e, metrics[e]["knn_top1"]) for e in epoch_list if "knn_top1" in metrics.get(e, {})]
             if knn:
                 fig = go.Figure(go.Scatter(x=[e for e, _ in knn], y=[v for _, v in knn], mode="lines"))
                 if "knn_top1" in m:
                     fig.add_trace(go.Scatter(x=[epoch], y=[m["knn_top1"]], mode="markers", marker=dict(size=10)))
-                fig.update_layout(height=220, showlegend=False, margin=dict(l=10, r=10, t=30, b=10),
-                                  title="kNN top-1 (%)", xaxis_title="epoch")
+                fig.update_layout(
+                    height=220,
+                    showlegend=False,
+                    margin=dict(l=10, r=10, t=30, b=10),
+                    title="kNN top-1 (%)",
+                    xaxis_title="epoch",
+                )
                 st.plotly_chart(fig, key="traj_knn")
-        st.caption(f"{len(chosen.rows):,} probe images of the {chosen.split} split · {len(epoch_list)} frames"
-                   + (" · the run is training: new frames appear as it goes" if active else ""))
+        st.caption(
+            f"{len(chosen.rows):,} probe images of the {chosen.split} split · {len(epoch_list)} frames"
+            + (" · the run is training: new frames appear as it goes" if active else "")
+        )
 
     frame()
 
@@ -565,13 +772,16 @@ def probe_clusters(run_path: str, rows: int, last_epoch: int) -> np.ndarray:
 # ---- page -----------------------------------------------------------------------------------------------
 
 st.title("Embeddings")
-st.caption("How the encoder arranges images: each point is one image, placed by a projection of its embedding. "
-           "Hover a point to see it, click it to find its nearest neighbours. A good encoder puts images of a class "
-           "together without ever seeing a label.")
+st.caption(
+    "How the encoder arranges images: each point is one image, placed by a projection of its embedding. "
+    "Hover a point to see it, click it to find its nearest neighbours. A good encoder puts images of a class "
+    "together without ever seeing a label."
+)
 run = run_with_checkpoint(
     "No runs yet. Start one on the **Train** page; once it has finished an epoch, its embeddings appear here.",
     "Run **{name}** has no checkpoint yet: it writes one at the end of every epoch. Come back then, or pick "
-    "another run in the sidebar.")
+    "another run in the sidebar.",
+)
 from_link("emb_view", "view", ["map", "over training"])
 seed("emb_view", "map", lambda v: v in ("map", "over training"))
 view = st.segmented_control("View", ["map", "over training"], format_func=str.capitalize, key="emb_view") or "map"

@@ -23,8 +23,12 @@ from simclr_core.runs import RunDir
 
 routed()
 
-METRICS = {"knn_top1": "kNN top-1 %", "knn_top5": "kNN top-5 %", "probe_top1": "Probe top-1 %",
-           "probe_top5": "Probe top-5 %"}
+METRICS = {
+    "knn_top1": "kNN top-1 %",
+    "knn_top5": "kNN top-5 %",
+    "probe_top1": "Probe top-1 %",
+    "probe_top5": "Probe top-5 %",
+}
 LABELS = {"k": "kNN k", "probe_epochs": "Probe epochs", "max_bank": "Max bank images"}  # flags -> the form's labels
 
 
@@ -36,10 +40,19 @@ def label_of(result: dict[str, Any]) -> str:
 
 def results_table(results: list[dict[str, Any]]) -> pd.DataFrame:
     """One row per result with the accuracies in percent and how they were measured."""
-    rows = [{"result": label_of(r), "run": r.get("run"), "epoch": r.get("epoch"),
-             **{m: r.get(m) for m in METRICS}, "k": r.get("k"), "n_bank": r.get("n_bank"),
-             "n_query": r.get("n_query"),
-             "evaluated": time.strftime("%Y-%m-%d %H:%M", time.localtime(r.get("time", 0)))} for r in results]
+    rows = [
+        {
+            "result": label_of(r),
+            "run": r.get("run"),
+            "epoch": r.get("epoch"),
+            **{m: r.get(m) for m in METRICS},
+            "k": r.get("k"),
+            "n_bank": r.get("n_bank"),
+            "n_query": r.get("n_query"),
+            "evaluated": time.strftime("%Y-%m-%d %H:%M", time.localtime(r.get("time", 0))),
+        }
+        for r in results
+    ]
     return pd.DataFrame(rows)
 
 
@@ -64,8 +77,13 @@ def submit(names: list[str], baseline: bool, k: int, probe_epochs: int, max_bank
     request for the same checkpoints is not computed twice."""
     with user_errors(LABELS):
         check_settings(k, probe_epochs, max_bank)
-        spec = job_spec([RunDir(runs_dir() / n) for n in names], baseline=baseline, k=k, probe_epochs=probe_epochs,
-                        max_bank=max_bank)
+        spec = job_spec(
+            [RunDir(runs_dir() / n) for n in names],
+            baseline=baseline,
+            k=k,
+            probe_epochs=probe_epochs,
+            max_bank=max_bank,
+        )
         jobs.submit(jobs.jobs_dir(runs_dir()), "evaluate", spec, retry=True)
 
 
@@ -83,27 +101,36 @@ def outcome(job: dict[str, Any]) -> None:
     """How the newest finished evaluation of the picked runs went: each model that failed, and why."""
     when = time.strftime("%Y-%m-%d %H:%M", time.localtime(job.get("finished") or job.get("started") or 0))
     if job["state"] == "failed":  # the whole job: its settings, a stopped worker, or a bug (one line, no traceback)
-        st.error(f"The evaluation of {', '.join(job_runs(job))} failed: "
-                 f"{precheck.for_form(job.get('message') or 'no reason recorded', LABELS).rstrip('.')}. "
-                 "Press **Run evaluation** to try again.", icon=":material/error:")
+        st.error(
+            f"The evaluation of {', '.join(job_runs(job))} failed: "
+            f"{precheck.for_form(job.get('message') or 'no reason recorded', LABELS).rstrip('.')}. "
+            "Press **Run evaluation** to try again.",
+            icon=":material/error:",
+        )
         return
     result = job.get("result") or {}
     evaluated, errors = result.get("evaluated", []), result.get("errors", [])
     for e in errors:
         st.error(f"{e['model']}: {e['message']}", icon=":material/error:")
-    figures = "; ".join(f"{e['model']}: kNN top-1 **{e['knn_top1']:.1f}%**"
-                        + (f", probe top-1 **{e['probe_top1']:.1f}%**" if e.get("probe_top1") is not None else "")
-                        for e in evaluated)
-    st.caption(f"Last evaluation, finished {when}: {len(evaluated)} of {len(evaluated) + len(errors)} model(s)"
-               + (f". {figures}" if figures else "")
-               + (". Fix the errors above, then press **Run evaluation** to evaluate those again." if errors else ""))
+    figures = "; ".join(
+        f"{e['model']}: kNN top-1 **{e['knn_top1']:.1f}%**"
+        + (f", probe top-1 **{e['probe_top1']:.1f}%**" if e.get("probe_top1") is not None else "")
+        for e in evaluated
+    )
+    st.caption(
+        f"Last evaluation, finished {when}: {len(evaluated)} of {len(evaluated) + len(errors)} model(s)"
+        + (f". {figures}" if figures else "")
+        + (". Fix the errors above, then press **Run evaluation** to evaluate those again." if errors else "")
+    )
 
 
 st.title("Evaluate & compare")
-st.caption("How useful are the learned features? Both tests freeze the encoder and use its backbone features h: "
-           "**kNN** labels each test image by its nearest training images, the **linear probe** trains one "
-           "linear layer on top. The **random-init baseline** is the same network untrained: the gap is "
-           "what self-supervised training learned.")
+st.caption(
+    "How useful are the learned features? Both tests freeze the encoder and use its backbone features h: "
+    "**kNN** labels each test image by its nearest training images, the **linear probe** trains one "
+    "linear layer on top. The **random-init baseline** is the same network untrained: the gap is "
+    "what self-supervised training learned."
+)
 
 names = run_names()
 if not names:
@@ -123,12 +150,28 @@ if not picked:
 with st.form("eval_form", border=True):
     c1, c2, c3, c4 = st.columns(4)
     k = c1.number_input("kNN k", 1, 1000, 200, key="eval_k", help="Neighbours that vote (the paper's 200).")
-    probe_epochs = c2.number_input("Probe epochs", 1, 1000, 100, key="eval_probe_epochs",
-                                   help="Training epochs of the linear probe; fewer are faster but less exact.")
-    max_bank = c3.number_input("Max bank images (0: all)", 0, 10_000_000, 0, 500, key="eval_max_bank",
-                               help="Use a fixed random subset of the training split: quicker on a CPU.")
-    baseline = c4.checkbox("Include random-init baseline", key="eval_baseline",
-                           help="Also evaluate an untrained network of the same architecture.")
+    probe_epochs = c2.number_input(
+        "Probe epochs",
+        1,
+        1000,
+        100,
+        key="eval_probe_epochs",
+        help="Training epochs of the linear probe; fewer are faster but less exact.",
+    )
+    max_bank = c3.number_input(
+        "Max bank images (0: all)",
+        0,
+        10_000_000,
+        0,
+        500,
+        key="eval_max_bank",
+        help="Use a fixed random subset of the training split: quicker on a CPU.",
+    )
+    baseline = c4.checkbox(
+        "Include random-init baseline",
+        key="eval_baseline",
+        help="Also evaluate an untrained network of the same architecture.",
+    )
     go_ = st.form_submit_button("Run evaluation", type="primary", icon=":material/play_arrow:", key="eval_submit")
 if go_:
     submit(picked, baseline, int(k), int(probe_epochs), int(max_bank) or None)
@@ -145,18 +188,36 @@ if last:
 st.subheader("Results")
 results = latest_results([r for n in picked for r in load_results(RunDir(runs_dir() / n))])
 if not results:
-    st.caption("No evaluations of these runs yet: press **Run evaluation**. Results are saved in each run's "
-               "eval.json and shown here next time without recomputing.")
+    st.caption(
+        "No evaluations of these runs yet: press **Run evaluation**. Results are saved in each run's "
+        "eval.json and shown here next time without recomputing."
+    )
 else:
     table = results_table(results)
-    st.dataframe(table, hide_index=True, key="eval_table", column_config={
-        "result": "Model", "run": None, "epoch": "Checkpoint epoch", "n_bank": "Bank images",
-        "n_query": "Query images", **{m: st.column_config.NumberColumn(lbl, format="%.1f")
-                                      for m, lbl in METRICS.items()}})
+    st.dataframe(
+        table,
+        hide_index=True,
+        key="eval_table",
+        column_config={
+            "result": "Model",
+            "run": None,
+            "epoch": "Checkpoint epoch",
+            "n_bank": "Bank images",
+            "n_query": "Query images",
+            **{m: st.column_config.NumberColumn(lbl, format="%.1f") for m, lbl in METRICS.items()},
+        },
+    )
     long = table.melt(id_vars="result", value_vars=list(METRICS), var_name="metric", value_name="accuracy")
     long["metric"] = long["metric"].map(METRICS)
-    fig = px.bar(long.dropna(), x="metric", y="accuracy", color="result", barmode="group",
-                 labels={"accuracy": "accuracy (%)", "metric": "", "result": "model"}, range_y=[0, 100])
+    fig = px.bar(
+        long.dropna(),
+        x="metric",
+        y="accuracy",
+        color="result",
+        barmode="group",
+        labels={"accuracy": "accuracy (%)", "metric": "", "result": "model"},
+        range_y=[0, 100],
+    )
     st.plotly_chart(fig, key="eval_bars")
 
     st.subheader("Confusion matrix (kNN)")
@@ -165,14 +226,22 @@ else:
     if choice:
         r = by_label[choice]
         classes = [str(c) for c in r.get("classes") or range(len(r["knn_confusion"]))]
-        heat = px.imshow(r["knn_confusion"], x=classes, y=classes, color_continuous_scale="Blues",
-                         text_auto=len(classes) <= 20, aspect="auto",
-                         labels={"x": "predicted class", "y": "true class", "color": "images"})
+        heat = px.imshow(
+            r["knn_confusion"],
+            x=classes,
+            y=classes,
+            color_continuous_scale="Blues",
+            text_auto=len(classes) <= 20,
+            aspect="auto",
+            labels={"x": "predicted class", "y": "true class", "color": "images"},
+        )
         heat.update_xaxes(type="category", side="top")
         heat.update_yaxes(type="category")
         st.plotly_chart(heat, key="eval_heat")
-        st.caption("Rows are true classes, columns the kNN's predictions: off-diagonal cells are the classes "
-                   "the features confuse.")
+        st.caption(
+            "Rows are true classes, columns the kNN's predictions: off-diagonal cells are the classes "
+            "the features confuse."
+        )
 
 st.subheader("Compare runs")
 configs, curves = {}, []
@@ -185,14 +254,18 @@ for name in picked:
     curves += [{"run": name, **row} for row in epoch_curves(run.metrics())]
 
 if len(configs) >= 2:
-    all_fields = st.toggle("Show every field", key="eval_all_fields",
-                           help="Off: only the settings that differ. On: all, with the differing ones highlighted.")
+    all_fields = st.toggle(
+        "Show every field",
+        key="eval_all_fields",
+        help="Off: only the settings that differ. On: all, with the differing ones highlighted.",
+    )
     rows = config_differences(configs, all_fields=all_fields)
     if rows:
         diff = pd.DataFrame([{"field": r["field"], **{n: shown(r[n]) for n in configs}} for r in rows])
         differs = [r["differs"] for r in rows]
-        styled = diff.style.apply(lambda col: ["background-color: rgba(255, 189, 69, 0.35)" if d else ""
-                                               for d in differs], axis=0)
+        styled = diff.style.apply(
+            lambda col: ["background-color: rgba(255, 189, 69, 0.35)" if d else "" for d in differs], axis=0
+        )
         st.dataframe(styled, hide_index=True, key="eval_config_diff")
     else:
         st.caption("These runs share every setting (apart from their names).")
@@ -202,13 +275,32 @@ else:
 if curves:
     df = pd.DataFrame(curves)
     c1, c2 = st.columns(2)
-    c1.plotly_chart(px.line(df, x="epoch", y="epoch_loss", color="run", markers=True, title="Loss per epoch",
-                            labels={"epoch_loss": "loss"}), key="eval_loss_curves")
+    c1.plotly_chart(
+        px.line(
+            df,
+            x="epoch",
+            y="epoch_loss",
+            color="run",
+            markers=True,
+            title="Loss per epoch",
+            labels={"epoch_loss": "loss"},
+        ),
+        key="eval_loss_curves",
+    )
     knn = df.dropna(subset=["knn_top1"])
     if len(knn):
-        c2.plotly_chart(px.line(knn, x="epoch", y="knn_top1", color="run", markers=True,
-                                title="kNN monitor top-1 per epoch", labels={"knn_top1": "kNN top-1 (%)"}),
-                        key="eval_knn_curves")
+        c2.plotly_chart(
+            px.line(
+                knn,
+                x="epoch",
+                y="knn_top1",
+                color="run",
+                markers=True,
+                title="kNN monitor top-1 per epoch",
+                labels={"knn_top1": "kNN top-1 (%)"},
+            ),
+            key="eval_knn_curves",
+        )
     else:
         c2.caption("No kNN monitor values: the runs were trained with --knn-every 0.")
 else:

@@ -18,17 +18,62 @@ import pydeck as pdk
 import streamlit as st
 
 # Plotly's qualitative "Plotly" then "Dark24": readable on white, 34 colours before they repeat.
-PALETTE = np.array([
-    (99, 110, 250), (239, 85, 59), (0, 204, 150), (171, 99, 250), (255, 161, 90), (25, 211, 243), (255, 102, 146),
-    (182, 232, 128), (255, 151, 255), (254, 203, 82), (46, 145, 229), (225, 95, 153), (28, 167, 28), (251, 13, 13),
-    (218, 22, 255), (34, 42, 42), (182, 129, 0), (117, 13, 134), (235, 102, 59), (81, 28, 251), (0, 160, 139),
-    (251, 0, 209), (252, 0, 128), (178, 130, 141), (108, 124, 50), (119, 138, 174), (134, 42, 22), (167, 119, 241),
-    (98, 0, 66), (22, 22, 167), (218, 96, 202), (108, 69, 22), (13, 42, 99), (175, 0, 56)], dtype=np.uint8)
+PALETTE = np.array(
+    [
+        (99, 110, 250),
+        (239, 85, 59),
+        (0, 204, 150),
+        (171, 99, 250),
+        (255, 161, 90),
+        (25, 211, 243),
+        (255, 102, 146),
+        (182, 232, 128),
+        (255, 151, 255),
+        (254, 203, 82),
+        (46, 145, 229),
+        (225, 95, 153),
+        (28, 167, 28),
+        (251, 13, 13),
+        (218, 22, 255),
+        (34, 42, 42),
+        (182, 129, 0),
+        (117, 13, 134),
+        (235, 102, 59),
+        (81, 28, 251),
+        (0, 160, 139),
+        (251, 0, 209),
+        (252, 0, 128),
+        (178, 130, 141),
+        (108, 124, 50),
+        (119, 138, 174),
+        (134, 42, 22),
+        (167, 119, 241),
+        (98, 0, 66),
+        (22, 22, 167),
+        (218, 96, 202),
+        (108, 69, 22),
+        (13, 42, 99),
+        (175, 0, 56),
+    ],
+    dtype=np.uint8,
+)
 GREY = np.array((190, 190, 190), np.uint8)
 RIGHT, WRONG = np.array((44, 160, 44), np.uint8), np.array((214, 39, 40), np.uint8)
 # viridis at 9 stops: low values dark blue, high values yellow
-VIRIDIS = np.array([(68, 1, 84), (71, 45, 123), (59, 82, 139), (44, 114, 142), (33, 145, 140), (39, 173, 129),
-                    (92, 200, 99), (170, 220, 50), (253, 231, 37)], np.float64)
+VIRIDIS = np.array(
+    [
+        (68, 1, 84),
+        (71, 45, 123),
+        (59, 82, 139),
+        (44, 114, 142),
+        (33, 145, 140),
+        (39, 173, 129),
+        (92, 200, 99),
+        (170, 220, 50),
+        (253, 231, 37),
+    ],
+    np.float64,
+)
 THUMB_SIDE = 128  # tooltip image side in CSS pixels
 
 
@@ -61,19 +106,24 @@ def correctness(pred: np.ndarray, labels: np.ndarray) -> np.ndarray:
 
 def legend_categorical(names: list[str], ids: list[int]) -> None:
     """A row of colour swatches with names."""
-    cells = [f"<span style='white-space:nowrap;margin-right:14px'><span style='display:inline-block;width:11px;"
-             f"height:11px;border-radius:6px;background:rgb{tuple(int(c) for c in categorical(np.array([i]))[0])};"
-             f"margin-right:4px'></span>{escape(n)}</span>" for n, i in zip(names, ids, strict=False)]
+    cells = [
+        f"<span style='white-space:nowrap;margin-right:14px'><span style='display:inline-block;width:11px;"
+        f"height:11px;border-radius:6px;background:rgb{tuple(int(c) for c in categorical(np.array([i]))[0])};"
+        f"margin-right:4px'></span>{escape(n)}</span>"
+        for n, i in zip(names, ids, strict=False)
+    ]
     st.markdown("<div style='line-height:1.9'>" + " ".join(cells) + "</div>", unsafe_allow_html=True)
 
 
 def legend_continuous(label: str, lo: float, hi: float) -> None:
     """A viridis colour bar from lo to hi."""
     stops = ", ".join(f"rgb{tuple(int(c) for c in s)}" for s in VIRIDIS)
-    st.markdown(f"<div style='display:flex;align-items:center;gap:8px'><span>{escape(label)}: {lo:.3g}</span>"
-                f"<span style='flex:0 0 220px;height:11px;border-radius:3px;background:linear-gradient(90deg,"
-                f"{stops})'></span><span>{hi:.3g}</span><span style='color:grey'>(grey: no value)</span></div>",
-                unsafe_allow_html=True)
+    st.markdown(
+        f"<div style='display:flex;align-items:center;gap:8px'><span>{escape(label)}: {lo:.3g}</span>"
+        f"<span style='flex:0 0 220px;height:11px;border-radius:3px;background:linear-gradient(90deg,"
+        f"{stops})'></span><span>{hi:.3g}</span><span style='color:grey'>(grey: no value)</span></div>",
+        unsafe_allow_html=True,
+    )
 
 
 def tooltip(thumbs: str | None, lines: list[str]) -> dict[str, Any]:
@@ -85,16 +135,34 @@ def tooltip(thumbs: str | None, lines: list[str]) -> dict[str, Any]:
     img = ""
     if thumbs:
         prefix, ext = thumbs.split("|")
-        img = (f"<img src='{prefix}{{row}}.{ext}' width={THUMB_SIDE} height={THUMB_SIDE} "
-               "style='image-rendering:pixelated;display:block;margin-bottom:4px'>")
-    return {"html": img + "<br>".join(lines),
-            "style": {"backgroundColor": "white", "color": "#222", "fontSize": "12px", "padding": "6px",
-                      "boxShadow": "0 1px 4px rgba(0,0,0,.3)", "maxWidth": f"{THUMB_SIDE + 160}px"}}
+        img = (
+            f"<img src='{prefix}{{row}}.{ext}' width={THUMB_SIDE} height={THUMB_SIDE} "
+            "style='image-rendering:pixelated;display:block;margin-bottom:4px'>"
+        )
+    return {
+        "html": img + "<br>".join(lines),
+        "style": {
+            "backgroundColor": "white",
+            "color": "#222",
+            "fontSize": "12px",
+            "padding": "6px",
+            "boxShadow": "0 1px 4px rgba(0,0,0,.3)",
+            "maxWidth": f"{THUMB_SIDE + 160}px",
+        },
+    }
 
 
-def deck(points: pd.DataFrame, *, marked: pd.DataFrame | None = None, focus: pd.DataFrame | None = None,
-         tip: dict[str, Any] | None = None, dims: int = 2, point_px: float = 3.0,
-         view: tuple[float, float, float] | None = None, transition_ms: int = 0) -> pdk.Deck:
+def deck(
+    points: pd.DataFrame,
+    *,
+    marked: pd.DataFrame | None = None,
+    focus: pd.DataFrame | None = None,
+    tip: dict[str, Any] | None = None,
+    dims: int = 2,
+    point_px: float = 3.0,
+    view: tuple[float, float, float] | None = None,
+    transition_ms: int = 0,
+) -> pdk.Deck:
     """A deck.gl map of ``points`` (columns x, y[, z], r, g, b, row and the tooltip's fields).
 
     ``marked`` (neighbours) get rings, ``focus`` (the query) a bigger black ring; neither is pickable,
@@ -104,23 +172,47 @@ def deck(points: pd.DataFrame, *, marked: pd.DataFrame | None = None, focus: pd.
     cols = ["x", "y", "z"][:dims]
     if view is None:
         view = fit_view(points[cols].to_numpy())
-    layers = [pdk.Layer("ScatterplotLayer", points, id="points", get_position=cols, get_fill_color="[r, g, b, 210]",
-                        get_radius=point_px, radius_units="'pixels'", pickable=True,
-                        transitions={"getPosition": transition_ms} if transition_ms else None)]
-    for df, colour, px, width, lid in ((marked, [255, 140, 0, 255], point_px + 4, 2, "neighbours"),
-                                       (focus, [0, 0, 0, 255], point_px + 8, 3, "query")):
+    layers = [
+        pdk.Layer(
+            "ScatterplotLayer",
+            points,
+            id="points",
+            get_position=cols,
+            get_fill_color="[r, g, b, 210]",
+            get_radius=point_px,
+            radius_units="'pixels'",
+            pickable=True,
+            transitions={"getPosition": transition_ms} if transition_ms else None,
+        )
+    ]
+    for df, colour, px, width, lid in (
+        (marked, [255, 140, 0, 255], point_px + 4, 2, "neighbours"),
+        (focus, [0, 0, 0, 255], point_px + 8, 3, "query"),
+    ):
         if df is not None and len(df):
-            layers.append(pdk.Layer("ScatterplotLayer", df, id=lid, get_position=cols, get_line_color=colour,
-                                    filled=False, stroked=True, get_radius=px, radius_units="'pixels'",
-                                    line_width_units="'pixels'", get_line_width=width, pickable=False))
+            layers.append(
+                pdk.Layer(
+                    "ScatterplotLayer",
+                    df,
+                    id=lid,
+                    get_position=cols,
+                    get_line_color=colour,
+                    filled=False,
+                    stroked=True,
+                    get_radius=px,
+                    radius_units="'pixels'",
+                    line_width_units="'pixels'",
+                    get_line_width=width,
+                    pickable=False,
+                )
+            )
     if dims == 3:
         view_obj = pdk.View(type="OrbitView", controller=True)
         state = pdk.ViewState(target=[view[0], view[1], 0.0], zoom=view[2], rotation_orbit=30, rotation_x=20)
     else:
         view_obj = pdk.View(type="OrthographicView", controller=True)
         state = pdk.ViewState(target=[view[0], view[1], 0.0], zoom=view[2])
-    return pdk.Deck(layers=layers, views=[view_obj], initial_view_state=state, map_provider=None,
-                    tooltip=tip or False)
+    return pdk.Deck(layers=layers, views=[view_obj], initial_view_state=state, map_provider=None, tooltip=tip or False)
 
 
 def fit_view(xy: np.ndarray, side_px: float = 560.0) -> tuple[float, float, float]:

@@ -48,8 +48,15 @@ def label_name(label: int, classes: list[str]) -> str:
     return classes[label] if 0 <= label < len(classes) else "unlabelled"
 
 
-def show_neighbours(title: str, bank_file: str, query: np.ndarray, k: int, exclude: int | None,
-                    images: data.ImageSet, query_label: int | None) -> list[tuple[float, int]]:
+def show_neighbours(
+    title: str,
+    bank_file: str,
+    query: np.ndarray,
+    k: int,
+    exclude: int | None,
+    images: data.ImageSet,
+    query_label: int | None,
+) -> list[tuple[float, int]]:
     """The top-k bank images by cosine similarity to ``query`` (leaving out bank row ``exclude``); returns them."""
     bank = load_embeddings(bank_file)
     sims, idx = neighbour_index(bank_file).search(query, k + (exclude is not None))
@@ -57,21 +64,27 @@ def show_neighbours(title: str, bank_file: str, query: np.ndarray, k: int, exclu
     st.markdown(f"**{title}**")
     if query_label is not None and query_label >= 0:
         same = sum(int(bank.labels[i]) == query_label for _, i in hits)
-        st.caption(f"{same} of {len(hits)} neighbours share the query's label "
-                   f"({label_name(query_label, bank.classes)})")
+        st.caption(
+            f"{same} of {len(hits)} neighbours share the query's label ({label_name(query_label, bank.classes)})"
+        )
     pics = to_hwc(images.images[[i for _, i in hits]].numpy())
     where = (lambda i: f" · {images.paths[i]}") if images.paths is not None else (lambda i: "")
-    st.image([upscale_nearest(p, SHOW_SIDE) for p in pics],
-             caption=[f"#{i} · {label_name(int(bank.labels[i]), bank.classes)} · cos {s:.3f}{where(i)}"
-                      for s, i in hits])
+    st.image(
+        [upscale_nearest(p, SHOW_SIDE) for p in pics],
+        caption=[f"#{i} · {label_name(int(bank.labels[i]), bank.classes)} · cos {s:.3f}{where(i)}" for s, i in hits],
+    )
     return hits
 
 
 def open_on_map(split: str, feature: str, hits: list[tuple[float, int]], query: dict) -> None:
     """Hand the query and its neighbours to the Embeddings page's map, which marks them."""
-    st.session_state["emb_focus"] = {"split": split, "row": None if "split" in query or "image" in query
-                                     else query["row"], "neighbours": [i for _, i in hits],
-                                     "sims": [s for s, _ in hits], "query": query}
+    st.session_state["emb_focus"] = {
+        "split": split,
+        "row": None if "split" in query or "image" in query else query["row"],
+        "neighbours": [i for _, i in hits],
+        "sims": [s for s, _ in hits],
+        "query": query,
+    }
     st.session_state["emb_feature"] = feature
     st.session_state["emb_view"] = "map"
     st.switch_page("pages/embeddings.py")
@@ -82,15 +95,18 @@ def random_index(n: int) -> None:
 
 
 st.title("Search")
-st.caption("Pick an image and see the images the encoder finds most similar (cosine similarity of their "
-           "embeddings). A good SimCLR encoder puts images of the same class next to each other without "
-           "ever seeing a label; compare with random weights to see what training added.")
+st.caption(
+    "Pick an image and see the images the encoder finds most similar (cosine similarity of their "
+    "embeddings). A good SimCLR encoder puts images of the same class next to each other without "
+    "ever seeing a label; compare with random weights to see what training added."
+)
 
 run = run_with_checkpoint(
     "No runs yet. Start one on the **Train** page (digits + resnet_mini trains in a few minutes on a CPU), then "
     "come back to search its embedding space.",
     "Run **{name}** has no checkpoint yet: one is saved at the end of every epoch. Wait for the first epoch "
-    "(see the Train page) or pick another run in the sidebar.")
+    "(see the Train page) or pick another run in the sidebar.",
+)
 
 with user_errors():
     cfg = run.config()
@@ -100,16 +116,29 @@ with user_errors():
 ckey = checkpoint_key(run)
 
 c = st.columns([2, 2, 2, 2])
-feature = c[0].radio("Feature", list(FEATURES), format_func=FEATURES.get, key="search_feature",
-                     help="h: the backbone output, used by kNN and linear probes; z: the projection head output, "
-                          "where the contrastive loss is computed")
+feature = c[0].radio(
+    "Feature",
+    list(FEATURES),
+    format_func=FEATURES.get,
+    key="search_feature",
+    help="h: the backbone output, used by kNN and linear probes; z: the projection head output, "
+    "where the contrastive loss is computed",
+)
 k = c[1].slider("Neighbours k", 1, 50, 10, key="search_k")
 # default: labelled train images as the bank and held-out test images as queries, as kNN evaluation does
-bank_split = c[2].selectbox("Search in split", splits, index=splits.index(bank_default or pretrain),
-                            key="search_bank", help="the images searched (the memory bank)")
+bank_split = c[2].selectbox(
+    "Search in split",
+    splits,
+    index=splits.index(bank_default or pretrain),
+    key="search_bank",
+    help="the images searched (the memory bank)",
+)
 source = c[3].radio("Query", ["Dataset image", "Upload"], key="search_source")
-compare = st.checkbox("Compare with a random-init backbone", key="search_compare",
-                      help="the same architecture with untrained weights: the difference is what SimCLR learned")
+compare = st.checkbox(
+    "Compare with a random-init backbone",
+    key="search_compare",
+    help="the same architecture with untrained weights: the difference is what SimCLR learned",
+)
 
 with user_errors():
     bank_images = run_images(run, bank_split)
@@ -130,7 +159,7 @@ with left:
         i = int(st.number_input("Image index", 0, n - 1, key="search_idx", help=f"0 to {n - 1} in the {q_split} split"))
         st.button("Random", on_click=random_index, args=(n,), icon=":material/shuffle:")
         query_label = int(q_images.labels[i])
-        query_pic = to_hwc(q_images.images[i:i + 1].numpy())[0]
+        query_pic = to_hwc(q_images.images[i : i + 1].numpy())[0]
         caption = f"{q_split} #{i} · {label_name(query_label, q_images.classes)}"
         if q_images.paths is not None:
             caption += f" · {q_images.paths[i]}"
@@ -143,13 +172,14 @@ with left:
 
         if q_split == bank_split:
             exclude = i
-            st.caption("The query is in the searched split, so it is its own nearest neighbour (similarity "
-                       "1.000); it is left out of the results.")
+            st.caption(
+                "The query is in the searched split, so it is its own nearest neighbour (similarity "
+                "1.000); it is left out of the results."
+            )
     else:
         upload = st.file_uploader(f"Image ({READABLE}, any size)", type=UPLOAD_TYPES, key="search_upload")
         if upload is None:
-            st.info("Upload an image to find its neighbours. It is resized and centre-cropped like the "
-                    "run's images.")
+            st.info("Upload an image to find its neighbours. It is resized and centre-cropped like the run's images.")
             st.stop()
         view_side = cfg.views.crop_size or int(bank_images.images.shape[-1])
         with user_errors():
@@ -172,11 +202,21 @@ with right:
         with cols[0]:
             hits = show_neighbours(trained, bank_file, query_of(False), k, exclude, bank_images, query_label)
         with cols[1]:
-            show_neighbours(f"Random-init encoder (no training, {bank_split} split)", str(random_file),
-                            query_of(True), k, exclude, bank_images, query_label)
+            show_neighbours(
+                f"Random-init encoder (no training, {bank_split} split)",
+                str(random_file),
+                query_of(True),
+                k,
+                exclude,
+                bank_images,
+                query_label,
+            )
     else:
         hits = show_neighbours(trained, bank_file, query_of(False), k, exclude, bank_images, query_label)
-    if st.button("Open on the map", key="search_to_map", icon=":material/scatter_plot:",
-                 help=f"the Embeddings page's map of the {bank_split} split, with the query and these "
-                      "neighbours marked"):
+    if st.button(
+        "Open on the map",
+        key="search_to_map",
+        icon=":material/scatter_plot:",
+        help=f"the Embeddings page's map of the {bank_split} split, with the query and these neighbours marked",
+    ):
         open_on_map(bank_split, feature, hits, handoff)

@@ -41,11 +41,26 @@ routed()
 
 VIEW_KNOBS = ("crop_scale_min", "jitter_strength", "jitter_prob", "grayscale_prob", "blur_prob")
 METHOD_KNOBS = ("ema", "ema_schedule", "queue_size", "moco_symmetric", "pred_hidden_dim")
-FORM_FIELDS = [("data", "dataset"), ("data", "data_path"), ("model", "backbone"), ("method", "name"),
-               ("model", "cifar_stem"), ("optim", "epochs"), ("optim", "batch_size"), ("optim", "optimizer"),
-               ("optim", "lr"), ("method", "temperature"), ("model", "proj_hidden_dim"), ("model", "proj_out_dim"),
-               ("run", "knn_every"), ("run", "name")] + [("views", k) for k in VIEW_KNOBS] + [
-               ("method", k) for k in METHOD_KNOBS]
+FORM_FIELDS = (
+    [
+        ("data", "dataset"),
+        ("data", "data_path"),
+        ("model", "backbone"),
+        ("method", "name"),
+        ("model", "cifar_stem"),
+        ("optim", "epochs"),
+        ("optim", "batch_size"),
+        ("optim", "optimizer"),
+        ("optim", "lr"),
+        ("method", "temperature"),
+        ("model", "proj_hidden_dim"),
+        ("model", "proj_out_dim"),
+        ("run", "knn_every"),
+        ("run", "name"),
+    ]
+    + [("views", k) for k in VIEW_KNOBS]
+    + [("method", k) for k in METHOD_KNOBS]
+)
 TEXT_FIELDS = {("data", "data_path"), ("optim", "lr"), ("run", "name")}  # text inputs: "" means None
 # Each form field's label (from the config's field table): the widgets show it, and an error about the
 # field names it (never its CLI flag).
@@ -54,8 +69,10 @@ FORM_KEYS = ["tf_preset", "tf_gpus"]  # + every field's key, below: kept while t
 STEMS = {None: "auto", True: "on", False: "off"}
 SLIDERS = ("crop_scale_min", "jitter_prob", "grayscale_prob")  # the view knobs shown as sliders
 RESUME_MORE = 10  # default extra epochs when resuming a finished run
-GPUS_HELP = ("more than one starts the run under torchrun, one process per GPU (DDP, negatives gathered from "
-             "every GPU); the batch size is the total over all GPUs")
+GPUS_HELP = (
+    "more than one starts the run under torchrun, one process per GPU (DDP, negatives gathered from "
+    "every GPU); the batch size is the total over all GPUs"
+)
 
 
 def k(section: str, name: str) -> str:
@@ -83,6 +100,7 @@ def number(where, section: str, name: str) -> None:
 
 # ---- form state <-> TrainConfig --------------------------------------------------------------------
 
+
 def to_widget(section: str, name: str, value):
     if (section, name) in TEXT_FIELDS:
         return "" if value is None else str(value)
@@ -105,8 +123,9 @@ def from_widget(section: str, name: str, value):
         try:
             return float(value)
         except ValueError:
-            raise UserError(f"learning rate {value!r} is not a number: enter one such as 0.3, "
-                            "or leave it blank for the default") from None
+            raise UserError(
+                f"learning rate {value!r} is not a number: enter one such as 0.3, or leave it blank for the default"
+            ) from None
     return value
 
 
@@ -158,6 +177,7 @@ def check_new_run(cfg: TrainConfig, folder: precheck.FolderSummary | None = None
 
 # ---- callbacks (they run before the script, so they may set widget state such as the sidebar's "run") ----
 
+
 def on_preset() -> None:
     load_into_form(preset(st.session_state["tf_preset"]))
     drop_views()
@@ -188,6 +208,7 @@ def on_launch() -> None:
 
 # ---- the current run ----------------------------------------------------------------------------------
 
+
 def run_config(run: RunDir) -> TrainConfig | None:
     try:
         return run.config()
@@ -201,26 +222,45 @@ def controls(run: RunDir, active: bool, cfg: TrainConfig) -> None:
         if run.stop_requested():
             st.info("Stopping: the run saves a checkpoint and ends within one step.", icon=":material/pause:")
         else:
-            st.button("Stop", key="tf_stop", icon=":material/stop:", on_click=launch.stop, args=(run,),
-                      help="Checkpoint and stop; you can resume it later")
+            st.button(
+                "Stop",
+                key="tf_stop",
+                icon=":material/stop:",
+                on_click=launch.stop,
+                args=(run,),
+                help="Checkpoint and stop; you can resume it later",
+            )
         return
     if not run.last_ckpt.exists():
-        st.caption("No checkpoint yet, so nothing to resume: start a new run below (the same name may be reused "
-                   "when the run failed).")
+        st.caption(
+            "No checkpoint yet, so nothing to resume: start a new run below (the same name may be reused "
+            "when the run failed)."
+        )
         return
     status = run.status()
     done = int(status.get("epoch", 0))
     finished = status.get("state") == "finished"
     default = done + RESUME_MORE if finished else max(cfg.optim.epochs, done + 1)
     c1, c2, c3 = st.columns([1, 1, 1], vertical_alignment="bottom")
-    epochs = c1.number_input("Train to epoch (new total)", min_value=done + 1, value=default, step=1,
-                             key=f"tf_resume_epochs.{run.name}",
-                             help=f"{done} epochs are done; the run continues exactly where it stopped")
+    epochs = c1.number_input(
+        "Train to epoch (new total)",
+        min_value=done + 1,
+        value=default,
+        step=1,
+        key=f"tf_resume_epochs.{run.name}",
+        help=f"{done} epochs are done; the run continues exactly where it stopped",
+    )
     nproc = None
     if gpu_count() > 1:
-        nproc = c2.number_input("GPUs", min_value=1, max_value=gpu_count(),
-                                value=min(launch.launched_nproc(run), gpu_count()), step=1,
-                                key=f"tf_resume_gpus.{run.name}", help=GPUS_HELP)
+        nproc = c2.number_input(
+            "GPUs",
+            min_value=1,
+            max_value=gpu_count(),
+            value=min(launch.launched_nproc(run), gpu_count()),
+            step=1,
+            key=f"tf_resume_gpus.{run.name}",
+            help=GPUS_HELP,
+        )
     if c3.button("Resume", key="tf_resume", icon=":material/play_arrow:"):
         try:
             launch.resume(run, int(epochs), nproc=None if nproc is None else int(nproc))
@@ -251,14 +291,18 @@ def progress(status: dict, cfg: TrainConfig) -> None:
     c1, c2 = st.columns(2)
     c1.metric("Images / s", f"{ips:,.0f}" if ips else "–")
     left = eta(status, cfg.optim.batch_size)
-    c2.metric("ETA", fmt_duration(left) if left is not None else "–",
-              help="remaining steps at the current speed (the kNN monitor and checkpoints add a little)")
+    c2.metric(
+        "ETA",
+        fmt_duration(left) if left is not None else "–",
+        help="remaining steps at the current speed (the kNN monitor and checkpoints add a little)",
+    )
 
 
 def line(x: list, y: list, title: str, xlabel: str, ylabel: str) -> go.Figure:
     fig = go.Figure(go.Scatter(x=x, y=y, mode="lines+markers" if len(x) < 30 else "lines"))
-    fig.update_layout(title=title, xaxis_title=xlabel, yaxis_title=ylabel, height=280,
-                      margin=dict(l=10, r=10, t=40, b=10))
+    fig.update_layout(
+        title=title, xaxis_title=xlabel, yaxis_title=ylabel, height=280, margin=dict(l=10, r=10, t=40, b=10)
+    )
     return fig
 
 
@@ -271,16 +315,26 @@ def plot_curves(metrics: list[dict], cfg: TrainConfig) -> None:
     steps, knn = series.steps, series.knn
     c1, c2, c3 = st.columns(3)
     with c1:
-        st.plotly_chart(line([m["step"] for m in steps], [m["loss"] for m in steps],
-                             getattr(METHODS.get(cfg.method.name), "loss_name", "loss"), "step",
-                             "loss"), key="tf_loss")
+        st.plotly_chart(
+            line(
+                [m["step"] for m in steps],
+                [m["loss"] for m in steps],
+                getattr(METHODS.get(cfg.method.name), "loss_name", "loss"),
+                "step",
+                "loss",
+            ),
+            key="tf_loss",
+        )
     with c2:
-        st.plotly_chart(line([m["step"] for m in steps], [m["lr"] for m in steps], "Learning rate", "step",
-                             "lr"), key="tf_lr")
+        st.plotly_chart(
+            line([m["step"] for m in steps], [m["lr"] for m in steps], "Learning rate", "step", "lr"), key="tf_lr"
+        )
     with c3:
         if knn:
-            st.plotly_chart(line([m["epoch"] for m in knn], [m["knn_top1"] for m in knn], "kNN top-1 (%)",
-                                 "epoch", "top-1 %"), key="tf_knn")
+            st.plotly_chart(
+                line([m["epoch"] for m in knn], [m["knn_top1"] for m in knn], "kNN top-1 (%)", "epoch", "top-1 %"),
+                key="tf_knn",
+            )
         elif cfg.run.knn_every:
             st.info(f"No kNN yet: the monitor runs every {cfg.run.knn_every} epoch(s).")
         else:
@@ -300,23 +354,41 @@ def health(rows: list[dict], cfg: TrainConfig) -> None:
     epochs = [m["epoch"] for m in rows]
     c1, c2, c3 = st.columns(3)
     with c1:
-        fig = line(epochs, [m["rankme_h"] for m in rows], "RankMe: effective rank (higher is better)", "epoch",
-                   "rank")
+        fig = line(epochs, [m["rankme_h"] for m in rows], "RankMe: effective rank (higher is better)", "epoch", "rank")
         fig.data[0].name = "h (backbone)"
-        fig.add_trace(go.Scatter(x=epochs, y=[m.get("rankme_z") for m in rows], name="z (projection)",
-                                 mode=fig.data[0].mode))
+        fig.add_trace(
+            go.Scatter(x=epochs, y=[m.get("rankme_z") for m in rows], name="z (projection)", mode=fig.data[0].mode)
+        )
         fig.update_layout(legend=dict(orientation="h", y=-0.35))
         st.plotly_chart(fig, key="tf_rankme")
     with c2:
-        st.plotly_chart(line(epochs, [m["alignment"] for m in rows], "Alignment of two views (lower is better)",
-                             "epoch", "E ||z1 - z2||²"), key="tf_alignment")
+        st.plotly_chart(
+            line(
+                epochs,
+                [m["alignment"] for m in rows],
+                "Alignment of two views (lower is better)",
+                "epoch",
+                "E ||z1 - z2||²",
+            ),
+            key="tf_alignment",
+        )
     with c3:
-        st.plotly_chart(line(epochs, [m["uniformity"] for m in rows], "Uniformity (lower is better)", "epoch",
-                             "log E exp(-2||zi - zj||²)"), key="tf_uniformity")
-    st.caption(f"Measured on the run's probe subset ({cfg.run.probe_size:,} images at most) at every monitor epoch, "
-               "no labels needed: "
-               "RankMe (Garrido et al. 2023) falls towards 1 when the embeddings collapse; alignment and uniformity "
-               "(Wang & Isola 2020) on the normalised projections z.")
+        st.plotly_chart(
+            line(
+                epochs,
+                [m["uniformity"] for m in rows],
+                "Uniformity (lower is better)",
+                "epoch",
+                "log E exp(-2||zi - zj||²)",
+            ),
+            key="tf_uniformity",
+        )
+    st.caption(
+        f"Measured on the run's probe subset ({cfg.run.probe_size:,} images at most) at every monitor epoch, "
+        "no labels needed: "
+        "RankMe (Garrido et al. 2023) falls towards 1 when the embeddings collapse; alignment and uniformity "
+        "(Wang & Isola 2020) on the normalised projections z."
+    )
 
 
 def live_view(run: RunDir, was_active: bool) -> None:
@@ -352,18 +424,26 @@ def export_panel(run: RunDir, cfg: TrainConfig) -> None:
     if not run.backbone_path.is_file():
         return
     with st.expander("Export the backbone (safetensors, timm, ONNX, TorchScript)", icon=":material/download:"):
-        st.caption("The newest checkpoint's ResNet, as `simclr-export --run NAME --format F` writes it (also into "
-                   f"`{run.export_dir}`). ONNX and TorchScript take RGB in [0, 1] and normalise inside; "
-                   "safetensors and timm are the plain ResNet state dict (ImageNet mean / std in the metadata).")
+        st.caption(
+            "The newest checkpoint's ResNet, as `simclr-export --run NAME --format F` writes it (also into "
+            f"`{run.export_dir}`). ONNX and TorchScript take RGB in [0, 1] and normalise inside; "
+            "safetensors and timm are the plain ResNet state dict (ImageNet mean / std in the metadata)."
+        )
         cols = st.columns(len(exporters.FORMATS))
         for col, fmt in zip(cols, exporters.FORMATS, strict=False):
             why = exporters.unavailable(fmt, cfg.model.backbone)
-            col.download_button(fmt, lambda fmt=fmt: exporters.export_backbone(run, fmt).read_bytes(),
-                                f"{run.name}{exporters.SUFFIX[fmt]}", "application/octet-stream", key=f"export-{fmt}",
-                                on_click="ignore", disabled=why is not None, icon=":material/download:",
-                                help=why or exporters.HOW_TO_LOAD[fmt].format(
-                                    path=f"{run.name}{exporters.SUFFIX[fmt]}"),
-                                width="stretch")
+            col.download_button(
+                fmt,
+                lambda fmt=fmt: exporters.export_backbone(run, fmt).read_bytes(),
+                f"{run.name}{exporters.SUFFIX[fmt]}",
+                "application/octet-stream",
+                key=f"export-{fmt}",
+                on_click="ignore",
+                disabled=why is not None,
+                icon=":material/download:",
+                help=why or exporters.HOW_TO_LOAD[fmt].format(path=f"{run.name}{exporters.SUFFIX[fmt]}"),
+                width="stretch",
+            )
 
 
 def show_run(run: RunDir) -> None:
@@ -390,18 +470,32 @@ def run_list() -> None:
             continue
         run = RunDir(runs_dir() / name)
         s = summarize(run)
-        rows.append({"run": s.name, "state": s.state, "method": s.method,
-                     "epochs": f"{s.epoch}/{s.epochs}", "last loss": s.last_loss,
-                     "best kNN top-1 %": s.best_knn, "message": for_form(s.message),
-                     "notes": manage.read_notes(run).strip().split("\n")[0][:80]})
-    st.dataframe(rows, hide_index=True, column_config={
-        "last loss": st.column_config.NumberColumn(format="%.4f"),
-        "best kNN top-1 %": st.column_config.NumberColumn(format="%.2f")})
+        rows.append(
+            {
+                "run": s.name,
+                "state": s.state,
+                "method": s.method,
+                "epochs": f"{s.epoch}/{s.epochs}",
+                "last loss": s.last_loss,
+                "best kNN top-1 %": s.best_knn,
+                "message": for_form(s.message),
+                "notes": manage.read_notes(run).strip().split("\n")[0][:80],
+            }
+        )
+    st.dataframe(
+        rows,
+        hide_index=True,
+        column_config={
+            "last loss": st.column_config.NumberColumn(format="%.4f"),
+            "best kNN top-1 %": st.column_config.NumberColumn(format="%.2f"),
+        },
+    )
     more = f" {len(hidden)} failed run(s) hidden (sidebar: *Hide failed runs*)." if hidden else ""
     st.caption("Pick a run in the sidebar to watch, stop or resume it." + more)
 
 
 # ---- run management: rename, notes, archive (simclr_core.manage) ----------------------------------------
+
 
 def manage_message(kind: str, text: str) -> None:
     st.session_state["tf_manage_msg"] = (kind, text)
@@ -440,8 +534,11 @@ def on_archive(names: list[str]) -> None:
     if failed:
         manage_message("error", " ".join(failed))
     else:
-        manage_message("success", f"Archived {', '.join(repr(n) for n in done)} into "
-                                  f"`{manage.archive_dir(runs_dir())}`: restore below, whenever you like.")
+        manage_message(
+            "success",
+            f"Archived {', '.join(repr(n) for n in done)} into "
+            f"`{manage.archive_dir(runs_dir())}`: restore below, whenever you like.",
+        )
 
 
 def on_restore(folder: str) -> None:
@@ -460,39 +557,65 @@ def manage_runs(run: RunDir | None) -> None:
     archived = manage.list_archived(runs_dir())
     if run is None and not archived and not message:
         return
-    with st.expander("Manage runs: rename, notes, archive", icon=":material/folder_managed:",
-                     expanded=message is not None):
+    with st.expander(
+        "Manage runs: rename, notes, archive", icon=":material/folder_managed:", expanded=message is not None
+    ):
         if message:
             (st.success if message[0] == "success" else st.error)(message[1])
         if run is not None:
             st.caption(f"For the run picked in the sidebar, **{run.name}**:")
             c1, c2 = st.columns(2)
-            c1.text_input("New name", key=f"tf_rename.{run.name}", placeholder=run.name,
-                          help="letters, digits, '.', '_' and '-'; not while the run is running")
+            c1.text_input(
+                "New name",
+                key=f"tf_rename.{run.name}",
+                placeholder=run.name,
+                help="letters, digits, '.', '_' and '-'; not while the run is running",
+            )
             c1.button("Rename", key="tf_rename", icon=":material/edit:", on_click=on_rename, args=(run.name,))
             st.session_state.setdefault(f"tf_notes.{run.name}", manage.read_notes(run))
-            c2.text_area("Notes", key=f"tf_notes.{run.name}", height=100,
-                         help=f"what you tried and why; kept in the run folder ({manage.NOTES})")
-            c2.button("Save notes", key="tf_save_notes", icon=":material/save:", on_click=on_notes,
-                      args=(run.name,))
+            c2.text_area(
+                "Notes",
+                key=f"tf_notes.{run.name}",
+                height=100,
+                help=f"what you tried and why; kept in the run folder ({manage.NOTES})",
+            )
+            c2.button("Save notes", key="tf_save_notes", icon=":material/save:", on_click=on_notes, args=(run.name,))
             failed = [n for n, s in run_states().items() if manage.is_failed(s)]
             c3, c4 = st.columns(2)
-            c3.button(f"Archive run {run.name}", key="tf_archive", icon=":material/archive:", on_click=on_archive,
-                      args=([run.name],), help="moves its folder into the runs folder's .archive/; restore it below")
-            c4.button(f"Archive the {len(failed)} failed run(s)", key="tf_archive_failed",
-                      icon=":material/delete_sweep:", on_click=on_archive, args=(failed,), disabled=not failed,
-                      help="runs that failed, died or never started: " + (", ".join(failed) or "none"))
+            c3.button(
+                f"Archive run {run.name}",
+                key="tf_archive",
+                icon=":material/archive:",
+                on_click=on_archive,
+                args=([run.name],),
+                help="moves its folder into the runs folder's .archive/; restore it below",
+            )
+            c4.button(
+                f"Archive the {len(failed)} failed run(s)",
+                key="tf_archive_failed",
+                icon=":material/delete_sweep:",
+                on_click=on_archive,
+                args=(failed,),
+                disabled=not failed,
+                help="runs that failed, died or never started: " + (", ".join(failed) or "none"),
+            )
         if archived:
             st.caption(f"Archived runs (in `{manage.archive_dir(runs_dir())}`):")
             for a in archived[:20]:
                 r1, r2 = st.columns([3, 1], vertical_alignment="center")
                 when = time.strftime("%Y-%m-%d %H:%M", time.localtime(a.archived)) if a.archived else "?"
                 r1.markdown(f"`{a.name}` · archived {when}")
-                r2.button("Restore", key=f"tf_restore.{a.folder}", icon=":material/unarchive:", on_click=on_restore,
-                          args=(a.folder,))
+                r2.button(
+                    "Restore",
+                    key=f"tf_restore.{a.folder}",
+                    icon=":material/unarchive:",
+                    on_click=on_restore,
+                    args=(a.folder,),
+                )
 
 
 # ---- the new-run form ---------------------------------------------------------------------------------
+
 
 def folder_caption(summary: precheck.FolderSummary) -> str:
     lines = []
@@ -510,20 +633,27 @@ def new_run_form() -> None:
     starts nothing), and is greyed out, with the reason beside it, while a setting is wrong."""
     remember(*FORM_KEYS)
     st.subheader("New run")
-    st.selectbox("Preset", list(PRESETS), key="tf_preset", on_change=on_preset,
-                 help="fills in the form below; change any field before launching. The presets are the recipe "
-                      "zoo, configs/*.yaml, which `simclr-train --config` reads too")
+    st.selectbox(
+        "Preset",
+        list(PRESETS),
+        key="tf_preset",
+        on_change=on_preset,
+        help="fills in the form below; change any field before launching. The presets are the recipe "
+        "zoo, configs/*.yaml, which `simclr-train --config` reads too",
+    )
     chosen = RECIPES[st.session_state["tf_preset"]]
-    st.caption(f"**Expected:** {chosen.expected}. **Source:** {chosen.source}. "
-               f"Recipe file: `configs/{chosen.path.name}`")
+    st.caption(
+        f"**Expected:** {chosen.expected}. **Source:** {chosen.source}. Recipe file: `configs/{chosen.path.name}`"
+    )
     if st.session_state.get("train_views"):
         c1, c2 = st.columns([3, 1], vertical_alignment="center")
         c1.info("The view settings below come from the Augmentations page.", icon=":material/photo_library:")
         c2.button("Use the preset's views", key="tf_drop_views", on_click=drop_views)
     c1, c2, c3 = st.columns(3)
     c1.selectbox(LABELS["dataset"], DATASETS, key=k("data", "dataset"), help=h("data", "dataset"))
-    c1.text_input(LABELS["data_path"] + " (folder dataset only)", key=k("data", "data_path"),
-                  help=h("data", "data_path"))
+    c1.text_input(
+        LABELS["data_path"] + " (folder dataset only)", key=k("data", "data_path"), help=h("data", "data_path")
+    )
     summary = None
     if st.session_state[k("data", "dataset")] == "folder" and st.session_state[k("data", "data_path")].strip():
         try:
@@ -531,16 +661,26 @@ def new_run_form() -> None:
             c1.caption(folder_caption(summary))
         except UserError:
             pass  # said beside Launch
-    c1.selectbox(LABELS["optimizer"], widget_spec("optim", "optimizer").choices,
-                 key=k("optim", "optimizer"), help=h("optim", "optimizer"))
+    c1.selectbox(
+        LABELS["optimizer"],
+        widget_spec("optim", "optimizer").choices,
+        key=k("optim", "optimizer"),
+        help=h("optim", "optimizer"),
+    )
     c1.text_input(LABELS["lr"], key=k("optim", "lr"), placeholder="auto", help=h("optim", "lr"))
     c2.selectbox(LABELS["backbone"], BACKBONES, key=k("model", "backbone"), help=h("model", "backbone"))
     c2.selectbox(LABELS["method"], list(METHODS), key=k("method", "name"), help=h("method", "name"))
-    c2.selectbox(LABELS["cifar_stem"], list(STEMS.values()), key=k("model", "cifar_stem"),
-                 help=h("model", "cifar_stem"))
+    c2.selectbox(
+        LABELS["cifar_stem"], list(STEMS.values()), key=k("model", "cifar_stem"), help=h("model", "cifar_stem")
+    )
     number(c2, "method", "temperature")
-    for section, name in (("optim", "epochs"), ("optim", "batch_size"), ("model", "proj_hidden_dim"),
-                          ("model", "proj_out_dim"), ("run", "knn_every")):
+    for section, name in (
+        ("optim", "epochs"),
+        ("optim", "batch_size"),
+        ("model", "proj_hidden_dim"),
+        ("model", "proj_out_dim"),
+        ("run", "knn_every"),
+    ):
         number(c3, section, name)
     with st.expander("View strengths (augmentations)"):
         cols = st.columns(2)
@@ -552,11 +692,16 @@ def new_run_form() -> None:
     with st.expander("MoCo v2 and BYOL settings (leave blank for each method's defaults)"):
         cols = st.columns(3)
         number(cols[0], "method", "ema")
-        cols[0].selectbox(LABELS["ema_schedule"], ["auto", *widget_spec("method", "ema_schedule").choices],
-                          key=k("method", "ema_schedule"), help=h("method", "ema_schedule"))
+        cols[0].selectbox(
+            LABELS["ema_schedule"],
+            ["auto", *widget_spec("method", "ema_schedule").choices],
+            key=k("method", "ema_schedule"),
+            help=h("method", "ema_schedule"),
+        )
         number(cols[1], "method", "queue_size")
-        cols[1].checkbox(LABELS["moco_symmetric"], key=k("method", "moco_symmetric"),
-                         help=h("method", "moco_symmetric"))
+        cols[1].checkbox(
+            LABELS["moco_symmetric"], key=k("method", "moco_symmetric"), help=h("method", "moco_symmetric")
+        )
         number(cols[2], "method", "pred_hidden_dim")
     if gpu_count() > 1:
         st.session_state.setdefault("tf_gpus", gpu_count())
@@ -567,13 +712,19 @@ def new_run_form() -> None:
     except UserError as e:
         plan, problem = None, for_form(str(e))
     c1, c2 = st.columns([1, 5], vertical_alignment="center")
-    c1.button("Launch", key="tf_launch", type="primary", icon=":material/rocket_launch:", on_click=on_launch,
-              disabled=problem is not None, width="stretch")
+    c1.button(
+        "Launch",
+        key="tf_launch",
+        type="primary",
+        icon=":material/rocket_launch:",
+        on_click=on_launch,
+        disabled=problem is not None,
+        width="stretch",
+    )
     if problem:
         c2.error(problem, icon=":material/error:")
     elif plan:
-        c2.caption(f"Pre-trains on {plan.images:,} images of {plan.source}."
-                   + "".join(f" {n}." for n in plan.notes))
+        c2.caption(f"Pre-trains on {plan.images:,} images of {plan.source}." + "".join(f" {n}." for n in plan.notes))
     error = st.session_state.pop("tf_error", None)
     if error:
         st.error(error, icon=":material/error:")
@@ -584,21 +735,28 @@ def new_run_form() -> None:
 # ---- page ---------------------------------------------------------------------------------------------
 
 st.title("Train")
-st.caption("Pre-train an encoder with SimCLR, MoCo v2 or BYOL. Each run trains in a background process that "
-           "keeps going when you leave this page or close the browser; its folder holds the checkpoints, metrics "
-           "and log.")
+st.caption(
+    "Pre-train an encoder with SimCLR, MoCo v2 or BYOL. Each run trains in a background process that "
+    "keeps going when you leave this page or close the browser; its folder holds the checkpoints, metrics "
+    "and log."
+)
 init_form()
 current = current_run()
 started = st.session_state.get("tf_started")
 if started and current is not None and current.name == started and launch.is_active(current):
-    st.success(f"Started run **{started}**. Its live progress is below; the other pages can use it once it "
-               "has saved its first checkpoint (end of epoch 1).", icon=":material/rocket_launch:")
+    st.success(
+        f"Started run **{started}**. Its live progress is below; the other pages can use it once it "
+        "has saved its first checkpoint (end of epoch 1).",
+        icon=":material/rocket_launch:",
+    )
 else:
     st.session_state.pop("tf_started", None)  # shown while the run it names is starting or running
 if current is None:
-    st.info("No runs yet. Pick the **Quick CPU demo** preset below and press **Launch**: it pre-trains a small "
-            "ResNet on the bundled digits in about two minutes on a CPU. Then explore it on the other pages.",
-            icon=":material/lightbulb:")
+    st.info(
+        "No runs yet. Pick the **Quick CPU demo** preset below and press **Launch**: it pre-trains a small "
+        "ResNet on the bundled digits in about two minutes on a CPU. Then explore it on the other pages.",
+        icon=":material/lightbulb:",
+    )
 else:
     show_run(current)
     st.subheader("All runs")

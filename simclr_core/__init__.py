@@ -25,8 +25,18 @@ _API = {
     "recipe": "simclr_core.zoo",
     "recipes": "simclr_core.zoo",
 }
-__all__ = ["TrainConfig", "UserError", "__version__", "embed_images", "evaluate_run", "export_backbone",
-           "load_backbone", "pretrain", "recipe", "recipes"]
+__all__ = [
+    "TrainConfig",
+    "UserError",
+    "__version__",
+    "embed_images",
+    "evaluate_run",
+    "export_backbone",
+    "load_backbone",
+    "pretrain",
+    "recipe",
+    "recipes",
+]
 assert set(__all__) == {"__version__", *_API}
 
 if TYPE_CHECKING:

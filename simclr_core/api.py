@@ -70,8 +70,14 @@ def _as_tensor(images: Any) -> torch.Tensor:
     return x.contiguous()
 
 
-def embed_images(model: Backbone | str | Path | RunDir, images: Any, *, batch_size: int = 256,
-                 device: str = "auto", size: int | None = None) -> np.ndarray:
+def embed_images(
+    model: Backbone | str | Path | RunDir,
+    images: Any,
+    *,
+    batch_size: int = 256,
+    device: str = "auto",
+    size: int | None = None,
+) -> np.ndarray:
     """Backbone features h of images: (N, F) float32.
 
     Args:

@@ -53,13 +53,16 @@ def load(path: str | Path, map_location: str | torch.device = "cpu") -> Any:
         return torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError:
         # torch's own message advises weights_only=False: never for a file that may be hostile
-        raise UserError(f"checkpoint {path} holds Python objects that a safe load refuses to run (it was not "
-                        "written by SimCLR Studio, or was tampered with); it was not loaded. Use the run's own "
-                        "last.pt or start a new run") from None
+        raise UserError(
+            f"checkpoint {path} holds Python objects that a safe load refuses to run (it was not "
+            "written by SimCLR Studio, or was tampered with); it was not loaded. Use the run's own "
+            "last.pt or start a new run"
+        ) from None
     except Exception as e:  # noqa: BLE001 - torch raises several types for a damaged zip
         reason = str(e).splitlines()[0] if str(e) else type(e).__name__
-        raise UserError(f"checkpoint {path} is truncated or corrupt ({reason[:160]}); "
-                        "restore it from a copy or start a new run") from None
+        raise UserError(
+            f"checkpoint {path} is truncated or corrupt ({reason[:160]}); restore it from a copy or start a new run"
+        ) from None
 
 
 TRAINING_KEYS = ("model", "arch", "epoch", "step")  # what every last.pt holds, whatever its method
@@ -68,8 +71,12 @@ TRAINING_KEYS = ("model", "arch", "epoch", "step")  # what every last.pt holds, 
 def load_training(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
     """:func:`load` a training checkpoint (``last.pt``), or a UserError saying what the file holds instead."""
     ckpt = load(path, map_location)
-    if isinstance(ckpt, dict) and all(k in ckpt for k in TRAINING_KEYS) and isinstance(ckpt["model"], dict) \
-            and isinstance(ckpt["arch"], dict):
+    if (
+        isinstance(ckpt, dict)
+        and all(k in ckpt for k in TRAINING_KEYS)
+        and isinstance(ckpt["model"], dict)
+        and isinstance(ckpt["arch"], dict)
+    ):
         return ckpt
     if isinstance(ckpt, torch.Tensor):
         what = "a bare tensor"
@@ -77,9 +84,12 @@ def load_training(path: str | Path, map_location: str | torch.device = "cpu") ->
         what = "a backbone's weights alone (backbone.pt)"
     else:
         what = f"a {type(ckpt).__name__}" + (
-            f" with keys {sorted(map(str, ckpt))[:5]}" if isinstance(ckpt, dict) else "")
-    raise UserError(f"checkpoint {path} holds {what}, not a training checkpoint (last.pt: model, arch, epoch "
-                    "and step); put the run's own last.pt back, or start a new run")
+            f" with keys {sorted(map(str, ckpt))[:5]}" if isinstance(ckpt, dict) else ""
+        )
+    raise UserError(
+        f"checkpoint {path} holds {what}, not a training checkpoint (last.pt: model, arch, epoch "
+        "and step); put the run's own last.pt back, or start a new run"
+    )
 
 
 def check_architecture(saved: dict, expected: dict, path: str | Path) -> None:
@@ -87,8 +97,10 @@ def check_architecture(saved: dict, expected: dict, path: str | Path) -> None:
     diff = {k: (saved.get(k), v) for k, v in expected.items() if saved.get(k) != v}
     if diff:
         what = ", ".join(f"{k}: checkpoint {a!r} vs config {b!r}" for k, (a, b) in diff.items())
-        raise UserError(f"checkpoint {path} is of another architecture ({what}); "
-                        "use the run's own config or a checkpoint of this model")
+        raise UserError(
+            f"checkpoint {path} is of another architecture ({what}); "
+            "use the run's own config or a checkpoint of this model"
+        )
 
 
 def load_state(module: nn.Module, state: dict[str, torch.Tensor], path: str | Path) -> None:
@@ -97,8 +109,9 @@ def load_state(module: nn.Module, state: dict[str, torch.Tensor], path: str | Pa
         module.load_state_dict(state)
     except RuntimeError as e:
         first = str(e).splitlines()[1].strip() if len(str(e).splitlines()) > 1 else str(e)
-        raise UserError(f"checkpoint {path} does not fit this model ({first}); "
-                        "it was saved by another architecture") from None
+        raise UserError(
+            f"checkpoint {path} does not fit this model ({first}); it was saved by another architecture"
+        ) from None
 
 
 def encoder_state(model_state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -146,8 +159,8 @@ def save_backbone(backbone: nn.Module, arch: dict, path: str | Path, image_size:
         "mean": IMAGENET_MEAN,
         "std": IMAGENET_STD,
         "load": "simclr_core.checkpoints.load_backbone(path), or build the torchvision ResNet, "
-                "set fc = Identity (and for cifar_stem conv1 = Conv2d(3, 64, 3, 1, 1, bias=False), "
-                "maxpool = Identity), then load_state_dict",
+        "set fc = Identity (and for cifar_stem conv1 = Conv2d(3, 64, 3, 1, 1, bias=False), "
+        "maxpool = Identity), then load_state_dict",
     }
     write_json_atomic(path.with_suffix(".json"), meta)
 

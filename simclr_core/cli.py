@@ -38,12 +38,19 @@ def add_config_args(parser: argparse.ArgumentParser, only: Iterable[str] | None 
             base = str(f.type).replace(" | None", "")
             name = option(f)
             if base == "bool":
-                group.add_argument(flag(name), dest=name, action=argparse.BooleanOptionalAction,
-                                   default=argparse.SUPPRESS, help=help_)
+                group.add_argument(
+                    flag(name), dest=name, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS, help=help_
+                )
             else:
-                group.add_argument(flag(name), dest=name, type=_TYPES[base], default=argparse.SUPPRESS,
-                                   choices=choices, help=help_,
-                                   metavar=None if choices else f.name.split("_")[-1].upper())
+                group.add_argument(
+                    flag(name),
+                    dest=name,
+                    type=_TYPES[base],
+                    default=argparse.SUPPRESS,
+                    choices=choices,
+                    help=help_,
+                    metavar=None if choices else f.name.split("_")[-1].upper(),
+                )
 
 
 def config_from_args(args: argparse.Namespace) -> tuple[TrainConfig, set[str]]:

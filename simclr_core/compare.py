@@ -16,8 +16,9 @@ def flatten_config(cfg: TrainConfig) -> dict[str, Any]:
     return {f"{section}.{name}": value for section, fields in cfg.to_dict().items() for name, value in fields.items()}
 
 
-def config_differences(configs: dict[str, TrainConfig], all_fields: bool = False,
-                       ignore: tuple[str, ...] = IGNORED_FIELDS) -> list[dict[str, Any]]:
+def config_differences(
+    configs: dict[str, TrainConfig], all_fields: bool = False, ignore: tuple[str, ...] = IGNORED_FIELDS
+) -> list[dict[str, Any]]:
     """Rows ``{"field", "differs", <run name>: value, ...}`` comparing runs' configs field by field.
 
     Args:
@@ -49,8 +50,12 @@ def epoch_curves(metrics: list[dict[str, Any]]) -> list[dict[str, Any]]:
     for m in metrics:
         if not is_epoch_line(m):
             continue
-        by_epoch[int(m["epoch"])] = {"epoch": int(m["epoch"]), "epoch_loss": m.get("epoch_loss"),
-                                     "knn_top1": m.get("knn_top1"), "knn_top5": m.get("knn_top5")}
+        by_epoch[int(m["epoch"])] = {
+            "epoch": int(m["epoch"]),
+            "epoch_loss": m.get("epoch_loss"),
+            "knn_top1": m.get("knn_top1"),
+            "knn_top5": m.get("knn_top5"),
+        }
     return [by_epoch[e] for e in sorted(by_epoch)]
 
 

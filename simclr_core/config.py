@@ -84,10 +84,18 @@ def widget_spec(section: str, name: str) -> WidgetSpec:
         v = next((m[k] for k in keys if k in m), None)
         return None if v is None else number(v)
 
-    return WidgetSpec(label=m.get("label", name.replace("_", " ").capitalize()), option=option(f), help=m["help"],
-                      default=f.default,
-                      optional="None" in kinds, choices=m.get("choices"), min=num("ui_min", "min"),
-                      max=num("ui_max", "max"), step=num("step"), format=m.get("format"))
+    return WidgetSpec(
+        label=m.get("label", name.replace("_", " ").capitalize()),
+        option=option(f),
+        help=m["help"],
+        default=f.default,
+        optional="None" in kinds,
+        choices=m.get("choices"),
+        min=num("ui_min", "min"),
+        max=num("ui_max", "max"),
+        step=num("step"),
+        format=m.get("format"),
+    )
 
 
 def check_field(section: str, f: dataclasses.Field, value: Any) -> None:
@@ -102,8 +110,7 @@ def check_field(section: str, f: dataclasses.Field, value: Any) -> None:
     # bool is an int to Python, but `batch_size: true` is a mistake, not 1
     if isinstance(value, bool) != (base == "bool") or not isinstance(value, _KINDS[base]):
         kind = {"int": "an integer", "float": "a number", "bool": "true or false"}.get(base, "text")
-        raise UserError(f"{where} must be {kind}, "
-                        f"got {value!r}, a {type(value).__name__}{key}")
+        raise UserError(f"{where} must be {kind}, got {value!r}, a {type(value).__name__}{key}")
     m = f.metadata
     if "choices" in m and value not in m["choices"]:
         raise UserError(f"{where} must be one of {', '.join(map(str, m['choices']))}, got {value!r}{key}")
@@ -134,52 +141,111 @@ def _allowed(m: Mapping[str, Any]) -> str:
 class DataConfig:
     """Which images to pre-train on and where to find them."""
 
-    dataset: str = _f("digits", "digits (bundled, offline), cifar10, stl10 or folder",
-                      choices=("digits", "cifar10", "stl10", "folder"), label="Dataset")
-    data_path: str | None = _f(None, "image folder for --dataset folder: class sub-folders give "
-                                     "labels; train/ and test/ sub-folders give splits",
-                               label="Image folder")
+    dataset: str = _f(
+        "digits",
+        "digits (bundled, offline), cifar10, stl10 or folder",
+        choices=("digits", "cifar10", "stl10", "folder"),
+        label="Dataset",
+    )
+    data_path: str | None = _f(
+        None,
+        "image folder for --dataset folder: class sub-folders give labels; train/ and test/ sub-folders give splits",
+        label="Image folder",
+    )
     data_dir: str = _f("data", "where torchvision datasets are downloaded and decoded images cached")
-    train_split: str | None = _f(None, "split to pre-train on (default: cifar10 train, "
-                                       "stl10 train+unlabeled, folder train or all)")
-    image_size: int | None = _f(None, "side of the stored square images (default: native size; "
-                                      "96 for folders of mixed sizes)", min=8)
+    train_split: str | None = _f(
+        None, "split to pre-train on (default: cifar10 train, stl10 train+unlabeled, folder train or all)"
+    )
+    image_size: int | None = _f(
+        None, "side of the stored square images (default: native size; 96 for folders of mixed sizes)", min=8
+    )
     subset: int | None = _f(None, "pre-train on a fixed random subset of this many images", min=2)
     download: bool = _f(True, "download cifar10/stl10 into --data-dir when missing")
-    transductive: bool = _f(False, "a folder with one labelled split only: also pre-train on the fifth held out "
-                                   "as kNN and linear-probe queries (their figures are then marked transductive)")
+    transductive: bool = _f(
+        False,
+        "a folder with one labelled split only: also pre-train on the fifth held out "
+        "as kNN and linear-probe queries (their figures are then marked transductive)",
+    )
 
 
 @dataclass
 class ViewConfig:
     """The SimCLR view transform (Chen et al. 2020, appendix A); defaults are the paper's ImageNet values."""
 
-    crop_size: int | None = _f(None, "side of each view in pixels (default: the stored image side)", min=8,
-                               label="View size (pixels)")
+    crop_size: int | None = _f(
+        None, "side of each view in pixels (default: the stored image side)", min=8, label="View size (pixels)"
+    )
     # A slider starts at 0.01: a crop needs a positive area.
-    crop_scale_min: float = _f(0.08, "smallest crop area as a fraction of the image", gt=0, max=1,
-                               label="Smallest crop area", ui_min=0.01, step=0.01)
-    crop_scale_max: float = _f(1.0, "largest crop area as a fraction of the image", gt=0, max=1,
-                               label="Largest crop area", ui_min=0.01, step=0.01)
-    flip_prob: float = _f(0.5, "probability of a horizontal flip", min=0, max=1,
-                          label="Horizontal flip probability", step=0.05)
-    jitter_strength: float | None = _f(None, "colour-distortion strength s (default: the paper's 1.0, or its "
-                                                "CIFAR 0.5 for images of 64 px or less)", min=0,
-                                       label="Colour jitter strength", ui_max=2.0, step=0.1)
-    jitter_prob: float = _f(0.8, "probability of colour jitter", min=0, max=1,
-                            label="Colour jitter probability", step=0.05)
-    grayscale_prob: float = _f(0.2, "probability of converting a view to grayscale", min=0, max=1,
-                               label="Grayscale probability", step=0.05)
-    blur_prob: float | None = _f(None, "probability of Gaussian blur (default: 0.5, or 0 for images "
-                                       "of 64 px or less, as the paper's CIFAR setting)", min=0, max=1,
-                                 label="Blur probability", step=0.05)
+    crop_scale_min: float = _f(
+        0.08,
+        "smallest crop area as a fraction of the image",
+        gt=0,
+        max=1,
+        label="Smallest crop area",
+        ui_min=0.01,
+        step=0.01,
+    )
+    crop_scale_max: float = _f(
+        1.0,
+        "largest crop area as a fraction of the image",
+        gt=0,
+        max=1,
+        label="Largest crop area",
+        ui_min=0.01,
+        step=0.01,
+    )
+    flip_prob: float = _f(
+        0.5, "probability of a horizontal flip", min=0, max=1, label="Horizontal flip probability", step=0.05
+    )
+    jitter_strength: float | None = _f(
+        None,
+        "colour-distortion strength s (default: the paper's 1.0, or its CIFAR 0.5 for images of 64 px or less)",
+        min=0,
+        label="Colour jitter strength",
+        ui_max=2.0,
+        step=0.1,
+    )
+    jitter_prob: float = _f(
+        0.8, "probability of colour jitter", min=0, max=1, label="Colour jitter probability", step=0.05
+    )
+    grayscale_prob: float = _f(
+        0.2, "probability of converting a view to grayscale", min=0, max=1, label="Grayscale probability", step=0.05
+    )
+    blur_prob: float | None = _f(
+        None,
+        "probability of Gaussian blur (default: 0.5, or 0 for images of 64 px or less, as the paper's CIFAR setting)",
+        min=0,
+        max=1,
+        label="Blur probability",
+        step=0.05,
+    )
     # A slider starts at 0.05, as a sigma of 0 blurs nothing (the blur probability turns blur off).
-    blur_sigma_min: float = _f(0.1, "smallest blur sigma in pixels", min=0,
-                               label="Smallest blur sigma (pixels)", ui_min=0.05, ui_max=5.0, step=0.05)
-    blur_sigma_max: float = _f(2.0, "largest blur sigma in pixels", min=0,
-                               label="Largest blur sigma (pixels)", ui_min=0.05, ui_max=5.0, step=0.05)
-    solarize_prob: float = _f(0.0, "probability of solarizing a view (0 in SimCLR; BYOL uses 0.2)", min=0, max=1,
-                              label="Solarize probability", step=0.05)
+    blur_sigma_min: float = _f(
+        0.1,
+        "smallest blur sigma in pixels",
+        min=0,
+        label="Smallest blur sigma (pixels)",
+        ui_min=0.05,
+        ui_max=5.0,
+        step=0.05,
+    )
+    blur_sigma_max: float = _f(
+        2.0,
+        "largest blur sigma in pixels",
+        min=0,
+        label="Largest blur sigma (pixels)",
+        ui_min=0.05,
+        ui_max=5.0,
+        step=0.05,
+    )
+    solarize_prob: float = _f(
+        0.0,
+        "probability of solarizing a view (0 in SimCLR; BYOL uses 0.2)",
+        min=0,
+        max=1,
+        label="Solarize probability",
+        step=0.05,
+    )
 
     @classmethod
     def cifar(cls) -> ViewConfig:
@@ -213,47 +279,101 @@ class ViewConfig:
 class ModelConfig:
     """Encoder and projection head."""
 
-    backbone: str = _f("resnet18", "resnet18, resnet34, resnet50 (torchvision) or resnet_mini "
-                                   "(small, trains in minutes on a CPU)",
-                       choices=("resnet18", "resnet34", "resnet50", "resnet_mini"), label="Backbone")
-    cifar_stem: bool | None = _f(None, "3x3 stride-1 first conv and no max-pool (default: on for "
-                                       "images of 64 px or less)", label="CIFAR stem")
-    head: str | None = _f(None, "projection head as its paper has it: simclr (BN after every layer), moco_v2 "
-                                "(no BN), byol (BN after the hidden layer) (default: the method's own)",
-                          choices=("simclr", "moco_v2", "byol"))
-    proj_hidden_dim: int | None = _f(None, "projection MLP hidden width (default: the backbone width; twice it "
-                                           "for the byol head, the paper's 4096 on a ResNet-50)", min=1,
-                                     label="Projection hidden width", step=64)
-    proj_out_dim: int | None = _f(None, "projection output dimension (default: the head's, 128; 256 byol)", min=1,
-                                  label="Projection output dim", step=32)
+    backbone: str = _f(
+        "resnet18",
+        "resnet18, resnet34, resnet50 (torchvision) or resnet_mini (small, trains in minutes on a CPU)",
+        choices=("resnet18", "resnet34", "resnet50", "resnet_mini"),
+        label="Backbone",
+    )
+    cifar_stem: bool | None = _f(
+        None, "3x3 stride-1 first conv and no max-pool (default: on for images of 64 px or less)", label="CIFAR stem"
+    )
+    head: str | None = _f(
+        None,
+        "projection head as its paper has it: simclr (BN after every layer), moco_v2 "
+        "(no BN), byol (BN after the hidden layer) (default: the method's own)",
+        choices=("simclr", "moco_v2", "byol"),
+    )
+    proj_hidden_dim: int | None = _f(
+        None,
+        "projection MLP hidden width (default: the backbone width; twice it "
+        "for the byol head, the paper's 4096 on a ResNet-50)",
+        min=1,
+        label="Projection hidden width",
+        step=64,
+    )
+    proj_out_dim: int | None = _f(
+        None,
+        "projection output dimension (default: the head's, 128; 256 byol)",
+        min=1,
+        label="Projection output dim",
+        step=32,
+    )
     proj_layers: int = _f(2, "linear layers in the projection MLP (SimCLR v1: 2, v2: 3)", min=1)
-    proj_bn: bool | None = _f(None, "batch norm in the projection MLP (default: the head's: on simclr and byol, "
-                                    "off moco_v2)")
+    proj_bn: bool | None = _f(
+        None, "batch norm in the projection MLP (default: the head's: on simclr and byol, off moco_v2)"
+    )
 
 
 @dataclass
 class MethodConfig:
     """The self-supervised method and its loss and momentum settings; None means the method's default."""
 
-    name: str = _f("simclr", "self-supervised method: simclr, moco_v2 or byol (simclr_core.methods.METHODS)",
-                   option="method", label="Method")
-    temperature: float | None = _f(None, "softmax temperature tau of simclr's NT-Xent and moco_v2's InfoNCE "
-                                         "(default: 0.5 simclr, the paper's CIFAR value; 0.2 moco_v2)", gt=0,
-                                   label="Temperature", step=0.05, format="%.3f")
+    name: str = _f(
+        "simclr",
+        "self-supervised method: simclr, moco_v2 or byol (simclr_core.methods.METHODS)",
+        option="method",
+        label="Method",
+    )
+    temperature: float | None = _f(
+        None,
+        "softmax temperature tau of simclr's NT-Xent and moco_v2's InfoNCE "
+        "(default: 0.5 simclr, the paper's CIFAR value; 0.2 moco_v2)",
+        gt=0,
+        label="Temperature",
+        step=0.05,
+        format="%.3f",
+    )
 
-    ema: float | None = _f(None, "momentum m of the EMA key/target encoder (default: 0.99, as the MoCo "
-                                 "authors' CIFAR demo and CIFAR BYOL reproductions; BYOL's ImageNet value is 0.996)",
-                                 min=0, max=1, label="EMA momentum m", step=0.001, format="%.4f")
-    ema_schedule: str | None = _f(None, "constant, or cosine from m to 1 (default: constant moco_v2, cosine byol)",
-                                  choices=("constant", "cosine"), label="Momentum schedule")
-    queue_size: int = _f(4096, "moco_v2: negatives kept in the queue, K (paper: 65536 on ImageNet)", min=1,
-                         label="MoCo queue size K", step=1024)
-    moco_symmetric: bool = _f(False, "moco_v2: symmetric loss, each view a query for the other's key",
-                              label="MoCo symmetric loss")
-    key_bn_splits: int = _f(8, "moco_v2: the key batch is shuffled and cut into this many batch-norm parts "
-                               "(shuffle BN, so keys do not share statistics with their queries)", min=1)
-    pred_hidden_dim: int | None = _f(None, "byol: predictor hidden width (default: the projection's hidden width)",
-                                      min=1, label="BYOL predictor hidden width", step=64)
+    ema: float | None = _f(
+        None,
+        "momentum m of the EMA key/target encoder (default: 0.99, as the MoCo "
+        "authors' CIFAR demo and CIFAR BYOL reproductions; BYOL's ImageNet value is 0.996)",
+        min=0,
+        max=1,
+        label="EMA momentum m",
+        step=0.001,
+        format="%.4f",
+    )
+    ema_schedule: str | None = _f(
+        None,
+        "constant, or cosine from m to 1 (default: constant moco_v2, cosine byol)",
+        choices=("constant", "cosine"),
+        label="Momentum schedule",
+    )
+    queue_size: int = _f(
+        4096,
+        "moco_v2: negatives kept in the queue, K (paper: 65536 on ImageNet)",
+        min=1,
+        label="MoCo queue size K",
+        step=1024,
+    )
+    moco_symmetric: bool = _f(
+        False, "moco_v2: symmetric loss, each view a query for the other's key", label="MoCo symmetric loss"
+    )
+    key_bn_splits: int = _f(
+        8,
+        "moco_v2: the key batch is shuffled and cut into this many batch-norm parts "
+        "(shuffle BN, so keys do not share statistics with their queries)",
+        min=1,
+    )
+    pred_hidden_dim: int | None = _f(
+        None,
+        "byol: predictor hidden width (default: the projection's hidden width)",
+        min=1,
+        label="BYOL predictor hidden width",
+        step=64,
+    )
 
 
 @dataclass
@@ -263,17 +383,27 @@ class OptimConfig:
     epochs: int = _f(100, "number of pre-training epochs", min=1, label="Epochs", step=1)
     # 2 at least: with one image a step has no negatives and batch norm no batch, and the loss is 0
     batch_size: int = _f(256, "images per step (each gives two views)", min=2, label="Batch size", step=32)
-    optimizer: str = _f("sgd", "sgd (momentum) or lars (the paper's, for large batches)",
-                        choices=("sgd", "lars"), label="Optimiser")
-    lr: float | None = _f(None, "peak learning rate (default: linear scaling, 0.3*B/256 for lars, "
-                                "0.06*B/256 for sgd)", gt=0, label="Learning rate")
+    optimizer: str = _f(
+        "sgd", "sgd (momentum) or lars (the paper's, for large batches)", choices=("sgd", "lars"), label="Optimiser"
+    )
+    lr: float | None = _f(
+        None,
+        "peak learning rate (default: linear scaling, 0.3*B/256 for lars, 0.06*B/256 for sgd)",
+        gt=0,
+        label="Learning rate",
+    )
     momentum: float = _f(0.9, "SGD / LARS momentum", min=0, lt=1)
-    weight_decay: float | None = _f(None, "weight decay, not applied to biases and batch-norm "
-                                          "(default: 1e-6 lars, 5e-4 sgd)", min=0)
-    warmup_epochs: float | None = _f(None, "linear warm-up epochs before the cosine decay "
-                                           "(default: 10, at most a tenth of the run)", min=0)
-    precision: str = _f("auto", "auto (bf16 autocast on CUDA, fp32 on CPU), bf16, fp16 or fp32",
-                        choices=("auto", "bf16", "fp16", "fp32"))
+    weight_decay: float | None = _f(
+        None, "weight decay, not applied to biases and batch-norm (default: 1e-6 lars, 5e-4 sgd)", min=0
+    )
+    warmup_epochs: float | None = _f(
+        None, "linear warm-up epochs before the cosine decay (default: 10, at most a tenth of the run)", min=0
+    )
+    precision: str = _f(
+        "auto",
+        "auto (bf16 autocast on CUDA, fp32 on CPU), bf16, fp16 or fp32",
+        choices=("auto", "bf16", "fp16", "fp32"),
+    )
 
     def peak_lr(self) -> float:
         """The learning rate at the end of warm-up."""
@@ -298,28 +428,47 @@ class OptimConfig:
 class RunConfig:
     """Where the run lives, what it runs on and how often it reports."""
 
-    name: str | None = _f(None, "run name, the folder under --runs-dir (default: dataset-backbone-time)",
-                          label="Run name")
+    name: str | None = _f(
+        None, "run name, the folder under --runs-dir (default: dataset-backbone-time)", label="Run name"
+    )
     runs_dir: str = _f("checkpoints", "folder holding one sub-folder per run")
     device: str = _f("auto", "auto (cuda if available, else cpu), cpu, cuda, cuda:N or mps")
     seed: int = _f(0, "seed of weights, data order and views", min=0)
-    knn_every: int = _f(1, "run the kNN monitor every N epochs (0: never)", min=0,
-                        label="kNN monitor every N epochs", step=1)
+    knn_every: int = _f(
+        1, "run the kNN monitor every N epochs (0: never)", min=0, label="kNN monitor every N epochs", step=1
+    )
     knn_k: int = _f(200, "neighbours in the kNN monitor", min=1)
     knn_max_bank: int | None = _f(None, "cap on memory-bank images for the kNN monitor (default: all)", min=1)
-    probe: bool = _f(True, "at every monitor epoch, embed a fixed probe subset into <run>/probe/ (the app's "
-                           "'over training' view) and log its label-free health: RankMe, alignment, uniformity")
-    probe_size: int = _f(2000, "images in the probe subset, from the kNN query split, stratified by class "
-                               "(the training split when there are no labels)", min=1)
+    probe: bool = _f(
+        True,
+        "at every monitor epoch, embed a fixed probe subset into <run>/probe/ (the app's "
+        "'over training' view) and log its label-free health: RankMe, alignment, uniformity",
+    )
+    probe_size: int = _f(
+        2000,
+        "images in the probe subset, from the kNN query split, stratified by class "
+        "(the training split when there are no labels)",
+        min=1,
+    )
     log_every: int = _f(10, "append a metrics line every N steps", min=1)
-    tensorboard: bool = _f(True, "also write TensorBoard scalars into the run folder (tensorboard --logdir "
-                                 "checkpoints), when the tensorboard package is installed")
+    tensorboard: bool = _f(
+        True,
+        "also write TensorBoard scalars into the run folder (tensorboard --logdir "
+        "checkpoints), when the tensorboard package is installed",
+    )
     num_threads: int | None = _f(None, "CPU threads for torch (default: torch's choice)", min=1)
-    workers: int | None = _f(None, "processes that gather batches from the on-disk image cache when the "
-                                   "images do not fit on the GPU (default: 4 then, else 0: none needed)", min=0)
+    workers: int | None = _f(
+        None,
+        "processes that gather batches from the on-disk image cache when the "
+        "images do not fit on the GPU (default: 4 then, else 0: none needed)",
+        min=0,
+    )
     compile: bool = _f(False, "torch.compile the model (falls back to eager, with a note, if compiling fails)")
-    sync_bn: bool = _f(False, "under torchrun on GPUs: batch-norm statistics over every process's images "
-                              "(SyncBatchNorm) instead of each process's own slice")
+    sync_bn: bool = _f(
+        False,
+        "under torchrun on GPUs: batch-norm statistics over every process's images "
+        "(SyncBatchNorm) instead of each process's own slice",
+    )
 
 
 @dataclass
@@ -358,13 +507,15 @@ class TrainConfig:
             known = {sf.name for sf in fields(sub_cls)}
             unknown = set(section) - known
             if unknown:
-                raise UserError(f"unknown key(s) {sorted(unknown)} in config section '{f.name}'; "
-                                f"known: {sorted(known)}")
+                raise UserError(
+                    f"unknown key(s) {sorted(unknown)} in config section '{f.name}'; known: {sorted(known)}"
+                )
             parts[f.name] = sub_cls(**section)
         unknown = set(d) - {f.name for f in fields(cls)}
         if unknown:
-            raise UserError(f"unknown config section(s) {sorted(unknown)}; "
-                            "known: data, views, model, method, optim, run")
+            raise UserError(
+                f"unknown config section(s) {sorted(unknown)}; known: data, views, model, method, optim, run"
+            )
         cfg = cls(**parts)
         cfg.validate()
         return cfg
@@ -434,8 +585,9 @@ def _upgrade(d: dict[str, Any]) -> dict[str, Any]:
         if not isinstance(target, dict):
             continue  # from_dict names the broken section
         if to in target and target[to] != value:
-            raise UserError(f"config key {old}.{key} ({value!r}) and {new}.{to} ({target[to]!r}) disagree; "
-                            f"keep {new}.{to} only")
+            raise UserError(
+                f"config key {old}.{key} ({value!r}) and {new}.{to} ({target[to]!r}) disagree; keep {new}.{to} only"
+            )
         target[to] = value
     return d
 
@@ -459,8 +611,10 @@ def _read_yaml(text: str) -> Any:
 def check_run_name(name: object) -> str:
     """Return ``name`` if it is a safe single folder name, else raise UserError."""
     if not isinstance(name, str) or not _RUN_NAME.fullmatch(name) or ".." in name:  # fullmatch: no trailing newline
-        raise UserError(f"invalid run name {name!r}: use letters, digits, '.', '_' and '-' "
-                        "(no '/', no '..', at most 100 characters)")
+        raise UserError(
+            f"invalid run name {name!r}: use letters, digits, '.', '_' and '-' "
+            "(no '/', no '..', at most 100 characters)"
+        )
     return name
 
 

@@ -46,8 +46,17 @@ from simclr_core.files import remove_stale_temps
 if TYPE_CHECKING:
     from simclr_core.config import DataConfig
 
-__all__ = ["DATASETS", "ImageSet", "default_splits", "held_out", "holdout", "load_split", "pretrain_split", "split_of",
-           "splits_of"]
+__all__ = [
+    "DATASETS",
+    "ImageSet",
+    "default_splits",
+    "held_out",
+    "holdout",
+    "load_split",
+    "pretrain_split",
+    "split_of",
+    "splits_of",
+]
 
 DATASETS: tuple[str, ...] = ("digits", "cifar10", "stl10", "folder")
 IMAGE_EXTENSIONS: tuple[str, ...] = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
@@ -76,8 +85,10 @@ _SKIP_LABELS = {  # reason -> (one, many), in the order a summary lists them
     "unreadable_file": ("unreadable file", "unreadable files"),
     "special_file": ("special file (not a regular file)", "special files (not regular files)"),
     "unreadable_image": ("unreadable image", "unreadable images"),
-    "too_large": ("image over {mp} megapixels (downscale it to use it)",
-                  "images over {mp} megapixels (downscale them to use them)"),
+    "too_large": (
+        "image over {mp} megapixels (downscale it to use it)",
+        "images over {mp} megapixels (downscale them to use them)",
+    ),
 }
 _log = logging.getLogger(__name__)
 _told: set[str] = set()  # notes already logged by this process: a split is often loaded several times
@@ -157,8 +168,10 @@ def _entries(folder: Path) -> list[os.DirEntry]:
         with os.scandir(folder) as it:
             return sorted((e for e in it if not e.name.startswith(".")), key=lambda e: e.name)
     except OSError as err:
-        raise UserError(f"cannot read the image folder {folder} ({err.strerror or err}); "
-                        "fix its permissions or point --data-path at another folder") from err
+        raise UserError(
+            f"cannot read the image folder {folder} ({err.strerror or err}); "
+            "fix its permissions or point --data-path at another folder"
+        ) from err
 
 
 def _is_dir(entry: os.DirEntry) -> bool:
@@ -248,15 +261,31 @@ def load_split(
     return images.subset(subset, seed)
 
 
-def split_of(cfg: DataConfig, split: str, *, subset: int | None = None, seed: int = 0,
-             progress: Callable[[int, int], None] | None = None) -> ImageSet:
+def split_of(
+    cfg: DataConfig,
+    split: str,
+    *,
+    subset: int | None = None,
+    seed: int = 0,
+    progress: Callable[[int, int], None] | None = None,
+) -> ImageSet:
     """:func:`load_split` with a run's data settings (dataset, folder, data dir, image size, download)."""
-    return load_split(cfg.dataset, split, path=cfg.data_path, data_dir=cfg.data_dir, image_size=cfg.image_size,
-                      download=cfg.download, subset=subset, seed=seed, progress=progress)
+    return load_split(
+        cfg.dataset,
+        split,
+        path=cfg.data_path,
+        data_dir=cfg.data_dir,
+        image_size=cfg.image_size,
+        download=cfg.download,
+        subset=subset,
+        seed=seed,
+        progress=progress,
+    )
 
 
-def held_out(cfg: DataConfig, split: str, progress: Callable[[int, int], None] | None = None
-             ) -> tuple[ImageSet, ImageSet]:
+def held_out(
+    cfg: DataConfig, split: str, progress: Callable[[int, int], None] | None = None
+) -> tuple[ImageSet, ImageSet]:
     """(rest, held-out fifth) of a dataset's only labelled split, by :func:`holdout` over the whole split.
 
     The fifth is the query set of kNN and the linear probe; pre-training leaves it out unless
@@ -274,14 +303,22 @@ def leaves_out_fifth(cfg: DataConfig, split: str) -> bool:
     return query is None and bank == split and not cfg.transductive
 
 
-def pretrain_split(cfg: DataConfig, split: str, *, subset: int | None = None, seed: int = 0,
-                   progress: Callable[[int, int], None] | None = None) -> ImageSet:
+def pretrain_split(
+    cfg: DataConfig,
+    split: str,
+    *,
+    subset: int | None = None,
+    seed: int = 0,
+    progress: Callable[[int, int], None] | None = None,
+) -> ImageSet:
     """The images a run pre-trains on: ``split``, less the held-out fifth when that fifth is the
     evaluation's query set (a single labelled split, and not ``cfg.transductive``)."""
     if leaves_out_fifth(cfg, split):
         rest, fifth = held_out(cfg, split, progress)
-        note = (f"pre-training leaves out the {len(fifth)} images held out as kNN and linear-probe queries "
-                "(--transductive to include them)")
+        note = (
+            f"pre-training leaves out the {len(fifth)} images held out as kNN and linear-probe queries "
+            "(--transductive to include them)"
+        )
         return replace(rest.subset(subset, seed), notes=[*rest.notes, note])
     return split_of(cfg, split, subset=subset, seed=seed, progress=progress)
 
@@ -344,8 +381,17 @@ def _image_set(images: torch.Tensor, labels: np.ndarray, meta: dict, name: str) 
     """An ImageSet from the images and the cache's sidecar fields (classes, skips, files)."""
     files = meta.get("files")  # folders only: paths relative to the split folder, in row order
     paths = [os.path.join(name.removeprefix("folder:"), f) for f in files] if files is not None else None
-    return ImageSet(images, torch.from_numpy(labels.astype(np.int64)), list(meta["classes"]), name,
-                    int(meta["skipped"]), paths, dict(meta["skips"]), [], dict(meta["examples"]))
+    return ImageSet(
+        images,
+        torch.from_numpy(labels.astype(np.int64)),
+        list(meta["classes"]),
+        name,
+        int(meta["skipped"]),
+        paths,
+        dict(meta["skips"]),
+        [],
+        dict(meta["examples"]),
+    )
 
 
 def _read_cache(stem: Path, name: str) -> ImageSet | None:
@@ -482,8 +528,10 @@ class _Rows:
         size = _NPY_HEADER + self.total * self.row_bytes
         free = shutil.disk_usage(self.path.parent).free
         if free < size + _DISK_HEADROOM:
-            raise OSError(errno.ENOSPC, f"{_mb(size)} MB needed and {_mb(_DISK_HEADROOM)} MB kept free for "
-                                        f"checkpoints, {_mb(free)} MB free")
+            raise OSError(
+                errno.ENOSPC,
+                f"{_mb(size)} MB needed and {_mb(_DISK_HEADROOM)} MB kept free for checkpoints, {_mb(free)} MB free",
+            )
         try:  # blocks allocated now: a disk filled meanwhile by others cannot fail the writes
             os.posix_fallocate(self.open_fd, 0, size)
         except AttributeError:  # no posix_fallocate (macOS): plain writes still fail cleanly
@@ -496,9 +544,11 @@ class _Rows:
     def _check_memory(self, need: int) -> None:
         avail = _available_memory()
         if need > 0 and avail is not None and need > avail // 2:
-            raise UserError(f"cannot cache the decoded images in {self.path.parent} ({self.why}), and the "
-                            f"{_mb(need)} MB they still need do not fit in memory ({_mb(avail)} MB free): "
-                            f"{self.fix}")
+            raise UserError(
+                f"cannot cache the decoded images in {self.path.parent} ({self.why}), and the "
+                f"{_mb(need)} MB they still need do not fit in memory ({_mb(avail)} MB free): "
+                f"{self.fix}"
+            )
 
     def to_memory(self, err: OSError) -> None:
         """Give up the file after ``err``: keep the images in memory from now on, and say why."""
@@ -512,8 +562,10 @@ class _Rows:
             self.fix = f"free {_mb(need - free)} MB on {_mount_of(where)} or pass a --data-dir on a disk with room"
         else:
             self.fix = "make that folder writable or pass a writable --data-dir"
-        self.note = (f"not caching the decoded images in {where} ({self.why}): they are held in memory and "
-                     f"decoded again next time; to cache them, {self.fix}")
+        self.note = (
+            f"not caching the decoded images in {where} ({self.why}): they are held in memory and "
+            f"decoded again next time; to cache them, {self.fix}"
+        )
         if self.memory:
             return
         self.memory = True
@@ -625,8 +677,10 @@ def _build_cache(stem: Path, name: str, total: int, fill: Fill) -> ImageSet:
                 held = _image_set(torch.from_numpy(rows.images()), labels, meta, name)
                 return replace(held, notes=[rows.note])
         except OSError as err:  # e.g. the rows written could not be read back
-            raise UserError(f"could not write the image cache in {cache_dir} ({err.strerror or err}); "
-                            f"{rows.fix or 'free some disk space or pass a writable --data-dir'}") from err
+            raise UserError(
+                f"could not write the image cache in {cache_dir} ({err.strerror or err}); "
+                f"{rows.fix or 'free some disk space or pass a writable --data-dir'}"
+            ) from err
         finally:
             rows.close()
             for tmp in temps:
@@ -939,9 +993,11 @@ def _load_folder(
             if why is not None:
                 failed.add(why, rel)
         if len(failed.counts.values()) and sum(failed.counts.values()) == len(files):
-            raise UserError(f"none of the {len(files)} image files in {folder} could be read "
-                            f"({_skip_parts(failed.counts, failed.examples)}); check they are valid images "
-                            f"of at most {MAX_PIXELS // 10**6} megapixels")
+            raise UserError(
+                f"none of the {len(files)} image files in {folder} could be read "
+                f"({_skip_parts(failed.counts, failed.examples)}); check they are valid images "
+                f"of at most {MAX_PIXELS // 10**6} megapixels"
+            )
         kept = np.asarray(labels, dtype=np.int64)[[why is None for why in status]]
         names = [rel for (rel, _, _), why in zip(files, status, strict=True) if why is None]
         return kept, classes if (kept >= 0).any() else [], dict(failed.counts), failed.examples, names
@@ -955,5 +1011,6 @@ def _load_folder(
     examples = {**scan.examples, **images.skip_examples}
     summary = _skip_summary(folder, counts, examples)
     _tell(summary)
-    return replace(images, skipped=sum(counts.values()), skips=counts, skip_examples=examples,
-                   notes=[summary, *images.notes])
+    return replace(
+        images, skipped=sum(counts.values()), skips=counts, skip_examples=examples, notes=[summary, *images.notes]
+    )

@@ -22,8 +22,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--runs-dir", default="checkpoints", help="folder of runs [default: checkpoints]")
     p.add_argument("--split", default="test", help="dataset split to embed [default: test]")
     p.add_argument("--out", required=True, help="output .npz file")
-    p.add_argument("--feature", choices=FEATURES, default="h",
-                   help="h: backbone features (for kNN, probes, plots); z: projection [default: h]")
+    p.add_argument(
+        "--feature",
+        choices=FEATURES,
+        default="h",
+        help="h: backbone features (for kNN, probes, plots); z: projection [default: h]",
+    )
     p.add_argument("--checkpoint", default="last", help="'last' or a checkpoint path [default: last]")
     p.add_argument("--random-init", action="store_true", help="embed with a random-init backbone (baseline)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N [default: auto]")
@@ -39,14 +43,17 @@ def main(argv: list[str] | None = None) -> int:
         if not out.parent.is_dir():
             raise UserError(f"--out: the folder {out.parent} does not exist; create it or choose another")
         run = open_run(args.runs_dir, args.run)
-        emb = embed_split(run, args.split, args.feature, checkpoint=args.checkpoint, device=args.device,
-                          random_init=args.random_init)
+        emb = embed_split(
+            run, args.split, args.feature, checkpoint=args.checkpoint, device=args.device, random_init=args.random_init
+        )
         try:
             emb.save_npz(out)
         except OSError as e:
             raise UserError(f"cannot write --out {out} ({e.strerror or e}); choose a writable place") from None
-        print(f"wrote {args.out}: {emb.embeddings.shape[0]} x {emb.embeddings.shape[1]} {args.feature} "
-              f"embeddings of {run.name}/{args.split}")
+        print(
+            f"wrote {args.out}: {emb.embeddings.shape[0]} x {emb.embeddings.shape[1]} {args.feature} "
+            f"embeddings of {run.name}/{args.split}"
+        )
         return 0
 
     return run_cli(go)

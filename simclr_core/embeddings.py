@@ -26,9 +26,16 @@ Progress = Callable[[int, int], None]
 
 
 @torch.no_grad()
-def extract_both(encoder: Encoder | Backbone, images: torch.Tensor, *, size: int | None = None,
-                 device: torch.device | str = "cpu", batch_size: int = 512,
-                 progress: Progress | None = None, project: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+def extract_both(
+    encoder: Encoder | Backbone,
+    images: torch.Tensor,
+    *,
+    size: int | None = None,
+    device: torch.device | str = "cpu",
+    batch_size: int = 512,
+    progress: Progress | None = None,
+    project: bool = True,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Backbone (h) and projection (z) embeddings of images, from one backbone pass, encoder in eval mode.
 
     The one function that embeds images: training's kNN monitor and probe, evaluation, the app and the
@@ -50,7 +57,7 @@ def extract_both(encoder: Encoder | Backbone, images: torch.Tensor, *, size: int
     hs, zs = [], []
     n = len(images)
     for start in range(0, n, batch_size):
-        x = images[start:start + batch_size].to(device, non_blocking=True)
+        x = images[start : start + batch_size].to(device, non_blocking=True)
         x = x.float().div_(255) if x.dtype == torch.uint8 else x.float()
         if size and size != x.shape[-1]:
             x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
@@ -66,15 +73,23 @@ def extract_both(encoder: Encoder | Backbone, images: torch.Tensor, *, size: int
     return (torch.cat(hs) if hs else empty), (torch.cat(zs) if zs else empty)
 
 
-def extract(encoder: Encoder | Backbone, images: torch.Tensor, *, feature: str = "h", size: int | None = None,
-            device: torch.device | str = "cpu", batch_size: int = 512,
-            progress: Progress | None = None) -> torch.Tensor:
+def extract(
+    encoder: Encoder | Backbone,
+    images: torch.Tensor,
+    *,
+    feature: str = "h",
+    size: int | None = None,
+    device: torch.device | str = "cpu",
+    batch_size: int = 512,
+    progress: Progress | None = None,
+) -> torch.Tensor:
     """One feature of :func:`extract_both`: "h" (backbone, used for kNN / probe) or "z" (projection, where
     the loss lives); (N, F) float32 on the CPU."""
     if feature not in FEATURES:
         raise UserError(f"unknown feature {feature!r}: use h (backbone) or z (projection)")
-    h, z = extract_both(encoder, images, size=size, device=device, batch_size=batch_size, progress=progress,
-                        project=feature == "z")
+    h, z = extract_both(
+        encoder, images, size=size, device=device, batch_size=batch_size, progress=progress, project=feature == "z"
+    )
     return h if feature == "h" else z
 
 
@@ -98,8 +113,9 @@ def _meta(ckpt: dict, path: Path) -> dict:
     return {"epoch": ckpt["epoch"], "step": ckpt["step"], "path": str(path)}
 
 
-def load_encoder(run: RunDir, checkpoint: str | Path = "last", device: torch.device | str = "cpu",
-                 random_init: bool = False) -> tuple[Encoder, dict]:
+def load_encoder(
+    run: RunDir, checkpoint: str | Path = "last", device: torch.device | str = "cpu", random_init: bool = False
+) -> tuple[Encoder, dict]:
     """The encoder of a run's checkpoint (or a fresh random one of the same architecture).
 
     Args:
@@ -139,8 +155,13 @@ class Embeddings:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.npz")
         try:
-            np.savez(tmp, embeddings=self.embeddings, labels=self.labels, indices=self.indices,
-                     classes=np.array(self.classes, dtype=str))
+            np.savez(
+                tmp,
+                embeddings=self.embeddings,
+                labels=self.labels,
+                indices=self.indices,
+                classes=np.array(self.classes, dtype=str),
+            )
             os.replace(tmp, path)
         finally:
             tmp.unlink(missing_ok=True)
@@ -177,8 +198,9 @@ def checkpoint_key(path: Path) -> str:
     return f"{st.st_size}:{st.st_mtime_ns}"
 
 
-def embedding_cache(run: RunDir, split: str, feature: str = "h", checkpoint: str | Path = "last",
-                    random_init: bool = False) -> Path:
+def embedding_cache(
+    run: RunDir, split: str, feature: str = "h", checkpoint: str | Path = "last", random_init: bool = False
+) -> Path:
     """The file :func:`embed_split` keeps these embeddings in; its name holds the checkpoint's size and mtime."""
     if random_init:
         tag = f"random-seed{run.config().run.seed}"
@@ -188,9 +210,15 @@ def embedding_cache(run: RunDir, split: str, feature: str = "h", checkpoint: str
     return run.embeddings_dir / f"{split.replace('+', '_')}-{feature}-{tag}.npz"
 
 
-def embed_split(run: RunDir, split: str, feature: str = "h", checkpoint: str | Path = "last",
-                device: str = "auto", random_init: bool = False,
-                progress: Progress | None = None) -> Embeddings:
+def embed_split(
+    run: RunDir,
+    split: str,
+    feature: str = "h",
+    checkpoint: str | Path = "last",
+    device: str = "auto",
+    random_init: bool = False,
+    progress: Progress | None = None,
+) -> Embeddings:
     """Embeddings of a split for a run's checkpoint, computed once and then read from the cache.
 
     A newer checkpoint is embedded afresh (:func:`embedding_cache`). A damaged cache file is
@@ -204,10 +232,14 @@ def embed_split(run: RunDir, split: str, feature: str = "h", checkpoint: str | P
     images = data.split_of(cfg.data, split)
     dev = resolve_device(device)
     encoder, _ = load_encoder(run, checkpoint, dev, random_init=random_init)
-    emb = extract(encoder, images.images, feature=feature, size=cfg.views.crop_size, device=dev,
-                  progress=progress)
-    result = Embeddings(emb.numpy(), images.labels.numpy().astype(np.int64),
-                        np.arange(len(images), dtype=np.int64), list(images.classes), cache.stem)
+    emb = extract(encoder, images.images, feature=feature, size=cfg.views.crop_size, device=dev, progress=progress)
+    result = Embeddings(
+        emb.numpy(),
+        images.labels.numpy().astype(np.int64),
+        np.arange(len(images), dtype=np.int64),
+        list(images.classes),
+        cache.stem,
+    )
     with contextlib.suppress(OSError):  # read-only or full: the caller still gets its embeddings
         result.save_npz(cache)
     return result

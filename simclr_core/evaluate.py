@@ -28,29 +28,46 @@ from simclr_core.hardware import resolve_device
 from simclr_core.runs import RunDir, open_run
 
 
-def _features(run: RunDir, split: str, *, checkpoint: str, random_init: bool, device: str,
-              limit: int | None) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
+def _features(
+    run: RunDir, split: str, *, checkpoint: str, random_init: bool, device: str, limit: int | None
+) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
     """(features h, labels, class names) of a split; a whole split goes through the per-checkpoint cache."""
     if limit is None:
         e = embed_split(run, split, "h", checkpoint=checkpoint, device=device, random_init=random_init)
         return torch.from_numpy(e.embeddings), torch.from_numpy(e.labels), e.classes
     cfg = run.config()
-    return _extract(run, data.split_of(cfg.data, split, subset=limit, seed=cfg.run.seed),
-                    checkpoint=checkpoint, random_init=random_init, device=device)
+    return _extract(
+        run,
+        data.split_of(cfg.data, split, subset=limit, seed=cfg.run.seed),
+        checkpoint=checkpoint,
+        random_init=random_init,
+        device=device,
+    )
 
 
-def _extract(run: RunDir, images: data.ImageSet, *, checkpoint: str, random_init: bool,
-             device: str) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
+def _extract(
+    run: RunDir, images: data.ImageSet, *, checkpoint: str, random_init: bool, device: str
+) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
     """(features h, labels, class names) of some images, uncached."""
     dev = resolve_device(device)
     encoder, _ = load_encoder(run, checkpoint, dev, random_init=random_init)
     return extract(encoder, images.images, size=run.config().views.crop_size, device=dev), images.labels, images.classes
 
 
-def evaluate_run(run: RunDir, *, checkpoint: str = "last", random_init: bool = False, bank_split: str | None = None,
-                 query_split: str | None = None, k: int = 200, probe: bool = True, probe_epochs: int = 100,
-                 max_bank: int | None = None, device: str = "auto",
-                 stage: Callable[[str], None] | None = None) -> dict[str, Any]:
+def evaluate_run(
+    run: RunDir,
+    *,
+    checkpoint: str = "last",
+    random_init: bool = False,
+    bank_split: str | None = None,
+    query_split: str | None = None,
+    k: int = 200,
+    probe: bool = True,
+    probe_epochs: int = 100,
+    max_bank: int | None = None,
+    device: str = "auto",
+    stage: Callable[[str], None] | None = None,
+) -> dict[str, Any]:
     """kNN and linear-probe accuracy (percent) of one checkpoint, or of a random-init baseline.
 
     Args:
@@ -64,8 +81,9 @@ def evaluate_run(run: RunDir, *, checkpoint: str = "last", random_init: bool = F
     _, default_bank, default_query = data.default_splits(cfg.data.dataset, cfg.data.data_path)
     bank_split = bank_split or default_bank
     if bank_split is None:
-        raise UserError(f"{cfg.data.dataset} at {cfg.data.data_path} has no labels: kNN and the linear probe "
-                        "need class sub-folders")
+        raise UserError(
+            f"{cfg.data.dataset} at {cfg.data.data_path} has no labels: kNN and the linear probe need class sub-folders"
+        )
     query_split = query_split or default_query
     kw: dict[str, Any] = dict(checkpoint=checkpoint, random_init=random_init, device=device)
     stage(f"embedding {bank_split}")
@@ -86,16 +104,25 @@ def evaluate_run(run: RunDir, *, checkpoint: str = "last", random_init: bool = F
         query_x, query_y, _ = _features(run, query_split, limit=None, **kw)
     meta = checkpoint_meta(run, checkpoint, random_init)
     result: dict[str, Any] = {
-        "run": run.name, "classes": classes,
+        "run": run.name,
+        "classes": classes,
         "checkpoint": "random-init" if random_init else (meta["path"] or checkpoint),
-        "epoch": meta["epoch"], "bank_split": bank_split, "query_split": query_split,
-        "n_bank": len(bank_x), "n_query": len(query_x), "k": k, "time": time.time(),
+        "epoch": meta["epoch"],
+        "bank_split": bank_split,
+        "query_split": query_split,
+        "n_bank": len(bank_x),
+        "n_query": len(query_x),
+        "k": k,
+        "time": time.time(),
     }
     stage("kNN")
     scores, labels = knn_classify(bank_x, bank_y, query_x, query_y, k=k)
     acc = topk_accuracy(scores, labels, (1, 5))
-    result.update(knn_top1=100.0 * acc[1], knn_top5=100.0 * acc[5],
-                  knn_confusion=confusion_matrix(scores.argmax(1), labels, scores.shape[1]).tolist())
+    result.update(
+        knn_top1=100.0 * acc[1],
+        knn_top5=100.0 * acc[5],
+        knn_confusion=confusion_matrix(scores.argmax(1), labels, scores.shape[1]).tolist(),
+    )
     if probe:
         stage(f"linear probe ({probe_epochs} epochs)")
         result.update(linear_probe(bank_x, bank_y, query_x, query_y, epochs=probe_epochs, seed=cfg.run.seed))
@@ -113,12 +140,16 @@ def check_settings(k: int, probe_epochs: int, max_bank: int | None) -> None:
         raise UserError("--k and --probe-epochs must be positive, and --max-bank at least 2")
 
 
-def job_spec(runs: list[RunDir], *, baseline: bool, k: int, probe_epochs: int,
-             max_bank: int | None) -> dict[str, Any]:
+def job_spec(runs: list[RunDir], *, baseline: bool, k: int, probe_epochs: int, max_bank: int | None) -> dict[str, Any]:
     """The spec of an "evaluate" job (:func:`evaluate_job`). Each run's checkpoint key is part of it, so
     the same request for the same checkpoints is one job, and a new checkpoint makes a new one."""
-    return {"runs": [{"run": str(r.path), "ckpt": checkpoint_key(r.last_ckpt)} for r in runs],
-            "baseline": baseline, "k": k, "probe_epochs": probe_epochs, "max_bank": max_bank}
+    return {
+        "runs": [{"run": str(r.path), "ckpt": checkpoint_key(r.last_ckpt)} for r in runs],
+        "baseline": baseline,
+        "k": k,
+        "probe_epochs": probe_epochs,
+        "max_bank": max_bank,
+    }
 
 
 def evaluate_job(spec: dict[str, Any], progress: Callable[[str, int, int], None]) -> dict[str, Any]:
@@ -146,20 +177,27 @@ def evaluate_job(spec: dict[str, Any], progress: Callable[[str, int, int], None]
 
         step("starting")
         try:
-            result = evaluate_run(run, random_init=rand, k=k, probe_epochs=probe_epochs, max_bank=max_bank,
-                                  stage=step)
+            result = evaluate_run(run, random_init=rand, k=k, probe_epochs=probe_epochs, max_bank=max_bank, stage=step)
         except UserError as e:  # one run without a checkpoint must not stop the others
             errors.append({"model": model, "run": run.name, "message": str(e)})
             continue
         try:
             save_result(run, result)
         except OSError as e:  # a read-only or full run folder: give the figure and the fix, go on
-            errors.append({"model": model, "run": run.name, "message": (
-                f"kNN top-1 {result['knn_top1']:.1f}%, but it could not be saved to {run.eval_path} "
-                f"({e.strerror or e}): free some space or make the folder writable, then evaluate again")})
+            errors.append(
+                {
+                    "model": model,
+                    "run": run.name,
+                    "message": (
+                        f"kNN top-1 {result['knn_top1']:.1f}%, but it could not be saved to {run.eval_path} "
+                        f"({e.strerror or e}): free some space or make the folder writable, then evaluate again"
+                    ),
+                }
+            )
             continue
-        evaluated.append({"model": model, "run": run.name, "knn_top1": result["knn_top1"],
-                          "probe_top1": result.get("probe_top1")})
+        evaluated.append(
+            {"model": model, "run": run.name, "knn_top1": result["knn_top1"], "probe_top1": result.get("probe_top1")}
+        )
     progress("finished", len(todo), len(todo))
     return {"evaluated": evaluated, "errors": errors}
 
@@ -168,8 +206,13 @@ def format_table(results: list[dict[str, Any]]) -> str:
     """A plain-text table of results."""
     cols = ["run", "checkpoint", "epoch", "knn_top1", "knn_top5", "probe_top1", "probe_top5"]
     rows = [[str(r.get(c, "")) if not isinstance(r.get(c), float) else f"{r[c]:.2f}" for c in cols] for r in results]
-    rows = [[("random-init" if c == "checkpoint" and v == "random-init" else v.split("/")[-1]) for c, v in
-             zip(cols, row, strict=True)] for row in rows]
+    rows = [
+        [
+            ("random-init" if c == "checkpoint" and v == "random-init" else v.split("/")[-1])
+            for c, v in zip(cols, row, strict=True)
+        ]
+        for row in rows
+    ]
     widths = [max(len(c), *(len(r[i]) for r in rows)) for i, c in enumerate(cols)]
     fmt = "  ".join(f"{{:<{w}}}" for w in widths)
     return "\n".join([fmt.format(*cols)] + [fmt.format(*r) for r in rows])
@@ -197,8 +240,15 @@ def main(argv: list[str] | None = None) -> int:
         args = build_parser().parse_args(argv)
         check_settings(args.k, args.probe_epochs, args.max_bank)
         run = open_run(args.runs_dir, args.run)
-        kw = dict(bank_split=args.bank_split, query_split=args.query_split, k=args.k, probe=not args.no_probe,
-                  probe_epochs=args.probe_epochs, max_bank=args.max_bank, device=args.device)
+        kw = dict(
+            bank_split=args.bank_split,
+            query_split=args.query_split,
+            k=args.k,
+            probe=not args.no_probe,
+            probe_epochs=args.probe_epochs,
+            max_bank=args.max_bank,
+            device=args.device,
+        )
         results = []
         if not args.random_init:
             results.append(evaluate_run(run, checkpoint=args.checkpoint, **kw))
@@ -209,8 +259,7 @@ def main(argv: list[str] | None = None) -> int:
             for r in results:
                 save_result(run, r)
         except OSError as e:  # a read-only run folder: the numbers above are still right
-            print(f"note: not saved to {run.eval_path} ({e.strerror or e}); they are shown only here",
-                  file=sys.stderr)
+            print(f"note: not saved to {run.eval_path} ({e.strerror or e}); they are shown only here", file=sys.stderr)
         return 0
 
     return run_cli(go)

@@ -39,8 +39,15 @@ def _labelled(x: Tensor, y: Tensor, name: str) -> tuple[Tensor, Tensor]:
 
 
 @torch.no_grad()
-def knn_predict(query: Tensor, bank: Tensor, bank_labels: Tensor, num_classes: int, k: int = 200,
-                temperature: float = 0.1, chunk_size: int = 1024) -> Tensor:
+def knn_predict(
+    query: Tensor,
+    bank: Tensor,
+    bank_labels: Tensor,
+    num_classes: int,
+    k: int = 200,
+    temperature: float = 0.1,
+    chunk_size: int = 1024,
+) -> Tensor:
     """Weighted kNN class scores (Wu et al. 2018), as used by SimCLR/MoCo monitors.
 
     Args:
@@ -70,7 +77,7 @@ def knn_predict(query: Tensor, bank: Tensor, bank_labels: Tensor, num_classes: i
     k = min(k, bank.shape[0])
     out = []
     for start in range(0, query.shape[0], chunk_size):
-        q = F.normalize(query[start:start + chunk_size].to(dtype), dim=1)
+        q = F.normalize(query[start : start + chunk_size].to(dtype), dim=1)
         sim, idx = (q @ bank_n.T).topk(k, dim=1)
         scores = torch.zeros(q.shape[0], num_classes, dtype=dtype, device=bank.device)
         out.append(scores.scatter_add_(1, labels[idx], (sim / temperature).exp()))
@@ -97,11 +104,12 @@ def topk_accuracy(scores: Tensor, labels: Tensor, ks: tuple[int, ...] = (1, 5)) 
     hit = top == labels[:, None]
     # Count then divide in Python: exact fractions, not float32 means.
     n = labels.shape[0]
-    return {k: hit[:, :min(k, scores.shape[1])].any(dim=1).sum().item() / n for k in ks}
+    return {k: hit[:, : min(k, scores.shape[1])].any(dim=1).sum().item() / n for k in ks}
 
 
-def knn_classify(bank: Tensor, bank_labels: Tensor, query: Tensor, query_labels: Tensor, *, k: int = 200,
-                 temperature: float = 0.1) -> tuple[Tensor, Tensor]:
+def knn_classify(
+    bank: Tensor, bank_labels: Tensor, query: Tensor, query_labels: Tensor, *, k: int = 200, temperature: float = 0.1
+) -> tuple[Tensor, Tensor]:
     """kNN class scores of the labelled query rows against the labelled bank rows (rows labelled -1 dropped).
 
     Returns:
@@ -118,8 +126,9 @@ def knn_classify(bank: Tensor, bank_labels: Tensor, query: Tensor, query_labels:
     return knn_predict(query, bank, bank_labels, num_classes, k=k, temperature=temperature), query_labels
 
 
-def knn_accuracy(bank: Tensor, bank_labels: Tensor, query: Tensor, query_labels: Tensor, *, k: int = 200,
-                 temperature: float = 0.1) -> dict[str, float]:
+def knn_accuracy(
+    bank: Tensor, bank_labels: Tensor, query: Tensor, query_labels: Tensor, *, k: int = 200, temperature: float = 0.1
+) -> dict[str, float]:
     """kNN top-1/top-5 accuracy of ``query`` against ``bank``, ignoring rows labelled -1.
 
     Returns:
@@ -133,9 +142,19 @@ def knn_accuracy(bank: Tensor, bank_labels: Tensor, query: Tensor, query_labels:
     return {"knn_top1": 100.0 * acc[1], "knn_top5": 100.0 * acc[5]}
 
 
-def linear_probe(train_x: Tensor, train_y: Tensor, test_x: Tensor, test_y: Tensor, *, epochs: int = 100,
-                 lr: float = 0.1, weight_decay: float = 1e-6, batch_size: int = 256, seed: int = 0,
-                 device: str | torch.device | None = None) -> dict[str, float]:
+def linear_probe(
+    train_x: Tensor,
+    train_y: Tensor,
+    test_x: Tensor,
+    test_y: Tensor,
+    *,
+    epochs: int = 100,
+    lr: float = 0.1,
+    weight_decay: float = 1e-6,
+    batch_size: int = 256,
+    seed: int = 0,
+    device: str | torch.device | None = None,
+) -> dict[str, float]:
     """Logistic regression on frozen features, ignoring rows labelled -1.
 
     Features are standardised with the train mean/std; a single ``nn.Linear`` (zero-initialised, so the
@@ -172,8 +191,7 @@ def linear_probe(train_x: Tensor, train_y: Tensor, test_x: Tensor, test_y: Tenso
         model = nn.Linear(train_x.shape[1], num_classes).to(dev)
         nn.init.zeros_(model.weight)  # convex problem: zero init loses nothing and needs no RNG
         nn.init.zeros_(model.bias)
-        opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9, nesterov=True,
-                              weight_decay=weight_decay)
+        opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9, nesterov=True, weight_decay=weight_decay)
         n = train_x.shape[0]
         steps = epochs * math.ceil(n / batch_size)
         sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=steps)
@@ -181,7 +199,7 @@ def linear_probe(train_x: Tensor, train_y: Tensor, test_x: Tensor, test_y: Tenso
         for _ in range(epochs):
             perm = torch.randperm(n, generator=gen).to(dev)
             for start in range(0, n, batch_size):
-                idx = perm[start:start + batch_size]
+                idx = perm[start : start + batch_size]
                 loss = F.cross_entropy(model(train_x[idx]), train_y[idx])
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
@@ -190,19 +208,23 @@ def linear_probe(train_x: Tensor, train_y: Tensor, test_x: Tensor, test_y: Tenso
         with torch.no_grad():
             test_acc = topk_accuracy(model(test_x), test_y, (1, 5))
             train_acc = topk_accuracy(model(train_x), train_y, (1,))
-    return {"probe_top1": 100.0 * test_acc[1], "probe_top5": 100.0 * test_acc[5],
-            "probe_train_top1": 100.0 * train_acc[1]}
+    return {
+        "probe_top1": 100.0 * test_acc[1],
+        "probe_top5": 100.0 * test_acc[5],
+        "probe_train_top1": 100.0 * train_acc[1],
+    }
 
 
 def confusion_matrix(pred: Tensor, labels: Tensor, num_classes: int) -> Tensor:
     """(C, C) int64 counts on ``labels``' device; rows = true class, columns = predicted class."""
     if pred.dim() != 1 or pred.shape != labels.shape or pred.numel() == 0:
-        raise ValueError(f"pred and labels must be equal-length non-empty vectors, got "
-                         f"{tuple(pred.shape)} and {tuple(labels.shape)}")
+        raise ValueError(
+            f"pred and labels must be equal-length non-empty vectors, got {tuple(pred.shape)} and {tuple(labels.shape)}"
+        )
     labels = labels.long()
     pred = pred.to(labels.device).long()
     for t, name in ((pred, "pred"), (labels, "labels")):
         if bool((t < 0).any()) or bool((t >= num_classes).any()):
             raise ValueError(f"{name} must lie in [0, {num_classes})")
     # Flatten (true, pred) pairs to one index so a single bincount does the counting.
-    return torch.bincount(labels * num_classes + pred, minlength=num_classes ** 2).view(num_classes, num_classes)
+    return torch.bincount(labels * num_classes + pred, minlength=num_classes**2).view(num_classes, num_classes)

@@ -36,8 +36,17 @@ from simclr_core.projection import cache_path, cached_project, trajectory
 from simclr_core.runs import RunDir
 from simclr_core.thumbnails import extension, write_thumbnails
 
-__all__ = ["GRAPH_K", "Graph", "Progress", "embed_products", "load_graph", "load_trajectory", "map_products",
-           "run_job", "trajectory_products"]
+__all__ = [
+    "GRAPH_K",
+    "Graph",
+    "Progress",
+    "embed_products",
+    "load_graph",
+    "load_trajectory",
+    "map_products",
+    "run_job",
+    "trajectory_products",
+]
 
 GRAPH_K = 50  # neighbours kept per image: the most the pages' k sliders offer
 SEED = 0  # one seed for subsets and projections, so a rerun shows the same picture
@@ -128,8 +137,12 @@ def map_products(spec: dict[str, Any], progress: Progress = _noop) -> dict[str, 
     progress(f"projecting {len(rows):,} points with {method.upper()}", 0, 1)
     cached_project(part.embeddings, run.embeddings_dir, part.key, method, dims, SEED, **params)
     coords = cache_path(run.embeddings_dir, part.key, method, dims, SEED, **params)
-    out: dict[str, Any] = {"embeddings": str(emb_file), "graph": str(graph), "coords": str(coords),
-                           "rows": rows.tolist()}
+    out: dict[str, Any] = {
+        "embeddings": str(emb_file),
+        "graph": str(graph),
+        "coords": str(coords),
+        "rows": rows.tolist(),
+    }
     out.update(_thumbnails(run, split, spec.get("thumbs"), progress))
     return out
 
@@ -137,8 +150,13 @@ def map_products(spec: dict[str, Any], progress: Progress = _noop) -> dict[str, 
 def embed_products(spec: dict[str, Any], progress: Progress = _noop) -> dict[str, Any]:
     """One split's embeddings. Spec keys: ``run``, ``split``, ``feature``, ``random_init`` (bool)."""
     run, split, random_init = RunDir(spec["run"]), spec["split"], bool(spec.get("random_init"))
-    embed_split(run, split, spec["feature"], random_init=random_init,
-                progress=lambda d, t: progress(f"embedding the {split} split", d, t))
+    embed_split(
+        run,
+        split,
+        spec["feature"],
+        random_init=random_init,
+        progress=lambda d, t: progress(f"embedding the {split} split", d, t),
+    )
     return {"embeddings": str(embedding_cache(run, split, spec["feature"], random_init=random_init))}
 
 
@@ -163,12 +181,15 @@ def trajectory_products(spec: dict[str, Any], progress: Progress = _noop) -> dic
     run = RunDir(spec["run"])
     chosen = probe.read_subset(run.path)
     if chosen is None:
-        raise UserError(f"run '{run.name}' has recorded no probe: it was trained with --no-probe or "
-                        "--knn-every 0, or has not reached its first monitor epoch")
+        raise UserError(
+            f"run '{run.name}' has recorded no probe: it was trained with --no-probe or "
+            "--knn-every 0, or has not reached its first monitor epoch"
+        )
     frames = probe.read_frames(run.path, rows=len(chosen.rows))
     if not frames:
-        raise UserError(f"run '{run.name}' has no complete probe frame yet: the first is written at its first "
-                        "monitor epoch")
+        raise UserError(
+            f"run '{run.name}' has no complete probe frame yet: the first is written at its first monitor epoch"
+        )
     if len(chosen.rows) < 5:
         raise UserError(f"the probe holds {len(chosen.rows)} images; projecting needs at least 5")
     method, dims, params = spec["method"], int(spec["dims"]), dict(spec.get("params") or {})
@@ -181,27 +202,35 @@ def trajectory_products(spec: dict[str, Any], progress: Progress = _noop) -> dic
         try:
             old_e, old_c, old_s = load_trajectory(path)
             n_old = len(old_e)
-            if list(old_e) == epochs[:n_old] and list(old_s) == stamps[:n_old] and old_c.shape[1:] == (
-                    len(chosen.rows), dims):
+            if (
+                list(old_e) == epochs[:n_old]
+                and list(old_s) == stamps[:n_old]
+                and old_c.shape[1:] == (len(chosen.rows), dims)
+            ):
                 done_e, done_c = list(old_e), list(old_c)
         except (OSError, ValueError, KeyError, EOFError):
             pass
-    todo = frames[len(done_e):]
+    todo = frames[len(done_e) :]
     for i, (epoch, x) in enumerate(todo):
         progress(f"projecting probe frame of epoch {epoch}", i, len(todo))
         [coords] = trajectory([x], method, dims, SEED, previous=done_c[-1] if done_c else None, **params)
         done_e.append(epoch)
         done_c.append(coords)
     if todo or not path.is_file():
-        _save_npz(path, epochs=np.asarray(done_e, np.int64), coords=np.stack(done_c),
-                  stamps=np.asarray(stamps, np.int64))
+        _save_npz(
+            path, epochs=np.asarray(done_e, np.int64), coords=np.stack(done_c), stamps=np.asarray(stamps, np.int64)
+        )
     out: dict[str, Any] = {"trajectory": str(path), "split": chosen.split}
     out.update(_thumbnails(run, chosen.split, spec.get("thumbs"), progress))
     return out
 
 
 KINDS: dict[str, Callable[[dict[str, Any], Progress], dict[str, Any]]] = {
-    "map": map_products, "embed": embed_products, "trajectory": trajectory_products, "evaluate": evaluate_job}
+    "map": map_products,
+    "embed": embed_products,
+    "trajectory": trajectory_products,
+    "evaluate": evaluate_job,
+}
 
 
 def run_job(kind: str, spec: dict[str, Any], progress: Progress = _noop) -> dict[str, Any]:

@@ -57,14 +57,22 @@ def to_csv(emb: Embeddings, coords: np.ndarray, extra: dict[str, list] | None = 
     for name, col in extra.items():
         if len(col) != len(emb.labels):
             raise ValueError(f"column {name!r} has {len(col)} values for {len(emb.labels)} points")
-    axes = "xyz"[:coords.shape[1]]
+    axes = "xyz"[: coords.shape[1]]
     buf = io.StringIO()
     w = csv.writer(buf)
     w.writerow(["index", "label", "class", *extra, *axes, *(f"e{j}" for j in range(emb.embeddings.shape[1]))])
     names = class_names(emb.labels, emb.classes)
     for i in range(len(emb.labels)):
-        w.writerow([int(emb.indices[i]), int(emb.labels[i]), names[i], *(col[i] for col in extra.values()),
-                    *(f"{v:.6g}" for v in coords[i]), *(f"{v:.6g}" for v in emb.embeddings[i])])
+        w.writerow(
+            [
+                int(emb.indices[i]),
+                int(emb.labels[i]),
+                names[i],
+                *(col[i] for col in extra.values()),
+                *(f"{v:.6g}" for v in coords[i]),
+                *(f"{v:.6g}" for v in emb.embeddings[i]),
+            ]
+        )
     return buf.getvalue().encode()
 
 
@@ -72,6 +80,12 @@ def to_npz(emb: Embeddings, coords: np.ndarray) -> bytes:
     """NPZ bytes with arrays ``embeddings``, ``labels``, ``indices``, ``coords`` and ``classes``."""
     coords = _check(emb, coords)
     buf = io.BytesIO()
-    np.savez(buf, embeddings=emb.embeddings, labels=emb.labels, indices=emb.indices, coords=coords,
-             classes=np.array(emb.classes, dtype=str))
+    np.savez(
+        buf,
+        embeddings=emb.embeddings,
+        labels=emb.labels,
+        indices=emb.indices,
+        coords=coords,
+        classes=np.array(emb.classes, dtype=str),
+    )
     return buf.getvalue()

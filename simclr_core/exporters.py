@@ -52,6 +52,7 @@ def _need(module: str, fmt: str, install: str = EXTRA) -> Any:
 
 # ---- reading -------------------------------------------------------------------------------------------
 
+
 def _run_backbone(run: RunDir) -> tuple[nn.Module, dict[str, Any]]:
     """The trunk of the run's newest checkpoint (backbone.pt, written every epoch) and its metadata."""
     if not run.backbone_path.is_file():
@@ -107,6 +108,7 @@ def load_backbone(source: str | Path | RunDir, device: str | torch.device = "cpu
 
 # ---- writing -------------------------------------------------------------------------------------------
 
+
 def _write_atomic(path: Path, write: Callable[[Path], None]) -> None:
     """Call ``write(temp)`` beside ``path``, then rename; a failure removes the temp file and names the fix."""
     if not path.parent.is_dir():
@@ -126,8 +128,12 @@ def _write_atomic(path: Path, write: Callable[[Path], None]) -> None:
 def _header(meta: dict[str, Any]) -> dict[str, str]:
     """safetensors metadata: string values, JSON-encoded."""
     keep = {k: meta.get(k) for k in ("backbone", "cifar_stem", "image_size", "run", "epoch", "config")}
-    keep.update(format=checkpoints.FORMAT, mean=list(IMAGENET_MEAN), std=list(IMAGENET_STD),
-                input="RGB float in [0, 1], normalised with mean / std (torchvision convention)")
+    keep.update(
+        format=checkpoints.FORMAT,
+        mean=list(IMAGENET_MEAN),
+        std=list(IMAGENET_STD),
+        input="RGB float in [0, 1], normalised with mean / std (torchvision convention)",
+    )
     return {k: json.dumps(v) for k, v in keep.items()}
 
 
@@ -141,8 +147,10 @@ def _safetensors(trunk: nn.Module, meta: dict[str, Any], path: Path) -> None:
 
 def _timm(trunk: nn.Module, meta: dict[str, Any], path: Path) -> None:
     if meta["backbone"] not in TIMM_NAMES:
-        raise UserError(f"timm has no {meta['backbone']}; export it as safetensors, onnx or torchscript "
-                        f"(timm holds {', '.join(TIMM_NAMES)})")
+        raise UserError(
+            f"timm has no {meta['backbone']}; export it as safetensors, onnx or torchscript "
+            f"(timm holds {', '.join(TIMM_NAMES)})"
+        )
     _need("timm", "timm")
     state = {k: v.detach().cpu() for k, v in trunk.state_dict().items()}  # timm's ResNet keys are torchvision's
 
@@ -152,8 +160,10 @@ def _timm(trunk: nn.Module, meta: dict[str, Any], path: Path) -> None:
         with torch.no_grad():
             diff = float((timm_model(tmp)(x) - trunk(x)).abs().max())
         if diff > 1e-4:
-            raise UserError(f"timm's {meta['backbone']} computes other features from this state dict "
-                            f"(max difference {diff:.2e}); not written")
+            raise UserError(
+                f"timm's {meta['backbone']} computes other features from this state dict "
+                f"(max difference {diff:.2e}); not written"
+            )
 
     _write_atomic(path, write)
 
@@ -173,14 +183,23 @@ def _onnx(trunk: nn.Module, meta: dict[str, Any], path: Path) -> None:
     def write(tmp: Path) -> None:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # the legacy exporter's deprecation notice
-            torch.onnx.export(model, (_example(meta),), str(tmp), input_names=["images"], output_names=["features"],
-                              dynamic_axes={"images": {0: "batch", 2: "height", 3: "width"}, "features": {0: "batch"}},
-                              opset_version=17, **kwargs)
+            torch.onnx.export(
+                model,
+                (_example(meta),),
+                str(tmp),
+                input_names=["images"],
+                output_names=["features"],
+                dynamic_axes={"images": {0: "batch", 2: "height", 3: "width"}, "features": {0: "batch"}},
+                opset_version=17,
+                **kwargs,
+            )
         import onnx
 
         proto = onnx.load(str(tmp))
-        onnx.helper.set_model_props(proto, {**_header(meta), "input": json.dumps(
-            "float32 RGB in [0, 1], (N, 3, H, W); the normalisation is inside")})
+        onnx.helper.set_model_props(
+            proto,
+            {**_header(meta), "input": json.dumps("float32 RGB in [0, 1], (N, 3, H, W); the normalisation is inside")},
+        )
         onnx.save(proto, str(tmp))
         diff = onnx_check(tmp, model)
         if diff > ONNX_TOLERANCE:
@@ -217,7 +236,11 @@ def _torchscript(trunk: nn.Module, meta: dict[str, Any], path: Path) -> None:
 
 
 WRITERS: dict[str, Callable[[nn.Module, dict[str, Any], Path], None]] = {
-    "safetensors": _safetensors, "timm": _timm, "onnx": _onnx, "torchscript": _torchscript}
+    "safetensors": _safetensors,
+    "timm": _timm,
+    "onnx": _onnx,
+    "torchscript": _torchscript,
+}
 
 
 def export_backbone(run: RunDir | str | Path, fmt: str, out: str | Path | None = None) -> Path:
@@ -266,7 +289,8 @@ def timm_model(path: str | Path) -> nn.Module:
     state = torch.load(path, map_location="cpu", weights_only=True)
     blocks = len({k.split(".")[1] for k in state if k.startswith("layer1.")})
     name = {(2, False): "resnet18", (3, False): "resnet34", (3, True): "resnet50"}.get(
-        (blocks, "layer1.0.conv3.weight" in state))
+        (blocks, "layer1.0.conv3.weight" in state)
+    )
     if name is None:
         raise UserError(f"{path} is not a ResNet-18/34/50 state dict")
     model = timm.create_model(name, num_classes=0, pretrained=False)
@@ -279,15 +303,24 @@ def timm_model(path: str | Path) -> nn.Module:
 
 # ---- CLI -----------------------------------------------------------------------------------------------
 
+
 def build_parser() -> argparse.ArgumentParser:
-    p = Parser(prog="simclr-export", description="Export a run's trained backbone as safetensors, a timm state "
-                                                 "dict, ONNX or TorchScript.")
+    p = Parser(
+        prog="simclr-export",
+        description="Export a run's trained backbone as safetensors, a timm state dict, ONNX or TorchScript.",
+    )
     p.add_argument("--run", required=True, help="run name (a folder under --runs-dir)")
-    p.add_argument("--runs-dir", default=str(default_runs_dir()),
-                   help="folder of runs [default: $SIMCLR_RUNS_DIR or checkpoints]")
-    p.add_argument("--format", required=True, choices=FORMATS, dest="fmt",
-                   help="safetensors (weights + metadata), timm (timm state dict), onnx (onnxruntime, normalisation "
-                        "inside), torchscript (traced, normalisation inside)")
+    p.add_argument(
+        "--runs-dir", default=str(default_runs_dir()), help="folder of runs [default: $SIMCLR_RUNS_DIR or checkpoints]"
+    )
+    p.add_argument(
+        "--format",
+        required=True,
+        choices=FORMATS,
+        dest="fmt",
+        help="safetensors (weights + metadata), timm (timm state dict), onnx (onnxruntime, normalisation "
+        "inside), torchscript (traced, normalisation inside)",
+    )
     p.add_argument("--out", help="output file [default: <run>/export/<run><suffix>]")
     return p
 
@@ -306,9 +339,9 @@ def main(argv: list[str] | None = None) -> int:
 
 HOW_TO_LOAD = {
     "safetensors": "load: simclr_core.load_backbone('{path}')  (or safetensors.torch.load_file: a torchvision "
-                   "ResNet state dict, fc removed; the header holds the architecture)",
+    "ResNet state dict, fc removed; the header holds the architecture)",
     "timm": "load: simclr_core.exporters.timm_model('{path}')  (ImageNet stem: timm.create_model(name, "
-            "num_classes=0, checkpoint_path='{path}'))",
+    "num_classes=0, checkpoint_path='{path}'))",
     "onnx": "load: onnxruntime.InferenceSession('{path}'); input 'images' float32 RGB in [0, 1], (N, 3, H, W)",
     "torchscript": "load: torch.jit.load('{path}'); input float32 RGB in [0, 1], (N, 3, H, W)",
 }

@@ -25,8 +25,9 @@ HEADS = ("simclr", "moco_v2", "byol")
 LEGACY_HEAD = "simclr"  # the head of every run saved before per-method heads (MoCo v2 and BYOL too)
 
 
-def projection_head(in_dim: int, hidden_dim: int, out_dim: int, layers: int = 2, bn: bool = True,
-                    final_bn: bool | None = None) -> nn.Sequential:
+def projection_head(
+    in_dim: int, hidden_dim: int, out_dim: int, layers: int = 2, bn: bool = True, final_bn: bool | None = None
+) -> nn.Sequential:
     """An MLP of ``layers`` linear layers; every hidden layer is Linear -> [BN] -> ReLU.
 
     ``final_bn`` (default: ``bn``) adds a BN without affine after the last layer. A linear layer
@@ -59,8 +60,9 @@ class SimCLRProjectionHead(nn.Sequential):
     [1] SimCLR v2, Chen et al. 2020, https://arxiv.org/abs/2006.10029
     """
 
-    def __init__(self, in_dim: int = 2048, hidden_dim: int = 2048, out_dim: int = 128, layers: int = 2,
-                 bn: bool = True):
+    def __init__(
+        self, in_dim: int = 2048, hidden_dim: int = 2048, out_dim: int = 128, layers: int = 2, bn: bool = True
+    ):
         super().__init__(*projection_head(in_dim, hidden_dim, out_dim, layers, bn, final_bn=bn))
 
 
@@ -73,8 +75,9 @@ class MoCoProjectionHead(nn.Sequential):
     [0] MoCo v2, Chen, Fan, Girshick, He 2020, https://arxiv.org/abs/2003.04297
     """
 
-    def __init__(self, in_dim: int = 2048, hidden_dim: int = 2048, out_dim: int = 128, layers: int = 2,
-                 bn: bool = False):
+    def __init__(
+        self, in_dim: int = 2048, hidden_dim: int = 2048, out_dim: int = 128, layers: int = 2, bn: bool = False
+    ):
         super().__init__(*projection_head(in_dim, hidden_dim, out_dim, layers, bn, final_bn=False))
 
 
@@ -87,8 +90,9 @@ class BYOLProjectionHead(nn.Sequential):
     [0] BYOL, Grill et al. 2020, https://arxiv.org/abs/2006.07733
     """
 
-    def __init__(self, in_dim: int = 2048, hidden_dim: int = 4096, out_dim: int = 256, layers: int = 2,
-                 bn: bool = True):
+    def __init__(
+        self, in_dim: int = 2048, hidden_dim: int = 4096, out_dim: int = 256, layers: int = 2, bn: bool = True
+    ):
         super().__init__(*projection_head(in_dim, hidden_dim, out_dim, layers, bn, final_bn=False))
 
 
@@ -133,12 +137,12 @@ def check_head(head: str) -> str:
     return head
 
 
-def resolve(head: str, feature_dim: int, hidden_dim: int | None = None, out_dim: int | None = None,
-            bn: bool | None = None) -> tuple[int, int, bool]:
+def resolve(
+    head: str, feature_dim: int, hidden_dim: int | None = None, out_dim: int | None = None, bn: bool | None = None
+) -> tuple[int, int, bool]:
     """(hidden width, output size, batch norm) of ``head``: the given values, else the head's defaults."""
     spec = SPECS[check_head(head)]
-    return (hidden_dim or spec.hidden_mult * feature_dim, out_dim or spec.out_dim,
-            spec.bn if bn is None else bn)
+    return (hidden_dim or spec.hidden_mult * feature_dim, out_dim or spec.out_dim, spec.bn if bn is None else bn)
 
 
 def build(head: str, in_dim: int, hidden_dim: int, out_dim: int, layers: int = 2, bn: bool = True) -> nn.Sequential:

@@ -57,12 +57,16 @@ def uniformity(z: torch.Tensor, t: float = 2.0) -> float:
 def collapse_alarm(rank: float, unif: float | None = None) -> str | None:
     """Why the representation looks collapsed, or None when it does not."""
     if rank < COLLAPSED_RANK:
-        return (f"the representation has collapsed: its effective rank is {rank:.2f}, so every image maps to "
-                "(nearly) the same direction. Lower the learning rate or raise the temperature, and check the "
-                "views are not too weak")
+        return (
+            f"the representation has collapsed: its effective rank is {rank:.2f}, so every image maps to "
+            "(nearly) the same direction. Lower the learning rate or raise the temperature, and check the "
+            "views are not too weak"
+        )
     if unif is not None and unif > COLLAPSED_UNIFORMITY:
-        return (f"the representation has collapsed: uniformity is {unif:.3f} (0 means one point for every image). "
-                "Lower the learning rate or raise the temperature")
+        return (
+            f"the representation has collapsed: uniformity is {unif:.3f} (0 means one point for every image). "
+            "Lower the learning rate or raise the temperature"
+        )
     return None
 
 
@@ -72,8 +76,12 @@ def health(h: torch.Tensor, z: torch.Tensor, z1: torch.Tensor, z2: torch.Tensor)
     Returns keys ``rankme_h``, ``rankme_z``, ``alignment``, ``uniformity`` and, when collapsed,
     ``collapse`` (the alarm's message).
     """
-    out: dict[str, float | str] = {"rankme_h": rankme(h), "rankme_z": rankme(z), "alignment": alignment(z1, z2),
-                                   "uniformity": uniformity(z)}
+    out: dict[str, float | str] = {
+        "rankme_h": rankme(h),
+        "rankme_z": rankme(z),
+        "alignment": alignment(z1, z2),
+        "uniformity": uniformity(z),
+    }
     alarm = collapse_alarm(min(float(out["rankme_h"]), float(out["rankme_z"])), float(out["uniformity"]))
     if alarm:
         out["collapse"] = alarm

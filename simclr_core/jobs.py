@@ -104,8 +104,7 @@ def busy_with(directory: str | Path, run: str | Path) -> bool:
     return False
 
 
-def submit(directory: str | Path, kind: str, spec: dict[str, Any], slot: str | None = None,
-           retry: bool = False) -> str:
+def submit(directory: str | Path, kind: str, spec: dict[str, Any], slot: str | None = None, retry: bool = False) -> str:
     """Queue (kind, spec) unless it is queued, running or done already; returns the job's id.
 
     Args:
@@ -121,13 +120,23 @@ def submit(directory: str | Path, kind: str, spec: dict[str, Any], slot: str | N
     path = directory / f"{jid}.json"
     old = status(directory, jid)
     partly_failed = old["state"] == "done" and bool((old.get("result") or {}).get("errors"))
-    if old["state"] in ACTIVE or (old["state"] == "done" and _files_exist(old.get("result", {}))
-                                  and not (retry and partly_failed)):
+    if old["state"] in ACTIVE or (
+        old["state"] == "done" and _files_exist(old.get("result", {})) and not (retry and partly_failed)
+    ):
         return jid
     if old["state"] == "failed" and not retry:
         return jid
-    job = {"id": jid, "kind": kind, "spec": spec, "slot": slot, "state": "queued", "submitted": time.time(),
-           "stage": "waiting for the worker", "done": 0, "total": 0}
+    job = {
+        "id": jid,
+        "kind": kind,
+        "spec": spec,
+        "slot": slot,
+        "state": "queued",
+        "submitted": time.time(),
+        "stage": "waiting for the worker",
+        "done": 0,
+        "total": 0,
+    }
     write_json_atomic(path, job)
     if slot is not None:
         for other, o in _jobs(directory):
@@ -166,8 +175,7 @@ def _execute(directory: Path, path: Path) -> None:
     except UserError as e:
         job.update(state="failed", message=str(e))
     except Exception as e:  # noqa: BLE001 - a bug must not kill the worker; the page shows one line
-        job.update(state="failed", message=f"{type(e).__name__}: {e}".splitlines()[0],
-                   traceback=traceback.format_exc())
+        job.update(state="failed", message=f"{type(e).__name__}: {e}".splitlines()[0], traceback=traceback.format_exc())
     write_json_atomic(path, job)
 
 
@@ -188,14 +196,18 @@ def ensure_worker(directory: str | Path) -> int:
     info = _read_worker(directory)
     if info and _is_worker(info.get("pid")):
         return int(info["pid"])
-    env = {**os.environ, "PYTHONUNBUFFERED": "1",
-           "PYTHONPATH": os.pathsep.join(filter(None, [str(PACKAGE_ROOT), os.environ.get("PYTHONPATH")]))}
+    env = {
+        **os.environ,
+        "PYTHONUNBUFFERED": "1",
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(PACKAGE_ROOT), os.environ.get("PYTHONPATH")])),
+    }
     cmd = [sys.executable, "-m", "simclr_core.jobs", "--dir", str(directory), "--parent", str(os.getpid())]
     if os.environ.get("SIMCLR_UMAP_WARM_UP") == "0":
         cmd.append("--no-warm-up")
     with open(directory / "worker.log", "ab") as log:
-        proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=env,
-                                start_new_session=True)
+        proc = subprocess.Popen(
+            cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True
+        )
     write_json_atomic(directory / "worker.json", {"pid": proc.pid, "started": time.time(), "state": "starting"})
     return proc.pid
 
@@ -218,8 +230,9 @@ def warm_up_umap() -> None:
     project(np.random.default_rng(0).standard_normal((4200, 16)).astype(np.float32), "umap", 2)
 
 
-def worker(directory: str | Path, parent: int | None = None, warm_up: bool = True,
-           idle_exit_s: float = IDLE_EXIT_S) -> None:
+def worker(
+    directory: str | Path, parent: int | None = None, warm_up: bool = True, idle_exit_s: float = IDLE_EXIT_S
+) -> None:
     """Run queued jobs of ``directory`` one by one, oldest first, until the app is gone and nothing is left."""
     directory = Path(directory)
     write_json_atomic(directory / "worker.json", {"pid": os.getpid(), "started": time.time(), "state": "ready"})
@@ -245,8 +258,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--dir", required=True, help="the jobs folder (<runs>/.jobs)")
     p.add_argument("--parent", type=int, default=None, help="exit once this process is gone and no job is left")
     p.add_argument("--no-warm-up", action="store_true", help="do not compile UMAP at start")
-    p.add_argument("--idle-exit", type=float, default=IDLE_EXIT_S, metavar="S",
-                   help=f"seconds without work after which a worker whose app has gone exits [default: {IDLE_EXIT_S}]")
+    p.add_argument(
+        "--idle-exit",
+        type=float,
+        default=IDLE_EXIT_S,
+        metavar="S",
+        help=f"seconds without work after which a worker whose app has gone exits [default: {IDLE_EXIT_S}]",
+    )
     args = p.parse_args(argv)
     worker(args.dir, args.parent, warm_up=not args.no_warm_up, idle_exit_s=args.idle_exit)
     return 0

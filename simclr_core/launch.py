@@ -80,17 +80,34 @@ def command(args: list[str], nproc: int = 1) -> list[str]:
     """The training command: ``python -m simclr_core.train ARGS``, under torchrun for several GPUs."""
     if nproc > 1:
         # --standalone: a rendezvous on this machine at a free port (several runs may share it).
-        return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
-                "-m", "simclr_core.train", *args]
+        return [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            f"--nproc_per_node={nproc}",
+            "-m",
+            "simclr_core.train",
+            *args,
+        ]
     return [sys.executable, "-m", "simclr_core.train", *args]
 
 
 def _spawn(run: RunDir, args: list[str], nproc: int = 1) -> int:
-    env = {**os.environ, "PYTHONUNBUFFERED": "1",
-           "PYTHONPATH": os.pathsep.join(filter(None, [str(PACKAGE_ROOT), os.environ.get("PYTHONPATH")]))}
+    env = {
+        **os.environ,
+        "PYTHONUNBUFFERED": "1",
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(PACKAGE_ROOT), os.environ.get("PYTHONPATH")])),
+    }
     with open(run.console_path, "ab") as console:
-        proc = subprocess.Popen(command(args, nproc), stdin=subprocess.DEVNULL,
-                                stdout=console, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+        proc = subprocess.Popen(
+            command(args, nproc),
+            stdin=subprocess.DEVNULL,
+            stdout=console,
+            stderr=subprocess.STDOUT,
+            env=env,
+            start_new_session=True,
+        )
     run.record_launch(proc.pid, args, nproc)
     return proc.pid
 

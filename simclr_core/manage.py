@@ -42,8 +42,9 @@ def _busy(run: RunDir) -> bool:
 
 def _check_idle(run: RunDir, what: str) -> None:
     if _busy(run):
-        raise UserError(f"run '{run.name}' is running (or being evaluated); stop it or wait for it to end, "
-                        f"then {what} it")
+        raise UserError(
+            f"run '{run.name}' is running (or being evaluated); stop it or wait for it to end, then {what} it"
+        )
 
 
 def archive_dir(runs_dir: str | Path) -> Path:
@@ -72,8 +73,9 @@ def archive(runs_dir: str | Path, name: str) -> Path:
         os.rename(run.path, dest)
     except OSError as e:
         (run.path / ARCHIVED_JSON).unlink(missing_ok=True)
-        raise UserError(f"run '{name}' could not be archived ({e.strerror or e}); check the runs folder's "
-                        "permissions") from None
+        raise UserError(
+            f"run '{name}' could not be archived ({e.strerror or e}); check the runs folder's permissions"
+        ) from None
     return dest
 
 
@@ -153,8 +155,9 @@ def rename(runs_dir: str | Path, old: str, new: str) -> RunDir:
     try:
         os.rename(run.path, dest)
     except OSError as e:
-        raise UserError(f"run '{old}' could not be renamed ({e.strerror or e}); check the runs folder's "
-                        "permissions") from None
+        raise UserError(
+            f"run '{old}' could not be renamed ({e.strerror or e}); check the runs folder's permissions"
+        ) from None
     _set_config_name(RunDir(dest))
     return RunDir(dest)
 

@@ -99,15 +99,23 @@ class Encoder(nn.Module):
     before per-method heads holds, so their ``arch`` dicts (no ``head`` key) still build.
     """
 
-    def __init__(self, backbone: str = "resnet18", cifar_stem: bool = True, proj_hidden_dim: int | None = None,
-                 proj_out_dim: int | None = None, proj_layers: int = 2, proj_bn: bool | None = None,
-                 head: str = heads.LEGACY_HEAD):
+    def __init__(
+        self,
+        backbone: str = "resnet18",
+        cifar_stem: bool = True,
+        proj_hidden_dim: int | None = None,
+        proj_out_dim: int | None = None,
+        proj_layers: int = 2,
+        proj_bn: bool | None = None,
+        head: str = heads.LEGACY_HEAD,
+    ):
         super().__init__()
         self.normalize = Normalize()
         self.backbone, self.feature_dim = build_backbone(backbone, cifar_stem)
         self.head_name = head
-        self.hidden_dim, self.out_dim, bn = heads.resolve(head, self.feature_dim, proj_hidden_dim, proj_out_dim,
-                                                          proj_bn)
+        self.hidden_dim, self.out_dim, bn = heads.resolve(
+            head, self.feature_dim, proj_hidden_dim, proj_out_dim, proj_bn
+        )
         self.head = heads.build(head, self.feature_dim, self.hidden_dim, self.out_dim, proj_layers, bn)
 
     def features(self, x: torch.Tensor) -> torch.Tensor:

@@ -63,8 +63,10 @@ class NeighbourIndex:
         """(similarities (Q, k) descending, bank rows (Q, k)) of each query row; k is clamped to N."""
         q = _unit_rows(query)  # (Q, F)
         if q.shape[1] != self.bank.shape[1]:
-            raise UserError(f"the query has {q.shape[1]} features but the bank {self.bank.shape[1]}: "
-                            "embed both with the same encoder and feature (h or z)")
+            raise UserError(
+                f"the query has {q.shape[1]} features but the bank {self.bank.shape[1]}: "
+                "embed both with the same encoder and feature (h or z)"
+            )
         k = max(1, min(int(k), len(self)))
         if self.ann is not None:
             sims, idx = self.ann.search(q.numpy(), k)
@@ -115,8 +117,9 @@ def _ivf_index(bank: np.ndarray, nprobe: int):
     return index
 
 
-def cosine_topk(query: torch.Tensor | np.ndarray, bank: torch.Tensor | np.ndarray,
-                k: int = 10) -> tuple[np.ndarray, np.ndarray]:
+def cosine_topk(
+    query: torch.Tensor | np.ndarray, bank: torch.Tensor | np.ndarray, k: int = 10
+) -> tuple[np.ndarray, np.ndarray]:
     """One search of a bank used once; keep a :class:`NeighbourIndex` to search one bank many times."""
     return NeighbourIndex(bank).search(query, k)
 
@@ -134,4 +137,3 @@ def image_from_bytes(data: bytes, size: int, name: str = "the upload") -> torch.
         raise UserError(f"{name} is not an image that can be read; upload a {READABLE} file") from None
     rgb = ImageOps.fit(ImageOps.exif_transpose(img).convert("RGB"), (size, size), method=Image.Resampling.BICUBIC)
     return torch.from_numpy(np.asarray(rgb).copy()).permute(2, 0, 1).unsqueeze(0)
-

@@ -16,10 +16,8 @@ class LARS(torch.optim.Optimizer):
     (biases and batch-norm) get neither weight decay nor the trust ratio, as in the paper.
     """
 
-    def __init__(self, params, lr: float, momentum: float = 0.9, weight_decay: float = 1e-6,
-                 eta: float = 0.001):
-        super().__init__(params, dict(lr=lr, momentum=momentum, weight_decay=weight_decay, eta=eta,
-                                      exclude=False))
+    def __init__(self, params, lr: float, momentum: float = 0.9, weight_decay: float = 1e-6, eta: float = 0.001):
+        super().__init__(params, dict(lr=lr, momentum=momentum, weight_decay=weight_decay, eta=eta, exclude=False))
 
     @torch.no_grad()
     def step(self, closure=None):  # noqa: D102 - see torch.optim.Optimizer.step
@@ -33,8 +31,9 @@ class LARS(torch.optim.Optimizer):
                     u = u.add(p, alpha=g["weight_decay"])
                     p_norm, u_norm = torch.norm(p), torch.norm(u)
                     # torch.where, not an if: no host sync on the GPU.
-                    trust = torch.where((p_norm > 0) & (u_norm > 0), g["eta"] * p_norm / u_norm,
-                                        torch.ones_like(p_norm))
+                    trust = torch.where(
+                        (p_norm > 0) & (u_norm > 0), g["eta"] * p_norm / u_norm, torch.ones_like(p_norm)
+                    )
                     u = u.mul(trust)
                 state = self.state[p]
                 if "mu" not in state:
@@ -52,12 +51,15 @@ def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
     for p in model.parameters():
         if p.requires_grad:
             (no_decay if p.ndim <= 1 else decay).append(p)
-    return [dict(params=decay, weight_decay=weight_decay, exclude=False),
-            dict(params=no_decay, weight_decay=0.0, exclude=True)]
+    return [
+        dict(params=decay, weight_decay=weight_decay, exclude=False),
+        dict(params=no_decay, weight_decay=0.0, exclude=True),
+    ]
 
 
-def build_optimizer(model: nn.Module, name: str, lr: float, momentum: float, weight_decay: float,
-                    fused: bool = False) -> torch.optim.Optimizer:
+def build_optimizer(
+    model: nn.Module, name: str, lr: float, momentum: float, weight_decay: float, fused: bool = False
+) -> torch.optim.Optimizer:
     """``sgd`` or ``lars`` over :func:`param_groups`."""
     groups = param_groups(model, weight_decay)
     if name == "lars":

@@ -26,11 +26,15 @@ from simclr_core.config import TrainConfig
 from simclr_core.errors import UserError
 
 # Split sizes of the datasets torchvision downloads (fixed by the datasets themselves).
-KNOWN_SIZES = {"cifar10": {"train": 50_000, "test": 10_000},
-               "stl10": {"train": 5_000, "test": 8_000, "unlabeled": 100_000, "train+unlabeled": 105_000}}
+KNOWN_SIZES = {
+    "cifar10": {"train": 50_000, "test": 10_000},
+    "stl10": {"train": 5_000, "test": 8_000, "unlabeled": 100_000, "train+unlabeled": 105_000},
+}
 # Where torchvision keeps each dataset under --data-dir, its download host, and the download's size.
-DOWNLOADS = {"cifar10": ("CIFAR-10", "cifar-10-batches-py", "www.cs.toronto.edu", "170 MB"),
-             "stl10": ("STL-10", "stl10_binary", "ai.stanford.edu", "2.6 GB")}
+DOWNLOADS = {
+    "cifar10": ("CIFAR-10", "cifar-10-batches-py", "www.cs.toronto.edu", "170 MB"),
+    "stl10": ("STL-10", "stl10_binary", "ai.stanford.edu", "2.6 GB"),
+}
 MAX_ENTRIES = 200_000  # a folder scan stops after this many entries (someone may type their home folder)
 
 
@@ -78,14 +82,17 @@ class FolderSummary:
 def folder_path(path: str | None, label: str = "--data-path") -> Path:
     """The folder a user typed, resolved, if it is allowed (:mod:`simclr_core.roots`), exists and is a folder."""
     if not path or not path.strip():
-        raise UserError(f"the folder dataset needs an image folder: fill in {label} "
-                        "(a folder of images, or of class sub-folders)")
+        raise UserError(
+            f"the folder dataset needs an image folder: fill in {label} (a folder of images, or of class sub-folders)"
+        )
     resolved = roots.allowed_folder(path, label)
     if not resolved.exists():
         raise UserError(f"{label} {path.strip()} does not exist: check the path")
     if not resolved.is_dir():
-        raise UserError(f"{label} {path.strip()} is a file, not a folder: give the folder that holds the images "
-                        "(extract an archive first)")
+        raise UserError(
+            f"{label} {path.strip()} is a file, not a folder: give the folder that holds the images "
+            "(extract an archive first)"
+        )
     if not os.access(resolved, os.R_OK | os.X_OK):
         raise UserError(f"{label} {path.strip()} cannot be read (permission denied): check its permissions")
     return resolved
@@ -154,12 +161,16 @@ def describe_folder(path: str | None, label: str = "--data-path", max_entries: i
     splits = {name: _summarize_split(root if name == "all" else root / name, budget) for name in names}
     summary = FolderSummary(root, splits, truncated=budget[0] <= 0)
     if not any(s.images for s in splits.values()):
-        raise UserError(f"{label} {root} holds no images (looked for {', '.join(data.IMAGE_EXTENSIONS)}, "
-                        "in it and in its sub-folders): point it at a folder of images or of class sub-folders")
+        raise UserError(
+            f"{label} {root} holds no images (looked for {', '.join(data.IMAGE_EXTENSIONS)}, "
+            "in it and in its sub-folders): point it at a folder of images or of class sub-folders"
+        )
     pre = splits[summary.pretrain]
     if not pre.images:
-        raise UserError(f"the {summary.pretrain}/ folder of {label} {root} holds no images; a run "
-                        "pre-trains on it: put images there, or point at a folder without train/ val/ test/")
+        raise UserError(
+            f"the {summary.pretrain}/ folder of {label} {root} holds no images; a run "
+            "pre-trains on it: put images there, or point at a folder without train/ val/ test/"
+        )
     return summary
 
 
@@ -205,8 +216,9 @@ def run_name_taken(runs_dir: str | Path, name: str) -> bool:
     return run.config_path.exists() and (run.last_ckpt.exists() or run.status().get("state") != "failed")
 
 
-def check_new_run(cfg: TrainConfig, folder: FolderSummary | None = None,
-                  online: Callable[[str], bool] | None = None) -> Plan:
+def check_new_run(
+    cfg: TrainConfig, folder: FolderSummary | None = None, online: Callable[[str], bool] | None = None
+) -> Plan:
     """Everything that would make a launch of ``cfg`` fail at once, as a UserError naming the setting and the fix.
 
     Args:
@@ -218,23 +230,30 @@ def check_new_run(cfg: TrainConfig, folder: FolderSummary | None = None,
     if not cfg.run.name:
         raise UserError("give the run a name in --name (letters, digits, '.', '_' and '-')")
     if d.dataset != "folder" and d.data_path:
-        raise UserError(f"--data-path is read only with --dataset folder, and this run uses {d.dataset}: clear "
-                        "it, or choose the folder dataset")
+        raise UserError(
+            f"--data-path is read only with --dataset folder, and this run uses {d.dataset}: clear "
+            "it, or choose the folder dataset"
+        )
     if d.dataset == "folder" and not (d.data_path or "").strip():
-        raise UserError("the folder dataset needs an image folder: fill in --data-path "
-                        "(a folder of images, or of class sub-folders)")
+        raise UserError(
+            "the folder dataset needs an image folder: fill in --data-path "
+            "(a folder of images, or of class sub-folders)"
+        )
     cfg.validate()
     if run_name_taken(cfg.run.runs_dir, cfg.run.name):
-        raise UserError(f"run '{cfg.run.name}' already exists: resume it (pick it in the run list), "
-                        "or give this run another name (--name)")
+        raise UserError(
+            f"run '{cfg.run.name}' already exists: resume it (pick it in the run list), "
+            "or give this run another name (--name)"
+        )
     notes: list[str] = []
     summary = None
     if d.dataset == "folder":
         summary = folder if folder is not None else describe_folder(d.data_path)
         split = d.train_split or summary.pretrain
         if split not in summary.splits:
-            raise UserError(f"--train-split {split} is not a split of {summary.root} "
-                            f"(it has: {', '.join(summary.splits)})")
+            raise UserError(
+                f"--train-split {split} is not a split of {summary.root} (it has: {', '.join(summary.splits)})"
+            )
         n, source = summary.splits[split].images, f"folder {summary.root} ({split})"
         if not summary.truncated and data.leaves_out_fifth(d, split):
             n -= len(data.holdout(n)[1])  # the kNN and probe queries are not pre-trained on
@@ -245,25 +264,32 @@ def check_new_run(cfg: TrainConfig, folder: FolderSummary | None = None,
     else:
         split = d.train_split or data.default_splits(d.dataset)[0]
         if split not in KNOWN_SIZES[d.dataset]:
-            raise UserError(f"--train-split {split} is not a split of {d.dataset} "
-                            f"(it has: {', '.join(KNOWN_SIZES[d.dataset])})")
+            raise UserError(
+                f"--train-split {split} is not a split of {d.dataset} (it has: {', '.join(KNOWN_SIZES[d.dataset])})"
+            )
         n, source = KNOWN_SIZES[d.dataset][split], f"{d.dataset}/{split}"
         title, _, host, size = DOWNLOADS[d.dataset]
         if not downloaded(d.dataset, d.data_dir):
             if not d.download:
-                raise UserError(f"{title} is not in {d.data_dir}/ and downloading is off: allow --download once, "
-                                "or choose --dataset digits (bundled) or folder")
+                raise UserError(
+                    f"{title} is not in {d.data_dir}/ and downloading is off: allow --download once, "
+                    "or choose --dataset digits (bundled) or folder"
+                )
             if not (online or reachable)(host):
-                raise UserError(f"{title} is not in {d.data_dir}/ and its server ({host}) cannot be reached "
-                                "(offline?): connect once to download it, or choose --dataset digits (bundled, "
-                                "offline) or folder (your images, e.g. CIFAR-10 as JPEGs)")
+                raise UserError(
+                    f"{title} is not in {d.data_dir}/ and its server ({host}) cannot be reached "
+                    "(offline?): connect once to download it, or choose --dataset digits (bundled, "
+                    "offline) or folder (your images, e.g. CIFAR-10 as JPEGs)"
+                )
             notes.append(f"{title} ({size}) is downloaded into {d.data_dir}/ when the run starts")
     if d.subset is not None:
         n = min(n, d.subset)
     truncated = summary is not None and summary.truncated
     if cfg.optim.batch_size > n and not truncated:
-        raise UserError(f"--batch-size {cfg.optim.batch_size} is larger than the {n:,} training images of "
-                        f"{source}; lower it to {n} or less")
+        raise UserError(
+            f"--batch-size {cfg.optim.batch_size} is larger than the {n:,} training images of "
+            f"{source}; lower it to {n} or less"
+        )
     return Plan(images=n, source=source, folder=summary, notes=notes)
 
 
@@ -278,6 +304,7 @@ def for_form(message: str, labels: dict[str, str]) -> str:
 
     ``labels`` maps config field names (``batch_size``) to labels; other flags stay as they are.
     """
+
     def sub(m: re.Match) -> str:
         label = labels.get(m.group(1).replace("-", "_"))
         return f"**{label}**" if label else m.group(0)

@@ -15,8 +15,10 @@ from simclr_core.zoo import Recipe, recipes
 RECIPES: dict[str, Recipe] = {r.title: r for r in recipes()}
 PRESETS: dict[str, Callable[[], TrainConfig]] = {title: r.config for title, r in RECIPES.items()}
 # The Augmentations page's view buttons: the paper's two settings (Chen et al. 2020, appendix A and B.9).
-VIEW_PRESETS: dict[str, Callable[[], ViewConfig]] = {"Paper ImageNet defaults": ViewConfig.imagenet,
-                                                     "Paper CIFAR (s=0.5, no blur)": ViewConfig.cifar}
+VIEW_PRESETS: dict[str, Callable[[], ViewConfig]] = {
+    "Paper ImageNet defaults": ViewConfig.imagenet,
+    "Paper CIFAR (s=0.5, no blur)": ViewConfig.cifar,
+}
 
 
 def preset(name: str) -> TrainConfig:

@@ -19,8 +19,15 @@ from simclr_core.views import simclr_view, two_views
 __all__ = ["IDENTITY_VIEW", "parse_indices", "positive_pairs", "sample_indices", "to_uint8_hwc", "upscale_nearest"]
 
 # simclr_view knobs that leave an image untouched (a full, unflipped crop and no colour ops)
-IDENTITY_VIEW: dict[str, Any] = dict(crop_scale=(1.0, 1.0), crop_ratio=(1.0, 1.0), flip_prob=0.0, jitter_prob=0.0,
-                                     grayscale_prob=0.0, blur_prob=0.0, solarize_prob=0.0)
+IDENTITY_VIEW: dict[str, Any] = dict(
+    crop_scale=(1.0, 1.0),
+    crop_ratio=(1.0, 1.0),
+    flip_prob=0.0,
+    jitter_prob=0.0,
+    grayscale_prob=0.0,
+    blur_prob=0.0,
+    solarize_prob=0.0,
+)
 
 
 def to_uint8_hwc(images: torch.Tensor | np.ndarray) -> np.ndarray:
@@ -35,8 +42,9 @@ def to_uint8_hwc(images: torch.Tensor | np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(x.permute(0, 2, 3, 1).numpy())
 
 
-def positive_pairs(images: torch.Tensor, view_kwargs: dict[str, Any],
-                   seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def positive_pairs(
+    images: torch.Tensor, view_kwargs: dict[str, Any], seed: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Originals and the two SimCLR views of each image, as training would draw them.
 
     Args:

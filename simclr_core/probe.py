@@ -29,8 +29,7 @@ from simclr_core.health import health
 from simclr_core.models import Encoder
 from simclr_core.views import two_views
 
-__all__ = ["Probe", "choose", "drop_frames_after", "frame_epochs", "frame_path", "read_frames", "read_subset",
-           "record"]
+__all__ = ["Probe", "choose", "drop_frames_after", "frame_epochs", "frame_path", "read_frames", "read_subset", "record"]
 
 # The probe's own view generator: its views are the same at every epoch, and training's RNG is untouched.
 PROBE_SEED = 12345
@@ -82,8 +81,16 @@ def write_subset(run_path: Path, probe: Probe) -> None:
     d = probe_dir(run_path)
     d.mkdir(parents=True, exist_ok=True)
     tmp = d / f".subset.json.{os.getpid()}.tmp"
-    tmp.write_text(json.dumps({"split": probe.split, "rows": probe.rows.tolist(), "labels": probe.labels.tolist(),
-                               "classes": probe.classes}))
+    tmp.write_text(
+        json.dumps(
+            {
+                "split": probe.split,
+                "rows": probe.rows.tolist(),
+                "labels": probe.labels.tolist(),
+                "classes": probe.classes,
+            }
+        )
+    )
     os.replace(tmp, d / "subset.json")
 
 
@@ -101,8 +108,15 @@ def read_subset(run_path: Path) -> Probe | None:
 
 
 @torch.no_grad()
-def record(encoder: Encoder, images: torch.Tensor, view_kwargs: dict, run_path: Path, epoch: int,
-           device: torch.device, batch_size: int = 512) -> dict[str, float | str]:
+def record(
+    encoder: Encoder,
+    images: torch.Tensor,
+    view_kwargs: dict,
+    run_path: Path,
+    epoch: int,
+    device: torch.device,
+    batch_size: int = 512,
+) -> dict[str, float | str]:
     """Embed the probe images after ``epoch``, write the frame, and return its health metrics.
 
     Args:
@@ -116,7 +130,7 @@ def record(encoder: Encoder, images: torch.Tensor, view_kwargs: dict, run_path: 
     g = torch.Generator(device=device).manual_seed(PROBE_SEED)
     z1, z2 = [], []
     for start in range(0, len(images), batch_size):
-        v1, v2 = two_views(images[start:start + batch_size].to(device), generator=g, **view_kwargs)
+        v1, v2 = two_views(images[start : start + batch_size].to(device), generator=g, **view_kwargs)
         z1.append(extract(encoder, v1, feature="z", device=device, batch_size=batch_size))
         z2.append(extract(encoder, v2, feature="z", device=device, batch_size=batch_size))
     path = frame_path(run_path, epoch)

@@ -25,8 +25,9 @@ DEFAULTS: dict[str, dict[str, Any]] = {
 PROJECTIONS = tuple(DEFAULTS)  # the map's methods: umap, tsne, pca
 
 
-def project(x: np.ndarray, method: str = "umap", dims: int = 2, seed: int = 0, init: np.ndarray | None = None,
-            **params: Any) -> np.ndarray:
+def project(
+    x: np.ndarray, method: str = "umap", dims: int = 2, seed: int = 0, init: np.ndarray | None = None, **params: Any
+) -> np.ndarray:
     """Project (N, F) embeddings to (N, dims) float32 coordinates.
 
     Embeddings are L2-normalised first, so every method sees the cosine geometry the loss uses.
@@ -65,8 +66,15 @@ def project(x: np.ndarray, method: str = "umap", dims: int = 2, seed: int = 0, i
         # From its last layout, a gentle refinement (a tenth of the learning rate, half the epochs): at
         # UMAP's own settings the same frame re-projected moved its clusters by half the picture.
         extra = {} if init is None else {"init": _umap_init(init), "n_epochs": 100, "learning_rate": 0.1}
-        out = umap.UMAP(n_components=dims, n_neighbors=n_neighbors, min_dist=float(p["min_dist"]),
-                        metric="euclidean", random_state=seed, n_jobs=1, **extra).fit_transform(x)
+        out = umap.UMAP(
+            n_components=dims,
+            n_neighbors=n_neighbors,
+            min_dist=float(p["min_dist"]),
+            metric="euclidean",
+            random_state=seed,
+            n_jobs=1,
+            **extra,
+        ).fit_transform(x)
     return np.asarray(out, dtype=np.float32)
 
 
@@ -97,13 +105,19 @@ def align(reference: np.ndarray, x: np.ndarray) -> np.ndarray:
     a, b = ref - mu_r, y - mu_y
     u, sv, vt = np.linalg.svd(b.T @ a)
     rot = u @ vt
-    norm = float((b ** 2).sum())
+    norm = float((b**2).sum())
     scale = float(sv.sum()) / norm if norm > 0 else 1.0
     return (scale * b @ rot + mu_r).astype(np.float32)
 
 
-def trajectory(frames: list[np.ndarray], method: str = "umap", dims: int = 2, seed: int = 0,
-               previous: np.ndarray | None = None, **params: Any) -> list[np.ndarray]:
+def trajectory(
+    frames: list[np.ndarray],
+    method: str = "umap",
+    dims: int = 2,
+    seed: int = 0,
+    previous: np.ndarray | None = None,
+    **params: Any,
+) -> list[np.ndarray]:
     """Coordinates of each frame (same rows, one frame per epoch), each aligned to the one before.
 
     Args:
@@ -123,16 +137,18 @@ def trajectory(frames: list[np.ndarray], method: str = "umap", dims: int = 2, se
     return out
 
 
-def cache_path(cache_dir: str | Path, key: str, method: str = "umap", dims: int = 2, seed: int = 0,
-               **params: Any) -> Path:
+def cache_path(
+    cache_dir: str | Path, key: str, method: str = "umap", dims: int = 2, seed: int = 0, **params: Any
+) -> Path:
     """The file :func:`cached_project` reads or writes for these arguments (exists once computed)."""
     p = {**DEFAULTS.get(method, {}), **params}
     tag = hashlib.sha1(json.dumps([key, method, dims, seed, sorted(p.items())]).encode()).hexdigest()[:16]
     return Path(cache_dir) / f"proj-{method}-{dims}d-{tag}.npy"
 
 
-def cached_project(x: np.ndarray, cache_dir: str | Path, key: str, method: str = "umap", dims: int = 2,
-                   seed: int = 0, **params: Any) -> np.ndarray:
+def cached_project(
+    x: np.ndarray, cache_dir: str | Path, key: str, method: str = "umap", dims: int = 2, seed: int = 0, **params: Any
+) -> np.ndarray:
     """:func:`project`, computed once per (embeddings key, method, dims, params) and then read from disk.
 
     ``key`` must name the rows of ``x`` (e.g. :attr:`Embeddings.key` plus any subsampling): the

@@ -60,6 +60,8 @@ def allowed_folder(path: str, label: str = "--data-path") -> Path:
     roots = allowed_roots()
     if not inside(resolved, roots):
         shown = ", ".join(str(r) for r in roots)
-        raise UserError(f"{label} {text} is outside the folders this app may read ({shown}); whoever starts "
-                        f"the server can allow more: {ENV}=/one/folder{os.pathsep}/another streamlit run app.py")
+        raise UserError(
+            f"{label} {text} is outside the folders this app may read ({shown}); whoever starts "
+            f"the server can allow more: {ENV}=/one/folder{os.pathsep}/another streamlit run app.py"
+        )
     return resolved

@@ -23,9 +23,25 @@ from simclr_core.errors import UserError
 from simclr_core.files import pid_alive, remove_stale_temps, temp_path, write_json_atomic
 from simclr_core.heads import LEGACY_HEAD
 
-__all__ = ["KINDS", "Curves", "RunDir", "RunSummary", "curves", "default_runs_dir", "eta", "is_epoch_line",
-           "line_kind", "list_runs", "new_run", "open_run", "pid_alive", "process_start", "resolve_run",
-           "summarize", "write_json_atomic"]
+__all__ = [
+    "KINDS",
+    "Curves",
+    "RunDir",
+    "RunSummary",
+    "curves",
+    "default_runs_dir",
+    "eta",
+    "is_epoch_line",
+    "line_kind",
+    "list_runs",
+    "new_run",
+    "open_run",
+    "pid_alive",
+    "process_start",
+    "resolve_run",
+    "summarize",
+    "write_json_atomic",
+]
 
 STATES = ("running", "finished", "stopped", "failed")
 
@@ -103,8 +119,10 @@ class RunDir:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
-                raise UserError(f"run '{self.name}' is being written by another process "
-                                f"({self._holder(fd)}); wait for it to end, or stop it first") from None
+                raise UserError(
+                    f"run '{self.name}' is being written by another process "
+                    f"({self._holder(fd)}); wait for it to end, or stop it first"
+                ) from None
             os.ftruncate(fd, 0)
             os.write(fd, json.dumps({"pid": os.getpid(), "what": what, "since": time.time()}).encode())
             self.remove_stale_temps()
@@ -142,8 +160,7 @@ class RunDir:
         """Record the run's state for watchers; ``extra`` adds fields such as epoch."""
         assert state in STATES, state
         old = self.status()
-        status = {**old, "state": state, "message": message, "pid": os.getpid(),
-                  "updated": time.time(), **extra}
+        status = {**old, "state": state, "message": message, "pid": os.getpid(), "updated": time.time(), **extra}
         write_json_atomic(self.status_path, status)
 
     launch_path = property(lambda self: self.path / "launch.json")  # the process the app started, written by launch
@@ -159,8 +176,10 @@ class RunDir:
 
     def record_launch(self, pid: int, args: list[str], nproc: int) -> None:
         """Write ``launch.json`` for a process the app just started (with its start time: pid reuse)."""
-        write_json_atomic(self.launch_path, {"pid": pid, "start_ticks": process_start(pid), "started": time.time(),
-                                             "args": args, "nproc": nproc})
+        write_json_atomic(
+            self.launch_path,
+            {"pid": pid, "start_ticks": process_start(pid), "started": time.time(), "args": args, "nproc": nproc},
+        )
 
     def launcher_pid(self) -> int | None:
         """The pid of the last training process the app started for this run (``launch.json``), if any."""
@@ -189,8 +208,11 @@ class RunDir:
         except (OSError, ValueError):  # unreadable, not JSON, not UTF-8
             st = None
         if not isinstance(st, dict) or not isinstance(st.get("state", ""), str):
-            return {"state": "damaged", "message": f"{self.status_path.name} is damaged (not a JSON object with a "
-                                                   "state); resume the run to write it afresh, or delete it"}
+            return {
+                "state": "damaged",
+                "message": f"{self.status_path.name} is damaged (not a JSON object with a "
+                "state); resume the run to write it afresh, or delete it",
+            }
         for key in ("epoch", "step", "total_steps", "updated", "images_per_s"):  # numbers the pages compute with
             if key in st and not _number(st[key]):
                 st.pop(key)
@@ -284,8 +306,9 @@ def new_run(runs_dir: str | Path, name: str) -> RunDir:
     run = RunDir(Path(runs_dir) / name)
     if run.config_path.exists():
         if run.last_ckpt.exists() or run.status().get("state") != "failed":
-            raise UserError(f"run '{name}' already exists in {runs_dir}: resume it (--resume {name}) "
-                            "or choose another name")
+            raise UserError(
+                f"run '{name}' already exists in {runs_dir}: resume it (--resume {name}) or choose another name"
+            )
         for stale in (run.metrics_path, run.status_path, run.config_path):
             stale.unlink(missing_ok=True)
     run.path.mkdir(parents=True, exist_ok=True)
@@ -345,10 +368,15 @@ def summarize(run: RunDir) -> RunSummary:
     except UserError:
         epochs, method = 0, ""
     return RunSummary(
-        name=run.name, state=st.get("state", "unknown"), message=st.get("message", ""),
-        epoch=int(st.get("epoch", 0)), epochs=epochs, method=method,
+        name=run.name,
+        state=st.get("state", "unknown"),
+        message=st.get("message", ""),
+        epoch=int(st.get("epoch", 0)),
+        epochs=epochs,
+        method=method,
         last_loss=losses[-1] if losses and math.isfinite(losses[-1]) else None,
-        best_knn=max(knns) if knns else None, updated=float(st.get("updated", 0.0)),
+        best_knn=max(knns) if knns else None,
+        updated=float(st.get("updated", 0.0)),
     )
 
 
@@ -377,9 +405,11 @@ class Curves:
 def curves(metrics: list[dict[str, Any]]) -> Curves:
     """Sort metrics lines into :class:`Curves`. The loss and lr come from the per-step lines, as an end-of-epoch
     line repeats its epoch's last step; from every line when a run has no per-step line."""
-    return Curves(steps=[m for m in metrics if not is_epoch_line(m)] or metrics,
-                  knn=[m for m in metrics if "knn_top1" in m],
-                  health=[m for m in metrics if _number(m.get("rankme_h"))])
+    return Curves(
+        steps=[m for m in metrics if not is_epoch_line(m)] or metrics,
+        knn=[m for m in metrics if "knn_top1" in m],
+        health=[m for m in metrics if _number(m.get("rankme_h"))],
+    )
 
 
 def eta(status: dict[str, Any], batch_size: int) -> float | None:

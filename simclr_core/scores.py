@@ -24,8 +24,9 @@ from simclr_core.errors import UserError
 __all__ = ["duplicate_score", "kmeans_clusters", "knn_vote", "label_error_score", "outlier_score", "worst"]
 
 
-def _votes(sims: np.ndarray, rows: np.ndarray, labels: np.ndarray, num_classes: int, k: int,
-           temperature: float) -> np.ndarray:
+def _votes(
+    sims: np.ndarray, rows: np.ndarray, labels: np.ndarray, num_classes: int, k: int, temperature: float
+) -> np.ndarray:
     """(N, C) vote shares of the first k neighbours, each weighted exp(sim / T); unlabelled ones abstain."""
     if sims.shape != rows.shape or sims.ndim != 2:
         raise ValueError(f"sims and rows must be equal (N, K) arrays, got {sims.shape} and {rows.shape}")
@@ -44,8 +45,9 @@ def _votes(sims: np.ndarray, rows: np.ndarray, labels: np.ndarray, num_classes: 
     return np.divide(votes, total, out=np.zeros_like(votes), where=total > 0)
 
 
-def knn_vote(sims: np.ndarray, rows: np.ndarray, labels: np.ndarray, num_classes: int, k: int = 20,
-             temperature: float = 0.1) -> tuple[np.ndarray, np.ndarray]:
+def knn_vote(
+    sims: np.ndarray, rows: np.ndarray, labels: np.ndarray, num_classes: int, k: int = 20, temperature: float = 0.1
+) -> tuple[np.ndarray, np.ndarray]:
     """Leave-one-out weighted kNN prediction of every image from its k nearest other images.
 
     Returns:
@@ -61,8 +63,9 @@ def knn_vote(sims: np.ndarray, rows: np.ndarray, labels: np.ndarray, num_classes
     return pred.astype(np.int64), conf
 
 
-def label_error_score(sims: np.ndarray, rows: np.ndarray, labels: np.ndarray, num_classes: int, k: int = 20,
-                      temperature: float = 0.1) -> np.ndarray:
+def label_error_score(
+    sims: np.ndarray, rows: np.ndarray, labels: np.ndarray, num_classes: int, k: int = 20, temperature: float = 0.1
+) -> np.ndarray:
     """How much the neighbours' vote for the strongest *other* class beats the vote for the image's label.
 
     In [-1, 1]: 1 when every neighbour agrees on one other class (the label is probably wrong), -1
@@ -112,9 +115,10 @@ def kmeans_clusters(x: np.ndarray, k: int, seed: int = 0, fit_rows: int = 5_000)
     sample = x if len(x) <= fit_rows else x[rng.choice(len(x), fit_rows, replace=False)]
     centres = KMeans(n_clusters=k, n_init=1, random_state=seed).fit(sample).cluster_centers_.astype(np.float32)
     # nearest centre by squared distance, in blocks: ||x||^2 is the same for every centre
-    sq = (centres ** 2).sum(1)
-    return np.concatenate([(b @ centres.T * -2 + sq).argmin(1) for b in np.array_split(x, max(1, len(x) // 8192))
-                           ]).astype(np.int64)
+    sq = (centres**2).sum(1)
+    return np.concatenate(
+        [(b @ centres.T * -2 + sq).argmin(1) for b in np.array_split(x, max(1, len(x) // 8192))]
+    ).astype(np.int64)
 
 
 def worst(score: np.ndarray, n: int = 100, keep: np.ndarray | None = None) -> np.ndarray:

@@ -48,8 +48,11 @@ def writable_app(root: Path) -> Path:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="simclr-studio", description="Start the SimCLR Studio app in the browser. "
-                                "Other options (e.g. --server.port 8600) go to `streamlit run`.")
+    p = argparse.ArgumentParser(
+        prog="simclr-studio",
+        description="Start the SimCLR Studio app in the browser. "
+        "Other options (e.g. --server.port 8600) go to `streamlit run`.",
+    )
     p.add_argument("--runs-dir", help="folder of run folders [default: ./checkpoints, or $SIMCLR_RUNS_DIR]")
     p.add_argument("--version", action="version", version=f"simclr-studio {__version__}")
     return p
@@ -65,8 +68,15 @@ def main(argv: list[str] | None = None) -> int:
     if args.runs_dir:
         env["SIMCLR_RUNS_DIR"] = str(Path(args.runs_dir).resolve())
     app = writable_app(root)
-    cmd = [sys.executable, "-m", "streamlit", "run", str(app / "app.py"),
-           *server_flags(root / ".streamlit" / "config.toml"), *streamlit_args]
+    cmd = [
+        sys.executable,
+        "-m",
+        "streamlit",
+        "run",
+        str(app / "app.py"),
+        *server_flags(root / ".streamlit" / "config.toml"),
+        *streamlit_args,
+    ]
     try:
         return subprocess.call(cmd, env=env)
     except KeyboardInterrupt:

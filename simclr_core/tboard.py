@@ -15,9 +15,16 @@ __all__ = ["Scalars", "available"]
 # metrics.jsonl key -> TensorBoard tag, for the lines logged every --log-every steps ...
 STEP_TAGS = {"loss": "train/loss", "lr": "train/lr", "images_per_s": "train/images_per_s"}
 # ... and for the line at the end of each epoch (its "kind" is "epoch")
-EPOCH_TAGS = {"epoch_loss": "epoch/loss", "images_per_s": "epoch/images_per_s", "knn_top1": "knn/top1",
-              "knn_top5": "knn/top5", "rankme_h": "health/rankme_h", "rankme_z": "health/rankme_z",
-              "alignment": "health/alignment", "uniformity": "health/uniformity"}
+EPOCH_TAGS = {
+    "epoch_loss": "epoch/loss",
+    "images_per_s": "epoch/images_per_s",
+    "knn_top1": "knn/top1",
+    "knn_top5": "knn/top5",
+    "rankme_h": "health/rankme_h",
+    "rankme_z": "health/rankme_z",
+    "alignment": "health/alignment",
+    "uniformity": "health/uniformity",
+}
 
 
 def available() -> bool:

@@ -37,8 +37,7 @@ def extension(images: ImageSet) -> str:
     return "png" if images.images.shape[-1] <= LOSSLESS_MAX else "jpg"
 
 
-def write_thumbnails(images: ImageSet, root: str | Path,
-                     progress: Callable[[int, int], None] | None = None) -> Path:
+def write_thumbnails(images: ImageSet, root: str | Path, progress: Callable[[int, int], None] | None = None) -> Path:
     """``root/<digest>/<row>.<ext>`` for every row of ``images``, written once; returns the folder.
 
     The files go to a temporary folder that is renamed into place when complete, so a reader never

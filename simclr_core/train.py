@@ -21,11 +21,24 @@ from simclr_core.training import train
 __all__ = ["RESUMABLE", "build_parser", "main", "train"]
 
 
-RESUMABLE = {"epochs", "device", "knn_every", "knn_k", "knn_max_bank", "log_every", "num_threads", "compile",
-             "workers", "runs_dir", "probe", "tensorboard",
-             # the way out of a diverged run: the next steps differ, the run is still one
-             # (config.json keeps the new value)
-             "lr", "temperature"}
+RESUMABLE = {
+    "epochs",
+    "device",
+    "knn_every",
+    "knn_k",
+    "knn_max_bank",
+    "log_every",
+    "num_threads",
+    "compile",
+    "workers",
+    "runs_dir",
+    "probe",
+    "tensorboard",
+    # the way out of a diverged run: the next steps differ, the run is still one
+    # (config.json keeps the new value)
+    "lr",
+    "temperature",
+}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -33,27 +46,35 @@ def build_parser() -> argparse.ArgumentParser:
     p = Parser(
         prog="python -m simclr_core.train",
         description="Pre-train SimCLR on an image dataset. Writes checkpoints/<name>/ with config.json, "
-                    "metrics.jsonl, status.json, last.pt and backbone.pt. Ctrl-C, SIGTERM or a STOP file in "
-                    "the run folder stop cleanly after a checkpoint; --resume NAME continues exactly.",
+        "metrics.jsonl, status.json, last.pt and backbone.pt. Ctrl-C, SIGTERM or a STOP file in "
+        "the run folder stop cleanly after a checkpoint; --resume NAME continues exactly.",
     )
-    p.add_argument("--config", help="JSON or YAML file with sections data/views/model/optim/run; "
-                                    "flags given here override it")
-    p.add_argument("--resume", metavar="RUN", help="continue the run of this name from its last.pt; only these "
-                                                   "flags may change: " + ", ".join(sorted(map(flag, RESUMABLE))))
+    p.add_argument(
+        "--config", help="JSON or YAML file with sections data/views/model/optim/run; flags given here override it"
+    )
+    p.add_argument(
+        "--resume",
+        metavar="RUN",
+        help="continue the run of this name from its last.pt; only these "
+        "flags may change: " + ", ".join(sorted(map(flag, RESUMABLE))),
+    )
     add_config_args(p)
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     """CLI entry point; user errors print one line and return 2."""
+
     def go() -> int:
         args = build_parser().parse_args(argv)
         cfg, given = config_from_args(args)
         if args.resume:
             changed = sorted(given - RESUMABLE)
             if changed:
-                raise UserError(f"cannot change {', '.join(map(flag, changed))} when "
-                                "resuming (the run would no longer be one run); start a new run instead")
+                raise UserError(
+                    f"cannot change {', '.join(map(flag, changed))} when "
+                    "resuming (the run would no longer be one run); start a new run instead"
+                )
             run = open_run(cfg.run.runs_dir, args.resume)
             saved = run.config()
             where = options()
@@ -69,8 +90,10 @@ def main(argv: list[str] | None = None) -> int:
                 if st.get("state") == "running":
                     raise UserError(f"run '{run.name}' is running (pid {st.get('pid')}); stop it first")
                 if st.get("state") == "finished" and st.get("epoch", 0) >= saved.optim.epochs:
-                    raise UserError(f"run '{run.name}' already finished {st.get('epoch')} epochs; pass --epochs N "
-                                    f"with N > {st.get('epoch')} to train it longer")
+                    raise UserError(
+                        f"run '{run.name}' already finished {st.get('epoch')} epochs; pass --epochs N "
+                        f"with N > {st.get('epoch')} to train it longer"
+                    )
                 cfg = saved
             distributed.barrier()
             run = train(cfg, resume=bool(args.resume))

@@ -52,16 +52,24 @@ def _rand(n: int, generator: torch.Generator | None, device: torch.device | str,
     return torch.rand(n, *shape, generator=generator, device=device)
 
 
-def _uniform(lo: float, hi: float, n: int, generator: torch.Generator | None,
-             device: torch.device | str) -> torch.Tensor:
+def _uniform(
+    lo: float, hi: float, n: int, generator: torch.Generator | None, device: torch.device | str
+) -> torch.Tensor:
     return lo + (hi - lo) * _rand(n, generator, device)
 
 
 # ---------------------------------------------------------------- geometry
 
 
-def sample_crop_boxes(B: int, H: int, W: int, scale: tuple[float, float], ratio: tuple[float, float],
-                      generator: torch.Generator | None, device: torch.device | str) -> torch.Tensor:
+def sample_crop_boxes(
+    B: int,
+    H: int,
+    W: int,
+    scale: tuple[float, float],
+    ratio: tuple[float, float],
+    generator: torch.Generator | None,
+    device: torch.device | str,
+) -> torch.Tensor:
     """Random resized crop boxes, ``torchvision RandomResizedCrop.get_params`` vectorised.
 
     Returns:
@@ -137,8 +145,9 @@ def crop_flip(x: torch.Tensor, boxes: torch.Tensor, flip: torch.Tensor, size: in
     # a flipped view reads its box right to left: output column j takes column size-1-j's position
     gx = _grid_axis(x0, w, torch.where(flip.view(B, 1), 1.0 - t, t), W)  # (B, S)
     gy = _grid_axis(y0, h, t, H)  # (B, S)
-    grid = torch.stack((gx.view(B, 1, size).expand(B, size, size),
-                        gy.view(B, size, 1).expand(B, size, size)), dim=-1)  # (B, S, S, 2): x, y
+    grid = torch.stack(
+        (gx.view(B, 1, size).expand(B, size, size), gy.view(B, size, 1).expand(B, size, size)), dim=-1
+    )  # (B, S, S, 2): x, y
     return F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
 
 
@@ -206,8 +215,9 @@ def adjust_hue(x: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
     return _hsv_to_rgb(torch.stack((hue, s, v), dim=-3))
 
 
-def _sample_jitter(B: int, strength: float, generator: torch.Generator | None,
-                   device: torch.device | str) -> tuple[torch.Tensor, torch.Tensor]:
+def _sample_jitter(
+    B: int, strength: float, generator: torch.Generator | None, device: torch.device | str
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Factors (B, 4) for brightness, contrast, saturation, hue and a random op order (B, 4) per sample."""
     s = 0.8 * strength
     lo, hi = max(0.0, 1 - s), 1 + s
@@ -262,7 +272,7 @@ def gaussian_blur(x: torch.Tensor, sigma: torch.Tensor, kernel_size: int) -> tor
     # torchvision's kernel: softmax(-(t / sigma)^2) on t in [-lim, lim], i.e. exp(-d^2 / (2 sigma^2))
     lim = (kernel_size - 1) / (2.0 * math.sqrt(2.0))
     t = torch.linspace(-lim, lim, kernel_size, dtype=x.dtype, device=x.device)
-    k = torch.softmax(-(t / sigma.to(x.dtype).view(B, 1)) ** 2, dim=1)  # (B, K)
+    k = torch.softmax(-((t / sigma.to(x.dtype).view(B, 1)) ** 2), dim=1)  # (B, K)
     k = k.repeat_interleave(C, dim=0)  # one kernel per (sample, channel) group
     pad = kernel_size // 2
     y = F.pad(x, [pad, pad, pad, pad], mode="reflect").reshape(1, B * C, H + 2 * pad, W + 2 * pad)
@@ -279,19 +289,23 @@ def solarize(x: torch.Tensor, threshold: float) -> torch.Tensor:
 # ---------------------------------------------------------------- the view
 
 
-def simclr_view(images: torch.Tensor, size: int | None = None, *,
-                crop_scale: tuple[float, float] = (0.08, 1.0),
-                crop_ratio: tuple[float, float] = (3 / 4, 4 / 3),
-                flip_prob: float = 0.5,
-                jitter_strength: float = 1.0,
-                jitter_prob: float = 0.8,
-                grayscale_prob: float = 0.2,
-                blur_prob: float = 0.5,
-                blur_sigma: tuple[float, float] = (0.1, 2.0),
-                blur_kernel_frac: float = 0.1,
-                solarize_prob: float = 0.0,
-                solarize_threshold: float = 0.5,
-                generator: torch.Generator | None = None) -> torch.Tensor:
+def simclr_view(
+    images: torch.Tensor,
+    size: int | None = None,
+    *,
+    crop_scale: tuple[float, float] = (0.08, 1.0),
+    crop_ratio: tuple[float, float] = (3 / 4, 4 / 3),
+    flip_prob: float = 0.5,
+    jitter_strength: float = 1.0,
+    jitter_prob: float = 0.8,
+    grayscale_prob: float = 0.2,
+    blur_prob: float = 0.5,
+    blur_sigma: tuple[float, float] = (0.1, 2.0),
+    blur_kernel_frac: float = 0.1,
+    solarize_prob: float = 0.0,
+    solarize_threshold: float = 0.5,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
     """One random SimCLR view of every image in a batch.
 
     Order as the paper: random resized crop -> horizontal flip -> colour jitter (the four ops in a
@@ -338,8 +352,11 @@ def simclr_view(images: torch.Tensor, size: int | None = None, *,
     return x.clamp(0, 1)
 
 
-def two_views(images: torch.Tensor, size: int | None = None, *, generator: torch.Generator | None = None,
-              **view_kwargs) -> tuple[torch.Tensor, torch.Tensor]:
+def two_views(
+    images: torch.Tensor, size: int | None = None, *, generator: torch.Generator | None = None, **view_kwargs
+) -> tuple[torch.Tensor, torch.Tensor]:
     """The positive pair: two independent ``simclr_view`` calls on the same batch."""
-    return (simclr_view(images, size, generator=generator, **view_kwargs),
-            simclr_view(images, size, generator=generator, **view_kwargs))
+    return (
+        simclr_view(images, size, generator=generator, **view_kwargs),
+        simclr_view(images, size, generator=generator, **view_kwargs),
+    )

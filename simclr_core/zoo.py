@@ -45,8 +45,9 @@ def read_recipe(path: str | Path) -> Recipe:
     missing = [k for k in ("title", "expected", "source") if not meta.get(k)]
     if missing:
         raise UserError(f"recipe {path} lacks {', '.join(missing)} in its 'recipe' block")
-    return Recipe(path.stem, str(meta["title"]), int(meta.get("order", 99)), str(meta["expected"]),
-                  str(meta["source"]), path)
+    return Recipe(
+        path.stem, str(meta["title"]), int(meta.get("order", 99)), str(meta["expected"]), str(meta["source"]), path
+    )
 
 
 def recipes(folder: str | Path | None = None) -> list[Recipe]:

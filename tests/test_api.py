@@ -35,8 +35,17 @@ def test_the_readme_example_runs_verbatim(tmp_path, monkeypatch, capsys):
 
 def test_the_api_names():
     assert simclr_core.__version__
-    for name in ("TrainConfig", "recipe", "recipes", "pretrain", "load_backbone", "embed_images", "evaluate_run",
-                 "export_backbone", "UserError"):
+    for name in (
+        "TrainConfig",
+        "recipe",
+        "recipes",
+        "pretrain",
+        "load_backbone",
+        "embed_images",
+        "evaluate_run",
+        "export_backbone",
+        "UserError",
+    ):
         assert callable(getattr(simclr_core, name)), name
     # no API name is also a submodule's: importing every submodule leaves each name the API's function
     for module in ("train", "embed", "evaluate", "export", "exporters", "zoo", "api"):

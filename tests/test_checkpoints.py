@@ -43,8 +43,9 @@ def test_truncated_checkpoint_is_a_user_error(tmp_path):
 
 def test_architecture_mismatch_names_fields():
     with pytest.raises(UserError, match="backbone: checkpoint 'resnet18' vs config 'resnet50'"):
-        checkpoints.check_architecture({"backbone": "resnet18", "cifar_stem": True},
-                                       {"backbone": "resnet50", "cifar_stem": True}, "x.pt")
+        checkpoints.check_architecture(
+            {"backbone": "resnet18", "cifar_stem": True}, {"backbone": "resnet50", "cifar_stem": True}, "x.pt"
+        )
 
 
 def test_load_state_shape_mismatch_is_user_error():

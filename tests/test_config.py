@@ -41,13 +41,19 @@ def test_flags_override_file_and_are_reported(tmp_path):
 def test_config_files_of_0_2_load_into_the_method_section():
     old = {"model": {"method": "moco_v2", "backbone": "resnet_mini"}, "optim": {"temperature": 0.3, "epochs": 3}}
     cfg = TrainConfig.from_dict(old)
-    assert (cfg.method.name, cfg.method.temperature, cfg.optim.epochs, cfg.model.backbone) == \
-        ("moco_v2", 0.3, 3, "resnet_mini")
+    assert (cfg.method.name, cfg.method.temperature, cfg.optim.epochs, cfg.model.backbone) == (
+        "moco_v2",
+        0.3,
+        3,
+        "resnet_mini",
+    )
     saved = cfg.to_dict()
     assert "method" not in saved["model"] and "temperature" not in saved["optim"]
     assert TrainConfig.from_dict(saved) == cfg
-    assert old == {"model": {"method": "moco_v2", "backbone": "resnet_mini"},
-                   "optim": {"temperature": 0.3, "epochs": 3}}  # the caller's dict is left alone
+    assert old == {
+        "model": {"method": "moco_v2", "backbone": "resnet_mini"},
+        "optim": {"temperature": 0.3, "epochs": 3},
+    }  # the caller's dict is left alone
     assert TrainConfig.from_dict({"model": {"method": "byol"}, "method": {"name": "byol"}}).method.name == "byol"
     with pytest.raises(UserError, match=r"optim.temperature \(0.3\) and method.temperature \(0.5\) disagree"):
         TrainConfig.from_dict({"optim": {"temperature": 0.3}, "method": {"temperature": 0.5}})
@@ -65,15 +71,23 @@ def test_yaml_exponents_without_a_dot_are_numbers(tmp_path):
 
 
 def test_method_flags_and_their_checks():
-    cfg, given = parse("--method", "moco_v2", "--queue-size", "1024", "--moco-symmetric", "--ema", "0.999",
-                       "--ema-schedule", "cosine")
+    cfg, given = parse(
+        "--method", "moco_v2", "--queue-size", "1024", "--moco-symmetric", "--ema", "0.999", "--ema-schedule", "cosine"
+    )
     m = cfg.method
-    assert (cfg.method.name, m.queue_size, m.moco_symmetric, m.ema, m.ema_schedule) == \
-        ("moco_v2", 1024, True, 0.999, "cosine")
-    for flags, message in [(("--ema", "1.5"), "--ema must be in [0, 1]"),
-                           (("--queue-size", "0"), "--queue-size must be at least 1"),
-                           (("--pred-hidden-dim", "-4"), "--pred-hidden-dim must be at least 1"),
-                           (("--temperature", "0"), "--temperature must be a positive number")]:
+    assert (cfg.method.name, m.queue_size, m.moco_symmetric, m.ema, m.ema_schedule) == (
+        "moco_v2",
+        1024,
+        True,
+        0.999,
+        "cosine",
+    )
+    for flags, message in [
+        (("--ema", "1.5"), "--ema must be in [0, 1]"),
+        (("--queue-size", "0"), "--queue-size must be at least 1"),
+        (("--pred-hidden-dim", "-4"), "--pred-hidden-dim must be at least 1"),
+        (("--temperature", "0"), "--temperature must be a positive number"),
+    ]:
         with pytest.raises(UserError) as e:
             parse(*flags)
         assert message in str(e.value)
@@ -91,31 +105,34 @@ def test_yaml_and_json_round_trip(tmp_path):
     assert TrainConfig.load(tmp_path / "b.yaml").optim.batch_size == 64
 
 
-@pytest.mark.parametrize("argv,match", [
-    (["--batch-size", "0"], "--batch-size must be at least 2"),
-    (["--batch-size", "1"], "--batch-size must be at least 2, got 1"),  # trains at loss 0 and learns nothing
-    (["--epochs", "-1"], "--epochs must be at least 1"),
-    (["--temperature", "0"], "--temperature must be a positive"),
-    (["--temperature", "nan"], "--temperature must be a finite number"),
-    (["--lr", "-0.1"], "--lr must be a positive"),
-    (["--flip-prob", "1.5"], "--flip-prob must be in"),
-    (["--proj-hidden-dim", "-3"], "--proj-hidden-dim must be at least 1"),
-    (["--crop-size", "-4"], "--crop-size must be at least 8"),
-    (["--num-threads", "-1"], "--num-threads must be at least 1"),
-    (["--workers", "-1"], "--workers must be at least 0"),
-    (["--momentum", "-1"], r"--momentum must be in \[0, 1\)"),
-    (["--knn-k", "0"], "--knn-k must be at least 1"),
-    (["--knn-every", "-1"], "--knn-every must be at least 0"),
-    (["--weight-decay", "-0.0001"], "--weight-decay must be at least 0"),
-    (["--warmup-epochs", "-2"], "--warmup-epochs must be at least 0"),
-    (["--jitter-strength", "-0.5"], "--jitter-strength must be at least 0"),
-    (["--blur-sigma-min", "-0.1"], "--blur-sigma-min must be at least 0"),
-    (["--blur-sigma-min", "3", "--blur-sigma-max", "2"], "need --blur-sigma-min <= --blur-sigma-max"),
-    (["--name", "../evil"], "invalid run name"),
-    (["--name", "a/b"], "invalid run name"),
-    (["--name", "run\n"], "invalid run name"),  # a trailing newline passed a `$` regex
-    (["--dataset", "folder"], "needs --data-path"),
-])
+@pytest.mark.parametrize(
+    "argv,match",
+    [
+        (["--batch-size", "0"], "--batch-size must be at least 2"),
+        (["--batch-size", "1"], "--batch-size must be at least 2, got 1"),  # trains at loss 0 and learns nothing
+        (["--epochs", "-1"], "--epochs must be at least 1"),
+        (["--temperature", "0"], "--temperature must be a positive"),
+        (["--temperature", "nan"], "--temperature must be a finite number"),
+        (["--lr", "-0.1"], "--lr must be a positive"),
+        (["--flip-prob", "1.5"], "--flip-prob must be in"),
+        (["--proj-hidden-dim", "-3"], "--proj-hidden-dim must be at least 1"),
+        (["--crop-size", "-4"], "--crop-size must be at least 8"),
+        (["--num-threads", "-1"], "--num-threads must be at least 1"),
+        (["--workers", "-1"], "--workers must be at least 0"),
+        (["--momentum", "-1"], r"--momentum must be in \[0, 1\)"),
+        (["--knn-k", "0"], "--knn-k must be at least 1"),
+        (["--knn-every", "-1"], "--knn-every must be at least 0"),
+        (["--weight-decay", "-0.0001"], "--weight-decay must be at least 0"),
+        (["--warmup-epochs", "-2"], "--warmup-epochs must be at least 0"),
+        (["--jitter-strength", "-0.5"], "--jitter-strength must be at least 0"),
+        (["--blur-sigma-min", "-0.1"], "--blur-sigma-min must be at least 0"),
+        (["--blur-sigma-min", "3", "--blur-sigma-max", "2"], "need --blur-sigma-min <= --blur-sigma-max"),
+        (["--name", "../evil"], "invalid run name"),
+        (["--name", "a/b"], "invalid run name"),
+        (["--name", "run\n"], "invalid run name"),  # a trailing newline passed a `$` regex
+        (["--dataset", "folder"], "needs --data-path"),
+    ],
+)
 def test_bad_values_are_user_errors(argv, match):
     with pytest.raises(UserError, match=match):
         parse(*argv)
@@ -143,24 +160,47 @@ def test_help_lists_every_field(capsys):
     with pytest.raises(SystemExit):
         build_parser().parse_args(["--help"])
     out = capsys.readouterr().out
-    for flag in ["--temperature", "--jitter-strength", "--blur-prob", "--resume", "--backbone", "--data-path",
-                 "--optimizer", "--device", "--name", "--batch-size", "--lr", "--epochs", "--method"]:
+    for flag in [
+        "--temperature",
+        "--jitter-strength",
+        "--blur-prob",
+        "--resume",
+        "--backbone",
+        "--data-path",
+        "--optimizer",
+        "--device",
+        "--name",
+        "--batch-size",
+        "--lr",
+        "--epochs",
+        "--method",
+    ]:
         assert flag in out
 
 
-@pytest.mark.parametrize("section,value,match", [
-    ({"optim": {"batch_size": 16.5}}, None,
-     r"--batch-size must be an integer, got 16.5, a float \(config key optim.batch_size\)"),
-    ({"optim": {"batch_size": True}}, None, "--batch-size must be an integer, got True"),
-    ({"optim": {"lr": "0.1"}}, None, "--lr must be a number, got '0.1', a str"),
-    ({"optim": {"temperature": "0.5"}}, None, "--temperature must be a number, got '0.5'"),  # not "must be positive"
-    ({"data": {"image_size": "big"}}, None, "--image-size must be an integer, got 'big'"),
-    ({"optim": 3}, None, "config section 'optim' must be a mapping of settings, got 3"),
-    ({"optim": {"optimizer": "adam"}}, None, "--optimizer must be one of sgd, lars, got 'adam'"),
-    ({"model": {"method": "simsiam"}}, None, "--method must be one of simclr, moco_v2, byol, got 'simsiam'"),
-    ({"run": {"probe": "yes"}}, None, "--probe must be true or false"),
-    ({"optim": {"epochs": None}}, None, "--epochs needs a value"),
-])
+@pytest.mark.parametrize(
+    "section,value,match",
+    [
+        (
+            {"optim": {"batch_size": 16.5}},
+            None,
+            r"--batch-size must be an integer, got 16.5, a float \(config key optim.batch_size\)",
+        ),
+        ({"optim": {"batch_size": True}}, None, "--batch-size must be an integer, got True"),
+        ({"optim": {"lr": "0.1"}}, None, "--lr must be a number, got '0.1', a str"),
+        (
+            {"optim": {"temperature": "0.5"}},
+            None,
+            "--temperature must be a number, got '0.5'",
+        ),  # not "must be positive"
+        ({"data": {"image_size": "big"}}, None, "--image-size must be an integer, got 'big'"),
+        ({"optim": 3}, None, "config section 'optim' must be a mapping of settings, got 3"),
+        ({"optim": {"optimizer": "adam"}}, None, "--optimizer must be one of sgd, lars, got 'adam'"),
+        ({"model": {"method": "simsiam"}}, None, "--method must be one of simclr, moco_v2, byol, got 'simsiam'"),
+        ({"run": {"probe": "yes"}}, None, "--probe must be true or false"),
+        ({"optim": {"epochs": None}}, None, "--epochs needs a value"),
+    ],
+)
 def test_config_file_values_of_the_wrong_type(tmp_path, section, value, match):
     (tmp_path / "c.json").write_text(json.dumps(section))
     with pytest.raises(UserError, match=match):
@@ -205,8 +245,10 @@ def test_the_papers_view_presets():
     assert (ViewConfig.cifar().kwargs(32)["jitter_strength"], ViewConfig.cifar().kwargs(32)["blur_prob"]) == (0.5, 0.0)
     # at any size: a preset is the recipe, not the size-based default
     assert ViewConfig.cifar().kwargs(224)["jitter_strength"] == 0.5
-    assert (ViewConfig.imagenet().kwargs(32)["jitter_strength"], ViewConfig.imagenet().kwargs(32)["blur_prob"]) == \
-        (1.0, 0.5)
+    assert (ViewConfig.imagenet().kwargs(32)["jitter_strength"], ViewConfig.imagenet().kwargs(32)["blur_prob"]) == (
+        1.0,
+        0.5,
+    )
 
 
 def on_grid(value: float, start: float, step: float) -> bool:
@@ -231,11 +273,29 @@ def test_every_slider_default_lies_in_its_range_and_on_its_step_grid():
     from simclr_core.presets import PRESETS, VIEW_PRESETS, preset
 
     shown = {f.name for _, f, _ in slider_fields()}
-    assert {"crop_scale_min", "crop_scale_max", "flip_prob", "jitter_strength", "jitter_prob", "grayscale_prob",
-            "blur_prob", "blur_sigma_min", "blur_sigma_max", "solarize_prob"} <= shown
-    starts = [vars(ViewConfig()), ViewConfig().kwargs(32), ViewConfig().kwargs(224), vars(ViewConfig.cifar()),
-              vars(ViewConfig.imagenet())] + [vars(v()) for v in VIEW_PRESETS.values()] + [
-              vars(preset(name).views) for name in PRESETS]
+    assert {
+        "crop_scale_min",
+        "crop_scale_max",
+        "flip_prob",
+        "jitter_strength",
+        "jitter_prob",
+        "grayscale_prob",
+        "blur_prob",
+        "blur_sigma_min",
+        "blur_sigma_max",
+        "solarize_prob",
+    } <= shown
+    starts = (
+        [
+            vars(ViewConfig()),
+            ViewConfig().kwargs(32),
+            ViewConfig().kwargs(224),
+            vars(ViewConfig.cifar()),
+            vars(ViewConfig.imagenet()),
+        ]
+        + [vars(v()) for v in VIEW_PRESETS.values()]
+        + [vars(preset(name).views) for name in PRESETS]
+    )
     for section, f, spec in slider_fields():
         assert isinstance(spec.min, type(spec.step)) and isinstance(spec.max, type(spec.step))  # Streamlit's rule
         check_field(section, f, spec.min)
@@ -252,8 +312,15 @@ def test_every_slider_default_lies_in_its_range_and_on_its_step_grid():
 
 def test_widget_spec_reads_the_field_table():
     t = widget_spec("method", "temperature")
-    assert (t.label, t.default, t.optional, t.step, t.format, t.min, t.max) == \
-        ("Temperature", None, True, 0.05, "%.3f", None, None)  # open range: no slider ends
+    assert (t.label, t.default, t.optional, t.step, t.format, t.min, t.max) == (
+        "Temperature",
+        None,
+        True,
+        0.05,
+        "%.3f",
+        None,
+        None,
+    )  # open range: no slider ends
     assert "temperature tau" in t.help
     flip = widget_spec("views", "flip_prob")
     assert (flip.min, flip.max, flip.step) == (0.0, 1.0, 0.05) and isinstance(flip.min, float)  # float ends

@@ -166,8 +166,12 @@ def test_folder_images_know_their_files(classes_dir: Path, tmp_path: Path) -> No
     s = load_split("folder", "all", path=str(classes_dir), data_dir=str(tmp_path / "d"))
     root = classes_dir.resolve()
     # one path per decoded image, in row order; the corrupt file is skipped, so it has no row
-    assert s.paths == [str(root / "cats" / "a.png"), str(root / "cats" / "b.PNG"),
-                       str(root / "dogs" / "deeper" / "y.bmp"), str(root / "dogs" / "x.jpg")]
+    assert s.paths == [
+        str(root / "cats" / "a.png"),
+        str(root / "cats" / "b.PNG"),
+        str(root / "dogs" / "deeper" / "y.bmp"),
+        str(root / "dogs" / "x.jpg"),
+    ]
     again = load_split("folder", "all", path=str(classes_dir), data_dir=str(tmp_path / "d"))  # from the cache
     assert again.paths == s.paths
     sub = load_split("folder", "all", path=str(classes_dir), data_dir=str(tmp_path / "d"), subset=2, seed=1)
@@ -314,6 +318,7 @@ def test_bad_entries_are_skipped_and_counted(
             if os.fspath(path) == str(private):
                 raise PermissionError(errno.EACCES, "Permission denied", os.fspath(path))
             return real(path)
+
         monkeypatch.setattr(data.os, "scandir", scandir)
     kw = {"path": str(classes_dir), "data_dir": str(tmp_path / "d")}
     caplog.set_level(logging.WARNING, logger="simclr_core.data")
@@ -329,8 +334,11 @@ def test_bad_entries_are_skipped_and_counted(
     assert s.skipped == 7 and (again.skips, again.skipped, again.notes) == (s.skips, s.skipped, s.notes)
     assert s.skip_examples["unreadable_folder"] == "dogs/private" and s.skip_examples["broken_link"] == "birds"
     assert s.notes == [
-        (f"skipped 7 unreadable entries in {classes_dir.resolve()} (2 broken links, e.g. birds; 3 symlink loops, "
-         "e.g. loop1; 1 unreadable folder, e.g. dogs/private; 1 unreadable image, e.g. cats/broken.jpg)")]
+        (
+            f"skipped 7 unreadable entries in {classes_dir.resolve()} (2 broken links, e.g. birds; 3 symlink loops, "
+            "e.g. loop1; 1 unreadable folder, e.g. dogs/private; 1 unreadable image, e.g. cats/broken.jpg)"
+        )
+    ]
     assert [r.getMessage() for r in caplog.records].count(s.notes[0]) == 1  # logged once, not at every load
 
 
@@ -356,8 +364,12 @@ def test_huge_images_are_bounded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     assert [Path(p).name for p in s.paths] == ["photo.jpg", "small.png"]
     assert (s.images[0, 1] > 190).all() and (s.images[0, 0] < 10).all() and s.images[1, :, 0, 0].tolist() == [1, 2, 3]
     assert s.skips == {"too_large": 1} and s.skipped == 1
-    assert s.notes == [(f"skipped 1 unreadable entry in {(tmp_path / 'f').resolve()} (1 image over 1 megapixels "
-                        "(downscale it to use it), e.g. poster.png)")]
+    assert s.notes == [
+        (
+            f"skipped 1 unreadable entry in {(tmp_path / 'f').resolve()} (1 image over 1 megapixels "
+            "(downscale it to use it), e.g. poster.png)"
+        )
+    ]
     assert data._decode_one(str(tmp_path / "f" / "photo.jpg"), None).shape == (500, 500, 3)  # native: > 256 kept
     assert data._decode_one(str(tmp_path / "f" / "poster.png"), 16, max_pixels=10**6) == "too_large"
     (tmp_path / "f" / "photo.jpg").unlink()
@@ -436,8 +448,10 @@ def test_full_disk_keeps_images_in_memory(tmp_path: Path, monkeypatch: pytest.Mo
         usage = data.shutil.disk_usage(tmp_path)
         monkeypatch.setattr(data.shutil, "disk_usage", lambda p: usage._replace(free=2**20))
     elif failure == "fallocate":
+
         def no_space(fd: int, offset: int, length: int) -> None:
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
         monkeypatch.setattr(data.os, "posix_fallocate", no_space)
     else:
         real, calls = data._write_all, []
@@ -447,6 +461,7 @@ def test_full_disk_keeps_images_in_memory(tmp_path: Path, monkeypatch: pytest.Mo
             if len(calls) == 3:  # the header and a first chunk went in; the disk fills up on the second
                 raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
             real(fd, view)
+
         monkeypatch.setattr(data, "_write_all", fill_up)
     s = load_split("folder", "all", **kw)
     assert len(s) == 300 and s.images[:, 0, 0, 0].tolist() == [i % 256 for i in range(300)]
@@ -466,8 +481,13 @@ def test_cache_temp_names_carry_the_pid(tmp_path: Path) -> None:
     for i in range(100):
         _img(tmp_path / "f" / f"{i:03d}.png", size=(8, 8))
     seen: list[list[str]] = []
-    load_split("folder", "all", path=str(tmp_path / "f"), data_dir=str(tmp_path / "d"),
-               progress=lambda done, total: seen.append(_cache_files(tmp_path / "d")))
+    load_split(
+        "folder",
+        "all",
+        path=str(tmp_path / "f"),
+        data_dir=str(tmp_path / "d"),
+        progress=lambda done, total: seen.append(_cache_files(tmp_path / "d")),
+    )
     during = {name for names in seen for name in names}
     assert during and all(re.fullmatch(rf"\..+\.{os.getpid()}\.tmp\.npy", n) for n in during)
     assert all(not n.startswith(".") for n in _cache_files(tmp_path / "d"))
@@ -493,15 +513,22 @@ def test_sigterm_during_decode_removes_the_temp_file(tmp_path: Path) -> None:
     """SIGTERM during a folder decode used to kill the process at once and leave the temp .npy behind."""
     for i in range(200):
         _img(tmp_path / "f" / f"{i:03d}.png", size=(8, 8))
-    script = ("import os, signal, sys\n"
-              "from simclr_core.data import load_split\n"
-              "def progress(done, total):\n"
-              "    if done:\n"
-              "        os.kill(os.getpid(), signal.SIGTERM)\n"
-              "load_split('folder', 'all', path=sys.argv[1], data_dir=sys.argv[2], progress=progress)\n")
-    proc = subprocess.run([sys.executable, "-c", script, str(tmp_path / "f"), str(tmp_path / "d")],
-                          cwd=Path(__file__).resolve().parents[1], capture_output=True, text=True, timeout=120,
-                          check=False)
+    script = (
+        "import os, signal, sys\n"
+        "from simclr_core.data import load_split\n"
+        "def progress(done, total):\n"
+        "    if done:\n"
+        "        os.kill(os.getpid(), signal.SIGTERM)\n"
+        "load_split('folder', 'all', path=sys.argv[1], data_dir=sys.argv[2], progress=progress)\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", script, str(tmp_path / "f"), str(tmp_path / "d")],
+        cwd=Path(__file__).resolve().parents[1],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
     assert proc.returncode not in (0, -signal.SIGTERM), proc.stderr
     assert "KeyboardInterrupt: stopped by SIGTERM while decoding images" in proc.stderr
     assert _cache_files(tmp_path / "d") == []

@@ -64,8 +64,15 @@ def worker(rank: int, world: int, port: int, out: str, plain_gather: bool) -> No
         moco(v1[rows], v2[rows])
         queues = distributed.all_objects(moco.queue.clone())
         if rank == 0:
-            torch.save({"loss": mean_loss, "grads": {k: p.grad for k, p in model.module.named_parameters()},
-                        "queues": queues, "ptr": moco.queue_ptr.item()}, out)
+            torch.save(
+                {
+                    "loss": mean_loss,
+                    "grads": {k: p.grad for k, p in model.module.named_parameters()},
+                    "queues": queues,
+                    "ptr": moco.queue_ptr.item(),
+                },
+                out,
+            )
     finally:
         dist.destroy_process_group()
 
@@ -101,8 +108,9 @@ def train_worker(rank: int, world: int, port: int, cfg_dict: dict, resume: bool,
     from simclr_core.config import TrainConfig
     from simclr_core.training import loop, train
 
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world),
-                      LOCAL_RANK=str(rank))
+    os.environ.update(
+        MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank)
+    )
     torch.set_num_threads(1)
     real = loop.stop_requested
 
@@ -141,8 +149,16 @@ def test_two_process_resume_is_exact(tmp_path, method):
 
 def torchrun(tmp_path, nproc: int, args: list[str]) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
-           "-m", "simclr_core.train", *args]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        f"--nproc_per_node={nproc}",
+        "-m",
+        "simclr_core.train",
+        *args,
+    ]
     return subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
 
 
@@ -164,9 +180,24 @@ def test_torchrun_two_processes_then_resume_on_one(tmp_path, method):
 
     # Resume on one process: the data order is the same; the note says the views are reseeded.
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    more = subprocess.run([sys.executable, "-m", "simclr_core.train", "--resume", "tiny", "--runs-dir",
-                           str(tmp_path / "runs"), "--epochs", "3"], cwd=tmp_path, env=env,
-                          capture_output=True, text=True, timeout=300)
+    more = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "simclr_core.train",
+            "--resume",
+            "tiny",
+            "--runs-dir",
+            str(tmp_path / "runs"),
+            "--epochs",
+            "3",
+        ],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert more.returncode == 0, more.stderr[-3000:]
     assert json.loads((run / "status.json").read_text())["step"] == 6
     assert "saved by 2 process(es), resumed on 1" in (run / "train.log").read_text()
@@ -190,8 +221,16 @@ def test_torchrun_rejects_a_batch_that_does_not_split(tmp_path):
 def test_a_stop_file_stops_every_rank_after_one_checkpoint(tmp_path):
     args = tiny_args(tmp_path) + ["--device", "cpu", "--epochs", "1000", "--knn-every", "0"]
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-           "-m", "simclr_core.train", *args]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node=2",
+        "-m",
+        "simclr_core.train",
+        *args,
+    ]
     proc = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     run = tmp_path / "runs" / "tiny"
     try:

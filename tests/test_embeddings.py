@@ -64,8 +64,9 @@ def test_random_init_differs_from_trained(finished_run):
 
 def test_embed_cli_writes_npz(finished_run, tmp_path, capsys):
     out = tmp_path / "e.npz"
-    code = embed_main(["--run", finished_run.name, "--runs-dir", str(finished_run.path.parent), "--split", "test",
-                       "--out", str(out)])
+    code = embed_main(
+        ["--run", finished_run.name, "--runs-dir", str(finished_run.path.parent), "--split", "test", "--out", str(out)]
+    )
     assert code == 0, capsys.readouterr().err
     with np.load(out) as z:
         assert set(z.files) >= {"embeddings", "labels", "indices"}
@@ -77,8 +78,10 @@ def test_embed_cli_errors(finished_run, tmp_path, capsys):
     runs = str(finished_run.path.parent)
     assert embed_main(["--run", "missing", "--runs-dir", runs, "--out", str(tmp_path / "x.npz")]) == 2
     assert "no run named 'missing'" in capsys.readouterr().err
-    assert embed_main(["--run", finished_run.name, "--runs-dir", runs, "--split", "val",
-                       "--out", str(tmp_path / "x.npz")]) == 2
+    assert (
+        embed_main(["--run", finished_run.name, "--runs-dir", runs, "--split", "val", "--out", str(tmp_path / "x.npz")])
+        == 2
+    )
     assert "has no split 'val'" in capsys.readouterr().err
 
 
@@ -107,8 +110,9 @@ def test_read_only_run_folder_still_embeds_and_evaluates(finished_run, tmp_path,
             raise OSError(errno.EROFS, "Read-only file system", str(path))
 
     real_json, real_npz = write_json_atomic, Embeddings.save_npz
-    monkeypatch.setattr("simclr_core.runs.write_json_atomic",
-                        lambda path, obj: refuse_in_run(path) or real_json(path, obj))
+    monkeypatch.setattr(
+        "simclr_core.runs.write_json_atomic", lambda path, obj: refuse_in_run(path) or real_json(path, obj)
+    )
     monkeypatch.setattr(Embeddings, "save_npz", lambda self, path: refuse_in_run(path) or real_npz(self, path))
     shutil.rmtree(finished_run.embeddings_dir, ignore_errors=True)
     out, runs = tmp_path / "e.npz", str(finished_run.path.parent)
@@ -119,22 +123,32 @@ def test_read_only_run_folder_still_embeds_and_evaluates(finished_run, tmp_path,
     assert "knn_top1" in captured.out and "not saved to" in captured.err and "Read-only file system" in captured.err
 
 
-@pytest.mark.parametrize("bad,match", [
-    ("folder", "is a folder; give a file name"),
-    ("missing/e.npz", "the folder .*missing does not exist"),
-])
+@pytest.mark.parametrize(
+    "bad,match",
+    [
+        ("folder", "is a folder; give a file name"),
+        ("missing/e.npz", "the folder .*missing does not exist"),
+    ],
+)
 def test_embed_out_must_be_a_file_in_a_folder(finished_run, tmp_path, capsys, bad, match):
     (tmp_path / "folder").mkdir()
-    code = embed_main(["--run", finished_run.name, "--runs-dir", str(finished_run.path.parent),
-                       "--out", str(tmp_path / bad)])
+    code = embed_main(
+        ["--run", finished_run.name, "--runs-dir", str(finished_run.path.parent), "--out", str(tmp_path / bad)]
+    )
     err = capsys.readouterr().err.strip()
     assert code == 2 and len(err.splitlines()) == 1 and re.search(match, err), err
 
 
-@pytest.mark.parametrize("content,match", [
-    (lambda run: torch.zeros(3), "holds a bare tensor, not a training checkpoint"),
-    (lambda run: torch.load(run.backbone_path, weights_only=True), r"holds a backbone's weights alone \(backbone.pt\)"),
-])
+@pytest.mark.parametrize(
+    "content,match",
+    [
+        (lambda run: torch.zeros(3), "holds a bare tensor, not a training checkpoint"),
+        (
+            lambda run: torch.load(run.backbone_path, weights_only=True),
+            r"holds a backbone's weights alone \(backbone.pt\)",
+        ),
+    ],
+)
 def test_a_last_pt_that_is_not_a_training_checkpoint(tmp_path, content, match):
     run = train(tiny_config(tmp_path))
     torch.save(content(run), run.last_ckpt)

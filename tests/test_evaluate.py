@@ -21,8 +21,19 @@ def test_evaluate_run_numbers(finished_run):
 
 
 def test_cli_with_baseline_writes_eval_json(finished_run, capsys):
-    code = main(["--run", finished_run.name, "--runs-dir", str(finished_run.path.parent), "--baseline",
-                 "--probe-epochs", "10", "--max-bank", "200"])
+    code = main(
+        [
+            "--run",
+            finished_run.name,
+            "--runs-dir",
+            str(finished_run.path.parent),
+            "--baseline",
+            "--probe-epochs",
+            "10",
+            "--max-bank",
+            "200",
+        ]
+    )
     out = capsys.readouterr().out
     assert code == 0
     assert "knn_top1" in out and "random-init" in out

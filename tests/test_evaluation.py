@@ -17,8 +17,7 @@ from simclr_core.evaluation import (
 CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 
 
-def _clusters(n_per_class: int, num_classes: int, dim: int, seed: int, spread: float = 1.0,
-              noise_seed: int = 0):
+def _clusters(n_per_class: int, num_classes: int, dim: int, seed: int, spread: float = 1.0, noise_seed: int = 0):
     """Gaussian clusters around random centres (fixed by seed; nearly orthogonal in high dim)."""
     centres = torch.randn(num_classes, dim, generator=torch.Generator().manual_seed(seed)) * 4.0
     y = torch.arange(num_classes).repeat_interleave(n_per_class)
@@ -94,10 +93,14 @@ def test_knn_accuracy_drops_unlabelled_and_rejects_unlabelled_splits():
 
 
 def test_topk_accuracy_known_answer_and_clamping():
-    scores = torch.tensor([[0.9, 0.05, 0.03, 0.02],   # label 0: top1 hit
-                           [0.1, 0.2, 0.6, 0.1],      # label 1: second -> top2 hit
-                           [0.5, 0.3, 0.1, 0.05],     # label 3: last -> only k >= 4
-                           [0.2, 0.1, 0.3, 0.4]])     # label 2: second
+    scores = torch.tensor(
+        [
+            [0.9, 0.05, 0.03, 0.02],  # label 0: top1 hit
+            [0.1, 0.2, 0.6, 0.1],  # label 1: second -> top2 hit
+            [0.5, 0.3, 0.1, 0.05],  # label 3: last -> only k >= 4
+            [0.2, 0.1, 0.3, 0.4],
+        ]
+    )  # label 2: second
     labels = torch.tensor([0, 1, 3, 2])
     assert topk_accuracy(scores, labels, (1, 2, 3)) == {1: 0.25, 2: 0.75, 3: 0.75}
     assert topk_accuracy(scores, labels, (4, 10)) == {4: 1.0, 10: 1.0}  # 10 clamped to 4 classes
@@ -116,9 +119,13 @@ def test_linear_probe_separable_and_deterministic():
     assert linear_probe(train_x, train_y, test_x, test_y, **kwargs) == res
     # Unlabelled rows with wild features: if kept they would shift the mean/std and the shuffle.
     bad = torch.full((7, 64), 1e3)
-    res_noisy = linear_probe(torch.cat([train_x, bad]), torch.cat([train_y, torch.full((7,), -1)]),
-                             torch.cat([test_x, bad[:3]]), torch.cat([test_y, torch.full((3,), -1)]),
-                             **kwargs)
+    res_noisy = linear_probe(
+        torch.cat([train_x, bad]),
+        torch.cat([train_y, torch.full((7,), -1)]),
+        torch.cat([test_x, bad[:3]]),
+        torch.cat([test_y, torch.full((3,), -1)]),
+        **kwargs,
+    )
     assert res_noisy == res
     # Callers embed under inference mode; the probe must still be able to train.
     with torch.inference_mode():

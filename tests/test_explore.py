@@ -28,14 +28,24 @@ def run(trained, tmp_path) -> RunDir:
 
 
 def map_spec(run, **kw):
-    return {"run": str(run.path), "split": "test", "feature": "h", "method": "pca", "dims": 2, "params": {},
-            "max_points": None, "thumbs": None, **kw}
+    return {
+        "run": str(run.path),
+        "split": "test",
+        "feature": "h",
+        "method": "pca",
+        "dims": 2,
+        "params": {},
+        "max_points": None,
+        "thumbs": None,
+        **kw,
+    }
 
 
 def test_map_products(run, tmp_path):
     stages = []
-    out = explore.map_products(map_spec(run, max_points=100, thumbs=str(tmp_path / "thumbs")),
-                               lambda s, d, t: stages.append(s))
+    out = explore.map_products(
+        map_spec(run, max_points=100, thumbs=str(tmp_path / "thumbs")), lambda s, d, t: stages.append(s)
+    )
     emb = Embeddings.load_npz(out["embeddings"])
     g = explore.load_graph(out["graph"])
     assert emb.embeddings.shape[0] == 360 and g.rows.shape == (360, explore.GRAPH_K)
@@ -45,8 +55,9 @@ def test_map_products(run, tmp_path):
     assert out["thumbs_ext"] == "png" and len(list(thumbs.glob("*.png"))) == 360
     assert any("embedding" in s for s in stages) and any("thumbnails" in s for s in stages)
     # a second call reads every file back: nothing is computed again
-    again = explore.map_products(map_spec(run, max_points=100, thumbs=str(tmp_path / "thumbs")),
-                                 lambda s, d, t: stages.append(("again", s)))
+    again = explore.map_products(
+        map_spec(run, max_points=100, thumbs=str(tmp_path / "thumbs")), lambda s, d, t: stages.append(("again", s))
+    )
     assert again == out and not [s for s in stages if isinstance(s, tuple) and "neighbours" in s[1]]
 
 

@@ -21,7 +21,8 @@ def fake_run(tmp_path, backbone="resnet18", cifar_stem=True, name="exp") -> tupl
     run = RunDir(tmp_path / "runs" / name)
     run.path.mkdir(parents=True)
     TrainConfig(data=DataConfig(dataset="digits"), model=ModelConfig(backbone=backbone, cifar_stem=cifar_stem)).save(
-        run.config_path)
+        run.config_path
+    )
     torch.manual_seed(0)
     trunk, _ = build_backbone(backbone, cifar_stem)
     for m in trunk.modules():  # non-trivial BN statistics, so a lost buffer shows
@@ -110,6 +111,7 @@ def test_load_backbone_from_a_run_its_name_or_backbone_pt(tmp_path, monkeypatch)
 
 
 # ---- bad input: one line, exit 2, no file left --------------------------------------------------------------
+
 
 def cli(capsys, tmp_path, *args):
     rc = exporters.main(["--runs-dir", str(tmp_path / "runs"), *args])

@@ -32,8 +32,12 @@ def test_pid_alive_refuses_what_is_not_a_pid():
 def test_remove_stale_temps_only_of_dead_writers(tmp_path):
     dead = dead_pid()
     stale = [tmp_path / f".last.pt.{dead}.tmp", tmp_path / f".epoch-0001.{dead}.tmp.npy"]
-    kept = [temp_path(tmp_path / "last.pt"), tmp_path / ".last.pt.1.tmp",  # ours; pid 1 lives
-            tmp_path / "last.pt", tmp_path / f"notes.{dead}.tmp"]  # not temp names
+    kept = [
+        temp_path(tmp_path / "last.pt"),
+        tmp_path / ".last.pt.1.tmp",  # ours; pid 1 lives
+        tmp_path / "last.pt",
+        tmp_path / f"notes.{dead}.tmp",
+    ]  # not temp names
     for p in stale + kept:
         p.write_bytes(b"x")
     assert remove_stale_temps(tmp_path) == 2

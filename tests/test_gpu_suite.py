@@ -13,8 +13,24 @@ from tests.conftest import REPO
 
 # What this machine has and the GPU machine does not (bench/gpu_suite.py's docstring): any site-packages entry
 # starting with one of these names is hidden.
-NOT_ON_THE_GPU_MACHINE = ("streamlit", "umap", "pynndescent", "numba", "llvmlite", "faiss", "pandas", "plotly",
-                          "pydeck", "altair", "safetensors", "tensorboard", "timm", "onnx", "kornia", "playwright")
+NOT_ON_THE_GPU_MACHINE = (
+    "streamlit",
+    "umap",
+    "pynndescent",
+    "numba",
+    "llvmlite",
+    "faiss",
+    "pandas",
+    "plotly",
+    "pydeck",
+    "altair",
+    "safetensors",
+    "tensorboard",
+    "timm",
+    "onnx",
+    "kornia",
+    "playwright",
+)
 
 
 def gpu_machine_site(tmp_path):
@@ -29,7 +45,8 @@ def gpu_machine_site(tmp_path):
     site = tmp_path / "site"
     site.mkdir()
     (site / "sitecustomize.py").write_text(
-        f"import sys\nsys.path[:] = [{str(shadow)!r} if p == {str(purelib)!r} else p for p in sys.path]\n")
+        f"import sys\nsys.path[:] = [{str(shadow)!r} if p == {str(purelib)!r} else p for p in sys.path]\n"
+    )
     return site
 
 
@@ -38,16 +55,33 @@ def test_smoke_suite_runs_every_check_without_the_app_packages(tmp_path):
     site = gpu_machine_site(tmp_path)
     out = tmp_path / "out"
     env = {"PYTHONPATH": str(site), "PATH": "/usr/bin:/bin", "HOME": str(tmp_path)}
-    hidden = subprocess.run([sys.executable, "-c", "import torch, sklearn, yaml, PIL, tqdm; import pandas"], env=env,
-                            capture_output=True, text=True)
+    hidden = subprocess.run(
+        [sys.executable, "-c", "import torch, sklearn, yaml, PIL, tqdm; import pandas"],
+        env=env,
+        capture_output=True,
+        text=True,
+    )
     assert "No module named 'pandas'" in hidden.stderr  # the GPU machine's packages only
-    proc = subprocess.run([sys.executable, "bench/gpu_suite.py", "--smoke", "--data", str(tmp_path / "none"),
-                           "--out", str(out)], cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(
+        [sys.executable, "bench/gpu_suite.py", "--smoke", "--data", str(tmp_path / "none"), "--out", str(out)],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     report = json.loads((out / "gpu_suite.json").read_text())
     rows = {r["name"]: r for r in report["checks"]}
-    assert list(rows) == ["train_bf16", "train_compile", "augment", "nccl_torchrun", "time_to_accuracy", "methods",
-                          "export"]
+    assert list(rows) == [
+        "train_bf16",
+        "train_compile",
+        "augment",
+        "nccl_torchrun",
+        "time_to_accuracy",
+        "methods",
+        "export",
+    ]
     assert all(r["ok"] for r in rows.values())
     assert rows["train_bf16"]["images_per_s"] > 0 and rows["train_bf16"]["epochs"] == 2
     assert rows["train_compile"]["compile_failed"] is False
@@ -68,8 +102,9 @@ def test_a_failing_check_is_reported_and_the_suite_goes_on(tmp_path):
     import gpu_suite
 
     bad = gpu_suite.Check("bad", "fails", [sys.executable, "-c", "raise SystemExit('boom: no device')"], 30)
-    good = gpu_suite.Check("good", "prints", [sys.executable, "-c", "print('{\"x\": 1}')"], 30,
-                           gpu_suite.parse_json_line)
+    good = gpu_suite.Check(
+        "good", "prints", [sys.executable, "-c", "print('{\"x\": 1}')"], 30, gpu_suite.parse_json_line
+    )
     rows = [gpu_suite.run_check(c) for c in (bad, good)]
     assert rows[0]["ok"] is False and "boom: no device" in rows[0]["error"]
     assert rows[1] == {"name": "good", "ok": True, "seconds": rows[1]["seconds"], "x": 1}

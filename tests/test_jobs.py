@@ -59,8 +59,7 @@ def test_a_failure_is_recorded_once_and_retried_on_request(tmp_path, inline, mon
     assert job["message"] == "ZeroDivisionError: division by zero" and "Traceback" in job["traceback"]
 
 
-def test_retry_reruns_a_job_that_finished_with_errors_and_find_lists_a_kind_newest_first(tmp_path, inline,
-                                                                                        monkeypatch):
+def test_retry_reruns_a_job_that_finished_with_errors_and_find_lists_a_kind_newest_first(tmp_path, inline, monkeypatch):
     calls = []
     monkeypatch.setitem(explore.KINDS, "parts", lambda spec, progress: calls.append(1) or {"errors": spec["errors"]})
     clean = jobs.submit(tmp_path, "parts", {"errors": []})
@@ -127,8 +126,16 @@ def test_a_real_worker_process_runs_queued_jobs(trained, tmp_path, monkeypatch):
     run = RunDir(shutil.copytree(trained, tmp_path / "tiny"))
     d = tmp_path / ".jobs"
     monkeypatch.setenv("SIMCLR_UMAP_WARM_UP", "0")
-    spec = {"run": str(run.path), "split": "test", "feature": "h", "method": "pca", "dims": 2, "params": {},
-            "max_points": None, "thumbs": None}
+    spec = {
+        "run": str(run.path),
+        "split": "test",
+        "feature": "h",
+        "method": "pca",
+        "dims": 2,
+        "params": {},
+        "max_points": None,
+        "thumbs": None,
+    }
     jid = jobs.submit(d, "map", spec)
     pid = json.loads((d / "worker.json").read_text())["pid"]
     deadline = time.time() + 180

@@ -70,8 +70,9 @@ def test_candidates_split_over_ranks_give_the_whole_batch_loss_and_gradient():
     whole_a, whole_b = z1.clone().requires_grad_(), z2.clone().requires_grad_()
     nt_xent(whole_a, whole_b, 0.2).backward()
     a, b = z1.clone().requires_grad_(), z2.clone().requires_grad_()
-    parts = [nt_xent(a[r * n:(r + 1) * n], b[r * n:(r + 1) * n], 0.2, candidates=(a, b), offset=r * n)
-             for r in range(R)]
+    parts = [
+        nt_xent(a[r * n : (r + 1) * n], b[r * n : (r + 1) * n], 0.2, candidates=(a, b), offset=r * n) for r in range(R)
+    ]
     (sum(parts) / R).backward()
     assert (sum(parts) / R).item() == pytest.approx(nt_xent(z1, z2, 0.2).item(), rel=1e-6)  # float32 inside
     assert torch.allclose(a.grad, whole_a.grad, atol=1e-7) and torch.allclose(b.grad, whole_b.grad, atol=1e-7)

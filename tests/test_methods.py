@@ -23,9 +23,11 @@ def small_encoder() -> Encoder:
 
 def test_registry_names_and_defaults_resolved_into_the_config():
     assert list(METHODS) == ["simclr", "moco_v2", "byol"]
-    for name, cls, tau, ema, schedule in [("simclr", SimCLR, 0.5, None, None),
-                                          ("moco_v2", MoCoV2, 0.2, 0.99, "constant"),
-                                          ("byol", BYOL, None, 0.99, "cosine")]:
+    for name, cls, tau, ema, schedule in [
+        ("simclr", SimCLR, 0.5, None, None),
+        ("moco_v2", MoCoV2, 0.2, 0.99, "constant"),
+        ("byol", BYOL, None, 0.99, "cosine"),
+    ]:
         cfg = TrainConfig()
         cfg.method.name = name
         assert isinstance(build_method(cfg, small_encoder()), cls)
@@ -123,6 +125,7 @@ def test_moco_step_uses_the_old_queue_then_enqueues_its_keys_and_moves_the_key_e
     assert torch.equal(m.queue[8:], old_queue[8:])
     # The loss saw the queue before this batch's keys went in.
     from simclr_core.losses import info_nce
+
     assert loss.item() == pytest.approx(info_nce(m.encoder(v1), keys, old_queue, 0.2).item(), abs=1e-5)
     loss.backward()
     with torch.no_grad():
@@ -186,8 +189,7 @@ def auto_config(method: str, **model) -> TrainConfig:
     """resnet_mini (256-d features) with every head setting left to the method, then ``model``'s values."""
     cfg = TrainConfig()
     cfg.method.name = method
-    settings = {"backbone": "resnet_mini", "cifar_stem": False, "proj_out_dim": None,
-                "proj_bn": None, **model}
+    settings = {"backbone": "resnet_mini", "cifar_stem": False, "proj_out_dim": None, "proj_bn": None, **model}
     for key, value in settings.items():
         setattr(cfg.model, key, value)
     return cfg
@@ -203,18 +205,31 @@ def test_each_method_has_its_papers_head():
     simclr, moco, byol = (built(auto_config(m)) for m in METHODS)
     # SimCLR: BN after both layers, the last without affine (hidden = the backbone width, z 128)
     assert isinstance(simclr.encoder.head, SimCLRProjectionHead)
-    assert layout(simclr.encoder.head) == [("linear", 256, 256, False), ("bn", 256, True), ("relu",),
-                                           ("linear", 256, 128, False), ("bn", 128, False)]
+    assert layout(simclr.encoder.head) == [
+        ("linear", 256, 256, False),
+        ("bn", 256, True),
+        ("relu",),
+        ("linear", 256, 128, False),
+        ("bn", 128, False),
+    ]
     # MoCo v2: "a 2-layer MLP head (hidden layer 2048-d, with ReLU)", no BN; 2048 is a ResNet-50's width
     assert isinstance(moco.encoder.head, MoCoProjectionHead)
     assert layout(moco.encoder.head) == [("linear", 256, 256, True), ("relu",), ("linear", 256, 128, True)]
     assert layout(moco.key_encoder.head) == layout(moco.encoder.head) and moco.queue.shape == (4096, 128)
     # BYOL: 4096 -> 256 on a ResNet-50's 2048, so twice the width; BN only after the hidden layer
     assert isinstance(byol.encoder.head, BYOLProjectionHead) and isinstance(byol.predictor, BYOLPredictionHead)
-    assert layout(byol.encoder.head) == [("linear", 256, 512, False), ("bn", 512, True), ("relu",),
-                                         ("linear", 512, 256, True)]
-    assert layout(byol.predictor) == [("linear", 256, 512, False), ("bn", 512, True), ("relu",),
-                                      ("linear", 512, 256, True)]
+    assert layout(byol.encoder.head) == [
+        ("linear", 256, 512, False),
+        ("bn", 512, True),
+        ("relu",),
+        ("linear", 512, 256, True),
+    ]
+    assert layout(byol.predictor) == [
+        ("linear", 256, 512, False),
+        ("bn", 512, True),
+        ("relu",),
+        ("linear", 512, 256, True),
+    ]
     assert layout(byol.target.head) == layout(byol.encoder.head)
     loss = byol(torch.rand(4, 3, 16, 16), torch.rand(4, 3, 16, 16))
     assert torch.isfinite(loss)
@@ -233,15 +248,23 @@ def test_the_resolved_head_is_recorded_in_the_config():
 
 def test_head_flags_override_the_papers_defaults():
     moco = built(auto_config("moco_v2", proj_hidden_dim=64, proj_out_dim=32, proj_bn=True))
-    assert layout(moco.encoder.head) == [("linear", 256, 64, False), ("bn", 64, True), ("relu",),
-                                         ("linear", 64, 32, True)]
+    assert layout(moco.encoder.head) == [
+        ("linear", 256, 64, False),
+        ("bn", 64, True),
+        ("relu",),
+        ("linear", 64, 32, True),
+    ]
     byol_cfg = auto_config("byol", proj_bn=False, proj_layers=3, proj_out_dim=64)
     byol_cfg.method.pred_hidden_dim = 48
     byol = built(byol_cfg)
-    assert layout(byol.encoder.head) == [("linear", 256, 512, True), ("relu",), ("linear", 512, 512, True),
-                                         ("relu",), ("linear", 512, 64, True)]
-    assert layout(byol.predictor) == [("linear", 64, 48, False), ("bn", 48, True), ("relu",),
-                                      ("linear", 48, 64, True)]
+    assert layout(byol.encoder.head) == [
+        ("linear", 256, 512, True),
+        ("relu",),
+        ("linear", 512, 512, True),
+        ("relu",),
+        ("linear", 512, 64, True),
+    ]
+    assert layout(byol.predictor) == [("linear", 64, 48, False), ("bn", 48, True), ("relu",), ("linear", 48, 64, True)]
     simclr = built(auto_config("simclr", proj_bn=False))
     assert not any(isinstance(m, nn.BatchNorm1d) for m in simclr.encoder.head)
     # any method can take another's head (an ablation)
@@ -255,16 +278,33 @@ def test_head_flags_override_the_papers_defaults():
 
 # What a BYOL run on resnet_mini saved before per-method heads holds: SimCLR's head, a 128-d z and a
 # predictor as wide as the backbone (the shapes of its last.pt, without backbone and target).
-OLD_ARCH = {"backbone": "resnet_mini", "cifar_stem": False, "proj_hidden_dim": None, "proj_out_dim": 128,
-            "proj_layers": 2, "proj_bn": True}
+OLD_ARCH = {
+    "backbone": "resnet_mini",
+    "cifar_stem": False,
+    "proj_hidden_dim": None,
+    "proj_out_dim": 128,
+    "proj_layers": 2,
+    "proj_bn": True,
+}
 OLD_BYOL_SHAPES = {
-    "encoder.head.0.weight": (256, 256), "encoder.head.1.weight": (256,), "encoder.head.1.bias": (256,),
-    "encoder.head.1.running_mean": (256,), "encoder.head.1.running_var": (256,),
-    "encoder.head.1.num_batches_tracked": (), "encoder.head.3.weight": (128, 256),
-    "encoder.head.4.running_mean": (128,), "encoder.head.4.running_var": (128,),
-    "encoder.head.4.num_batches_tracked": (), "predictor.0.weight": (256, 128), "predictor.1.weight": (256,),
-    "predictor.1.bias": (256,), "predictor.1.running_mean": (256,), "predictor.1.running_var": (256,),
-    "predictor.1.num_batches_tracked": (), "predictor.3.weight": (128, 256), "predictor.3.bias": (128,),
+    "encoder.head.0.weight": (256, 256),
+    "encoder.head.1.weight": (256,),
+    "encoder.head.1.bias": (256,),
+    "encoder.head.1.running_mean": (256,),
+    "encoder.head.1.running_var": (256,),
+    "encoder.head.1.num_batches_tracked": (),
+    "encoder.head.3.weight": (128, 256),
+    "encoder.head.4.running_mean": (128,),
+    "encoder.head.4.running_var": (128,),
+    "encoder.head.4.num_batches_tracked": (),
+    "predictor.0.weight": (256, 128),
+    "predictor.1.weight": (256,),
+    "predictor.1.bias": (256,),
+    "predictor.1.running_mean": (256,),
+    "predictor.1.running_var": (256,),
+    "predictor.1.num_batches_tracked": (),
+    "predictor.3.weight": (128, 256),
+    "predictor.3.bias": (128,),
 }
 
 
@@ -289,19 +329,22 @@ def test_runs_saved_before_per_method_heads_keep_their_head(tmp_path):
     assert isinstance(enc.head, SimCLRProjectionHead)
     # without the legacy head, resume refuses with a message naming the head, not a shape traceback
     with pytest.raises(UserError, match="head: checkpoint None vs config 'byol'"):
-        check_architecture(OLD_ARCH, architecture(auto_config("byol", proj_out_dim=128, proj_bn=True), 32),
-                           "last.pt")
+        check_architecture(OLD_ARCH, architecture(auto_config("byol", proj_out_dim=128, proj_bn=True), 32), "last.pt")
 
 
 def test_default_config_gives_each_method_its_papers_head():
     # the config's head settings default to None ("the method's own") and config.json records them
-    for method, head, out, bn in (("simclr", "simclr", 128, True), ("moco_v2", "moco_v2", 128, False),
-                                  ("byol", "byol", 256, True)):
+    for method, head, out, bn in (
+        ("simclr", "simclr", 128, True),
+        ("moco_v2", "moco_v2", 128, False),
+        ("byol", "byol", 256, True),
+    ):
         cfg = TrainConfig()
         cfg.method.name, cfg.model.backbone = method, "resnet_mini"
         assert (cfg.model.head, cfg.model.proj_out_dim, cfg.model.proj_bn) == (None, None, None)
         built(cfg)
         saved = cfg.to_dict()["model"]
         assert (saved["head"], saved["proj_out_dim"], saved["proj_bn"]) == (head, out, bn)
-        assert architecture(TrainConfig.from_dict(cfg.to_dict()), 32).get("head") == \
-            (None if head == "simclr" else head)
+        assert architecture(TrainConfig.from_dict(cfg.to_dict()), 32).get("head") == (
+            None if head == "simclr" else head
+        )

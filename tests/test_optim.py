@@ -19,8 +19,11 @@ def test_lars_step_matches_formula():
     w = nn.Parameter(torch.tensor([[3.0, 4.0]]))  # ||w|| = 5
     b = nn.Parameter(torch.tensor([1.0]))
     w.grad, b.grad = torch.tensor([[0.6, 0.8]]), torch.tensor([0.5])
-    opt = LARS([dict(params=[w], weight_decay=0.1, exclude=False),
-                dict(params=[b], weight_decay=0.0, exclude=True)], lr=0.1, eta=0.001)
+    opt = LARS(
+        [dict(params=[w], weight_decay=0.1, exclude=False), dict(params=[b], weight_decay=0.0, exclude=True)],
+        lr=0.1,
+        eta=0.001,
+    )
     opt.step()
     u = torch.tensor([[0.6, 0.8]]) + 0.1 * torch.tensor([[3.0, 4.0]])
     u = u * (0.001 * 5.0 / u.norm())

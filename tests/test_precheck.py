@@ -168,14 +168,22 @@ def test_run_names_and_config_values_are_checked(tmp_path):
 
 def test_for_form_names_the_forms_fields_instead_of_flags():
     labels = {"batch_size": "Batch size", "lr": "Learning rate", "temperature": "Temperature"}
-    assert for_form("--batch-size 256 is larger than the 32 training images", labels) == \
-        "**Batch size** 256 is larger than the 32 training images"
-    assert for_form("--batch-size (optim.batch_size) must be at least 2, got 0", labels) == \
-        "**Batch size** must be at least 2, got 0"
-    assert for_form("--batch-size must be at least 2, got 0 (config key optim.batch_size)", labels) == \
-        "**Batch size** must be at least 2, got 0"
-    assert for_form("lower --lr or raise --temperature, then resume", labels) == \
-        "lower **Learning rate** or raise **Temperature**, then resume"
+    assert (
+        for_form("--batch-size 256 is larger than the 32 training images", labels)
+        == "**Batch size** 256 is larger than the 32 training images"
+    )
+    assert (
+        for_form("--batch-size (optim.batch_size) must be at least 2, got 0", labels)
+        == "**Batch size** must be at least 2, got 0"
+    )
+    assert (
+        for_form("--batch-size must be at least 2, got 0 (config key optim.batch_size)", labels)
+        == "**Batch size** must be at least 2, got 0"
+    )
+    assert (
+        for_form("lower --lr or raise --temperature, then resume", labels)
+        == "lower **Learning rate** or raise **Temperature**, then resume"
+    )
     assert for_form("--knn-k must be positive; see --help", labels) == "--knn-k must be positive; see --help"
 
 

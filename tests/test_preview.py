@@ -10,8 +10,15 @@ from simclr_core.config import ViewConfig
 from simclr_core.errors import UserError
 from simclr_core.preview import parse_indices, positive_pairs, sample_indices, to_uint8_hwc, upscale_nearest
 
-IDENTITY = ViewConfig(crop_scale_min=1.0, crop_scale_max=1.0, flip_prob=0.0, jitter_prob=0.0, grayscale_prob=0.0,
-                      blur_prob=0.0, solarize_prob=0.0)
+IDENTITY = ViewConfig(
+    crop_scale_min=1.0,
+    crop_scale_max=1.0,
+    flip_prob=0.0,
+    jitter_prob=0.0,
+    grayscale_prob=0.0,
+    blur_prob=0.0,
+    solarize_prob=0.0,
+)
 
 
 @pytest.fixture
@@ -76,14 +83,17 @@ def test_parse_indices_accepts_commas_and_spaces():
     assert parse_indices("3, 0,7  12", total=20) == [3, 0, 7, 12]
 
 
-@pytest.mark.parametrize("text, fragment", [
-    ("", "one or more"),
-    ("1, x", "'x' is not a whole number"),
-    ("2.5", "'2.5' is not a whole number"),
-    ("5, 20", "index 20 is out of range"),
-    ("-1", "index -1 is out of range"),
-    (",".join(["1"] * 17), "at most 16"),
-])
+@pytest.mark.parametrize(
+    "text, fragment",
+    [
+        ("", "one or more"),
+        ("1, x", "'x' is not a whole number"),
+        ("2.5", "'2.5' is not a whole number"),
+        ("5, 20", "index 20 is out of range"),
+        ("-1", "index -1 is out of range"),
+        (",".join(["1"] * 17), "at most 16"),
+    ],
+)
 def test_parse_indices_names_the_problem(text, fragment):
     with pytest.raises(UserError, match=fragment):
         parse_indices(text, total=20)

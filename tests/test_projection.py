@@ -22,10 +22,16 @@ def blobs() -> np.ndarray:
     return (np.repeat(centres, 20, axis=0) + rng.normal(size=(60, 8)) * 0.1).astype(np.float32)
 
 
-@pytest.mark.parametrize("method,dims,params", [
-    ("pca", 2, {}), ("pca", 3, {}), ("tsne", 2, {"perplexity": 10}), ("umap", 2, {"n_neighbors": 10}),
-    ("umap", 3, {"n_neighbors": 10, "min_dist": 0.5}),
-])
+@pytest.mark.parametrize(
+    "method,dims,params",
+    [
+        ("pca", 2, {}),
+        ("pca", 3, {}),
+        ("tsne", 2, {"perplexity": 10}),
+        ("umap", 2, {"n_neighbors": 10}),
+        ("umap", 3, {"n_neighbors": 10, "min_dist": 0.5}),
+    ],
+)
 def test_shapes_determinism_and_clusters(blobs, method, dims, params):
     a = project(blobs, method, dims, seed=1, **params)
     assert a.shape == (60, dims) and a.dtype == np.float32 and np.isfinite(a).all()
@@ -69,9 +75,14 @@ def test_cache_with_wrong_rows_or_damaged_file_is_recomputed(blobs, tmp_path):
     assert np.allclose(cached_project(blobs, tmp_path, "k", "pca", 2), project(blobs, "pca"))
 
 
-@pytest.mark.parametrize("kw,match", [
-    ({"method": "lda"}, "unknown projection 'lda'"), ({"dims": 4}, "2-D or 3-D"), ({"dims": 1}, "2-D or 3-D"),
-])
+@pytest.mark.parametrize(
+    "kw,match",
+    [
+        ({"method": "lda"}, "unknown projection 'lda'"),
+        ({"dims": 4}, "2-D or 3-D"),
+        ({"dims": 1}, "2-D or 3-D"),
+    ],
+)
 def test_bad_arguments_are_user_errors(blobs, tmp_path, kw, match):
     with pytest.raises(UserError, match=match):
         project(blobs, **kw)

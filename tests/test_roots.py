@@ -28,8 +28,9 @@ def test_the_default_roots_are_home_and_the_apps_data_folder(home, tmp_path):
     assert allowed_folder(str(home)) == home
 
 
-@pytest.mark.parametrize("path", ["/", "/usr/share", "/proc", "/etc/passwd", "../../..", "data/../..",
-                                  "~/../other-user"])
+@pytest.mark.parametrize(
+    "path", ["/", "/usr/share", "/proc", "/etc/passwd", "../../..", "data/../..", "~/../other-user"]
+)
 def test_paths_outside_the_roots_are_refused_naming_the_setting(home, path):
     with pytest.raises(UserError, match=f"outside the folders this app may read .*{ENV}="):
         allowed_folder(path, "Image folder")

@@ -88,8 +88,14 @@ def test_a_second_writer_is_refused_and_told_who_writes(tmp_path):
     run = RunDir(tmp_path / "r")
     with run.writer("training"):
         assert run.writer_alive()
-        with pytest.raises(UserError, match=rf"run 'r' is being written by another process \(pid {os.getpid()}, "
-                                            r"training since \d\d:\d\d:\d\d\)"), run.writer("training"):
+        with (
+            pytest.raises(
+                UserError,
+                match=rf"run 'r' is being written by another process \(pid {os.getpid()}, "
+                r"training since \d\d:\d\d:\d\d\)",
+            ),
+            run.writer("training"),
+        ):
             pass
     assert not run.writer_alive()
     with run.writer("training"):  # free again once the first is done
@@ -100,19 +106,28 @@ def test_a_killed_writer_frees_the_run_and_its_temps_are_removed(tmp_path):
     """kill -9 leaves the lock file and temp files behind; the kernel drops the lock, and the next writer
     removes the temps of writers that are gone (and not those of live ones)."""
     run = RunDir(tmp_path / "r")
-    code = ("import sys, time; from simclr_core.runs import RunDir; r = RunDir(sys.argv[1])\n"
-            "with r.writer('training'):\n"
-            "    r.write_status('running', epoch=3)\n"
-            "    print('held', flush=True); time.sleep(60)")
-    proc = subprocess.Popen([sys.executable, "-c", code, str(run.path)], stdout=subprocess.PIPE, text=True,
-                            env={**os.environ, "PYTHONPATH": str(REPO)})
+    code = (
+        "import sys, time; from simclr_core.runs import RunDir; r = RunDir(sys.argv[1])\n"
+        "with r.writer('training'):\n"
+        "    r.write_status('running', epoch=3)\n"
+        "    print('held', flush=True); time.sleep(60)"
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code, str(run.path)],
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+    )
     assert proc.stdout.readline().strip() == "held"
     assert run.status()["state"] == "running"
     with pytest.raises(UserError, match=f"pid {proc.pid}"), run.writer("training"):
         pass
     (run.path / "probe").mkdir()
-    dead = [run.path / f".last.pt.{proc.pid}.tmp", run.path / "probe" / f".epoch-0003.{proc.pid}.tmp.npy",
-            run.path / f".status.json.{proc.pid}.tmp"]
+    dead = [
+        run.path / f".last.pt.{proc.pid}.tmp",
+        run.path / "probe" / f".epoch-0003.{proc.pid}.tmp.npy",
+        run.path / f".status.json.{proc.pid}.tmp",
+    ]
     alive = [run.path / f".last.pt.{os.getpid()}.tmp", run.path / "last.pt"]
     for p in dead + alive:
         p.write_bytes(b"x" * 1000)
@@ -138,9 +153,18 @@ def test_a_reused_pid_is_not_a_live_run(tmp_path):
     assert run.launcher_alive()
 
 
-@pytest.mark.parametrize("content", [b"[]", b"null", b'"running"', b"42", b'{"state": ["x"]}', b"\xff\xfe{",
-                                     b'{"state": "finished", "pid": "abc", "epoch": "two", "updated": "now", '
-                                     b'"message": ["a"]}'])
+@pytest.mark.parametrize(
+    "content",
+    [
+        b"[]",
+        b"null",
+        b'"running"',
+        b"42",
+        b'{"state": ["x"]}',
+        b"\xff\xfe{",
+        b'{"state": "finished", "pid": "abc", "epoch": "two", "updated": "now", "message": ["a"]}',
+    ],
+)
 def test_a_damaged_status_is_a_message_on_that_run_alone(tmp_path, content):
     run = RunDir(tmp_path / "r")
     run.path.mkdir()
@@ -156,11 +180,15 @@ def test_a_damaged_status_is_a_message_on_that_run_alone(tmp_path, content):
 
 def test_damaged_metric_lines_are_skipped(tmp_path):
     run = RunDir(tmp_path)
-    run.metrics_path.write_bytes(b'42\nnull\n{"epoch": 1}\n\xff\xfe\n{"step": true}\n'
-                                 b'{"step": 5, "loss": "abc", "lr": 0.1, "collapse": "collapsed"}\n'
-                                 b'{"step": 6, "loss": 1.5}\n')
-    assert run.metrics() == [{"step": 5, "lr": 0.1, "collapse": "collapsed", "kind": "step"},
-                             {"step": 6, "loss": 1.5, "kind": "step"}]
+    run.metrics_path.write_bytes(
+        b'42\nnull\n{"epoch": 1}\n\xff\xfe\n{"step": true}\n'
+        b'{"step": 5, "loss": "abc", "lr": 0.1, "collapse": "collapsed"}\n'
+        b'{"step": 6, "loss": 1.5}\n'
+    )
+    assert run.metrics() == [
+        {"step": 5, "lr": 0.1, "collapse": "collapsed", "kind": "step"},
+        {"step": 6, "loss": 1.5, "kind": "step"},
+    ]
     assert summarize(run).last_loss == 1.5
     run.truncate_metrics(5)
     assert [m["step"] for m in run.metrics()] == [5]
@@ -171,10 +199,14 @@ def test_eval_results_survive_a_damaged_file_and_concurrent_writers(tmp_path):
     run.eval_path.write_text('{"not": "a list"}')
     assert run.eval_results() == []
     run.add_eval_result({"knn_top1": 1.0})
-    code = ("import sys; from simclr_core.runs import RunDir; r = RunDir(sys.argv[1])\n"
-            "for i in range(40): r.add_eval_result({'who': sys.argv[2], 'i': i})")
-    procs = [subprocess.Popen([sys.executable, "-c", code, str(tmp_path), who],
-                              env={**os.environ, "PYTHONPATH": str(REPO)}) for who in "ab"]
+    code = (
+        "import sys; from simclr_core.runs import RunDir; r = RunDir(sys.argv[1])\n"
+        "for i in range(40): r.add_eval_result({'who': sys.argv[2], 'i': i})"
+    )
+    procs = [
+        subprocess.Popen([sys.executable, "-c", code, str(tmp_path), who], env={**os.environ, "PYTHONPATH": str(REPO)})
+        for who in "ab"
+    ]
     assert [p.wait() for p in procs] == [0, 0]
     results = run.eval_results()
     assert len(results) == 81 and sum(r.get("who") == "a" for r in results) == 40  # no result lost

@@ -23,8 +23,9 @@ def planted():
     dup_src, dup = 10 if 10 not in outliers else 11, 299
     x[dup] = x[dup_src]
     sims, rows = NeighbourIndex(x).graph(20)
-    return dict(x=x, truth=truth, labels=labels, flipped=flipped, outliers=outliers, dup=(dup_src, dup),
-                sims=sims, rows=rows)
+    return dict(
+        x=x, truth=truth, labels=labels, flipped=flipped, outliers=outliers, dup=(dup_src, dup), sims=sims, rows=rows
+    )
 
 
 def test_flipped_labels_rank_first_as_label_errors(planted):

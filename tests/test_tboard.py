@@ -24,8 +24,16 @@ def scalars(run_path: Path) -> dict[str, list[tuple[int, float]]]:
 def test_a_run_writes_its_metrics_as_scalars(tmp_path):
     run = train(tiny_config(tmp_path))
     got = scalars(run.path)
-    assert {"train/loss", "train/lr", "train/images_per_s", "epoch/loss", "knn/top1", "knn/top5",
-            "health/rankme_h", "health/uniformity"} <= set(got)
+    assert {
+        "train/loss",
+        "train/lr",
+        "train/images_per_s",
+        "epoch/loss",
+        "knn/top1",
+        "knn/top5",
+        "health/rankme_h",
+        "health/uniformity",
+    } <= set(got)
     steps = run.metrics("step")
     epochs = run.metrics("epoch")
     assert [s for s, _ in got["train/loss"]] == [m["step"] for m in steps]

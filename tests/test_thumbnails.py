@@ -10,8 +10,12 @@ from simclr_core.thumbnails import digest, write_thumbnails
 
 def images(n: int, side: int, seed: int = 0) -> ImageSet:
     g = torch.Generator().manual_seed(seed)
-    return ImageSet(torch.randint(0, 256, (n, 3, side, side), dtype=torch.uint8, generator=g),
-                    torch.zeros(n, dtype=torch.long), [], f"test/{side}")
+    return ImageSet(
+        torch.randint(0, 256, (n, 3, side, side), dtype=torch.uint8, generator=g),
+        torch.zeros(n, dtype=torch.long),
+        [],
+        f"test/{side}",
+    )
 
 
 def test_one_lossless_png_per_image(tmp_path):

@@ -1,7 +1,5 @@
 """The command line (train.py): extend a finished run, one-line errors."""
 
-
-
 from simclr_core.train import main, train
 
 from tests.conftest import tiny_args, tiny_config

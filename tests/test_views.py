@@ -23,8 +23,15 @@ from simclr_core.views import (
     two_views,
 )
 
-NO_AUG = dict(crop_scale=(1.0, 1.0), crop_ratio=(1.0, 1.0), flip_prob=0.0, jitter_prob=0.0,
-              grayscale_prob=0.0, blur_prob=0.0, solarize_prob=0.0)
+NO_AUG = dict(
+    crop_scale=(1.0, 1.0),
+    crop_ratio=(1.0, 1.0),
+    flip_prob=0.0,
+    jitter_prob=0.0,
+    grayscale_prob=0.0,
+    blur_prob=0.0,
+    solarize_prob=0.0,
+)
 
 
 def gen(seed=0):
@@ -120,8 +127,9 @@ def test_crop_flip_full_box_is_interpolate(imgs):
     boxes = torch.tensor([[0.0, 0.0, W, H]]).expand(B, 4)
     for size in (12, 20, 37):
         want = F.interpolate(imgs, size=(size, size), mode="bilinear", align_corners=False, antialias=False)
-        torch.testing.assert_close(crop_flip(imgs, boxes, torch.zeros(B, dtype=torch.bool), size), want,
-                                   atol=1e-5, rtol=0)
+        torch.testing.assert_close(
+            crop_flip(imgs, boxes, torch.zeros(B, dtype=torch.bool), size), want, atol=1e-5, rtol=0
+        )
 
 
 def resized_crop(img, box, size, flip, antialias):
@@ -135,9 +143,23 @@ def resized_crop(img, box, size, flip, antialias):
 def test_crop_flip_matches_resized_crop(imgs, size):
     # at size 12 the first six boxes are at least the output (downsampling), at size 24 all are smaller
     # (upsampling), where torchvision's resize clamps at the crop's edge; the last boxes are 1-5 px
-    boxes = torch.tensor([[0, 0, 24, 20], [3, 2, 16, 12], [8, 5, 12, 15], [1, 7, 20, 13], [11, 0, 13, 20],
-                          [4, 4, 12, 12], [0, 0, 5, 7], [19, 13, 5, 7], [2, 9, 3, 3], [23, 0, 1, 20],
-                          [6, 19, 2, 1], [10, 10, 1, 1]], dtype=torch.float32)
+    boxes = torch.tensor(
+        [
+            [0, 0, 24, 20],
+            [3, 2, 16, 12],
+            [8, 5, 12, 15],
+            [1, 7, 20, 13],
+            [11, 0, 13, 20],
+            [4, 4, 12, 12],
+            [0, 0, 5, 7],
+            [19, 13, 5, 7],
+            [2, 9, 3, 3],
+            [23, 0, 1, 20],
+            [6, 19, 2, 1],
+            [10, 10, 1, 1],
+        ],
+        dtype=torch.float32,
+    )
     x = imgs.repeat(2, 1, 1, 1)
     flip = torch.arange(len(boxes)) % 3 == 1
     out = crop_flip(x, boxes, flip, size)
@@ -145,8 +167,9 @@ def test_crop_flip_matches_resized_crop(imgs, size):
         want = resized_crop(x[i], box, size, flip[i], antialias=False)
         torch.testing.assert_close(out[i], want, atol=1e-5, rtol=0)
         if box[2] <= size and box[3] <= size:  # upsampling: antialias changes nothing
-            torch.testing.assert_close(out[i], resized_crop(x[i], box, size, flip[i], antialias=True),
-                                       atol=1e-5, rtol=0)
+            torch.testing.assert_close(
+                out[i], resized_crop(x[i], box, size, flip[i], antialias=True), atol=1e-5, rtol=0
+            )
 
 
 def test_crop_flip_random_boxes_match_resized_crop():
@@ -162,8 +185,9 @@ def test_crop_flip_random_boxes_match_resized_crop():
     for size in (8, 16, 30):
         out = crop_flip(x, boxes, flip, size)
         for i, box in enumerate(boxes.tolist()):
-            torch.testing.assert_close(out[i], resized_crop(x[i], box, size, flip[i], antialias=False),
-                                       atol=1e-5, rtol=0)
+            torch.testing.assert_close(
+                out[i], resized_crop(x[i], box, size, flip[i], antialias=False), atol=1e-5, rtol=0
+            )
 
 
 def test_enlarged_crop_reads_no_pixel_outside_its_box():
@@ -190,15 +214,15 @@ def test_crop_boxes_inside_image_and_ratio_range():
     assert (x0 == 0).any() and (x0 + w == W).any()
 
 
-@pytest.mark.parametrize("H,W,scale,ratio", [(32, 32, (0.08, 1.0), (3 / 4, 4 / 3)),
-                                             (24, 40, (0.3, 1.0), (1 / 2, 2.0))])
+@pytest.mark.parametrize("H,W,scale,ratio", [(32, 32, (0.08, 1.0), (3 / 4, 4 / 3)), (24, 40, (0.3, 1.0), (1 / 2, 2.0))])
 def test_crop_box_statistics_match_torchvision(H, W, scale, ratio):
     n = 20000
     ours = sample_crop_boxes(n, H, W, scale, ratio, gen(), "cpu")
     torch.manual_seed(0)
     dummy = torch.empty(3, H, W)
-    tv = torch.tensor([RandomResizedCrop.get_params(dummy, list(scale), list(ratio)) for _ in range(n)],
-                      dtype=torch.float32)  # (i, j, h, w)
+    tv = torch.tensor(
+        [RandomResizedCrop.get_params(dummy, list(scale), list(ratio)) for _ in range(n)], dtype=torch.float32
+    )  # (i, j, h, w)
     ours_area = ours[:, 2] * ours[:, 3] / (H * W)
     tv_area = tv[:, 2] * tv[:, 3] / (H * W)
     q = torch.tensor([0.1, 0.25, 0.5, 0.75, 0.9])
@@ -208,8 +232,9 @@ def test_crop_box_statistics_match_torchvision(H, W, scale, ratio):
     ours_cx = (ours[:, 0] + ours[:, 2] / 2) / W
     tv_cx = (tv[:, 1] + tv[:, 3] / 2) / W
     torch.testing.assert_close(ours_cx.quantile(q), tv_cx.quantile(q), atol=0.02, rtol=0)
-    torch.testing.assert_close((ours[:, 2] / ours[:, 3]).quantile(q), (tv[:, 3] / tv[:, 2]).quantile(q),
-                               atol=0.03, rtol=0)
+    torch.testing.assert_close(
+        (ours[:, 2] / ours[:, 3]).quantile(q), (tv[:, 3] / tv[:, 2]).quantile(q), atol=0.03, rtol=0
+    )
 
 
 def test_crop_box_fallback_is_central():
@@ -222,9 +247,14 @@ def test_crop_box_fallback_is_central():
 # ---------------------------------------------------------------- colour ops vs torchvision
 
 
-@pytest.mark.parametrize("ours,theirs", [(adjust_brightness, TF.adjust_brightness),
-                                         (adjust_contrast, TF.adjust_contrast),
-                                         (adjust_saturation, TF.adjust_saturation)])
+@pytest.mark.parametrize(
+    "ours,theirs",
+    [
+        (adjust_brightness, TF.adjust_brightness),
+        (adjust_contrast, TF.adjust_contrast),
+        (adjust_saturation, TF.adjust_saturation),
+    ],
+)
 def test_adjust_ops_match_torchvision(imgs, ours, theirs):
     out = ours(imgs, FACTORS)
     for i, f in enumerate(FACTORS.tolist()):
@@ -246,8 +276,7 @@ def test_hsv_round_trip_covers_all_sectors():
 
 
 def test_to_grayscale_matches_torchvision(imgs):
-    torch.testing.assert_close(to_grayscale(imgs), TF.rgb_to_grayscale(imgs, num_output_channels=3),
-                               atol=1e-6, rtol=0)
+    torch.testing.assert_close(to_grayscale(imgs), TF.rgb_to_grayscale(imgs, num_output_channels=3), atol=1e-6, rtol=0)
 
 
 @pytest.mark.parametrize("k", [3, 5, 9])
@@ -310,8 +339,7 @@ def test_brightness_only_jitter_ignores_order(imgs):
 
 def test_skipped_samples_are_bit_identical():
     x = torch.rand(64, 3, 16, 16, generator=gen(8))
-    v = simclr_view(x, generator=gen(), **{**NO_AUG, "jitter_prob": 0.5, "grayscale_prob": 0.3,
-                                           "blur_prob": 0.5})
+    v = simclr_view(x, generator=gen(), **{**NO_AUG, "jitter_prob": 0.5, "grayscale_prob": 0.3, "blur_prob": 0.5})
     cropped = simclr_view(x, generator=gen(), **NO_AUG)  # crop draws come first, so same crops as `v`
     same = (v == cropped).flatten(1).all(dim=1)
     assert 0 < same.sum() < 64  # e.g. about 0.5 * 0.7 * 0.5 of them skip everything
@@ -329,9 +357,14 @@ def _view_statistics(views: torch.Tensor) -> dict[str, torch.Tensor]:
     }
 
 
-@pytest.mark.parametrize("setting", [dict(jitter_strength=0.5, blur_prob=0.0),  # the paper's CIFAR views
-                                     dict(jitter_strength=1.0, blur_prob=0.5)],  # its ImageNet views
-                         ids=["cifar", "imagenet"])
+@pytest.mark.parametrize(
+    "setting",
+    [
+        dict(jitter_strength=0.5, blur_prob=0.0),  # the paper's CIFAR views
+        dict(jitter_strength=1.0, blur_prob=0.5),
+    ],  # its ImageNet views
+    ids=["cifar", "imagenet"],
+)
 def test_output_statistics_match_the_torchvision_pipeline(setting):
     """Our batched views and torchvision's PIL pipeline, same knobs, agree on the statistics of what they make."""
     from PIL import Image
@@ -342,8 +375,12 @@ def test_output_statistics_match_the_torchvision_pipeline(setting):
     base = F.interpolate(torch.rand(600, 3, 4, 4, generator=g), size=32, mode="bilinear", align_corners=False)
     images = (base * 255).round().to(torch.uint8)
     s, blur = setting["jitter_strength"], setting["blur_prob"]
-    ops = [v2.RandomResizedCrop(32, scale=(0.08, 1.0), antialias=True), v2.RandomHorizontalFlip(),
-           v2.RandomApply([v2.ColorJitter(0.8 * s, 0.8 * s, 0.8 * s, 0.2 * s)], p=0.8), v2.RandomGrayscale(0.2)]
+    ops = [
+        v2.RandomResizedCrop(32, scale=(0.08, 1.0), antialias=True),
+        v2.RandomHorizontalFlip(),
+        v2.RandomApply([v2.ColorJitter(0.8 * s, 0.8 * s, 0.8 * s, 0.2 * s)], p=0.8),
+        v2.RandomGrayscale(0.2),
+    ]
     if blur:
         ops.append(v2.RandomApply([v2.GaussianBlur(3, sigma=(0.1, 2.0))], p=blur))
     reference = v2.Compose(ops + [v2.ToImage(), v2.ToDtype(torch.float32, scale=True)])

@@ -20,8 +20,13 @@ ZOO = recipes()
 def test_the_zoo_holds_the_anchor_recipes_in_the_apps_order():
     names = [r.name for r in ZOO]
     assert names[0] == "cpu-demo"  # the app's default preset
-    assert {"simclr-cifar10-resnet18", "mocov2-cifar10-resnet18", "byol-cifar10-resnet18", "simclr-stl10-resnet18",
-            "my-folder"} <= set(names)
+    assert {
+        "simclr-cifar10-resnet18",
+        "mocov2-cifar10-resnet18",
+        "byol-cifar10-resnet18",
+        "simclr-stl10-resnet18",
+        "my-folder",
+    } <= set(names)
     assert list(PRESETS) == [r.title for r in ZOO]  # the app's presets are the zoo
 
 
@@ -38,8 +43,9 @@ def test_every_recipe_loads_and_names_its_result_and_source(r):
 
 
 def test_the_anchor_settings():
-    simclr, moco, byol = (recipe(n) for n in ("simclr-cifar10-resnet18", "mocov2-cifar10-resnet18",
-                                              "byol-cifar10-resnet18"))
+    simclr, moco, byol = (
+        recipe(n) for n in ("simclr-cifar10-resnet18", "mocov2-cifar10-resnet18", "byol-cifar10-resnet18")
+    )
     for cfg in (simclr, moco, byol):
         assert (cfg.data.dataset, cfg.model.backbone, cfg.model.cifar_stem) == ("cifar10", "resnet18", True)
         assert (cfg.optim.epochs, cfg.optim.batch_size, cfg.views.blur_prob) == (200, 512, 0.0)

@@ -29,8 +29,9 @@ def info_nce(q: torch.Tensor, k: torch.Tensor, queue: torch.Tensor, temperature:
         Scalar loss tensor (float32 even under autocast).
     """
     if q.shape != k.shape or q.dim() != 2 or queue.dim() != 2 or queue.shape[1] != q.shape[1]:
-        raise ValueError(f"need q, k of shape (N, D) and queue (K, D); got {tuple(q.shape)}, {tuple(k.shape)}, "
-                         f"{tuple(queue.shape)}")
+        raise ValueError(
+            f"need q, k of shape (N, D) and queue (K, D); got {tuple(q.shape)}, {tuple(k.shape)}, {tuple(queue.shape)}"
+        )
     if temperature <= 0:
         raise ValueError(f"temperature must be positive, got {temperature}")
     q = F.normalize(q.float(), dim=1)

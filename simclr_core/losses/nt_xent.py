@@ -6,8 +6,14 @@ import torch
 import torch.nn.functional as F
 
 
-def nt_xent(z1: torch.Tensor, z2: torch.Tensor, temperature: float = 0.5, *,
-            candidates: tuple[torch.Tensor, torch.Tensor] | None = None, offset: int = 0) -> torch.Tensor:
+def nt_xent(
+    z1: torch.Tensor,
+    z2: torch.Tensor,
+    temperature: float = 0.5,
+    *,
+    candidates: tuple[torch.Tensor, torch.Tensor] | None = None,
+    offset: int = 0,
+) -> torch.Tensor:
     r"""NT-Xent loss of two batches of projections, where row i of ``z1`` and ``z2`` are a positive pair.
 
     With the 2N projections :math:`z_1..z_{2N}` (both views), cosine similarity

@@ -27,8 +27,18 @@ from simclr_core.models import Encoder
 # Typed by the protocol, so mypy checks every class against it.
 METHODS: dict[str, type[Method]] = {"simclr": SimCLR, "moco_v2": MoCoV2, "byol": BYOL}
 
-__all__ = ["BYOL", "METHODS", "Method", "MoCoV2", "SimCLR", "build_method", "ema_update", "method_class",
-           "momentum_at", "resolve_defaults"]
+__all__ = [
+    "BYOL",
+    "METHODS",
+    "Method",
+    "MoCoV2",
+    "SimCLR",
+    "build_method",
+    "ema_update",
+    "method_class",
+    "momentum_at",
+    "resolve_defaults",
+]
 
 
 def method_class(name: str) -> type[Method]:

@@ -31,8 +31,9 @@ class BYOL(nn.Module):
     # steps; CIFAR-sized runs use 0.99 (solo-learn, lightly), which lets the target follow sooner.
     defaults: ClassVar[dict[str, Any]] = {"ema": 0.99, "ema_schedule": "cosine"}
 
-    def __init__(self, encoder: Encoder, ema: float = 0.99, ema_schedule: str = "cosine",
-                 pred_hidden_dim: int | None = None):
+    def __init__(
+        self, encoder: Encoder, ema: float = 0.99, ema_schedule: str = "cosine", pred_hidden_dim: int | None = None
+    ):
         super().__init__()
         self.encoder = encoder
         self.target = copy.deepcopy(encoder).requires_grad_(False)
@@ -44,8 +45,12 @@ class BYOL(nn.Module):
     @classmethod
     def from_config(cls, cfg: MethodConfig, encoder: Encoder) -> BYOL:
         """BYOL around ``encoder`` with ``cfg``'s momentum and predictor width."""
-        return cls(encoder, ema=resolved(cfg.ema, "ema"), ema_schedule=resolved(cfg.ema_schedule, "ema_schedule"),
-                   pred_hidden_dim=cfg.pred_hidden_dim)
+        return cls(
+            encoder,
+            ema=resolved(cfg.ema, "ema"),
+            ema_schedule=resolved(cfg.ema_schedule, "ema_schedule"),
+            pred_hidden_dim=cfg.pred_hidden_dim,
+        )
 
     def forward(self, view1: torch.Tensor, view2: torch.Tensor) -> torch.Tensor:
         """(B, 3, S, S) x 2 -> scalar loss, the sum over both view orders (0..8)."""

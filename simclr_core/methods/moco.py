@@ -35,8 +35,16 @@ class MoCoV2(nn.Module):
     queue: torch.Tensor  # (K, D) buffer
     queue_ptr: torch.Tensor  # () long buffer
 
-    def __init__(self, encoder: Encoder, temperature: float = 0.2, queue_size: int = 4096, ema: float = 0.99,
-                 ema_schedule: str = "constant", symmetric: bool = False, key_bn_splits: int = 8):
+    def __init__(
+        self,
+        encoder: Encoder,
+        temperature: float = 0.2,
+        queue_size: int = 4096,
+        ema: float = 0.99,
+        ema_schedule: str = "constant",
+        symmetric: bool = False,
+        key_bn_splits: int = 8,
+    ):
         super().__init__()
         self.encoder = encoder
         self.key_encoder = copy.deepcopy(encoder).requires_grad_(False)
@@ -49,9 +57,15 @@ class MoCoV2(nn.Module):
     @classmethod
     def from_config(cls, cfg: MethodConfig, encoder: Encoder) -> MoCoV2:
         """MoCo v2 around ``encoder`` with ``cfg``'s temperature, queue, momentum and shuffle-BN parts."""
-        return cls(encoder, temperature=resolved(cfg.temperature, "temperature"), queue_size=cfg.queue_size,
-                   ema=resolved(cfg.ema, "ema"), ema_schedule=resolved(cfg.ema_schedule, "ema_schedule"),
-                   symmetric=cfg.moco_symmetric, key_bn_splits=cfg.key_bn_splits)
+        return cls(
+            encoder,
+            temperature=resolved(cfg.temperature, "temperature"),
+            queue_size=cfg.queue_size,
+            ema=resolved(cfg.ema, "ema"),
+            ema_schedule=resolved(cfg.ema_schedule, "ema_schedule"),
+            symmetric=cfg.moco_symmetric,
+            key_bn_splits=cfg.key_bn_splits,
+        )
 
     def forward(self, view1: torch.Tensor, view2: torch.Tensor) -> torch.Tensor:
         """(B, 3, S, S) x 2 -> scalar loss; enqueues this batch's keys (of every rank) afterwards."""

@@ -22,8 +22,9 @@ def epoch_order(n: int, seed: int, epoch: int) -> torch.Tensor:
 class EpochBatches(torch.utils.data.Dataset):
     """This rank's part of batch i of an epoch's order, gathered from the (memory-mapped) uint8 images."""
 
-    def __init__(self, images: torch.Tensor, order: torch.Tensor, batch_size: int, first: int, count: int,
-                 part: tuple[int, int]):
+    def __init__(
+        self, images: torch.Tensor, order: torch.Tensor, batch_size: int, first: int, count: int, part: tuple[int, int]
+    ):
         self.images, self.order, self.B, self.first, self.count = images, order, batch_size, first, count
         self.lo, self.hi = part
 
@@ -32,7 +33,7 @@ class EpochBatches(torch.utils.data.Dataset):
 
     def __getitem__(self, i: int) -> torch.Tensor:
         j = (self.first + i) * self.B
-        return self.images[self.order[j + self.lo:j + self.hi]]
+        return self.images[self.order[j + self.lo : j + self.hi]]
 
 
 def batches(s: Session, epoch: int, first: int) -> Iterator[torch.Tensor]:
@@ -51,10 +52,13 @@ def batches(s: Session, epoch: int, first: int) -> Iterator[torch.Tensor]:
     if not s.workers:
         order = order.to(s.images.device)
         for i in range(first, n):
-            yield s.images[order[i * B + lo:i * B + hi]].to(s.device, non_blocking=True)
+            yield s.images[order[i * B + lo : i * B + hi]].to(s.device, non_blocking=True)
         return
-    loader = torch.utils.data.DataLoader(EpochBatches(s.images, order, B, first, n - first, (lo, hi)),
-                                         batch_size=None, num_workers=s.workers,
-                                         pin_memory=s.device.type == "cuda")
+    loader = torch.utils.data.DataLoader(
+        EpochBatches(s.images, order, B, first, n - first, (lo, hi)),
+        batch_size=None,
+        num_workers=s.workers,
+        pin_memory=s.device.type == "cuda",
+    )
     for x in loader:
         yield x.to(s.device, non_blocking=True)

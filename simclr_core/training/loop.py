@@ -31,8 +31,14 @@ def fit(s: Session) -> str:
     cfg = s.cfg
     warmup_steps = round(cfg.optim.warmup() * s.steps_per_epoch)
     s.method.train()
-    bar = tqdm(total=s.total_steps, initial=s.step, unit="step", dynamic_ncols=True, file=sys.stderr,
-               disable=None if distributed.is_main() else True)
+    bar = tqdm(
+        total=s.total_steps,
+        initial=s.step,
+        unit="step",
+        dynamic_ncols=True,
+        file=sys.stderr,
+        disable=None if distributed.is_main() else True,
+    )
     s.window_start = s.epoch_start = time.perf_counter()
     s.epoch_start_step = s.step
     for epoch in range(s.epoch, cfg.optim.epochs):
@@ -114,8 +120,17 @@ def log_step(s: Session, epoch: int, bar: tqdm) -> None:
         raise diverged(s, f"loss became {loss} at epoch {epoch + 1}, step {s.step}")
     if not distributed.is_main():
         return
-    s.record({"kind": "step", "epoch": epoch + 1, "step": s.step, "loss": loss, "lr": s.lr, "images_per_s": ips,
-              "time": time.time()})
+    s.record(
+        {
+            "kind": "step",
+            "epoch": epoch + 1,
+            "step": s.step,
+            "loss": loss,
+            "lr": s.lr,
+            "images_per_s": ips,
+            "time": time.time(),
+        }
+    )
     s.run.write_status("running", epoch=epoch, step=s.step, total_steps=s.total_steps, images_per_s=ips)
     bar.set_postfix(loss=f"{loss:.4f}", lr=f"{s.lr:.3g}", img_s=f"{ips:.0f}")
 
@@ -128,9 +143,17 @@ def end_epoch(s: Session) -> None:
     s.epoch_losses = []
     if not math.isfinite(loss):
         raise diverged(s, f"loss became {loss} in epoch {s.epoch}")
-    record: dict[str, Any] = {"kind": "epoch", "epoch": s.epoch, "step": s.step, "loss": loss, "epoch_loss": loss,
-                              "lr": s.lr, "epoch_time_s": seconds, "images_per_s": images / seconds,
-                              "time": time.time()}
+    record: dict[str, Any] = {
+        "kind": "epoch",
+        "epoch": s.epoch,
+        "step": s.step,
+        "loss": loss,
+        "epoch_loss": loss,
+        "lr": s.lr,
+        "epoch_time_s": seconds,
+        "images_per_s": images / seconds,
+        "time": time.time(),
+    }
     every = s.cfg.run.knn_every
     if every and (s.epoch % every == 0 or s.epoch == s.cfg.optim.epochs):
         # rank 0 alone holds the monitor's images; the other ranks wait in save_checkpoint
@@ -138,8 +161,9 @@ def end_epoch(s: Session) -> None:
             record.update(knn_monitor(s))
         if s.probe_images is not None:
             with autocast(s.device, s.amp_dtype):
-                record.update(probe.record(s.method.encoder, s.probe_images, s.view_kwargs, s.run.path, s.epoch,
-                                           s.device))
+                record.update(
+                    probe.record(s.method.encoder, s.probe_images, s.view_kwargs, s.run.path, s.epoch, s.device)
+                )
             s.method.train()
     if distributed.is_main():
         s.record(record)

@@ -50,8 +50,9 @@ def train(cfg: TrainConfig, resume: bool = False) -> RunDir:
             except UserError as e:
                 error = str(e)
             except OSError as e:  # a read-only folder, or --runs-dir naming a file
-                error = (f"cannot write the run folder {Path(cfg.run.runs_dir) / str(name)} ({e.strerror or e}); "
-                         + ("make it writable, then resume" if resume else "choose another --runs-dir"))
+                error = f"cannot write the run folder {Path(cfg.run.runs_dir) / str(name)} ({e.strerror or e}); " + (
+                    "make it writable, then resume" if resume else "choose another --runs-dir"
+                )
         error = distributed.broadcast(error)  # every rank fails alike, none waits forever
         if error:
             raise UserError(error)
@@ -83,15 +84,22 @@ def _train_in(run: RunDir, cfg: TrainConfig, resume: bool) -> RunDir:
                 probe.drop_frames_after(run.path, s.epoch)
                 s.scalars = tboard.Scalars(run.path, s.step, enabled=cfg.run.tensorboard)
             world = distributed.world_size()
-            s.log(f"{'resuming' if s.step else 'starting'} {cfg.method.name} run {run.name} at epoch {s.epoch}, "
-                  f"step {s.step} of {s.total_steps} on {describe(s.device)}"
-                  + (f" x {world} processes" if world > 1 else "")
-                  + f"; {len(s.images)} images, {s.steps_per_epoch} steps per epoch"
-                  + (f"; skipped {s.skipped} file(s)" if s.skipped else ""))
+            s.log(
+                f"{'resuming' if s.step else 'starting'} {cfg.method.name} run {run.name} at epoch {s.epoch}, "
+                f"step {s.step} of {s.total_steps} on {describe(s.device)}"
+                + (f" x {world} processes" if world > 1 else "")
+                + f"; {len(s.images)} images, {s.steps_per_epoch} steps per epoch"
+                + (f"; skipped {s.skipped} file(s)" if s.skipped else "")
+            )
             for note in s.notes:
                 s.log(note)
-            status("running", epoch=s.epoch, step=s.step, total_steps=s.total_steps,
-                   device=describe(s.device) + (f" x {world}" if world > 1 else ""))
+            status(
+                "running",
+                epoch=s.epoch,
+                step=s.step,
+                total_steps=s.total_steps,
+                device=describe(s.device) + (f" x {world}" if world > 1 else ""),
+            )
             with stop_on_signals(s):
                 try:
                     outcome = fit(s)
@@ -102,14 +110,18 @@ def _train_in(run: RunDir, cfg: TrainConfig, resume: bool) -> RunDir:
             status("failed", str(e))
             raise
         except OSError as e:  # the run folder filled its disk, or became read-only, between checkpoints
-            msg = (f"cannot write {e.filename or 'to the run folder'} ({e.strerror or e}); free space there (or "
-                   f"make it writable), then resume with --resume {run.name}")
+            msg = (
+                f"cannot write {e.filename or 'to the run folder'} ({e.strerror or e}); free space there (or "
+                f"make it writable), then resume with --resume {run.name}"
+            )
             status("failed", msg)
             raise UserError(msg) from None
         except torch.cuda.OutOfMemoryError:
             # the batch size fixes the steps per epoch, so a smaller one is a new run, not a resume
-            msg = (f"out of GPU memory at batch size {cfg.optim.batch_size}; start a new run with a lower "
-                   "--batch-size (or --precision bf16)")
+            msg = (
+                f"out of GPU memory at batch size {cfg.optim.batch_size}; start a new run with a lower "
+                "--batch-size (or --precision bf16)"
+            )
             status("failed", msg)
             raise UserError(msg) from None
         except BaseException as e:

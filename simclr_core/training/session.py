@@ -92,16 +92,20 @@ def prepare(cfg: TrainConfig, run: RunDir, resume: bool) -> Session:
         if device.type == "cuda":
             device = torch.device("cuda", distributed.local_rank())
         if cfg.optim.batch_size % world:
-            raise UserError(f"--batch-size {cfg.optim.batch_size} is the global batch and must split evenly "
-                            f"over the {world} processes; use a multiple of {world}")
+            raise UserError(
+                f"--batch-size {cfg.optim.batch_size} is the global batch and must split evenly "
+                f"over the {world} processes; use a multiple of {world}"
+            )
         if cfg.run.sync_bn and device.type != "cuda":
             raise UserError("--sync-bn needs CUDA GPUs (torch's SyncBatchNorm does not run on the CPU); drop it")
     d = cfg.data
     pretrain, bank_split, query_split = data.default_splits(d.dataset, d.data_path)
     train = data.pretrain_split(d, d.train_split or pretrain, subset=d.subset, seed=cfg.run.seed)
     if cfg.optim.batch_size > len(train):
-        raise UserError(f"--batch-size {cfg.optim.batch_size} is larger than the {len(train)} training "
-                        f"images of {train.name}; lower it")
+        raise UserError(
+            f"--batch-size {cfg.optim.batch_size} is larger than the {len(train)} training "
+            f"images of {train.name}; lower it"
+        )
     side = train.images.shape[-1]
     # Resolve "auto" settings once, so config.json records what actually ran.
     if cfg.model.cifar_stem is None:
@@ -122,11 +126,22 @@ def prepare(cfg: TrainConfig, run: RunDir, resume: bool) -> Session:
         module.to(memory_format=torch.channels_last)
     # Buffers are not broadcast: MoCo's queue is kept equal on every rank by its own gather, and
     # batch-norm running statistics (used only for evaluation) are rank 0's, as saved.
-    model = (DistributedDataParallel(module, device_ids=[device.index] if device.type == "cuda" else None,
-                                     broadcast_buffers=False) if world > 1 else module)
+    model = (
+        DistributedDataParallel(
+            module, device_ids=[device.index] if device.type == "cuda" else None, broadcast_buffers=False
+        )
+        if world > 1
+        else module
+    )
     amp_dtype = autocast_dtype(cfg.optim.precision, device)
-    optimizer = build_optimizer(module, cfg.optim.optimizer, cfg.optim.peak_lr(), cfg.optim.momentum,
-                                cfg.optim.decay(), fused=device.type == "cuda")
+    optimizer = build_optimizer(
+        module,
+        cfg.optim.optimizer,
+        cfg.optim.peak_lr(),
+        cfg.optim.momentum,
+        cfg.optim.decay(),
+        fused=device.type == "cuda",
+    )
     scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
     generator = torch.Generator(device=device).manual_seed(view_seed(cfg.run.seed, rank))
     # Small datasets live on the device, so a batch is one index op (no loader, no copies).
@@ -134,15 +149,30 @@ def prepare(cfg: TrainConfig, run: RunDir, resume: bool) -> Session:
     images = train.images.to(device) if on_device else train.images
     workers = cfg.run.workers if cfg.run.workers is not None else 4 * (device.type == "cuda")
 
-    s = Session(cfg=cfg, run=run, device=device, images=images, method=method, model=model, optimizer=optimizer,
-                scaler=scaler, amp_dtype=amp_dtype, view_kwargs=view_kwargs, generator=generator, arch=arch,
-                steps_per_epoch=len(train) // cfg.optim.batch_size, skipped=train.skipped,
-                workers=0 if on_device else workers)
+    s = Session(
+        cfg=cfg,
+        run=run,
+        device=device,
+        images=images,
+        method=method,
+        model=model,
+        optimizer=optimizer,
+        scaler=scaler,
+        amp_dtype=amp_dtype,
+        view_kwargs=view_kwargs,
+        generator=generator,
+        arch=arch,
+        steps_per_epoch=len(train) // cfg.optim.batch_size,
+        skipped=train.skipped,
+        workers=0 if on_device else workers,
+    )
     s.notes.extend(train.notes)  # what the folder scan skipped, the held-out fifth, no cache
     if cfg.method.name == "moco_v2" and cfg.method.queue_size > len(train):
-        s.notes.append(f"warning: the MoCo queue (--queue-size {cfg.method.queue_size}) is larger than the "
-                       f"{len(train)} training images, so it holds each image's own older keys as negatives; "
-                       f"use a queue of at most {len(train)}")
+        s.notes.append(
+            f"warning: the MoCo queue (--queue-size {cfg.method.queue_size}) is larger than the "
+            f"{len(train)} training images, so it holds each image's own older keys as negatives; "
+            f"use a queue of at most {len(train)}"
+        )
     if cfg.run.compile:
         s.compiled = torch.compile(model)
     if resume:

@@ -21,8 +21,9 @@ def save_checkpoint(s: Session) -> None:
     """
     bad = nonfinite(as_module(s.method))
     if distributed.any_rank(bad is not None, s.device):
-        raise diverged(s, f"the weights became non-finite ({bad or 'on another process'}) at epoch "
-                          f"{s.epoch}, step {s.step}")
+        raise diverged(
+            s, f"the weights became non-finite ({bad or 'on another process'}) at epoch {s.epoch}, step {s.step}"
+        )
     generators = distributed.all_objects(s.generator.get_state().cpu())  # each rank draws its own views
     losses = distributed.mean(torch.stack(s.epoch_losses)).cpu() if s.epoch_losses else torch.empty(0)
     if not distributed.is_main():
@@ -47,9 +48,11 @@ def save_checkpoint(s: Session) -> None:
         checkpoints.save_backbone(s.method.encoder.backbone, s.arch, s.run.backbone_path, s.view_kwargs["size"])
     except OSError as e:  # a full disk, or a folder made read-only: the previous last.pt is intact
         kept = f"last.pt still holds epoch {s.saved_at[0]}, step {s.saved_at[1]}" if s.saved_at else "no checkpoint yet"
-        raise UserError(f"cannot write the checkpoint of epoch {s.epoch}, step {s.step} in {s.run.path} "
-                        f"({e.strerror or e}); {kept}. Free space there (or make it writable), then resume "
-                        f"with --resume {s.run.name}") from None
+        raise UserError(
+            f"cannot write the checkpoint of epoch {s.epoch}, step {s.step} in {s.run.path} "
+            f"({e.strerror or e}); {kept}. Free space there (or make it writable), then resume "
+            f"with --resume {s.run.name}"
+        ) from None
     s.saved_at = (s.epoch, s.step)
 
 
@@ -64,8 +67,10 @@ def restore(s: Session) -> None:
     s.optimizer.load_state_dict(ckpt["optimizer"])
     s.scaler.load_state_dict(ckpt["scaler"])
     if ckpt["steps_per_epoch"] != s.steps_per_epoch:
-        raise UserError(f"{path} was saved with {ckpt['steps_per_epoch']} steps per epoch but the data now "
-                        f"gives {s.steps_per_epoch}: the dataset changed; start a new run")
+        raise UserError(
+            f"{path} was saved with {ckpt['steps_per_epoch']} steps per epoch but the data now "
+            f"gives {s.steps_per_epoch}: the dataset changed; start a new run"
+        )
     s.epoch, s.step = ckpt["epoch"], ckpt["step"]
     s.saved_at = (s.epoch, s.step)
     generators = ckpt.get("view_generators") or [ckpt["view_generator"]]
@@ -73,8 +78,10 @@ def restore(s: Session) -> None:
         s.generator.set_state(generators[distributed.rank()].cpu())
     else:  # another number of processes: same data order, fresh (seeded) view streams
         s.generator.manual_seed(view_seed(s.cfg.run.seed, distributed.rank(), s.step))
-        s.notes.append(f"note: saved by {len(generators)} process(es), resumed on {distributed.world_size()}; "
-                       "the data order continues exactly, the random views from new seeded streams")
+        s.notes.append(
+            f"note: saved by {len(generators)} process(es), resumed on {distributed.world_size()}; "
+            "the data order continues exactly, the random views from new seeded streams"
+        )
     s.epoch_losses = list(ckpt["epoch_losses"].to(s.device))
     checkpoints.set_rng_state(ckpt["rng"])
 
@@ -98,8 +105,11 @@ def nonfinite(module: torch.nn.Module) -> str | None:
 
 def diverged(s: Session, what: str) -> UserError:
     """The error for a run whose numbers blew up: which checkpoint survives, and a resume that can work."""
-    kept = (f"kept the last good checkpoint (epoch {s.saved_at[0]}, step {s.saved_at[1]})" if s.saved_at
-            else "no checkpoint was written before it")
+    kept = (
+        f"kept the last good checkpoint (epoch {s.saved_at[0]}, step {s.saved_at[1]})"
+        if s.saved_at
+        else "no checkpoint was written before it"
+    )
     fix = f"--lr {s.cfg.optim.peak_lr() / 2:.3g}"
     if s.cfg.method.temperature is not None:
         fix += f" (or a higher --temperature than {s.cfg.method.temperature:g})"

@@ -23,8 +23,16 @@ import pytest
 REPO = Path(__file__).resolve().parents[2]
 SHOTS = REPO / "test-output" / "browser"
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-quic",
-         "--no-first-run", "--disable-component-update", "--disable-sync"]
+FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-component-update",
+    "--disable-sync",
+]
 
 if not Path(CHROMIUM).exists():
     if os.environ.get("CI") == "true":
@@ -57,10 +65,27 @@ def app_server(tmp_path_factory):
     env.pop("SIMCLR_JOBS", None)  # the real background worker, as a user's app has
     log = open(home / "streamlit.log", "wb")  # noqa: SIM115 - the server writes to it until the module's tests end
     proc = subprocess.Popen(
-        [sys.executable, "-m", "streamlit", "run", str(REPO / "app.py"),
-         *server_flags(REPO / ".streamlit" / "config.toml"), "--server.headless", "true",
-         "--server.port", str(port), "--server.address", "127.0.0.1", "--browser.gatherUsageStats", "false"],
-        cwd=home, env=env, stdout=log, stderr=subprocess.STDOUT)
+        [
+            sys.executable,
+            "-m",
+            "streamlit",
+            "run",
+            str(REPO / "app.py"),
+            *server_flags(REPO / ".streamlit" / "config.toml"),
+            "--server.headless",
+            "true",
+            "--server.port",
+            str(port),
+            "--server.address",
+            "127.0.0.1",
+            "--browser.gatherUsageStats",
+            "false",
+        ],
+        cwd=home,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
     url = f"http://127.0.0.1:{port}"
     deadline = time.time() + 90
     while True:
@@ -120,15 +145,25 @@ def check_page(page, name: str) -> None:
     page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
 
 
-PAGES = [("Augmentations", "Augmentations"), ("Embeddings", "Embeddings"), ("Search", "Search"),
-         ("Evaluate", "Evaluate & compare")]
+PAGES = [
+    ("Augmentations", "Augmentations"),
+    ("Embeddings", "Embeddings"),
+    ("Search", "Search"),
+    ("Evaluate", "Evaluate & compare"),
+]
 # What each page shows once it has a trained run to work with.
-READY = {"Augmentations": '[data-testid="stImage"] >> nth=17', "Embeddings": '[data-testid="stDeckGlJsonChart"] canvas',
-         "Search": "text=neighbours share", "Evaluate": "text=Compare runs"}
+READY = {
+    "Augmentations": '[data-testid="stImage"] >> nth=17',
+    "Embeddings": '[data-testid="stDeckGlJsonChart"] canvas',
+    "Search": "text=neighbours share",
+    "Evaluate": "text=Compare runs",
+}
 DECK = '[data-testid="stDeckGlJsonChart"] canvas'
-TOOLTIP_IMAGE = ("() => { const t = document.querySelector('.deck-tooltip');"
-                 " const i = t && t.style.display !== 'none' && t.querySelector('img');"
-                 " return !!i && i.complete && i.naturalWidth > 0; }")
+TOOLTIP_IMAGE = (
+    "() => { const t = document.querySelector('.deck-tooltip');"
+    " const i = t && t.style.display !== 'none' && t.querySelector('img');"
+    " return !!i && i.complete && i.naturalWidth > 0; }"
+)
 
 
 def test_every_page_without_runs(server, page):
@@ -230,8 +265,9 @@ def test_launch_a_quick_cpu_run_and_watch_its_curve(server, page):
     # The live view draws the loss curve from metrics.jsonl as soon as the first steps are logged.
     page.locator('[data-testid="stPlotlyChart"]').first.wait_for(timeout=240_000)
     # The sidebar and the run list follow the run's state without a reload: "starting", then "running".
-    page.wait_for_function("(sel) => document.querySelector(sel)?.value === 'browser-demo (running)'", arg=PICKER,
-                           timeout=60_000)
+    page.wait_for_function(
+        "(sel) => document.querySelector(sel)?.value === 'browser-demo (running)'", arg=PICKER, timeout=60_000
+    )
     wait_for_run_table(page, "browser-demo", "running")
     check_page(page, "1-train-running")
     deadline = time.time() + 300
@@ -292,7 +328,8 @@ def test_explorer_hover_click_and_over_training(server, page):
     check_page(page, "6-over-training-last")
     page.get_by_role("slider").first.focus()
     page.keyboard.press("Home")  # the first epoch
-    page.wait_for_function("() => document.querySelector('[data-testid=\"stMetricValue\"]')"
-                           ".innerText.startsWith('1 /')")
+    page.wait_for_function(
+        "() => document.querySelector('[data-testid=\"stMetricValue\"]').innerText.startsWith('1 /')"
+    )
     settle(page, "probe images", DECK)
     check_page(page, "7-over-training-first")

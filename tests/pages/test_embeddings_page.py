@@ -30,8 +30,12 @@ def grid(at, prefix: str) -> list[tuple[int, str]]:
     def walk(node):
         for c in getattr(node, "children", {}).values():
             kids = list(getattr(c, "children", {}).values())
-            if getattr(c, "type", None) == "column" and len(kids) == 2 and kids[1].type == "button" \
-                    and (kids[1].key or "").startswith(prefix):
+            if (
+                getattr(c, "type", None) == "column"
+                and len(kids) == 2
+                and kids[1].type == "button"
+                and (kids[1].key or "").startswith(prefix)
+            ):
                 out.append((int(kids[1].key.rsplit("-", 1)[1]), kids[0].captions[0]))
             walk(c)
 
@@ -251,6 +255,7 @@ def test_search_results_open_on_the_map(finished_run):
 
 
 # ---- over training
+
 
 def test_over_training_slider_changes_the_frame(finished_run):
     at = app("embeddings", emb_view="over training", traj_method="pca")

@@ -69,8 +69,10 @@ def test_random_init_baseline_row(finished_run):
     assert sorted(table["result"]) == ["tiny (random init)", "tiny · epoch 2"]
     assert table.set_index("result").loc["tiny (random init)", "epoch"] == 0
     assert len(charts(at)["eval_bars"]["data"]) == 2  # one group colour per model
-    assert [r["checkpoint"] == "random-init" for r in
-            json.loads((finished_run.path / "eval.json").read_text())] == [False, True]
+    assert [r["checkpoint"] == "random-init" for r in json.loads((finished_run.path / "eval.json").read_text())] == [
+        False,
+        True,
+    ]
 
 
 def test_run_without_checkpoint_is_an_error_not_a_crash(finished_run):

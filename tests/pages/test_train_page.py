@@ -124,8 +124,15 @@ def test_cifar_preset_fills_the_form(runs_dir):
 
 def test_valid_submit_launches_the_form_values_and_selects_the_run(runs_dir, launches):
     at = app("train")
-    at = submit(at, optim__epochs=3, method__temperature=0.2, optim__lr="0.1", model__proj_out_dim=32,
-                views__jitter_strength=0.4, run__name="mine")
+    at = submit(
+        at,
+        optim__epochs=3,
+        method__temperature=0.2,
+        optim__lr="0.1",
+        model__proj_out_dim=32,
+        views__jitter_strength=0.4,
+        run__name="mine",
+    )
     assert not at.exception and not errors(at)
     assert len(launches) == 1
     cfg = launches[0]
@@ -157,8 +164,12 @@ def test_method_settings_reach_the_run_and_blank_means_the_methods_default(runs_
     at.selectbox(key="tf.method.ema_schedule").set_value("constant")
     at = submit(at, method__ema=0.99, method__pred_hidden_dim=256, run__name="byol")
     cfg = launches[1]
-    assert (cfg.method.name, cfg.method.ema, cfg.method.ema_schedule, cfg.method.pred_hidden_dim) == \
-        ("byol", 0.99, "constant", 256)
+    assert (cfg.method.name, cfg.method.ema, cfg.method.ema_schedule, cfg.method.pred_hidden_dim) == (
+        "byol",
+        0.99,
+        "constant",
+        256,
+    )
 
 
 def test_gpu_count_is_offered_only_with_several_gpus(runs_dir, launches, monkeypatch):
@@ -200,8 +211,10 @@ def test_bad_learning_rate_text_is_an_error(runs_dir, launches):
 
 def test_folder_dataset_needs_an_existing_folder(runs_dir, launches, roots):
     at = app("train")
-    assert any("needs an image folder" in e and "**Image folder**" in e
-               for e in refused(at, data__dataset="folder", data__data_path=""))
+    assert any(
+        "needs an image folder" in e and "**Image folder**" in e
+        for e in refused(at, data__dataset="folder", data__data_path="")
+    )
     assert any("does not exist" in e for e in refused(at, data__data_path=str(roots / "nowhere")))
     (roots / "a.jpg").write_bytes(b"not a folder")
     assert any("is a file, not a folder" in e for e in refused(at, data__data_path=str(roots / "a.jpg")))
@@ -257,8 +270,14 @@ def test_existing_run_name_is_an_error_naming_the_fix(finished_run, launches):
 
 
 def test_the_form_keeps_its_values_when_the_user_comes_back(runs_dir, launches, roots):
-    at = fill(app("train"), optim__epochs=7, optim__batch_size=64, data__dataset="folder",
-              data__data_path=str(roots), run__name="later")
+    at = fill(
+        app("train"),
+        optim__epochs=7,
+        optim__batch_size=64,
+        data__dataset="folder",
+        data__data_path=str(roots),
+        run__name="later",
+    )
     at.switch_page("pages/augment.py").run()
     at.switch_page("pages/evaluate.py").run()
     at.switch_page("pages/train.py").run()
@@ -283,8 +302,14 @@ def test_finished_run_shows_list_curves_and_resume(finished_run):
     row = table[table["run"] == "tiny"].iloc[0]
     assert row["state"] == "finished" and row["epochs"] == "2/2" and row["method"] == "simclr"
     assert row["best kNN top-1 %"] > 0
-    assert [c.key for c in at.get("plotly_chart")] == ["tf_loss", "tf_lr", "tf_knn", "tf_rankme", "tf_alignment",
-                                                       "tf_uniformity"]  # and the label-free health
+    assert [c.key for c in at.get("plotly_chart")] == [
+        "tf_loss",
+        "tf_lr",
+        "tf_knn",
+        "tf_rankme",
+        "tf_alignment",
+        "tf_uniformity",
+    ]  # and the label-free health
     assert at.button(key="tf_resume")
     assert at.number_input(key="tf_resume_epochs.tiny").value == 2 + 10
     assert not errors(at)
@@ -294,8 +319,16 @@ def test_a_collapsed_representation_raises_the_alarm(finished_run):
     from simclr_core.health import collapse_alarm
 
     last = finished_run.metrics("epoch")[-1]
-    finished_run.append_metrics({**last, "epoch": 3, "step": last["step"] + 2, "rankme_h": 1.0, "rankme_z": 1.0,
-                                 "collapse": collapse_alarm(1.0)})
+    finished_run.append_metrics(
+        {
+            **last,
+            "epoch": 3,
+            "step": last["step"] + 2,
+            "rankme_h": 1.0,
+            "rankme_z": 1.0,
+            "collapse": collapse_alarm(1.0),
+        }
+    )
     at = app("train")
     assert not at.exception
     assert any("Collapse at epoch 3" in e and "effective rank is 1.00" in e for e in errors(at))
@@ -323,8 +356,13 @@ def test_failed_run_shows_its_message_as_an_error(finished_run):
 
 
 def test_views_from_the_augmentations_page_prefill_the_form(runs_dir, launches):
-    views = {"jitter_strength": 0.3, "crop_scale_min": 0.2, "crop_scale_max": 0.9, "solarize_prob": 0.1,
-             "blur_prob": 0.0}
+    views = {
+        "jitter_strength": 0.3,
+        "crop_scale_min": 0.2,
+        "crop_scale_max": 0.9,
+        "solarize_prob": 0.1,
+        "blur_prob": 0.0,
+    }
     at = app("train", train_views=views)
     assert any("Augmentations page" in i.value for i in at.info)
     assert at.number_input(key="tf.views.jitter_strength").value == 0.3
@@ -353,6 +391,7 @@ def test_a_run_whose_process_dies_at_start_shows_what_it_printed(runs_dir, monke
 
 # ---- real processes through simclr_core.launch ----------------------------------------------------------
 
+
 def wait_for(predicate, timeout: float = 120.0) -> bool:
     end = time.monotonic() + timeout
     while time.monotonic() < end:
@@ -380,8 +419,9 @@ def test_stop_ends_a_long_run_cleanly(tmp_path):
     cfg = tiny_config(tmp_path, "long")
     cfg.optim.epochs, cfg.run.knn_every, cfg.run.num_threads = 1000, 0, 1
     run = launch.launch(cfg)
-    assert wait_for(lambda: run.status().get("step", 0) > 0 or run.status().get("state") in ("failed", "died")), \
+    assert wait_for(lambda: run.status().get("step", 0) > 0 or run.status().get("state") in ("failed", "died")), (
         launch.console_tail(run)
+    )
     assert launch.is_active(run)
     launch.stop(run)
     assert wait_for(lambda: run.status().get("state") != "running" and not launch.is_active(run))
@@ -401,6 +441,7 @@ def test_a_run_with_a_checkpoint_offers_its_backbone_in_every_export_format(fini
 
 
 # ---- run management (simclr_core.manage) --------------------------------------------------------------
+
 
 def test_rename_notes_archive_and_restore_from_the_page(finished_run, runs_dir):
     at = app("train")

@@ -48,8 +48,14 @@ def one_line_error(code, err):
 def spawn_training(tmp_path, name, epochs="200"):
     args = tiny_args(tmp_path, name) + ["--epochs", epochs, "--knn-every", "0"]
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    return subprocess.Popen([sys.executable, "-m", "simclr_core.train", *args], cwd=REPO, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        [sys.executable, "-m", "simclr_core.train", *args],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def wait_for_training(run: RunDir, proc, timeout=120):

@@ -1,6 +1,5 @@
 """Batches (training/batches.py): DataLoader workers feed exactly the batches of the on-device path."""
 
-
 import pytest
 import torch
 

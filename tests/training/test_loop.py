@@ -1,6 +1,5 @@
 """The loop (training/loop.py): it learns, a NaN stops it with advice, torch.compile falls back to eager."""
 
-
 import pytest
 import torch
 
@@ -77,6 +76,7 @@ def test_compile_failure_falls_back_to_eager(tmp_path, monkeypatch):
     def broken_compile(model, **kw):
         def fail(*a, **k):
             raise RuntimeError("no C++ compiler found")
+
         return fail
 
     monkeypatch.setattr(torch, "compile", broken_compile)

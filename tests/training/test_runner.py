@@ -27,8 +27,15 @@ from tests.training.common import (
 def test_tiny_run_writes_the_run_folder(tiny):
     run = train(tiny)
     files = {p.name for p in run.path.iterdir()}
-    assert {"config.json", "metrics.jsonl", "status.json", "last.pt", "backbone.pt", "backbone.json",
-            "train.log"} <= files
+    assert {
+        "config.json",
+        "metrics.jsonl",
+        "status.json",
+        "last.pt",
+        "backbone.pt",
+        "backbone.json",
+        "train.log",
+    } <= files
     status = run.status()
     assert status["state"] == "finished" and status["epoch"] == 2 and status["step"] == 4
     metrics = run.metrics()
@@ -70,10 +77,23 @@ def test_two_resumes_at_once_one_writer(tmp_path, capsys):
     assert main(tiny_args(tmp_path)) == 0
     run = RunDir(tmp_path / "runs" / "tiny")
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    argv = [sys.executable, "-m", "simclr_core.train", "--resume", "tiny", "--runs-dir", str(tmp_path / "runs"),
-            "--knn-every", "0"]
-    procs = [subprocess.Popen(argv + ["--epochs", epochs], cwd=REPO, env=env, stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, text=True) for epochs in ("30", "40")]
+    argv = [
+        sys.executable,
+        "-m",
+        "simclr_core.train",
+        "--resume",
+        "tiny",
+        "--runs-dir",
+        str(tmp_path / "runs"),
+        "--knn-every",
+        "0",
+    ]
+    procs = [
+        subprocess.Popen(
+            argv + ["--epochs", epochs], cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+        for epochs in ("30", "40")
+    ]
     outs = [p.communicate(timeout=300) for p in procs]
     codes = sorted(p.returncode for p in procs)
     assert codes == [0, 2], outs
