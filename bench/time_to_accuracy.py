@@ -25,7 +25,15 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "bench"))
 
-from simclr_core.config import DataConfig, ModelConfig, OptimConfig, RunConfig, TrainConfig, ViewConfig  # noqa: E402
+from simclr_core.config import (  # noqa: E402
+    DataConfig,
+    MethodConfig,
+    ModelConfig,
+    OptimConfig,
+    RunConfig,
+    TrainConfig,
+    ViewConfig,
+)
 from simclr_core.hardware import describe, resolve_device  # noqa: E402
 from simclr_core.runs import RunDir, open_run  # noqa: E402
 from simclr_core.train import train  # noqa: E402
@@ -85,12 +93,12 @@ def main() -> None:
             ),
             views=ViewConfig.cifar(),
             model=ModelConfig(backbone=args.backbone, cifar_stem=True),
+            method=MethodConfig(temperature=args.temperature),
             optim=OptimConfig(
                 epochs=args.epochs,
                 batch_size=args.batch_size,
                 optimizer=args.optimizer,
                 lr=args.lr,
-                temperature=args.temperature,
             ),
             run=RunConfig(
                 name=name,
