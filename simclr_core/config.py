@@ -580,10 +580,12 @@ def _upgrade(d: dict[str, Any]) -> dict[str, Any]:
         part = d.get(old)
         if not isinstance(part, dict) or key not in part:
             continue
-        value = part.pop(key)
-        target = d.setdefault(new, {})
+        if d.get(new) is None:  # absent, or an empty YAML section
+            d[new] = {}
+        target = d[new]
         if not isinstance(target, dict):
             continue  # from_dict names the broken section
+        value = part.pop(key)
         if to in target and target[to] != value:
             raise UserError(
                 f"config key {old}.{key} ({value!r}) and {new}.{to} ({target[to]!r}) disagree; keep {new}.{to} only"

@@ -20,7 +20,7 @@ from simclr_core.training import train
 
 __all__ = ["RESUMABLE", "build_parser", "main", "train"]
 
-
+# Flags that may change when resuming: they do not change what the run computes.
 RESUMABLE = {
     "epochs",
     "device",

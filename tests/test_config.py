@@ -55,6 +55,7 @@ def test_config_files_of_0_2_load_into_the_method_section():
         "optim": {"temperature": 0.3, "epochs": 3},
     }  # the caller's dict is left alone
     assert TrainConfig.from_dict({"model": {"method": "byol"}, "method": {"name": "byol"}}).method.name == "byol"
+    assert TrainConfig.from_dict({"model": {"method": "byol"}, "method": None}).method.name == "byol"  # `method:`
     with pytest.raises(UserError, match=r"optim.temperature \(0.3\) and method.temperature \(0.5\) disagree"):
         TrainConfig.from_dict({"optim": {"temperature": 0.3}, "method": {"temperature": 0.5}})
     # method.name is --method, run.name is --name: two options

@@ -1,8 +1,8 @@
 """The training loop: :func:`fit`, and the bookkeeping it calls at log steps and epoch ends.
 
-One page to read: views, lr, forward under autocast, backward, the momentum update, then a metrics
-line every ``log_every`` steps (the only host syncs) and, at each epoch's end, the kNN monitor, the
-probe frame and the checkpoint.
+One page to read: views, lr, forward under autocast, backward, the momentum update; every
+``log_every`` steps a metrics line (a CPU-GPU sync point, so not every step); at each epoch's end
+the kNN monitor, the probe frame and the checkpoint.
 """
 
 from __future__ import annotations
