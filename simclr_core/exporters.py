@@ -113,6 +113,9 @@ def _write_atomic(path: Path, write: Callable[[Path], None]) -> None:
     """Call ``write(temp)`` beside ``path``, then rename; a failure removes the temp file and names the fix."""
     if not path.parent.is_dir():
         raise UserError(f"the folder {path.parent} does not exist: create it or choose another --out")
+    # before writing: torch.save, torch.jit.save and safetensors report a closed folder each in its own way
+    if not os.access(path.parent, os.W_OK):
+        raise UserError(f"cannot write {path}: the folder {path.parent} is read-only; choose another --out")
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
         write(tmp)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -163,6 +164,22 @@ def test_an_unwritable_output_leaves_no_file(tmp_path, capsys, monkeypatch):
     rc, err = cli(capsys, tmp_path, "--run", "exp", "--format", "torchscript", "--out", str(out / "b.pt"))
     assert rc == 2 and err.strip() == f"error: cannot write {out / 'b.pt'}: permission denied; choose another --out"
     assert list(out.iterdir()) == []  # the temp file is gone too
+
+
+@pytest.mark.parametrize("fmt", ["safetensors", "torchscript", "timm"])
+def test_a_read_only_folder_is_one_line_for_every_format(tmp_path, capsys, monkeypatch, fmt):
+    fake_run(tmp_path)
+    out = tmp_path / "out"
+    out.mkdir()
+    real = os.access
+    # as root, chmod does not close a folder; os.access is what a user without write permission sees
+    monkeypatch.setattr(os, "access", lambda p, mode: False if Path(p) == out else real(p, mode))
+    rc, err = cli(capsys, tmp_path, "--run", "exp", "--format", fmt, "--out", str(out / "b.bin"))
+    assert (
+        rc == 2
+        and err.strip() == f"error: cannot write {out / 'b.bin'}: the folder {out} is read-only; choose another --out"
+    )
+    assert list(out.iterdir()) == []
 
 
 def test_an_output_that_is_a_folder(tmp_path, capsys):
