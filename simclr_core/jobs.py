@@ -75,8 +75,11 @@ def status(directory: str | Path, jid: str) -> dict[str, Any]:
     A job marked running whose worker has died reads as failed, with a message saying so.
     """
     job = _read(Path(directory) / f"{jid}.json")
-    if job is None:
-        return {"state": "missing"}
+    return {"state": "missing"} if job is None else _as_seen(job)
+
+
+def _as_seen(job: dict[str, Any]) -> dict[str, Any]:
+    """A job record as pages see it: marked running by a worker that has died, it failed."""
     if job["state"] == "running" and not _is_worker(job.get("pid")):
         job.update(state="failed", message="the background worker stopped while computing this; try again")
     return job
@@ -87,19 +90,19 @@ def find(directory: str | Path, kind: str) -> list[dict[str, Any]]:
 
     A page that submitted a job keeps no id across a reload; it finds its jobs here again.
     """
-    found = [status(directory, path.stem) for path, job in _jobs(Path(directory)) if job.get("kind") == kind]
+    found = [_as_seen(job) for _, job in _jobs(Path(directory)) if job.get("kind") == kind]
     return sorted(found, key=lambda j: j.get("submitted", 0.0), reverse=True)
 
 
 def busy_with(directory: str | Path, run: str | Path) -> bool:
     """True while a queued or running job reads or writes the run folder ``run`` (its spec names it)."""
     target = str(Path(run))
-    for path, job in _jobs(Path(directory)):
+    for _, job in _jobs(Path(directory)):
         spec = job.get("spec")
         if not isinstance(spec, dict):
             continue
         named = [spec.get("run")] + [r.get("run") for r in spec.get("runs", []) if isinstance(r, dict)]
-        if job["state"] in ACTIVE and target in named and status(directory, path.stem)["state"] in ACTIVE:
+        if target in named and _as_seen(job)["state"] in ACTIVE:
             return True
     return False
 

@@ -34,10 +34,7 @@ def is_failed(state: str) -> bool:
 def _busy(run: RunDir) -> bool:
     """True while a process trains the run, holds its folder's writer lock, or a background job (an
     evaluation, embeddings for a map) works on it."""
-    if launch.is_active(run) or jobs.busy_with(jobs.jobs_dir(run.path.parent), run.path):
-        return True
-    writer_alive = getattr(run, "writer_alive", None)
-    return bool(writer_alive and writer_alive())
+    return launch.is_active(run) or run.writer_alive() or jobs.busy_with(jobs.jobs_dir(run.path.parent), run.path)
 
 
 def _check_idle(run: RunDir, what: str) -> None:
