@@ -2,7 +2,7 @@
 
 import streamlit as st
 
-from pages.common import sidebar
+from pages.common import keep_widgets, page_icon, sidebar, style
 
 
 def home() -> None:
@@ -11,7 +11,7 @@ def home() -> None:
     st.switch_page("pages/train.py")
 
 
-st.set_page_config(page_title="SimCLR Studio", page_icon=":material/hub:", layout="wide")
+st.set_page_config(page_title="SimCLR Studio", page_icon=page_icon(), layout="wide")
 PAGES = [
     st.Page("pages/train.py", title="Train", icon=":material/model_training:"),
     st.Page("pages/augment.py", title="Augmentations", icon=":material/photo_library:"),
@@ -25,5 +25,7 @@ PAGES = [
 nav = st.navigation(
     [st.Page(home, title="SimCLR Studio", default=True, visibility="hidden"), *PAGES], position="hidden"
 )
+keep_widgets()  # before any page: widgets a run did not draw get their values back
+style()
 sidebar(PAGES)
 nav.run()

@@ -66,7 +66,10 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_streamlit(script: Path, cwd: Path, env: dict[str, str] | None = None) -> tuple[subprocess.Popen, str]:
+def start_streamlit(
+    script: Path, cwd: Path, env: dict[str, str] | None = None, flags: list[str] | None = None
+) -> tuple[subprocess.Popen, str]:
+    """``streamlit run script`` on a free port (``flags``: more server options), once it answers: (process, url)."""
     port = free_port()
     proc = subprocess.Popen(
         [
@@ -85,6 +88,7 @@ def start_streamlit(script: Path, cwd: Path, env: dict[str, str] | None = None) 
             "false",
             "--server.enableStaticServing",
             "true",
+            *(flags or []),
         ],
         cwd=cwd,
         env={**os.environ, "PYTHONPATH": str(REPO), **(env or {})},

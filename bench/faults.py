@@ -1,14 +1,19 @@
-"""Fault campaign: kill -9 at random moments and at checkpoint writes, two writers at once, and
-damaged run files; prints what was tried and what survived.
+"""Fault campaign: kill -9 at random moments and at checkpoint writes, two writers at once, damaged
+run files, and the faults of issue 16 (a real full disk, values without a bound, ...); prints what was
+tried and what survived.
 
-    python bench/faults.py                 # 20 kills, 5 races, 24 damaged files (about 10 minutes on 2 CPU cores)
+    python bench/faults.py                 # 20 kills, 5 races, 24 damaged files, issue 16 (about 12 minutes)
     python bench/faults.py --kills 60 --races 10
+    python bench/faults.py --parts issue16 # only the faults of issue 16 (about 3 minutes on 2 CPU cores)
 
 Each kill is followed by ``--resume`` until the run finishes; the chain must end bit-identical to
 a straight run of the same settings (CPU, one thread), lose at most one epoch per kill, and leave
 no temp file behind. Each race starts two ``--resume`` processes at once: exactly one may train.
 Damaged files are written into a finished run, and every reader must give a message, not a
-traceback. Results go to BENCHMARKS.md ("faults").
+traceback. The faults of issue 16 each run a real command and must end in exit 0, or exit 2 with one
+line naming the fix, no traceback, no temp file, and a status.json that does not say "running"; the
+full-disk ones need a tmpfs (root), and are left out with a note where mounting is not allowed.
+Results go to BENCHMARKS.md ("faults").
 """
 
 from __future__ import annotations
@@ -244,21 +249,215 @@ def damaged_files(runs: Path) -> dict:
     return out
 
 
+# ---- issue 16: the faults that still failed after issue 11 ------------------------------------------------------
+
+
+def cli(module: str, *argv: str) -> tuple[int, str]:
+    """Run ``python -m simclr_core.<module>``; (exit status, stderr)."""
+    proc = subprocess.run(
+        [sys.executable, "-m", f"simclr_core.{module}", *argv], cwd=REPO, env=ENV, capture_output=True, text=True
+    )
+    return proc.returncode, proc.stderr
+
+
+def judged(code: int, err: str, want: str = "", run: RunDir | None = None) -> str | None:
+    """Why a command's end is not a clean one (None: clean): exit 0, or exit 2 with one ``error:`` line
+    holding ``want``; no traceback; the run's status not left "running" and no temp file in its folder."""
+    last = err.strip().splitlines()[-1] if err.strip() else ""
+    if "Traceback" in err or code not in (0, 2):
+        return f"exit {code}: {last[:200]}"
+    if code == 2 and (not last.startswith("error: ") or want not in last):
+        return f"exit 2 but {last[:200]!r} (wanted {want!r})"
+    if run is not None and run.path.is_dir():
+        if run.status().get("state") in ("running", "died"):
+            return f"status.json left {run.status().get('state')!r}"
+        left = [p.name for p in run.path.rglob("*") if ".tmp" in p.name or p.name == ".status.reserve"]
+        if left:
+            return f"left {left}"
+    return None
+
+
+def _damage_ckpt(run: RunDir, change) -> None:
+    ckpt = torch.load(run.last_ckpt, weights_only=True)
+    change(ckpt)
+    torch.save(ckpt, run.last_ckpt)
+
+
+def _replace_with_folder(path: Path) -> None:
+    path.unlink(missing_ok=True)
+    path.mkdir()
+
+
+# (name, damage, command, the phrase the error line must hold ("" when the command must succeed))
+DAMAGED_16 = [
+    ("last.pt epoch is text", lambda r: _damage_ckpt(r, lambda c: c.update(epoch="two")), "resume", "is damaged"),
+    ("last.pt without optimizer", lambda r: _damage_ckpt(r, lambda c: c.pop("optimizer")), "resume", "is damaged"),
+    ("backbone.pt a bare tensor", lambda r: torch.save(torch.zeros(3), r.backbone_path), "export", "bare tensor"),
+    ("backbone.json not UTF-8", lambda r: r.backbone_path.with_suffix(".json").write_bytes(b"\xff\xfe\x00"),
+     "export", "is damaged"),
+    ("backbone.json []", lambda r: r.backbone_path.with_suffix(".json").write_bytes(b"[]"), "export", "is damaged"),
+    ("backbone.json truncated", lambda r: r.backbone_path.with_suffix(".json").write_bytes(b'{"backbone": "res'),
+     "export", "is damaged"),
+    ("embeddings cache .npz a folder", lambda r: _cache_folder(r), "embed", ""),
+    ("embeddings/ a file", lambda r: (shutil.rmtree(r.embeddings_dir, ignore_errors=True),
+                                      r.embeddings_dir.write_text("x")), "embed", ""),
+    ("STOP a folder", lambda r: _replace_with_folder(r.stop_path), "resume", "is a folder"),
+    ("train.log a folder", lambda r: _replace_with_folder(r.log_path), "resume", "is a folder"),
+    ("STOP a folder", lambda r: _replace_with_folder(r.stop_path), "export", ""),
+    ("train.log a folder", lambda r: _replace_with_folder(r.log_path), "export", ""),
+    ("export a file", lambda r: r.export_dir.write_text("x"), "export", "is a file"),
+]  # fmt: skip
+
+
+def _cache_folder(run: RunDir) -> None:
+    from simclr_core.embeddings import embedding_cache
+
+    shutil.rmtree(run.embeddings_dir, ignore_errors=True)
+    embedding_cache(run, "test").mkdir(parents=True)
+
+
+def _commands(runs: Path, name: str) -> dict[str, tuple[str, list[str]]]:
+    where = ["--run", name, "--runs-dir", str(runs)]
+    return {
+        "resume": ("train", ["--resume", name, "--runs-dir", str(runs), "--epochs", "3"]),
+        "export": ("exporters", [*where, "--format", "safetensors"]),
+        "embed": ("embed", [*where, "--split", "test", "--out", str(runs.parent / "e.npz")]),
+    }
+
+
+def issue16(runs: Path) -> dict:
+    """Every fault of issue 16's list that can be made here, each through the real command line."""
+    out: dict = {"cases": 0, "survived": 0, "by_kind": {}, "failures": [], "not_tried": []}
+
+    def count(kind: str, what: str, why: str | None) -> None:
+        out["cases"] += 1
+        tried, ok = out["by_kind"].get(kind, (0, 0))
+        out["by_kind"][kind] = (tried + 1, ok + (why is None))
+        out["survived"] += why is None
+        if why is not None:
+            out["failures"].append(f"{kind}: {what}: {why}")
+
+    assert train(run_args(runs, "good16", 2)).wait() == 0
+    good = RunDir(runs / "good16")
+    for what, damage, command, want in DAMAGED_16:
+        copy = RunDir(runs / "damaged16")
+        shutil.rmtree(copy.path, ignore_errors=True)
+        shutil.copytree(good.path, copy.path)
+        damage(copy)
+        module, argv = _commands(runs, "damaged16")[command]
+        code, err = cli(module, *argv)
+        count("damaged run files", f"{what}, {command}", judged(code, err, want, copy))
+
+    bad_values = [
+        (["--lr", "1e300"], "--lr must be in"),
+        (["--seed", str(2**70)], "--seed must be in"),
+        (["--image-size", "100000"], "--image-size must be in"),
+        (["--crop-size", "4096"], "--crop-size must be in"),
+        (["--crop-size", "2048", "--batch-size", "256"], "needs about"),  # allowed; not in memory: said, not killed
+        (["--queue-size", str(10**10), "--method", "moco_v2"], "--queue-size must be in"),
+        (["--workers", "100000"], "--workers must be in"),
+    ]
+    for i, (flags, want) in enumerate(bad_values):
+        name = f"value{i}"
+        code, err = cli("train", *run_args(runs, name, 1), *flags)
+        count("values without a bound", " ".join(flags), judged(code, err, want, RunDir(runs / name)))
+    code, err = cli("exporters", "--run", "good16", "--runs-dir", str(runs), "--format", "safetensors", "--out",
+                    "/proc/x.safetensors")  # fmt: skip
+    count("values without a bound", "simclr-export --out /proc/x", judged(code, err, "choose another --out"))
+
+    recipe = runs.parent / "recipe-only.yaml"
+    recipe.write_text("recipe:\n  title: only a title\n")
+    code, err = cli("train", "--config", str(recipe), "--runs-dir", str(runs), "--name", "recipe", "--epochs", "0")
+    count("misleading", "a config of only a recipe: block",
+          None if "sets no training setting" in err else f"no warning: {err.strip()[-200:]}")  # fmt: skip
+    if not torch.cuda.is_available():
+        where = ["--run", "good16", "--runs-dir", str(runs), "--device", "cuda"]
+        for module, extra in (("evaluate", ["--no-probe"]), ("embed", ["--out", str(runs.parent / "c.npz")])):
+            code, err = cli(module, *where, *extra)
+            count("misleading", f"{module} --device cuda", judged(code, err, "no CUDA GPU is visible"))
+        code, err = cli("train", *run_args(runs, "cuda", 1), "--device", "cuda")
+        count("misleading", "train --device cuda", judged(code, err, "no CUDA GPU is visible"))
+
+    folder = runs.parent / "not-utf8"
+    from PIL import Image
+
+    for c, cls in enumerate((b"cats", b"d\xffogs")):
+        os.makedirs(os.path.join(os.fsencode(folder), cls))
+        for i in range(16):
+            path = os.path.join(os.fsencode(folder), cls, b"%d\xff.png" % i)
+            Image.new("RGB", (16, 16), (15 * i, 120 * c, 60)).save(os.fsdecode(path))
+    argv = run_args(runs, "utf8", 1)
+    argv[argv.index("digits")] = "folder"
+    argv[argv.index("--subset") : argv.index("--subset") + 2] = ["--data-path", str(folder)]
+    argv[argv.index("--batch-size") + 1] = "8"
+    code, err = cli("train", *argv)
+    run = RunDir(runs / "utf8")
+    why = judged(code, err, "", run) or (None if code == 0 else f"exit {code}: {err.strip()[-200:]}")
+    count("image folders", "file and class names that are not UTF-8, trained on", why)
+
+    full_disk(runs, count, out)
+    return out
+
+
+def full_disk(runs: Path, count, out: dict) -> None:
+    """Training and export on a real tmpfs too small for them, and export from a read-only mount."""
+    mnt = runs.parent / "tmpfs"
+    mnt.mkdir()
+    sizes = ["16k", "24k", "32k", "64k", "96k", "128k", "4m", "12m"]  # from "not even the status" to "no backbone.pt"
+    for size in sizes:
+        if subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(mnt)]).returncode:
+            out["not_tried"].append("full disk: cannot mount a tmpfs here (needs root)")
+            return
+        try:
+            code, err = cli("train", *run_args(mnt, "full", 2))
+            count("full disk", f"training on a {size} disk", judged(code, err, "No space left on device",
+                                                                    RunDir(mnt / "full")))  # fmt: skip
+        finally:
+            subprocess.run(["umount", str(mnt)])
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=24m", "tmpfs", str(mnt)], check=True)
+    try:
+        shutil.copytree(runs / "good16", mnt / "good16")
+        fill = shutil.disk_usage(mnt).free - 2**20  # 1 MB left: no export fits
+        (mnt / "filler").write_bytes(b"\0" * fill)
+        for fmt in ("safetensors", "torchscript", "onnx"):
+            code, err = cli("exporters", "--run", "good16", "--runs-dir", str(mnt), "--format", fmt)
+            count("full disk", f"simclr-export --format {fmt} onto a full disk",
+                  judged(code, err, "No space left on device", RunDir(mnt / "good16")))  # fmt: skip
+        (mnt / "filler").unlink()
+        shutil.rmtree(mnt / "good16" / "export", ignore_errors=True)
+        subprocess.run(["mount", "-o", "remount,ro", str(mnt)], check=True)
+        code, err = cli("exporters", "--run", "good16", "--runs-dir", str(mnt), "--format", "safetensors")
+        count("full disk", "simclr-export of a read-only run folder, default --out", judged(code, err, "--out FILE"))
+    finally:
+        subprocess.run(["umount", str(mnt)])
+
+
+PARTS = ("kills", "races", "damaged", "issue16")
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--kills", type=int, default=20)
     p.add_argument("--races", type=int, default=5)
     p.add_argument("--epochs", type=int, default=40)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--parts", default=",".join(PARTS), help=f"which parts to run, of {', '.join(PARTS)}")
     args = p.parse_args()
+    parts = set(args.parts.split(","))
+    if parts - set(PARTS):
+        p.error(f"unknown part(s) {sorted(parts - set(PARTS))}; choose of {', '.join(PARTS)}")
     with tempfile.TemporaryDirectory() as tmp:
         runs = Path(tmp) / "runs"
         t0 = time.time()
-        results = {
-            "kill -9": kill_chain(runs, args.epochs, args.kills, random.Random(args.seed)),
-            "two writers": races(runs, args.races),
-            "damaged files": damaged_files(runs),
-        }
+        results = {}
+        if "kills" in parts:
+            results["kill -9"] = kill_chain(runs, args.epochs, args.kills, random.Random(args.seed))
+        if "races" in parts:
+            results["two writers"] = races(runs, args.races)
+        if "damaged" in parts:
+            results["damaged files"] = damaged_files(runs)
+        if "issue16" in parts:
+            results["issue 16"] = issue16(runs)
     print(json.dumps(results, indent=2))
     print(f"\n{time.time() - t0:.0f} s; torch {torch.__version__}, {os.cpu_count()} CPU cores")
 

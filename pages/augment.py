@@ -7,7 +7,7 @@ from dataclasses import asdict
 
 import streamlit as st
 
-from pages.common import allowed_folder, current_run, images_of, remember, routed, setting_slider, user_errors
+from pages.common import allowed_folder, current_run, images_of, keep, routed, setting_slider, user_errors
 from simclr_core import data
 from simclr_core.config import DataConfig, ViewConfig, widget_spec
 from simclr_core.presets import VIEW_PRESETS
@@ -54,17 +54,12 @@ st.caption(
 )
 
 # ---------------------------------------------------------------- which images
-# kept while the user is on other pages (Streamlit forgets the widgets a page did not draw)
-remember("aug_source", "aug_folder", "aug_crop_size", "aug_pick", "aug_n", "aug_indices", *KNOBS)
-st.session_state.setdefault("aug_n", 6)
-st.session_state.setdefault("aug_indices", "0, 1, 2, 3")
 run = current_run()
 with user_errors():
     run_cfg = run.config() if run else None
 top = st.columns([2, 2, 3])
 sources = (["run"] if run_cfg else []) + list(data.DATASETS)
-if st.session_state.get("aug_source") not in sources:
-    st.session_state.pop("aug_source", None)
+keep("aug_source", sources[0], lambda v: v in sources, url="images")
 source = top[0].selectbox(
     "Images from",
     sources,
@@ -78,6 +73,7 @@ else:
     d, base_views = DataConfig(dataset=source), ViewConfig()
     if source == "folder":
         path = widget_spec("data", "data_path")
+        keep("aug_folder", "", url="folder")
         d.data_path = (
             top[0].text_input(path.label, key="aug_folder", placeholder="/path/to/images", help=path.help) or None
         )
@@ -88,12 +84,9 @@ else:
 with user_errors():
     splits = data.splits_of(d.dataset, d.data_path)
     pretrain = d.train_split if d.train_split in splits else data.default_splits(d.dataset, d.data_path)[0]
+keep(f"aug_split_{d.dataset}", pretrain if pretrain in splits else splits[0], lambda v: v in splits, url="split")
 split = top[1].selectbox(
-    "Split",
-    splits,
-    index=splits.index(pretrain) if pretrain in splits else 0,
-    key=f"aug_split_{d.dataset}",
-    help="the split a run pre-trains on is picked first",
+    "Split", splits, key=f"aug_split_{d.dataset}", help="the split a run pre-trains on is picked first"
 )
 with user_errors(), st.spinner(f"Loading {d.dataset}/{split} (decoded once, then cached)..."):
     ims = images_of(d.dataset, split, d.data_path, d.data_dir, d.image_size)
@@ -104,15 +97,18 @@ top[2].caption(
 )
 
 # ---------------------------------------------------------------- the knobs
-st.session_state.setdefault("aug_seed", 0)
+keep("aug_seed", 0, url="seed")  # not a widget (Resample sets it), but a link shows the same views
 resolved = base_views.kwargs(side)  # "auto" defaults (blur, jitter strength) resolved for this image size
 base_values = {**vars(base_views), "blur_prob": resolved["blur_prob"], "jitter_strength": resolved["jitter_strength"]}
-if "aug_flip_prob" not in st.session_state:  # first visit: start from the run's (or the default) settings
-    set_knobs(base_values)
 lo, hi = crop_size_range(side)
-if not lo <= st.session_state.get("aug_crop_size", side) <= hi:  # a dataset of another size was picked
-    st.session_state["aug_crop_size"] = side
-st.session_state.setdefault("aug_crop_size", base_views.crop_size or side)
+# a dataset of another size falls back to its own side; the knobs start from the run's (or the default) views
+keep("aug_crop_size", base_views.crop_size or side, lambda v: lo <= v <= hi, url="crop_size")
+for key, (names, *_) in KNOBS.items():
+    got = tuple(base_values[n] for n in names)
+    keep(key, got if len(got) == 2 else got[0], url=key.removeprefix("aug_"))
+keep("aug_pick", "Random", url="pick")
+keep("aug_n", 6, url="pairs")
+keep("aug_indices", "0, 1, 2, 3", url="indices")
 
 left, right = st.columns([1, 2], gap="large")
 with left:

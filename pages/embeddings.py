@@ -12,11 +12,12 @@ background worker (simclr_core.jobs); this page only reads their files.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable
+from html import escape
 from typing import Any
 
 import numpy as np
@@ -27,28 +28,35 @@ import streamlit as st
 from pages import mapview
 from pages.common import (
     THUMBS_DIR,
-    THUMBS_URL,
-    checkpoint_key,
+    checkpoint_label,
     job_result,
+    keep,
     load_embeddings,
     neighbour_index,
+    newer_checkpoint,
+    pinned_key,
     routed,
     run_images,
     run_with_checkpoint,
+    thumbnails,
     to_hwc,
     user_errors,
+    waited,
 )
 from simclr_core import data, probe, scores
+from simclr_core.errors import UserError
 from simclr_core.explore import GRAPH_K, load_graph, load_trajectory
 from simclr_core.export import class_names, take, to_csv, to_npz
 from simclr_core.launch import is_active
 from simclr_core.preview import upscale_nearest
 from simclr_core.projection import DEFAULTS
 from simclr_core.runs import RunDir
+from simclr_core.tags import MAX_NAME, Tag, delete_tag, load_tags, save_tag
+from simclr_core.tags import to_csv as tags_csv
 
 routed()
 
-METHOD_NAMES = {"umap": "UMAP", "tsne": "t-SNE", "pca": "PCA (instant)"}
+METHOD_NAMES = {"umap": "UMAP", "tsne": "t-SNE", "pca": "PCA"}
 FEATURES = {"h": "h: backbone (what kNN and probes use)", "z": "z: projection head (where the loss lives)"}
 COLOURS = {
     "class": "Class",
@@ -58,6 +66,7 @@ COLOURS = {
     "cluster": "k-means cluster",
     "label_error": "Possible label error",
     "outlier": "Outlier score",
+    "tag": "Tag",
 }
 NEEDS_LABELS = ("class", "pred", "correct", "confidence", "label_error")
 WORST = {
@@ -119,25 +128,6 @@ def session_slot(name: str) -> str:
     return f"{name}:{sid}"
 
 
-def from_link(key: str, param: str, options: list | None = None, cast: Callable = str) -> None:
-    """Seed a widget from a deep link (``?param=value``) on the first run of a session."""
-    if key in st.session_state or param not in st.query_params:
-        return
-    try:
-        value = cast(st.query_params[param])
-    except ValueError:
-        return
-    if options is None or value in options:
-        st.session_state[key] = value
-
-
-def seed(key: str, default: Any, ok: Callable[[Any], bool] = lambda v: True) -> None:
-    """Give a widget its starting value through session state (never both that and a default argument,
-    which Streamlit warns about), and replace a value the widget no longer offers (another split)."""
-    if key not in st.session_state or not ok(st.session_state[key]):
-        st.session_state[key] = default
-
-
 def set_focus(split: str, row: int) -> None:
     st.session_state["emb_focus"] = {"split": split, "row": int(row)}
 
@@ -151,9 +141,11 @@ def grid(
     split: str,
     key: str,
     columns: int = GRID_COLS,
+    own_names: bool = False,
 ) -> None:
     """Images in rows of ``columns``, captioned "<note> · <class>" (folder datasets: "<note> · <class
-    folder>/<file>", so a user can find the file); the button under each shows that image's neighbours."""
+    folder>/<file>", so a user can find the file; ``own_names``: the notes name the class already); the
+    button under each picks that image on the map, as a click there would."""
     st.markdown(f"**{title}**")
     if not rows:
         st.caption("None to show.")
@@ -165,24 +157,24 @@ def grid(
         for i, (col, r, pic) in enumerate(chunk):
             where = path_of(images, r)
             note = notes[start + i] if notes else ""
+            name = short_path(where) if where else ("" if own_names else names[r])
             # the note first: a narrow column then wraps at the dot, not inside the file name
-            col.image(
-                pic, caption=" · ".join(filter(None, [note, short_path(where) if where else names[r]])), width="stretch"
-            )
+            col.image(pic, caption=" · ".join(filter(None, [note, name])), width="stretch")
             col.button(
                 f"#{r}",
                 key=f"{key}-{r}",
                 on_click=set_focus,
                 args=(split, r),
+                icon=":material/my_location:",
                 width="stretch",
-                help=(f"{where}: " if where else "") + "show this image's nearest neighbours (and mark "
-                "them on the map)",
+                help=(f"{where}: " if where else "") + "show it on the map (black ring), with its nearest "
+                "neighbours (orange rings) beside the map",
             )
 
 
 def path_of(images: data.ImageSet, row: int) -> str:
     """The image's file (folder datasets), else ''."""
-    return images.paths[row] if images.paths is not None else ""
+    return data.printable(images.paths[row]) if images.paths is not None else ""
 
 
 def short_path(path: str) -> str:
@@ -193,20 +185,14 @@ def short_path(path: str) -> str:
 # ---- the map --------------------------------------------------------------------------------------------
 
 
-def map_view(run: RunDir) -> None:
-    with user_errors():
-        cfg = run.config()
-        splits = data.splits_of(cfg.data.dataset, cfg.data.data_path)
-        query = data.default_splits(cfg.data.dataset, cfg.data.data_path)[2]
-    focus = st.session_state.get("emb_focus")
-    if isinstance(focus, dict) and focus.get("split") in splits and st.session_state.get("emb_focus_applied") != focus:
-        st.session_state["emb_split"] = focus["split"]  # a hand-off (Search page, a grid) picks the split
-        st.session_state["emb_focus_applied"] = focus
-    from_link("emb_split", "split", splits)
-    from_link("emb_method", "projection", list(METHOD_NAMES))
-    from_link("emb_max_points", "points", None, int)
-
-    seed("emb_split", query if query in splits else splits[0], lambda v: v in splits)
+def map_controls(run: RunDir, splits: list[str], query: str) -> tuple[str, str, str, int, int, dict[str, Any]]:
+    """The map's first row of settings (each kept through waits, visits and reloads): split, feature,
+    projection, dimensions, points, and the projection's own parameters."""
+    keep("emb_split", query if query in splits else splits[0], lambda v: v in splits, url="split")
+    keep("emb_feature", "h", lambda v: v in FEATURES, url="feature")
+    keep("emb_method", "umap", lambda v: v in METHOD_NAMES, url="projection")
+    keep("emb_dims", 2, lambda v: v in (2, 3), url="dims")
+    keep("emb_max_points", 10_000, lambda v: isinstance(v, int) and 0 <= v <= 2_000_000, url="points")
     c1, c2, c3, c4, c5 = st.columns([1, 2, 1, 1, 1])
     split = c1.selectbox("Split", splits, key="emb_split")
     feature = c2.radio("Feature", list(FEATURES), format_func=FEATURES.get, key="emb_feature")
@@ -215,11 +201,10 @@ def map_view(run: RunDir) -> None:
         list(METHOD_NAMES),
         format_func=METHOD_NAMES.get,
         key="emb_method",
-        help="UMAP and t-SNE separate clusters better; PCA is linear and instant. Computed "
-        "once per checkpoint, then read from the run folder.",
+        help="UMAP and t-SNE separate clusters better; PCA is linear and the quickest. Computed once per "
+        "checkpoint, then read from the run folder.",
     )
     dims = c4.radio("Dimensions", [2, 3], format_func=lambda d: f"{d}-D", horizontal=True, key="emb_dims")
-    seed("emb_max_points", 10_000, lambda v: isinstance(v, int) and 0 <= v <= 2_000_000)
     max_points = c5.number_input(
         "Points (0: all)",
         0,
@@ -231,37 +216,62 @@ def map_view(run: RunDir) -> None:
     params: dict[str, Any] = {}
     p1, p2, _ = st.columns(3)
     if method == "umap":
+        keep("emb_nn", DEFAULTS["umap"]["n_neighbors"], lambda v: 2 <= v <= 200, url="n_neighbors")
+        keep("emb_min_dist", DEFAULTS["umap"]["min_dist"], lambda v: 0.0 <= v <= 0.99, url="min_dist")
         params["n_neighbors"] = p1.slider(
-            "n_neighbors",
-            2,
-            200,
-            DEFAULTS["umap"]["n_neighbors"],
-            key="emb_nn",
-            help="larger keeps more global layout, smaller more local detail",
+            "n_neighbors", 2, 200, key="emb_nn", help="larger keeps more global layout, smaller more local detail"
         )
         params["min_dist"] = p2.slider(
-            "min_dist",
-            0.0,
-            0.99,
-            DEFAULTS["umap"]["min_dist"],
-            0.01,
-            key="emb_min_dist",
-            help="how tightly UMAP packs points together",
+            "min_dist", 0.0, 0.99, step=0.01, key="emb_min_dist", help="how tightly UMAP packs points together"
         )
     elif method == "tsne":
+        keep("emb_perplexity", float(DEFAULTS["tsne"]["perplexity"]), lambda v: 2.0 <= v <= 100.0, url="perplexity")
         params["perplexity"] = p1.slider(
             "perplexity",
             2.0,
             100.0,
-            DEFAULTS["tsne"]["perplexity"],
-            1.0,
+            step=1.0,
             key="emb_perplexity",
             help="about how many neighbours each point keeps close; it must stay below the number of points",
         )
-    st.query_params.update(
-        {"run": run.name, "view": "map", "split": split, "projection": method, "points": str(max_points)}
-    )
+    return split, feature, method, dims, int(max_points), params
 
+
+def focus_from_link(split: str) -> None:
+    """A reload or a link with ``?focus=ROW`` opens with that image picked (its neighbours on the map)."""
+    if "emb_focus" not in st.session_state and "focus" in st.query_params:
+        with contextlib.suppress(ValueError):
+            set_focus(split, int(st.query_params["focus"]))
+
+
+def find_image(split: str, images: data.ImageSet) -> None:
+    """The "Find" box: an index or part of a file name picks that image, as a click on it would."""
+    text = str(st.session_state.get("emb_find") or "").strip()
+    if not text:
+        return
+    if text.lstrip("#").isdigit() and int(text.lstrip("#")) < len(images):
+        set_focus(split, int(text.lstrip("#")))
+        return
+    hits = [i for i, p in enumerate(images.paths or []) if text.lower() in data.printable(p).lower()]
+    if hits:
+        set_focus(split, hits[0])
+        st.session_state["emb_find_note"] = f"{len(hits):,} file names hold '{text}': showing the first, #{hits[0]}."
+    else:
+        what = f"0 to {len(images) - 1}" + (" or part of a file name" if images.paths is not None else "")
+        st.session_state["emb_find_note"] = f"No image '{text}' in the {split} split: type an index ({what})."
+
+
+def map_view(run: RunDir) -> None:
+    with user_errors():
+        cfg = run.config()
+        splits = data.splits_of(cfg.data.dataset, cfg.data.data_path)
+        query = data.default_splits(cfg.data.dataset, cfg.data.data_path)[2]
+    focus = st.session_state.get("emb_focus")
+    if isinstance(focus, dict) and focus.get("split") in splits and st.session_state.get("emb_focus_applied") != focus:
+        st.session_state["emb_split"] = focus["split"]  # a hand-off (Search page, a grid) picks the split
+        st.session_state["emb_focus_applied"] = focus
+    split, feature, method, dims, max_points, params = map_controls(run, splits, query)
+    focus_from_link(split)
     spec = {
         "run": str(run.path),
         "split": split,
@@ -269,27 +279,30 @@ def map_view(run: RunDir) -> None:
         "method": method,
         "dims": dims,
         "params": params,
-        "max_points": int(max_points) or None,
+        "max_points": max_points or None,
         "thumbs": str(THUMBS_DIR),
-        "ckpt": checkpoint_key(run),
+        "ckpt": pinned_key(run),
     }
-    start = time.perf_counter()
-    result = job_result("map", spec, "Preparing the map", slot=session_slot("map"))
+    what = f"Preparing the {METHOD_NAMES[method]} map of the {split} split of run {run.name}"
+    result = job_result("map", spec, what, slot=session_slot("map"))
+    wait = waited()
     emb = load_embeddings(result["embeddings"])
     images = run_images(run, split)
     rows = np.asarray(result["rows"], np.int64)
     coords = coords_of(result["coords"])
     n = len(emb.labels)
     labelled = bool(emb.classes) and bool((emb.labels >= 0).any())
+    classes = emb.classes if labelled else []
     names = class_names(emb.labels, emb.classes)
+    tags = load_tags(run, split)
 
-    # ---- colour, filter and k
-    c1, c2, c3, c4 = st.columns([1, 1, 2, 1])
-    options = [m for m in COLOURS if labelled or m not in NEEDS_LABELS]
-    seed("emb_colour", options[0], lambda v: v in options)
+    # ---- colour, highlight and k
+    c1, c2, c3, c4, c5 = st.columns([1, 1, 2, 2, 1])
+    options = [m for m in COLOURS if (labelled or m not in NEEDS_LABELS) and (tags or m != "tag")]
+    keep("emb_colour", options[0], lambda v: v in options, url="colour")
     colour = c1.selectbox("Colour by", options, format_func=COLOURS.get, key="emb_colour")
     k_max = max(1, min(GRAPH_K, n - 1))
-    seed("emb_k", min(10, k_max), lambda v: 1 <= v <= k_max)
+    keep("emb_k", min(10, k_max), lambda v: 1 <= v <= k_max, url="k")
     k = c2.slider(
         "Neighbours k",
         1,
@@ -298,18 +311,27 @@ def map_view(run: RunDir) -> None:
         disabled=k_max < 2,
         help="neighbours shown for a clicked image, and the k of the kNN vote and the outlier score",
     )
-    seed("emb_classes", [], lambda v: set(v) <= set(emb.classes))
+    keep("emb_classes", [], lambda v: set(v) <= set(emb.classes), url="classes")
     chosen = c3.multiselect(
-        "Classes",
+        "Highlight classes",
         emb.classes,
         key="emb_classes",
         placeholder="all classes",
         disabled=not labelled,
-        help="show only these classes (on the map and in the grids)",
+        help="the other points are dimmed on the map and left out of the grids",
+    )
+    keep("emb_tags", [], lambda v: set(v) <= set(tags), url="tags")
+    chosen_tags = c4.multiselect(
+        "Highlight tags",
+        list(tags),
+        key="emb_tags",
+        placeholder="no tags yet" if not tags else "all images",
+        disabled=not tags,
+        help="images of these tags stay bright; save a tag below the map",
     )
     kk_max = max(3, min(50, len(rows)))
-    seed("emb_kmeans", min(10, kk_max), lambda v: 2 <= v <= kk_max)
-    kk = c4.slider("k-means k", 2, kk_max, key="emb_kmeans", disabled=colour != "cluster")
+    keep("emb_kmeans", min(10, kk_max), lambda v: 2 <= v <= kk_max, url="kmeans")
+    kk = c5.slider("k-means k", 2, kk_max, key="emb_kmeans", disabled=colour != "cluster")
     if not labelled:
         st.caption(
             "This split has no labels (class sub-folders give them), so colouring by class, kNN prediction, "
@@ -317,27 +339,17 @@ def map_view(run: RunDir) -> None:
         )
 
     s = graph_scores(result["graph"], result["embeddings"], k) if n > 1 else {}
-    plotted_labels = emb.labels[rows]
-    cl = None
-    if colour == "class" or not s:
-        rgb = mapview.categorical(plotted_labels)
-    elif colour == "pred":
-        rgb = mapview.categorical(s["pred"][rows])
-    elif colour == "correct":
-        rgb = mapview.correctness(s["pred"][rows], plotted_labels)
-    elif colour == "confidence":
-        rgb = mapview.continuous(s["confidence"][rows], 0.0, 1.0)
-    elif colour == "cluster":
-        cl = clusters(result["embeddings"], tuple(rows.tolist()) if len(rows) < n else None, kk)
-        rgb = mapview.categorical(cl)
-    elif colour == "label_error":
-        rgb = mapview.continuous(s["label_error"][rows], -1.0, 1.0)
-    else:
-        out = s["outlier"][rows]
-        rgb = mapview.continuous(out, float(np.nanpercentile(out, 1)), float(np.nanpercentile(out, 99)))
+    cl = (
+        clusters(result["embeddings"], tuple(rows.tolist()) if len(rows) < n else None, kk)
+        if colour == "cluster"
+        else None
+    )
+    rgb = mapview.colours(colour if s else "class", emb.labels[rows], s, rows, cl, tag_ids(tags, rows))
     keep_rows = np.ones(n, bool)
     if chosen:
-        keep_rows = np.isin(emb.labels, [emb.classes.index(c) for c in chosen])
+        keep_rows &= np.isin(emb.labels, [emb.classes.index(c) for c in chosen])
+    if chosen_tags:
+        keep_rows &= np.isin(np.arange(n), [r for t in chosen_tags for r in tags[t].rows])
     shown = keep_rows[rows]
 
     # ---- the points
@@ -348,6 +360,7 @@ def map_view(run: RunDir) -> None:
             "r": rgb[:, 0],
             "g": rgb[:, 1],
             "b": rgb[:, 2],
+            "a": np.where(shown, 220, 40).astype(np.uint8),  # others dimmed, not hidden: they give the context
             "row": rows,
             "label": [names[i] for i in rows],
         }
@@ -363,10 +376,10 @@ def map_view(run: RunDir) -> None:
         df["score"] = [f"{v:.3f}" for v in s[colour][rows]]
         lines.append(f"{COLOURS[colour].lower()}: {{score}}")
     if images.paths is not None:
-        df["path"] = [images.paths[i] for i in rows]
+        df["path"] = [path_of(images, i) for i in rows]
         lines.append("<span style='color:#666'>{path}</span>")
-    df = df[shown]
-    thumbs = f"{THUMBS_URL}/{result['thumbs']}/|{result['thumbs_ext']}" if result.get("thumbs") else None
+    df.loc[~shown, ["r", "g", "b"]] = mapview.DIM
+    thumbs = thumbnails(result)
     if not st.get_option("server.enableStaticServing"):
         thumbs = None
         st.caption(
@@ -377,6 +390,10 @@ def map_view(run: RunDir) -> None:
     focus = st.session_state.get("emb_focus")
     focus = focus if isinstance(focus, dict) and focus.get("split") == split else {}
     focus_row = focus.get("row") if isinstance(focus.get("row"), int) and 0 <= focus["row"] < n else None
+    if focus_row is None:
+        st.query_params.pop("focus", None)
+    else:
+        st.query_params["focus"] = str(focus_row)
     nbr_rows: list[int] = []
     nbr_sims: list[float] = []
     if focus.get("neighbours") is not None:  # handed over by the Search page: its query and results
@@ -392,15 +409,7 @@ def map_view(run: RunDir) -> None:
         query_pic = to_hwc(images.images[focus_row : focus_row + 1].numpy())[0]
         query_caption = f"#{focus_row} · {names[focus_row]}"
     elif isinstance(focus.get("query"), dict):
-        q = focus["query"]
-        if "image" in q:
-            query_pic, query_caption = np.asarray(q["image"]), f"uploaded: {q.get('caption', '')}"
-        elif q.get("split") in splits:
-            q_images = run_images(run, q["split"])
-            if 0 <= int(q["row"]) < len(q_images):
-                query_pic = to_hwc(q_images.images[int(q["row"]) : int(q["row"]) + 1].numpy())[0]
-                label = class_names(q_images.labels[q["row"] : q["row"] + 1].numpy(), q_images.classes)[0]
-                query_caption = f"{q['split']} #{q['row']} · {label}"
+        query_pic, query_caption = handed_query(run, splits, focus["query"])
 
     def on_map(wanted: list[int]) -> pd.DataFrame:
         """Coordinates of those of ``wanted`` that are plotted (rows is sorted)."""
@@ -411,16 +420,30 @@ def map_view(run: RunDir) -> None:
     marked, query_pt = on_map(nbr_rows), on_map([focus_row] if focus_row is not None else [])
     left, right = st.columns([3, 2], gap="medium")
     with left:
-        area = st.toggle(
+        keep("emb_area", False, url="lasso")
+        a1, a2 = st.columns([1, 1], vertical_alignment="bottom")
+        area = a1.toggle(
             "Select an area (lasso, Plotly)",
             key="emb_area",
             disabled=dims == 3,
             help="deck.gl shows images on hover; Plotly can select an area with a lasso or box",
         )
+        a2.text_input(
+            "Find an image",
+            key="emb_find",
+            on_change=find_image,
+            args=(split, images),
+            placeholder="index" + (" or file name" if images.paths is not None else ""),
+            help="picks it as a click would: its neighbours beside the map, rings on it",
+        )
+        note = st.session_state.pop("emb_find_note", None)
+        if note:
+            st.caption(note)
+        picked: list[int] = []
         if area and dims == 2:
-            picked = lasso_map(df)
+            picked = mapview.lasso_map(df, key=f"emb_lasso.{split}")
         else:
-            picked = []
+            chart = f"emb_map.{split}.{feature}.{method}.{dims}d.{max_points}"  # a new chart per point set
             event = st.pydeck_chart(
                 mapview.deck(
                     df,
@@ -432,17 +455,21 @@ def map_view(run: RunDir) -> None:
                 ),
                 on_select="rerun",
                 selection_mode="single-object",
-                key="emb_map",
+                key=chart,
                 height=640,
             )
             clicked = mapview.picked_row(event)
-            if clicked is not None and clicked != st.session_state.get("emb_last_click"):
-                st.session_state["emb_last_click"] = clicked
-                set_focus(split, clicked)
-                st.rerun()  # mark its neighbours on the map
-        legend(colour if s else "class", emb, s, rows, cl)
-        note = f"{int(shown.sum()):,} of {n:,} images · {emb.embeddings.shape[1]}-d {feature} · {METHOD_NAMES[method]}"
-        st.caption(note + f" · ready in {time.perf_counter() - start:.1f} s")
+            seen = st.session_state.setdefault("emb_clicks", {})
+            if clicked != seen.get(chart):  # a new click on this chart (a rerun repeats the last one)
+                seen[chart] = clicked
+                if clicked is not None:
+                    set_focus(split, clicked)
+                    st.rerun()  # mark its neighbours on the map
+        mapview.legend(colour if s else "class", emb.classes, emb.labels[rows], s, rows, cl, list(tags))
+        caption = f"{int(shown.sum()):,} of {n:,} images highlighted" if not shown.all() else f"{n:,} images"
+        caption += f" · {len(rows):,} plotted · {emb.embeddings.shape[1]}-d {feature} · {METHOD_NAMES[method]}"
+        caption += f" · {checkpoint_label(run)}"
+        st.caption(caption + (f" · ready after {wait:.0f} s" if wait else " · from the run folder's cache"))
     with right:
         neighbours_panel(
             split, images, emb, names, focus_row, query_pic, query_caption, nbr_rows, nbr_sims, len(marked)
@@ -455,69 +482,88 @@ def map_view(run: RunDir) -> None:
         if len(picked) > WORST_N:
             st.caption(f"Showing the first {WORST_N} of {len(picked)}.")
         grid("", picked[:WORST_N], None, images, names, split, "sel")
+    highlighted = [] if keep_rows.all() else np.flatnonzero(keep_rows).tolist()
+    linked_table(split, picked or highlighted, names, classes, images, s)
 
-    worst_lists(s, keep_rows, names, images, split, labelled)
+    top = worst_lists(s, keep_rows, names, images, split, labelled, emb.classes)
+    selections = {
+        "lasso": (f"the lasso's {len(picked)} images", picked, "lasso"),
+        "neighbours": (
+            f"#{focus_row} and its {len(nbr_rows)} neighbours",
+            ([focus_row] if focus_row is not None else []) + nbr_rows,
+            f"neighbours of #{focus_row} (k={len(nbr_rows)})",
+        ),
+        "worst": (f"the grid of {top[0].lower()}", top[1], top[0].lower()),
+        "highlight": (
+            f"the {int(keep_rows.sum()):,} highlighted images",
+            np.flatnonzero(keep_rows).tolist() if not keep_rows.all() else [],
+            "highlight: " + ", ".join([*chosen, *chosen_tags]),
+        ),
+    }
+    tags_panel(run, split, tags, {k: v for k, v in selections.items() if v[1]}, images, emb)
     downloads(run, split, feature, method, dims, emb, rows, coords, images, s, labelled)
 
 
-def lasso_map(df: pd.DataFrame) -> list[int]:
-    """The same points in a Plotly WebGL scatter, for box / lasso selection; returns the selected rows."""
-    fig = go.Figure(
-        go.Scattergl(
-            x=df["x"],
-            y=df["y"],
-            mode="markers",
-            customdata=df["row"],
-            marker=dict(
-                size=4, color=[f"rgb({r},{g},{b})" for r, g, b in zip(df["r"], df["g"], df["b"], strict=False)]
-            ),
-            hovertemplate="#%{customdata} · %{text}<extra></extra>",
-            text=df["label"],
+TABLE_MAX = 5_000  # rows of the linked table: a lasso over a whole split would send every row
+
+
+def linked_table(
+    split: str, rows: list[int], names: list[str], classes: list[str], images: data.ImageSet, s: dict
+) -> None:
+    """The selection (a lasso, else the highlighted classes and tags) as a sortable table, linked to the map:
+    picking a row picks that image there, as a click would (its neighbours beside the map, rings on it)."""
+    if not rows:
+        return
+    shown = rows[:TABLE_MAX]
+    table = pd.DataFrame({"#": shown, "class": [names[r] for r in shown]})
+    if "pred" in s and classes:
+        table["kNN says"] = class_names(s["pred"][shown], classes)
+        table["kNN confidence"] = s["confidence"][shown]
+        table["possible label error"] = s["label_error"][shown]
+    if "outlier" in s:
+        table["outlier"] = s["outlier"][shown]
+    if images.paths is not None:
+        table["file"] = [path_of(images, r) for r in shown]
+    scores_format = st.column_config.NumberColumn(format="%.3f")
+    with st.expander(f"The {len(rows):,} selected images as a table", icon=":material/table:"):
+        if len(rows) > TABLE_MAX:
+            st.caption(f"The first {TABLE_MAX:,} of {len(rows):,}.")
+        event = st.dataframe(
+            table,
+            hide_index=True,
+            on_select="rerun",
+            selection_mode="single-row",
+            key=f"emb_table.{split}.{len(rows)}",
+            column_config={c: scores_format for c in ("kNN confidence", "possible label error", "outlier")},
         )
-    )
-    fig.update_layout(height=640, margin=dict(l=10, r=10, t=10, b=10), dragmode="lasso")
-    event = st.plotly_chart(fig, on_select="rerun", selection_mode=("box", "lasso"), key="emb_lasso")
-    return selected_rows(event) or selected_rows(st.session_state.get("emb_lasso"))
+        chosen = event.selection.rows if event else []
+        if chosen and st.session_state.get("emb_table_seen") != (split, shown[chosen[0]]):
+            st.session_state["emb_table_seen"] = (split, shown[chosen[0]])
+            set_focus(split, shown[chosen[0]])
+            st.rerun()
 
 
-def selected_rows(event: Any) -> list[int]:
-    """Split rows of the points a box or lasso selected (each point's customdata), without repeats."""
-    try:
-        points = (event["selection"] if event else {}).get("points") or []
-    except (KeyError, TypeError, AttributeError):
-        return []
-    out = []
-    for p in points:
-        cd = p.get("customdata")
-        cd = cd[0] if isinstance(cd, (list, tuple)) and cd else cd
-        if isinstance(cd, (int, float)):
-            out.append(int(cd))
-    return list(dict.fromkeys(out))
+def tag_ids(tags: dict[str, Tag], rows: np.ndarray) -> np.ndarray:
+    """Each plotted row's tag, as an index into ``tags`` (the newest tag holding it); -1 for none."""
+    ids = np.full(len(rows), -1, np.int64)
+    for i, tag in enumerate(tags.values()):
+        ids[np.isin(rows, tag.rows)] = i
+    return ids
 
 
-def legend(colour: str, emb, s: dict, rows: np.ndarray, cl: np.ndarray | None) -> None:
-    if colour in ("class", "pred"):
-        ids = sorted(set((emb.labels[rows] if colour == "class" else s["pred"][rows]).tolist()))
-        mapview.legend_categorical([emb.classes[i] if 0 <= i < len(emb.classes) else "unlabelled" for i in ids], ids)
-    elif colour == "correct":
-        wrong = float(np.mean(s["pred"][rows] != emb.labels[rows])) if len(rows) else 0.0
-        st.markdown(
-            f"<span style='color:rgb(44,160,44)'>●</span> kNN right &nbsp; "
-            f"<span style='color:rgb(214,39,40)'>●</span> kNN wrong ({wrong:.1%} of the points)",
-            unsafe_allow_html=True,
-        )
-    elif colour == "cluster" and cl is not None:
-        ids = sorted(set(cl.tolist()))
-        mapview.legend_categorical([f"cluster {i}" for i in ids], ids)
-    elif colour == "confidence":
-        mapview.legend_continuous("share of the kNN vote", 0.0, 1.0)
-    elif colour == "label_error":
-        mapview.legend_continuous("other class's vote minus own label's", -1.0, 1.0)
-    else:
-        out = s["outlier"][rows]
-        mapview.legend_continuous(
-            "cosine distance to the k-th neighbour", float(np.nanpercentile(out, 1)), float(np.nanpercentile(out, 99))
-        )
+def handed_query(run: RunDir, splits: list[str], q: dict[str, Any]) -> tuple[np.ndarray | None, str]:
+    """The Search page's query (an upload, or an image of another split) as a picture and a caption."""
+    if "image" in q:
+        return np.asarray(q["image"]), f"uploaded: {q.get('caption', '')}"
+    if q.get("split") in splits:
+        q_images = run_images(run, q["split"])
+        if 0 <= int(q["row"]) < len(q_images):
+            shown = [data.printable(c) for c in q_images.classes]
+            label = class_names(q_images.labels[q["row"] : q["row"] + 1].numpy(), shown)[0]
+            return to_hwc(q_images.images[int(q["row"]) : int(q["row"]) + 1].numpy())[0], (
+                f"{q['split']} #{q['row']} · {label}"
+            )
+    return None, ""
 
 
 def neighbours_panel(
@@ -535,8 +581,8 @@ def neighbours_panel(
     if query_pic is None:
         st.markdown("**Nearest neighbours**")
         st.caption(
-            "Click a point on the map, or the button under an image of a grid below, to see its nearest "
-            "neighbours here and marked on the map (orange rings)."
+            "Click a point on the map, the button under an image of a grid below, or find an image by its "
+            "index, to see its nearest neighbours here and marked on the map (orange rings)."
         )
         return
     st.markdown(f"**{query_caption}**")
@@ -560,18 +606,88 @@ def neighbours_panel(
 
 
 def worst_lists(
-    s: dict, keep_rows: np.ndarray, names: list[str], images: data.ImageSet, split: str, labelled: bool
-) -> None:
+    s: dict,
+    keep_rows: np.ndarray,
+    names: list[str],
+    images: data.ImageSet,
+    split: str,
+    labelled: bool,
+    classes: list[str],
+) -> tuple[str, list[int]]:
+    """The 100 highest of a score as a grid; returns (its title, its rows) for saving as a tag."""
     st.subheader(f"The {WORST_N} highest")
     which = [w for w in WORST if w in s and (labelled or w != "label_error")]
     if not which:
         st.caption("Scores need at least 2 images.")
-        return
-    seed("emb_worst", which[0], lambda v: v in which)
+        return "", []
+    keep("emb_worst", which[0], lambda v: v in which, url="worst")
     pick = st.segmented_control("Score", which, format_func=lambda w: WORST[w][0], key="emb_worst") or which[0]
-    st.caption(f"{WORST[pick][0]}: {WORST[pick][1]}. Within the classes chosen above.")
-    top = scores.worst(s[pick], WORST_N, keep_rows).tolist()
-    grid("", top, [f"{s[pick][r]:.2f}" for r in top], images, names, split, f"worst-{pick}")
+    st.caption(f"{WORST[pick][0]}: {WORST[pick][1]}. Within the highlighted classes and tags.")
+    # ties (many at the top on an early checkpoint) go to the most confident kNN vote first
+    top = scores.worst(s[pick], WORST_N, keep_rows, tiebreak=s.get("confidence")).tolist()
+    notes = [f"{s[pick][r]:.2f}" for r in top]
+    if pick == "label_error":  # the given class, and the one the neighbours vote for
+        voted = class_names(s["pred"][top], classes)
+        notes = [
+            f"{v} · {names[r]}" + (f" → {p}" if p != names[r] else "")
+            for v, r, p in zip(notes, top, voted, strict=True)
+        ]
+    grid("", top, notes, images, names, split, f"worst-{pick}", own_names=pick == "label_error")
+    return WORST[pick][0], top
+
+
+def tags_panel(
+    run: RunDir,
+    split: str,
+    tags: dict[str, Tag],
+    selections: dict[str, tuple[str, list[int], str]],
+    images: data.ImageSet,
+    emb,
+) -> None:
+    """Save what is selected as a named tag of the run (``tags.json``); list, export and delete the split's tags."""
+    st.subheader("Tags")
+    st.caption(
+        "A tag is a named set of this split's images, kept in the run folder: highlight or colour the map by "
+        "it, or download its rows and file paths."
+    )
+    if selections:
+        c1, c2, c3 = st.columns([2, 2, 1], vertical_alignment="bottom")
+        keep("emb_tag_what", next(iter(selections)), lambda v: v in selections)
+        what = c1.selectbox(
+            "Save as a tag", list(selections), format_func=lambda w: selections[w][0], key="emb_tag_what"
+        )
+        c2.text_input("Tag name", key="emb_tag_name", max_chars=MAX_NAME, placeholder="e.g. mislabelled cats")
+        if c3.button("Save tag", key="emb_tag_save", icon=":material/sell:"):
+            label, rows, source = selections[what]
+            try:
+                tag = save_tag(run, st.session_state.get("emb_tag_name") or "", split, rows, source)
+            except UserError as e:
+                st.error(str(e), icon=":material/error:")
+            else:
+                st.session_state["emb_tag_saved"] = f"Saved tag **{tag.name}**: {len(tag.rows):,} images ({label})."
+                st.rerun()
+    else:
+        st.caption("Select images first: a lasso, a click (the image and its neighbours), a grid, or a highlight.")
+    saved = st.session_state.pop("emb_tag_saved", None)
+    if saved:
+        st.success(saved, icon=":material/sell:")
+    for tag in reversed(tags.values()):
+        t1, t2, t3 = st.columns([4, 1, 1], vertical_alignment="center")
+        when = time.strftime("%Y-%m-%d %H:%M", time.localtime(tag.created)) if tag.created else "?"
+        t1.markdown(f"**{escape(tag.name)}** · {len(tag.rows):,} images · {escape(tag.source)} · {when}")
+        t2.download_button(
+            "CSV",
+            lambda tag=tag: tags_csv(tag, emb.labels, emb.classes, images.paths),
+            f"{run.name}-{split}-{tag.name}.csv".replace("/", "_").replace(" ", "_"),
+            "text/csv",
+            key=f"emb_tag_csv.{tag.name}",
+            on_click="ignore",
+            icon=":material/download:",
+            help="index, label, class and file path of each image of the tag",
+        )
+        if t3.button("Delete", key=f"emb_tag_del.{tag.name}", icon=":material/delete:"):
+            delete_tag(run, tag.name)
+            st.rerun()
 
 
 def downloads(
@@ -598,6 +714,7 @@ def downloads(
     if "outlier" in s:
         extra["outlier"] = [f"{v:.4f}" for v in s["outlier"][rows]]
     stem = f"{run.name}-{split}-{feature}-{method}{dims}d"
+    st.subheader("Download the map")
     d1, d2, _ = st.columns([1, 1, 3])
     d1.download_button(
         "Download CSV",
@@ -607,7 +724,7 @@ def downloads(
         key="emb_csv",
         on_click="ignore",
         icon=":material/download:",
-        help="index, label, class, file path, kNN prediction, scores, coordinates and embedding",
+        help="index, label, class, file path, kNN prediction, scores, coordinates and embedding of the plotted points",
     )
     d2.download_button(
         "Download NPZ",
@@ -643,6 +760,7 @@ def over_training(run: RunDir) -> None:
             st.fragment(run_every=3)(lambda: st.rerun() if probe.frame_epochs(run.path) else None)()
         return
     c1, c2, _ = st.columns([1, 1, 2])
+    keep("traj_method", "umap", lambda v: v in METHOD_NAMES, url="traj_projection")
     method = c1.selectbox(
         "Projection",
         list(METHOD_NAMES),
@@ -652,8 +770,9 @@ def over_training(run: RunDir) -> None:
         "frame is rotated onto the previous one (Procrustes), so points move smoothly",
     )
     labelled = bool(chosen.classes) and bool((chosen.labels >= 0).any())
+    classes = [data.printable(c) for c in chosen.classes]
     modes = ["class", "cluster"] if labelled else ["cluster"]
-    seed("traj_colour", modes[0], lambda v: v in modes)
+    keep("traj_colour", modes[0], lambda v: v in modes, url="traj_colour")
     colour = c2.selectbox("Colour by", modes, format_func=COLOURS.get, key="traj_colour")
     spec = {
         "run": str(run.path),
@@ -663,20 +782,19 @@ def over_training(run: RunDir) -> None:
         "thumbs": str(THUMBS_DIR),
         "frames": epochs_on_disk,
     }
-    result = job_result("trajectory", spec, "Projecting the probe frames", slot=session_slot("trajectory"))
+    what = f"Projecting the probe frames of run {run.name} ({METHOD_NAMES[method]})"
+    result = job_result("trajectory", spec, what, slot=session_slot("trajectory"))
     path = result["trajectory"]
     epochs, coords = trajectory_of(path, os.stat(path).st_mtime)
     metrics = {int(m["epoch"]): m for m in run.metrics("epoch")}
     view = mapview.fit_view(coords.reshape(-1, 2))
-    names = class_names(chosen.labels, chosen.classes)
-    thumbs = f"{THUMBS_URL}/{result['thumbs']}/|{result['thumbs_ext']}" if result.get("thumbs") else None
-    if colour == "class":
-        rgb = mapview.categorical(chosen.labels)
-    else:  # clusters of the newest frame: where the points end up
-        rgb = mapview.categorical(probe_clusters(str(run.path), len(chosen.rows), max(epochs_on_disk)))
+    names = class_names(chosen.labels, classes)
+    thumbs = thumbnails(result)
+    # clusters of the newest frame: where the points end up
+    cl = None if colour == "class" else probe_clusters(str(run.path), len(chosen.rows), max(epochs_on_disk))
+    rgb = mapview.colours(colour, chosen.labels, {}, np.arange(len(chosen.rows)), cl)
     epoch_list = [int(e) for e in epochs]
-    if st.session_state.get("traj_epoch") not in epoch_list:
-        st.session_state["traj_epoch"] = epoch_list[-1]
+    keep("traj_epoch", epoch_list[-1], lambda v: v in epoch_list, url="epoch")
 
     def toggle() -> None:
         st.session_state["traj_playing"] = not st.session_state.get("traj_playing", False)
@@ -685,10 +803,16 @@ def over_training(run: RunDir) -> None:
 
     playing = bool(st.session_state.get("traj_playing")) and len(epoch_list) > 1
 
-    @st.fragment(run_every=0.8 if playing else (3.0 if active else None))
+    @st.fragment(run_every=3.0 if active else None)
+    def new_frames() -> None:
+        """While the run trains: a look at the probe folder (no redraw), and the whole view once a frame is added."""
+        if probe.frame_epochs(run.path) != epochs_on_disk:
+            st.rerun()  # project the new frames (the worker adds only those)
+
+    new_frames()
+
+    @st.fragment(run_every=0.8 if playing else None)
     def frame() -> None:
-        if active and probe.frame_epochs(run.path) != epochs_on_disk:
-            st.rerun()  # new frames: project them (the worker adds only the new ones)
         if st.session_state.get("traj_playing"):
             i = epoch_list.index(st.session_state["traj_epoch"])
             if i + 1 < len(epoch_list):
@@ -727,6 +851,7 @@ def over_training(run: RunDir) -> None:
                 key="traj_map",
                 height=600,
             )
+            mapview.legend(colour, classes, chosen.labels, {}, np.arange(len(chosen.rows)), cl)
         with right:
             m = metrics.get(epoch, {})
             st.metric("Epoch", f"{epoch} / {run.config().optim.epochs}")
@@ -782,11 +907,11 @@ run = run_with_checkpoint(
     "Run **{name}** has no checkpoint yet: it writes one at the end of every epoch. Come back then, or pick "
     "another run in the sidebar.",
 )
-from_link("emb_view", "view", ["map", "over training"])
-seed("emb_view", "map", lambda v: v in ("map", "over training"))
+st.query_params["run"] = run.name  # a reload or a shared link opens this run
+keep("emb_view", "map", lambda v: v in ("map", "over training"), url="view")
 view = st.segmented_control("View", ["map", "over training"], format_func=str.capitalize, key="emb_view") or "map"
 if view == "over training":
-    st.query_params.update({"run": run.name, "view": "over training"})
     over_training(run)
 else:
+    newer_checkpoint(run)
     map_view(run)

@@ -35,7 +35,10 @@ LABELS = {"k": "kNN k", "probe_epochs": "Probe epochs", "max_bank": "Max bank im
 def label_of(result: dict[str, Any]) -> str:
     """Unique row name: run (or its random-init baseline) and, for a trained one, the checkpoint epoch."""
     name = result_label(result)
-    return name if result.get("checkpoint") == "random-init" else f"{name} · epoch {result.get('epoch', '?')}"
+    if result.get("checkpoint") == "random-init":
+        return name
+    where = result.get("checkpoint_label") or f"epoch {result.get('epoch', '?')}"  # results saved before labels
+    return f"{name} · {where}"
 
 
 def results_table(results: list[dict[str, Any]]) -> pd.DataFrame:
@@ -92,7 +95,9 @@ def in_progress(active: list[dict[str, Any]]) -> None:
     drawn again, so its results appear in the table at once."""
     for seen in active:
         job = jobs.status(jobs.jobs_dir(runs_dir()), seen["id"])
-        if fragment_rerun() and (job["state"], job.get("done")) != (seen["state"], seen.get("done")):
+        # a new model ("run-a: ..." -> "run-b: ...") means one result more: the table gets it at once
+        model = str(job.get("stage") or "").split(":")[0]
+        if fragment_rerun() and (job["state"], model) != (seen["state"], str(seen.get("stage") or "").split(":")[0]):
             st.rerun()
         job_progress(job, job_title(job))
 

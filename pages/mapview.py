@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import plotly.graph_objects as go
 import pydeck as pdk
 import streamlit as st
 
@@ -58,6 +59,7 @@ PALETTE = np.array(
     dtype=np.uint8,
 )
 GREY = np.array((190, 190, 190), np.uint8)
+DIM = (225, 225, 225)  # points outside the highlighted classes or tags: still there, out of the way
 RIGHT, WRONG = np.array((44, 160, 44), np.uint8), np.array((214, 39, 40), np.uint8)
 # viridis at 9 stops: low values dark blue, high values yellow
 VIRIDIS = np.array(
@@ -102,6 +104,111 @@ def correctness(pred: np.ndarray, labels: np.ndarray) -> np.ndarray:
     out = np.where((np.asarray(pred) == np.asarray(labels))[:, None], RIGHT, WRONG).astype(np.uint8)
     out[(np.asarray(labels) < 0) | (np.asarray(pred) < 0)] = GREY
     return out
+
+
+def colours(
+    mode: str,
+    labels: np.ndarray,
+    s: dict[str, np.ndarray],
+    rows: np.ndarray,
+    clusters: np.ndarray | None = None,
+    tags: np.ndarray | None = None,
+) -> np.ndarray:
+    """(N, 3) uint8 colour of each plotted point for a colour mode of the Embeddings page.
+
+    ``labels`` are the plotted points' labels, ``s`` the split's scores (pages.embeddings.graph_scores,
+    indexed by split row), ``rows`` the plotted split rows, ``clusters`` / ``tags`` a cluster or tag id per
+    plotted point (-1: none).
+    """
+    if mode == "pred":
+        return categorical(s["pred"][rows])
+    if mode == "correct":
+        return correctness(s["pred"][rows], labels)
+    if mode == "confidence":
+        return continuous(s["confidence"][rows], 0.0, 1.0)
+    if mode == "cluster" and clusters is not None:
+        return categorical(clusters)
+    if mode == "tag" and tags is not None:
+        return categorical(tags)
+    if mode == "label_error":
+        return continuous(s["label_error"][rows], -1.0, 1.0)
+    if mode == "outlier":
+        out = s["outlier"][rows]
+        return continuous(out, *outlier_range(out))
+    return categorical(labels)
+
+
+def outlier_range(out: np.ndarray) -> tuple[float, float]:
+    """The 1st and 99th percentiles: the colour scale of the outlier score (a few far points would flatten it)."""
+    return float(np.nanpercentile(out, 1)), float(np.nanpercentile(out, 99))
+
+
+def legend(
+    mode: str,
+    classes: list[str],
+    labels: np.ndarray,
+    s: dict[str, np.ndarray],
+    rows: np.ndarray,
+    clusters: np.ndarray | None = None,
+    tags: list[str] | None = None,
+) -> None:
+    """The key to :func:`colours` for the same arguments (``tags``: the tag names, in id order)."""
+    if mode in ("class", "pred"):
+        ids = sorted(set((labels if mode == "class" else s["pred"][rows]).tolist()))
+        legend_categorical([classes[i] if 0 <= i < len(classes) else "unlabelled" for i in ids], ids)
+    elif mode == "correct":
+        wrong = float(np.mean(s["pred"][rows] != labels)) if len(rows) else 0.0
+        st.markdown(
+            f"<span style='color:rgb{tuple(int(c) for c in RIGHT)}'>●</span> kNN right &nbsp; "
+            f"<span style='color:rgb{tuple(int(c) for c in WRONG)}'>●</span> kNN wrong ({wrong:.1%} of the points)",
+            unsafe_allow_html=True,
+        )
+    elif mode == "cluster" and clusters is not None:
+        ids = sorted(set(clusters.tolist()))
+        legend_categorical([f"cluster {i}" for i in ids], ids)
+    elif mode == "tag" and tags is not None:
+        legend_categorical([*tags, "no tag"], [*range(len(tags)), -1])
+    elif mode == "confidence":
+        legend_continuous("share of the kNN vote", 0.0, 1.0)
+    elif mode == "label_error":
+        legend_continuous("other class's vote minus own label's", -1.0, 1.0)
+    elif mode == "outlier":
+        legend_continuous("cosine distance to the k-th neighbour", *outlier_range(s["outlier"][rows]))
+
+
+def lasso_map(df: pd.DataFrame, key: str) -> list[int]:
+    """The points in a Plotly WebGL scatter, for box / lasso selection; returns the selected rows."""
+    fig = go.Figure(
+        go.Scattergl(
+            x=df["x"],
+            y=df["y"],
+            mode="markers",
+            customdata=df["row"],
+            marker=dict(
+                size=4, color=[f"rgb({r},{g},{b})" for r, g, b in zip(df["r"], df["g"], df["b"], strict=False)]
+            ),
+            hovertemplate="#%{customdata} · %{text}<extra></extra>",
+            text=df["label"],
+        )
+    )
+    fig.update_layout(height=640, margin=dict(l=10, r=10, t=10, b=10), dragmode="lasso")
+    event = st.plotly_chart(fig, on_select="rerun", selection_mode=("box", "lasso"), key=key)
+    return selected_rows(event) or selected_rows(st.session_state.get(key))
+
+
+def selected_rows(event: Any) -> list[int]:
+    """Split rows of the points a box or lasso selected (each point's customdata), without repeats."""
+    try:
+        points = (event["selection"] if event else {}).get("points") or []
+    except (KeyError, TypeError, AttributeError):
+        return []
+    out = []
+    for p in points:
+        cd = p.get("customdata")
+        cd = cd[0] if isinstance(cd, (list, tuple)) and cd else cd
+        if isinstance(cd, (int, float)):
+            out.append(int(cd))
+    return list(dict.fromkeys(out))
 
 
 def legend_categorical(names: list[str], ids: list[int]) -> None:
@@ -178,9 +285,10 @@ def deck(
             points,
             id="points",
             get_position=cols,
-            get_fill_color="[r, g, b, 210]",
+            get_fill_color="[r, g, b, a]" if "a" in points else "[r, g, b, 210]",
             get_radius=point_px,
             radius_units="'pixels'",
+            billboard=dims == 3,  # 3-D: discs that face the camera, not flat dashes seen edge-on
             pickable=True,
             transitions={"getPosition": transition_ms} if transition_ms else None,
         )
@@ -203,6 +311,7 @@ def deck(
                     radius_units="'pixels'",
                     line_width_units="'pixels'",
                     get_line_width=width,
+                    billboard=dims == 3,
                     pickable=False,
                 )
             )

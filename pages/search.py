@@ -8,9 +8,12 @@ import numpy as np
 import streamlit as st
 
 from pages.common import (
-    checkpoint_key,
+    checkpoint_label,
+    keep,
     load_embeddings,
     neighbour_index,
+    newer_checkpoint,
+    pinned_key,
     routed,
     run_embeddings_file,
     run_images,
@@ -19,7 +22,7 @@ from pages.common import (
     user_errors,
 )
 from simclr_core import data
-from simclr_core.embeddings import checkpoint_meta, extract, load_encoder
+from simclr_core.embeddings import extract, load_encoder, pinned_encoder
 from simclr_core.neighbours import READABLE, image_from_bytes
 from simclr_core.preview import upscale_nearest
 from simclr_core.runs import RunDir
@@ -33,19 +36,15 @@ SHOW_SIDE = 80  # small images are enlarged to at least this side, with sharp pi
 
 @st.cache_resource(show_spinner=False, max_entries=4)
 def encoder_of(run_path: str, ckpt_key: str, random_init: bool):
-    """The run's encoder (or its random-init twin) on the CPU; ``ckpt_key`` reloads it after a new checkpoint."""
-    del ckpt_key
-    return load_encoder(RunDir(run_path), random_init=random_init)[0]
-
-
-@st.cache_data(show_spinner=False, max_entries=8)
-def trained_epoch(run_path: str, ckpt_key: str) -> int:
-    del ckpt_key
-    return int(checkpoint_meta(RunDir(run_path))["epoch"])
+    """The encoder of the run's pinned checkpoint ``ckpt_key`` (or its random-init twin), on the CPU."""
+    with user_errors():
+        if random_init:
+            return load_encoder(RunDir(run_path), random_init=True)[0]
+        return pinned_encoder(RunDir(run_path), ckpt_key)
 
 
 def label_name(label: int, classes: list[str]) -> str:
-    return classes[label] if 0 <= label < len(classes) else "unlabelled"
+    return data.printable(classes[label]) if 0 <= label < len(classes) else "unlabelled"
 
 
 def show_neighbours(
@@ -68,7 +67,7 @@ def show_neighbours(
             f"{same} of {len(hits)} neighbours share the query's label ({label_name(query_label, bank.classes)})"
         )
     pics = to_hwc(images.images[[i for _, i in hits]].numpy())
-    where = (lambda i: f" · {images.paths[i]}") if images.paths is not None else (lambda i: "")
+    where = (lambda i: f" · {data.printable(images.paths[i])}") if images.paths is not None else (lambda i: "")
     st.image(
         [upscale_nearest(p, SHOW_SIDE) for p in pics],
         caption=[f"#{i} · {label_name(int(bank.labels[i]), bank.classes)} · cos {s:.3f}{where(i)}" for s, i in hits],
@@ -113,8 +112,15 @@ with user_errors():
     d = cfg.data
     splits = data.splits_of(d.dataset, d.data_path)
     pretrain, bank_default, query_default = data.default_splits(d.dataset, d.data_path)
-ckey = checkpoint_key(run)
+newer_checkpoint(run)
+ckey = pinned_key(run)
+st.query_params["run"] = run.name  # a reload or a shared link opens this run
 
+keep("search_feature", "h", lambda v: v in FEATURES, url="feature")
+keep("search_k", 10, lambda v: 1 <= v <= 50, url="k")
+keep("search_bank", bank_default or pretrain, lambda v: v in splits, url="bank")
+keep("search_source", "Dataset image", lambda v: v in ("Dataset image", "Upload"), url="query")
+keep("search_compare", False, url="compare")
 c = st.columns([2, 2, 2, 2])
 feature = c[0].radio(
     "Feature",
@@ -124,12 +130,11 @@ feature = c[0].radio(
     help="h: the backbone output, used by kNN and linear probes; z: the projection head output, "
     "where the contrastive loss is computed",
 )
-k = c[1].slider("Neighbours k", 1, 50, 10, key="search_k")
+k = c[1].slider("Neighbours k", 1, 50, key="search_k")
 # default: labelled train images as the bank and held-out test images as queries, as kNN evaluation does
 bank_split = c[2].selectbox(
     "Search in split",
     splits,
-    index=splits.index(bank_default or pretrain),
     key="search_bank",
     help="the images searched (the memory bank)",
 )
@@ -150,19 +155,19 @@ exclude, query_label = None, None
 with left:
     if source == "Dataset image":
         q_default = query_default if query_default in splits else bank_split
-        q_split = st.selectbox("Query split", splits, index=splits.index(q_default), key="search_query_split")
+        keep("search_query_split", q_default, lambda v: v in splits, url="query_split")
+        q_split = st.selectbox("Query split", splits, key="search_query_split")
         with user_errors():
             q_images = run_images(run, q_split)
         n = len(q_images)
-        if st.session_state.get("search_idx", 0) >= n:  # another split may be shorter
-            st.session_state["search_idx"] = 0
+        keep("search_idx", 0, lambda v: isinstance(v, int) and 0 <= v < n, url="index")  # another split may be shorter
         i = int(st.number_input("Image index", 0, n - 1, key="search_idx", help=f"0 to {n - 1} in the {q_split} split"))
         st.button("Random", on_click=random_index, args=(n,), icon=":material/shuffle:")
         query_label = int(q_images.labels[i])
         query_pic = to_hwc(q_images.images[i : i + 1].numpy())[0]
         caption = f"{q_split} #{i} · {label_name(query_label, q_images.classes)}"
         if q_images.paths is not None:
-            caption += f" · {q_images.paths[i]}"
+            caption += f" · {data.printable(q_images.paths[i])}"
         handoff = {"split": q_split, "row": i} if q_split != bank_split else {"row": i}
 
         def query_of(random_init: bool) -> np.ndarray:
@@ -196,7 +201,7 @@ with left:
     st.image(upscale_nearest(query_pic, 2 * SHOW_SIDE), caption=caption)
 
 with right:
-    trained = f"Trained encoder (epoch {trained_epoch(str(run.path), ckey)}, {bank_split} split)"
+    trained = f"Trained encoder ({checkpoint_label(run)}, {bank_split} split)"
     if compare:
         cols = st.columns(2, gap="large")
         with cols[0]:

@@ -6,6 +6,7 @@ browsers; this page only fills a TrainConfig, starts the process and reads the r
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import fields
 from pathlib import Path
@@ -16,21 +17,25 @@ import streamlit as st
 from pages.common import (
     ACTIVE_STATES,
     STATE_ICONS,
+    background,
+    checkpoint_key,
     current_run,
     folder_summary,
     host_reachable,
-    remember,
+    keep,
     routed,
     run_names,
     run_states,
     runs_dir,
     setting_input,
     setting_slider,
+    watch,
 )
-from simclr_core import exporters, files, launch, manage, precheck
+from simclr_core import exporters, files, jobs, launch, manage, precheck
 from simclr_core.config import TrainConfig, ViewConfig, widget_spec
-from simclr_core.data import DATASETS
+from simclr_core.data import DATASETS, printable
 from simclr_core.errors import UserError
+from simclr_core.estimate import job_spec as estimate_spec
 from simclr_core.hardware import gpu_count
 from simclr_core.methods import METHODS
 from simclr_core.models import BACKBONES
@@ -61,11 +66,13 @@ FORM_FIELDS = (
     + [("views", k) for k in VIEW_KNOBS]
     + [("method", k) for k in METHOD_KNOBS]
 )
+# the settings a recipe's expected results depend on: change one, and the page stops quoting them
+EXPECTATION_FIELDS = [("data", "dataset"), ("data", "data_path"), ("model", "backbone"), ("method", "name")]
+EXPECTATION_FIELDS += [("optim", "epochs"), ("optim", "batch_size")]
 TEXT_FIELDS = {("data", "data_path"), ("optim", "lr"), ("run", "name")}  # text inputs: "" means None
 # Each form field's label (from the config's field table): the widgets show it, and an error about the
 # field names it (never its CLI flag).
 LABELS = {spec.option: spec.label for spec in (widget_spec(section, name) for section, name in FORM_FIELDS)}
-FORM_KEYS = ["tf_preset", "tf_gpus"]  # + every field's key, below: kept while the user is on other pages
 STEMS = {None: "auto", True: "on", False: "off"}
 SLIDERS = ("crop_scale_min", "jitter_prob", "grayscale_prob")  # the view knobs shown as sliders
 RESUME_MORE = 10  # default extra epochs when resuming a finished run
@@ -78,9 +85,6 @@ GPUS_HELP = (
 def k(section: str, name: str) -> str:
     """The session-state key of a form field."""
     return f"tf.{section}.{name}"
-
-
-FORM_KEYS += [k(*f) for f in FORM_FIELDS]
 
 
 def for_form(message: str) -> str:
@@ -137,12 +141,15 @@ def load_into_form(cfg: TrainConfig) -> None:
 
 
 def init_form() -> None:
-    """Fill the form: on the first visit from the preset, on a return with what the user had entered,
-    then with what the Augmentations page hands over (its dataset, folder and views)."""
-    remember(*FORM_KEYS)
-    st.session_state.setdefault("tf_preset", next(iter(PRESETS)))
-    if any(k(*f) not in st.session_state for f in FORM_FIELDS):  # first visit
-        load_into_form(preset(st.session_state["tf_preset"]))
+    """Fill the form: each field keeps what the user entered (through page visits, and reloads by the address),
+    starting from the preset; then what the Augmentations page hands over (its dataset, folder and views)."""
+    base = preset(keep("tf_preset", next(iter(PRESETS)), lambda v: v in PRESETS, url="preset"))
+    for section, name in FORM_FIELDS:
+        if (section, name) != ("run", "name"):  # a reload suggests a fresh name: the old one may be taken by now
+            default = to_widget(section, name, getattr(getattr(base, section), name))
+            keep(k(section, name), default, url=widget_spec(section, name).option)
+    keep(k("run", "name"), suggest_run_name(base.data.dataset, base.model.backbone, run_names()))
+    keep("tf_gpus", gpu_count())
     handed = st.session_state.pop("train_data", None)
     if handed:
         st.session_state[k("data", "dataset")] = handed["dataset"]
@@ -173,6 +180,18 @@ def config_from_form() -> TrainConfig:
 def check_new_run(cfg: TrainConfig, folder: precheck.FolderSummary | None = None) -> precheck.Plan:
     """Everything that would make the launch fail at once (simclr_core.precheck), as a UserError."""
     return precheck.check_new_run(cfg, folder=folder, online=host_reachable)
+
+
+@st.cache_data(ttl=10, show_spinner=False, max_entries=32)
+def form_check(
+    cfg_json: str, _cfg: TrainConfig, _folder: precheck.FolderSummary | None
+) -> tuple[precheck.Plan | None, str]:
+    """:func:`check_new_run` of the form's config (``cfg_json`` keys it): (plan, "") or (None, what is wrong).
+    Kept ten seconds, so a redraw for new metrics does not decode the dataset again; Launch checks afresh."""
+    try:
+        return check_new_run(_cfg, _folder), ""
+    except UserError as e:
+        return None, for_form(str(e))
 
 
 # ---- callbacks (they run before the script, so they may set widget state such as the sidebar's "run") ----
@@ -223,12 +242,13 @@ def controls(run: RunDir, active: bool, cfg: TrainConfig) -> None:
             st.info("Stopping: the run saves a checkpoint and ends within one step.", icon=":material/pause:")
         else:
             st.button(
-                "Stop",
+                f"Stop training {run.name}",
                 key="tf_stop",
-                icon=":material/stop:",
+                type="primary",
+                icon=":material/stop_circle:",
                 on_click=launch.stop,
                 args=(run,),
-                help="Checkpoint and stop; you can resume it later",
+                help="Checkpoint and stop the training process; you can resume it later",
             )
         return
     if not run.last_ckpt.exists():
@@ -287,6 +307,8 @@ def progress(status: dict, cfg: TrainConfig) -> None:
     done, epochs = int(status.get("epoch", 0)), cfg.optim.epochs
     epoch_text = f"epoch {min(done + 1, epochs)}/{epochs}" if running else f"{done}/{epochs} epochs done"
     st.progress(min(step / total, 1.0), text=f"{epoch_text} · step {step}/{total}")
+    if not running:  # a speed and an ETA are about a process that trains now
+        return
     ips = status.get("images_per_s")
     c1, c2 = st.columns(2)
     c1.metric("Images / s", f"{ips:,.0f}" if ips else "–")
@@ -391,10 +413,8 @@ def health(rows: list[dict], cfg: TrainConfig) -> None:
     )
 
 
-def live_view(run: RunDir, was_active: bool) -> None:
-    """State, progress, curves and log of one run; a fragment that polls while the run is active."""
-    if was_active and not launch.is_active(run):
-        st.rerun()  # it just ended: refresh the whole page (controls, run list) and stop polling
+def live_view(run: RunDir) -> None:
+    """State, progress, curves and log of one run, drawn again when its files change (:func:`watch`)."""
     cfg = run_config(run)
     if cfg is None:
         st.error(f"run '{run.name}' has no readable config.json; it cannot be shown", icon=":material/error:")
@@ -420,30 +440,61 @@ def live_view(run: RunDir, was_active: bool) -> None:
 
 
 def export_panel(run: RunDir, cfg: TrainConfig) -> None:
-    """Download buttons for the backbone of the newest checkpoint, in each of simclr-export's formats."""
+    """The backbone of the newest checkpoint in each of simclr-export's formats: written by the background
+    worker when asked (ONNX and TorchScript take half a minute for a ResNet-18), then downloaded."""
     if not run.backbone_path.is_file():
         return
     with st.expander("Export the backbone (safetensors, timm, ONNX, TorchScript)", icon=":material/download:"):
         st.caption(
-            "The newest checkpoint's ResNet, as `simclr-export --run NAME --format F` writes it (also into "
+            "The newest checkpoint's ResNet, as `simclr-export --run NAME --format F` writes it (into "
             f"`{run.export_dir}`). ONNX and TorchScript take RGB in [0, 1] and normalise inside; "
             "safetensors and timm are the plain ResNet state dict (ImageNet mean / std in the metadata)."
         )
+        asked = st.session_state.setdefault("tf_exports", set())
         cols = st.columns(len(exporters.FORMATS))
         for col, fmt in zip(cols, exporters.FORMATS, strict=False):
-            why = exporters.unavailable(fmt, cfg.model.backbone)
-            col.download_button(
-                fmt,
-                lambda fmt=fmt: exporters.export_backbone(run, fmt).read_bytes(),
-                f"{run.name}{exporters.SUFFIX[fmt]}",
-                "application/octet-stream",
-                key=f"export-{fmt}",
-                on_click="ignore",
-                disabled=why is not None,
-                icon=":material/download:",
-                help=why or exporters.HOW_TO_LOAD[fmt].format(path=f"{run.name}{exporters.SUFFIX[fmt]}"),
-                width="stretch",
-            )
+            with col:
+                export_button(run, cfg, fmt, asked)
+
+
+def export_button(run: RunDir, cfg: TrainConfig, fmt: str, asked: set[tuple[str, str]]) -> None:
+    """*Prepare* a format (a background job, with its progress), then *Download* the file it wrote."""
+    name = f"{run.name}{exporters.SUFFIX[fmt]}"
+    why = exporters.unavailable(fmt, cfg.model.backbone)
+    spec = {"run": str(run.path), "format": fmt, "ckpt": checkpoint_key(run)}
+    result = None
+    if why is None:
+        mine = (spec["run"], fmt) in asked
+        result = background("export", spec, f"Writing {name}", submit=mine)
+        if result is None and (
+            mine or jobs.status(jobs.jobs_dir(runs_dir()), jobs.job_id("export", spec))["state"] != "missing"
+        ):
+            return  # its progress (or why it failed) is shown
+    if result is None:
+        st.button(
+            f"Prepare {fmt}",
+            key=f"export-{fmt}",
+            on_click=asked.add,
+            args=((spec["run"], fmt),),
+            disabled=why is not None,
+            icon=":material/build:",
+            help=why or f"write {name} in the background; then download it here",
+            width="stretch",
+        )
+        return
+    path = Path(result["file"])
+    st.download_button(
+        f"Download {fmt}",
+        lambda: path.read_bytes(),
+        name,
+        "application/octet-stream",
+        key=f"export-{fmt}",
+        on_click="ignore",
+        icon=":material/download:",
+        help=exporters.HOW_TO_LOAD[fmt].format(path=name),
+        width="stretch",
+    )
+    st.caption(f"{path.stat().st_size / 1e6:,.1f} MB")
 
 
 def show_run(run: RunDir) -> None:
@@ -455,14 +506,13 @@ def show_run(run: RunDir) -> None:
     active = launch.is_active(run)
     if cfg is not None:
         controls(run, active, cfg)
-    st.fragment(run_every=2 if active else None)(live_view)(run, active)
+    live_view(run)
     if cfg is not None:
         export_panel(run, cfg)
 
 
-def run_list() -> None:
-    """Every run's state, progress and best numbers; polled every two seconds while a run is active."""
-    states = run_states()
+def run_list(states: dict[str, str]) -> None:
+    """Every run's state, progress and best numbers."""
     hidden = [n for n, s in states.items() if manage.is_failed(s)] if st.session_state.get("hide_failed") else []
     rows = []
     for name in states:
@@ -476,20 +526,13 @@ def run_list() -> None:
                 "state": s.state,
                 "method": s.method,
                 "epochs": f"{s.epoch}/{s.epochs}",
-                "last loss": s.last_loss,
-                "best kNN top-1 %": s.best_knn,
+                "last loss": "–" if s.last_loss is None else f"{s.last_loss:.4f}",
+                "best kNN top-1 %": "–" if s.best_knn is None else f"{s.best_knn:.2f}",  # text: no "None" cells
                 "message": for_form(s.message),
                 "notes": manage.read_notes(run).strip().split("\n")[0][:80],
             }
         )
-    st.dataframe(
-        rows,
-        hide_index=True,
-        column_config={
-            "last loss": st.column_config.NumberColumn(format="%.4f"),
-            "best kNN top-1 %": st.column_config.NumberColumn(format="%.2f"),
-        },
-    )
+    st.dataframe(rows, hide_index=True)
     more = f" {len(hidden)} failed run(s) hidden (sidebar: *Hide failed runs*)." if hidden else ""
     st.caption("Pick a run in the sidebar to watch, stop or resume it." + more)
 
@@ -624,14 +667,14 @@ def folder_caption(summary: precheck.FolderSummary) -> str:
         if names:
             line += f": {', '.join(names[:6])}{', …' if len(names) > 6 else ''}"
         lines.append(line)
-    return "  \n".join(lines)
+    return printable("  \n".join(lines))  # a folder or file name that is not UTF-8, shown as \xff
 
 
 @st.fragment
 def new_run_form() -> None:
     """The form, drawn alone when a field changes. Launch is the only way to start a run (Enter in a field
     starts nothing), and is greyed out, with the reason beside it, while a setting is wrong."""
-    remember(*FORM_KEYS)
+    init_form()  # the fragment's own runs, too: the address follows each field
     st.subheader("New run")
     st.selectbox(
         "Preset",
@@ -642,9 +685,21 @@ def new_run_form() -> None:
         "zoo, configs/*.yaml, which `simclr-train --config` reads too",
     )
     chosen = RECIPES[st.session_state["tf_preset"]]
-    st.caption(
-        f"**Expected:** {chosen.expected}. **Source:** {chosen.source}. Recipe file: `configs/{chosen.path.name}`"
-    )
+    base = preset(st.session_state["tf_preset"])
+    changed = [
+        LABELS[widget_spec(section, name).option]
+        for section, name in EXPECTATION_FIELDS
+        if st.session_state[k(section, name)] != to_widget(section, name, getattr(getattr(base, section), name))
+    ]
+    if changed:  # the recipe's numbers were measured with its own settings
+        st.caption(
+            f"The preset's expected results hold for its own settings; you changed {', '.join(changed)}. "
+            f"Recipe file: `configs/{chosen.path.name}`"
+        )
+    else:
+        st.caption(
+            f"**Expected:** {chosen.expected}. **Source:** {chosen.source}. Recipe file: `configs/{chosen.path.name}`"
+        )
     if st.session_state.get("train_views"):
         c1, c2 = st.columns([3, 1], vertical_alignment="center")
         c1.info("The view settings below come from the Augmentations page.", icon=":material/photo_library:")
@@ -704,11 +759,13 @@ def new_run_form() -> None:
         )
         number(cols[2], "method", "pred_hidden_dim")
     if gpu_count() > 1:
-        st.session_state.setdefault("tf_gpus", gpu_count())
         st.number_input("GPUs", min_value=1, max_value=gpu_count(), step=1, key="tf_gpus", help=GPUS_HELP)
     st.text_input(LABELS["name"], key=k("run", "name"), help=h("run", "name"))
+    cfg_json = ""
     try:
-        plan, problem = check_new_run(config_from_form(), summary), None
+        cfg = config_from_form()
+        cfg_json = json.dumps(cfg.to_dict(), sort_keys=True, default=str)
+        plan, problem = form_check(cfg_json, cfg, summary)
     except UserError as e:
         plan, problem = None, for_form(str(e))
     c1, c2 = st.columns([1, 5], vertical_alignment="center")
@@ -718,18 +775,45 @@ def new_run_form() -> None:
         type="primary",
         icon=":material/rocket_launch:",
         on_click=on_launch,
-        disabled=problem is not None,
+        disabled=bool(problem),
         width="stretch",
     )
     if problem:
         c2.error(problem, icon=":material/error:")
     elif plan:
         c2.caption(f"Pre-trains on {plan.images:,} images of {plan.source}." + "".join(f" {n}." for n in plan.notes))
+    if not problem:
+        time_estimate(cfg, cfg_json)
     error = st.session_state.pop("tf_error", None)
     if error:
         st.error(error, icon=":material/error:")
     if st.session_state.pop("tf_launched", False):
         st.rerun()  # the whole page: the new run, live, in the run picker and the run list
+
+
+def time_estimate(cfg: TrainConfig, cfg_json: str) -> None:
+    """*Estimate the time*: a short measurement of these settings on this machine, now (a background job of
+    about 15 s that builds what training builds and times a few steps; simclr_core.estimate), not a constant."""
+    asked = st.session_state.get("tf_estimate")  # (the settings it was asked for, when)
+    c1, c2 = st.columns([1, 5], vertical_alignment="center")
+    c1.button(
+        "Estimate the time",
+        key="tf_estimate_button",
+        icon=":material/timer:",
+        on_click=lambda: st.session_state.update(tf_estimate=(cfg_json, time.time())),
+        help="measure a few training steps of these settings on this machine, as it is now",
+        width="stretch",
+    )
+    if not asked:
+        c2.caption("How long this run takes depends on this machine and what else it runs: **Estimate** measures it.")
+        return
+    if asked[0] != cfg_json:
+        c2.caption("The last estimate was for other settings: press **Estimate the time** again.")
+        return
+    with c2:
+        result = background("estimate", estimate_spec(cfg, requested=asked[1]), "Measuring these settings")
+    if result is not None:
+        c2.caption(f":material/timer: {result['describe']}")
 
 
 # ---- page ---------------------------------------------------------------------------------------------
@@ -754,13 +838,17 @@ else:
 if current is None:
     st.info(
         "No runs yet. Pick the **Quick CPU demo** preset below and press **Launch**: it pre-trains a small "
-        "ResNet on the bundled digits in about two minutes on a CPU. Then explore it on the other pages.",
+        "ResNet on the bundled digits, offline, on a CPU (**Estimate** measures how long on this machine). "
+        "Then explore it on the other pages.",
         icon=":material/lightbulb:",
     )
 else:
     show_run(current)
     st.subheader("All runs")
-    active = any(s in ACTIVE_STATES for s in run_states().values())
-    st.fragment(run_every=2 if active else None)(run_list)()
+    states = run_states()
+    run_list(states)
+    # drawn again when the run's files or another active run's status change (the sidebar polls)
+    others = [RunDir(runs_dir() / n).status_path for n, s in states.items() if s in ACTIVE_STATES]
+    watch(current.status_path, current.metrics_path, current.log_path, *others)
 manage_runs(current)
 new_run_form()

@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from simclr_core.errors import UserError
-from simclr_core.files import temp_path, write_json_atomic
+from simclr_core.files import temp_path, write_error, write_json_atomic
 from simclr_core.models import IMAGENET_MEAN, IMAGENET_STD, build_backbone
 
 FORMAT = "simclr-studio/1"
@@ -34,6 +34,11 @@ def save_atomic(obj: Any, path: str | Path) -> None:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
+    except RuntimeError as e:  # torch's zip writer reports a short write (a full disk) so, not as an OSError
+        err = write_error(e, tmp)  # before the half file goes: it tells a full disk from another failure
+        if err is None:
+            raise
+        raise err from None
     finally:  # a full disk or a kill: never leave a half file that keeps the disk full
         tmp.unlink(missing_ok=True)
     # fsync the folder too, so the rename itself survives a power cut.
@@ -66,10 +71,76 @@ def load(path: str | Path, map_location: str | torch.device = "cpu") -> Any:
 
 
 TRAINING_KEYS = ("model", "arch", "epoch", "step")  # what every last.pt holds, whatever its method
+# What a resume reads besides (training/state.py: restore), with the type each must have.
+RESUME_FIELDS: dict[str, type] = {
+    "optimizer": dict,
+    "scaler": dict,
+    "steps_per_epoch": int,
+    "epoch_losses": torch.Tensor,
+    "rng": dict,
+}
 
 
-def load_training(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """:func:`load` a training checkpoint (``last.pt``), or a UserError saying what the file holds instead."""
+def _what(obj: Any) -> str:
+    """What a loaded file holds, in words: "a bare tensor", "a list", "a dict with keys [...]"."""
+    if isinstance(obj, torch.Tensor):
+        return "a bare tensor"
+    if isinstance(obj, dict) and "conv1.weight" in obj:
+        return "a backbone's weights alone (backbone.pt)"
+    return f"a {type(obj).__name__}" + (f" with keys {sorted(map(str, obj))[:5]}" if isinstance(obj, dict) else "")
+
+
+def _count(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and v >= 0
+
+
+def _training_problem(ckpt: dict[str, Any], resume: bool) -> str | None:
+    """What is wrong with a training checkpoint's fields, for the callers that read them (None: nothing).
+
+    Every field a caller uses is checked for its type here, so a damaged file is one message naming it,
+    never a TypeError deep in a resume or an evaluation.
+    """
+    bad = [k for k, v in ckpt["model"].items() if not (isinstance(k, str) and isinstance(v, torch.Tensor))]
+    if bad:
+        return f"its model weights hold {type(ckpt['model'][bad[0]]).__name__} under {bad[0]!r}, not a tensor"
+    for key in ("epoch", "step"):
+        if not _count(ckpt[key]):
+            return f"{key!r} is {ckpt[key]!r}, not a whole number"
+    if not resume:
+        return None
+    missing = [k for k in RESUME_FIELDS if k not in ckpt]
+    if "view_generators" not in ckpt and "view_generator" not in ckpt:
+        missing.append("view_generators")
+    if missing:
+        return f"it has no {', '.join(map(repr, missing))}: what a resume continues from"
+    for key, kind in RESUME_FIELDS.items():
+        if not isinstance(ckpt[key], kind) or (kind is int and not _count(ckpt[key])):
+            return f"{key!r} is {type(ckpt[key]).__name__}, not {kind.__name__}"
+    generators = ckpt.get("view_generators") or [ckpt.get("view_generator")]
+    if not isinstance(generators, list) or not all(isinstance(g, torch.Tensor) for g in generators):
+        return "its view generators are not tensors"
+    opt, rng = ckpt["optimizer"], ckpt["rng"]
+    if not isinstance(opt.get("state"), dict) or not isinstance(opt.get("param_groups"), list):
+        return "'optimizer' lacks its state or param_groups"
+    numpy_state = rng.get("numpy")
+    if (
+        not isinstance(rng.get("python"), tuple | list)
+        or not isinstance(rng.get("torch"), torch.Tensor)
+        or not isinstance(rng.get("cuda"), tuple | list)
+        or not isinstance(numpy_state, tuple | list)
+        or len(numpy_state) < 2
+        or not isinstance(numpy_state[1], torch.Tensor)
+    ):
+        return "'rng' does not hold the Python, NumPy and torch generator states"
+    return None
+
+
+def load_training(path: str | Path, map_location: str | torch.device = "cpu", resume: bool = False) -> dict[str, Any]:
+    """:func:`load` a training checkpoint (``last.pt``), or a UserError saying what the file holds instead.
+
+    The fields every reader uses are checked (types of model, arch, epoch, step); with ``resume`` also
+    those a resume reads (optimizer, scaler, steps_per_epoch, generator and RNG states).
+    """
     ckpt = load(path, map_location)
     if (
         isinstance(ckpt, dict)
@@ -77,18 +148,36 @@ def load_training(path: str | Path, map_location: str | torch.device = "cpu") ->
         and isinstance(ckpt["model"], dict)
         and isinstance(ckpt["arch"], dict)
     ):
-        return ckpt
-    if isinstance(ckpt, torch.Tensor):
-        what = "a bare tensor"
-    elif isinstance(ckpt, dict) and "conv1.weight" in ckpt:
-        what = "a backbone's weights alone (backbone.pt)"
-    else:
-        what = f"a {type(ckpt).__name__}" + (
-            f" with keys {sorted(map(str, ckpt))[:5]}" if isinstance(ckpt, dict) else ""
+        problem = _training_problem(ckpt, resume)
+        if problem is None:
+            return ckpt
+        # evaluation, embeddings and export read the weights alone: a file only a resume cannot use still serves them
+        raise UserError(
+            f"checkpoint {path} is damaged ({problem}); restore it from a copy, or start a new run"
+            + (
+                " (evaluate, embed and export can still read its weights)"
+                if _training_problem(ckpt, False) is None
+                else ""
+            )
         )
     raise UserError(
-        f"checkpoint {path} holds {what}, not a training checkpoint (last.pt: model, arch, epoch "
+        f"checkpoint {path} holds {_what(ckpt)}, not a training checkpoint (last.pt: model, arch, epoch "
         "and step); put the run's own last.pt back, or start a new run"
+    )
+
+
+def load_weights(path: str | Path) -> dict[str, torch.Tensor]:
+    """:func:`load` a state dict (``backbone.pt``, a timm export): names to tensors, or a UserError naming the file."""
+    state = load(path)
+    if (
+        isinstance(state, dict)
+        and state
+        and all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items())
+    ):
+        return state
+    raise UserError(
+        f"{path} holds {_what(state)}, not a backbone's weights (names -> tensors); restore it from a copy, "
+        "or resume its run for an epoch to write it again"
     )
 
 
@@ -165,13 +254,33 @@ def save_backbone(backbone: nn.Module, arch: dict, path: str | Path, image_size:
     write_json_atomic(path.with_suffix(".json"), meta)
 
 
-def load_backbone(path: str | Path) -> nn.Module:
-    """Rebuild the ResNet trunk saved by :func:`save_backbone` (features out, no classifier)."""
+def backbone_meta(path: str | Path) -> dict[str, Any]:
+    """``backbone.json`` beside the ``backbone.pt`` at ``path`` (which ResNet its weights fit), checked:
+    a UserError naming the file when it is missing, not UTF-8 JSON, or lacks backbone / cifar_stem."""
     path = Path(path)
     meta_path = path.with_suffix(".json")
     if not meta_path.is_file():
         raise UserError(f"{meta_path} is missing: it says which ResNet {path} belongs to")
-    meta = json.loads(meta_path.read_text())
+    fix = "restore it from a copy, or resume its run for an epoch to write it again"
+    try:
+        meta = json.loads(meta_path.read_bytes())
+    except OSError as e:
+        raise UserError(f"cannot read {meta_path} ({e.strerror or e}); {fix}") from None
+    except ValueError as e:  # not UTF-8, not JSON, truncated
+        raise UserError(f"{meta_path} is damaged ({str(e).splitlines()[0][:120]}); {fix}") from None
+    if (
+        not isinstance(meta, dict)
+        or not isinstance(meta.get("backbone"), str)
+        or not isinstance(meta.get("cifar_stem"), bool)
+        or not (meta.get("image_size") is None or _count(meta["image_size"]))
+    ):
+        raise UserError(f"{meta_path} is damaged (not a JSON object naming backbone and cifar_stem); {fix}")
+    return meta
+
+
+def load_backbone(path: str | Path) -> nn.Module:
+    """Rebuild the ResNet trunk saved by :func:`save_backbone` (features out, no classifier)."""
+    meta = backbone_meta(path)
     net, _ = build_backbone(meta["backbone"], meta["cifar_stem"])
-    load_state(net, load(path), path)
+    load_state(net, load_weights(path), path)
     return net

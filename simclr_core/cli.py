@@ -7,7 +7,7 @@ import sys
 from collections.abc import Callable, Iterable
 from dataclasses import MISSING, fields
 
-from simclr_core.config import TrainConfig, flag, option, sections
+from simclr_core.config import TrainConfig, flag, option, read_file, sections, sets_fields
 from simclr_core.errors import UserError
 from simclr_core.methods import METHODS
 
@@ -60,7 +60,16 @@ def config_from_args(args: argparse.Namespace) -> tuple[TrainConfig, set[str]]:
         (config, the options given as flags: :func:`~simclr_core.config.option` names)
     """
     path = getattr(args, "config", None)
-    cfg = TrainConfig.load(path) if path else TrainConfig()
+    cfg = TrainConfig()
+    if path:
+        d = read_file(path)
+        if not sets_fields(d):  # a recipe's title and figures alone: the run would train every default, silently
+            print(
+                f"warning: {path} sets no training setting (only a recipe: block or empty sections), so every "
+                "setting is its default; add sections such as data:, model: or optim: (see configs/)",
+                file=sys.stderr,
+            )
+        cfg = TrainConfig.from_dict(d)
     given = set()
     for section, cls in sections().items():
         part = getattr(cfg, section)

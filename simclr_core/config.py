@@ -156,8 +156,9 @@ class DataConfig:
     train_split: str | None = _f(
         None, "split to pre-train on (default: cifar10 train, stl10 train+unlabeled, folder train or all)"
     )
+    # At most 2048: ImageNet-size work (views up to 1024 px) fits; larger sides ask terabytes of the cache.
     image_size: int | None = _f(
-        None, "side of the stored square images (default: native size; 96 for folders of mixed sizes)", min=8
+        None, "side of the stored square images (default: native size; 96 for folders of mixed sizes)", min=8, max=2048
     )
     subset: int | None = _f(None, "pre-train on a fixed random subset of this many images", min=2)
     download: bool = _f(True, "download cifar10/stl10 into --data-dir when missing")
@@ -173,7 +174,11 @@ class ViewConfig:
     """The SimCLR view transform (Chen et al. 2020, appendix A); defaults are the paper's ImageNet values."""
 
     crop_size: int | None = _f(
-        None, "side of each view in pixels (default: the stored image side)", min=8, label="View size (pixels)"
+        None,
+        "side of each view in pixels (default: the stored image side)",
+        min=8,
+        max=2048,
+        label="View size (pixels)",
     )
     # A slider starts at 0.01: a crop needs a positive area.
     crop_scale_min: float = _f(
@@ -299,6 +304,7 @@ class ModelConfig:
         "projection MLP hidden width (default: the backbone width; twice it "
         "for the byol head, the paper's 4096 on a ResNet-50)",
         min=1,
+        max=65536,
         label="Projection hidden width",
         step=64,
     )
@@ -306,10 +312,11 @@ class ModelConfig:
         None,
         "projection output dimension (default: the head's, 128; 256 byol)",
         min=1,
+        max=65536,
         label="Projection output dim",
         step=32,
     )
-    proj_layers: int = _f(2, "linear layers in the projection MLP (SimCLR v1: 2, v2: 3)", min=1)
+    proj_layers: int = _f(2, "linear layers in the projection MLP (SimCLR v1: 2, v2: 3)", min=1, max=16)
     proj_bn: bool | None = _f(
         None, "batch norm in the projection MLP (default: the head's: on simclr and byol, off moco_v2)"
     )
@@ -355,6 +362,9 @@ class MethodConfig:
         4096,
         "moco_v2: negatives kept in the queue, K (paper: 65536 on ImageNet)",
         min=1,
+        max=2**20,
+        ui_min=1024,  # a slider over the whole range would be too wide to slide
+        ui_max=65536,
         label="MoCo queue size K",
         step=1024,
     )
@@ -371,6 +381,7 @@ class MethodConfig:
         None,
         "byol: predictor hidden width (default: the projection's hidden width)",
         min=1,
+        max=65536,
         label="BYOL predictor hidden width",
         step=64,
     )
@@ -390,6 +401,7 @@ class OptimConfig:
         None,
         "peak learning rate (default: linear scaling, 0.3*B/256 for lars, 0.06*B/256 for sgd)",
         gt=0,
+        max=100,  # LARS's 0.3*B/256 is 77 at a batch of 65536; far above, float32 steps overflow
         label="Learning rate",
     )
     momentum: float = _f(0.9, "SGD / LARS momentum", min=0, lt=1)
@@ -409,6 +421,10 @@ class OptimConfig:
         """The learning rate at the end of warm-up."""
         if self.lr is not None:
             return self.lr
+        return self.default_lr()
+
+    def default_lr(self) -> float:
+        """The peak learning rate when ``lr`` is not set: linear scaling, 0.3*B/256 (lars) or 0.06*B/256 (sgd)."""
         return (0.3 if self.optimizer == "lars" else 0.06) * self.batch_size / 256
 
     def decay(self) -> float:
@@ -433,7 +449,7 @@ class RunConfig:
     )
     runs_dir: str = _f("checkpoints", "folder holding one sub-folder per run")
     device: str = _f("auto", "auto (cuda if available, else cpu), cpu, cuda, cuda:N or mps")
-    seed: int = _f(0, "seed of weights, data order and views", min=0)
+    seed: int = _f(0, "seed of weights, data order and views", min=0, max=2**32 - 1)  # NumPy's and torch's range
     knn_every: int = _f(
         1, "run the kNN monitor every N epochs (0: never)", min=0, label="kNN monitor every N epochs", step=1
     )
@@ -456,12 +472,13 @@ class RunConfig:
         "also write TensorBoard scalars into the run folder (tensorboard --logdir "
         "checkpoints), when the tensorboard package is installed",
     )
-    num_threads: int | None = _f(None, "CPU threads for torch (default: torch's choice)", min=1)
+    num_threads: int | None = _f(None, "CPU threads for torch (default: torch's choice)", min=1, max=1024)
     workers: int | None = _f(
         None,
         "processes that gather batches from the on-disk image cache when the "
         "images do not fit on the GPU (default: 4 then, else 0: none needed)",
         min=0,
+        max=256,
     )
     compile: bool = _f(False, "torch.compile the model (falls back to eager, with a note, if compiling fails)")
     sync_bn: bool = _f(
@@ -527,23 +544,7 @@ class TrainConfig:
     @classmethod
     def load(cls, path: str | Path) -> TrainConfig:
         """Read a JSON or YAML (``.yaml``/``.yml``) config file."""
-        p = Path(path)
-        if not p.is_file():
-            raise UserError(f"config file {p} does not exist")
-        try:
-            text = p.read_text(encoding="utf-8")
-        except UnicodeDecodeError as e:
-            raise UserError(f"config file {p} is not UTF-8 text (byte {e.start}); save it as UTF-8") from None
-        except OSError as e:
-            raise UserError(f"cannot read config file {p}: {e.strerror or e}") from None
-        try:
-            if p.suffix in (".yaml", ".yml"):
-                d = _read_yaml(text)
-            else:
-                d = json.loads(text)
-        except Exception as e:  # noqa: BLE001 - any parse error is the user's file
-            raise UserError(f"cannot parse config file {p}: {e}".splitlines()[0]) from None
-        return cls.from_dict(d)
+        return cls.from_dict(read_file(path))
 
     def validate(self) -> None:
         """Reject values no run can use, with a message naming the flag: each field's own rules
@@ -567,6 +568,36 @@ class TrainConfig:
             raise UserError("--dataset folder needs --data-path DIR (a folder of images or class sub-folders)")
         if self.run.name is not None:
             check_run_name(self.run.name)
+
+
+def sets_fields(d: Any) -> bool:
+    """True when a config file's mapping (:func:`read_file`) sets at least one setting; a file holding only
+    a ``recipe:`` block, or empty sections, sets none, and a run of it trains every default."""
+    if not isinstance(d, dict):
+        return True  # not a mapping: from_dict says what is wrong
+    return any(v is not None and (not isinstance(v, dict) or v) for k, v in d.items() if k != "recipe")
+
+
+def read_file(path: str | Path) -> Any:
+    """The mapping in a JSON or YAML (``.yaml``/``.yml``) config file, parsed but not checked; a UserError
+    when it cannot be read or parsed."""
+    p = Path(path)
+    if not p.is_file():
+        raise UserError(f"config file {p} does not exist")
+    try:
+        text = p.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise UserError(f"config file {p} is not UTF-8 text (byte {e.start}); save it as UTF-8") from None
+    except OSError as e:
+        raise UserError(f"cannot read config file {p}: {e.strerror or e}") from None
+    try:
+        if p.suffix in (".yaml", ".yml"):
+            d = _read_yaml(text)
+        else:
+            d = json.loads(text)
+    except Exception as e:  # noqa: BLE001 - any parse error is the user's file
+        raise UserError(f"cannot parse config file {p}: {e}".splitlines()[0]) from None
+    return d
 
 
 # Keys that config files of 0.2 and earlier keep elsewhere: section.key -> where it lives now.

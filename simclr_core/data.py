@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import hashlib
+import itertools
 import json
 import logging
 import multiprocessing
@@ -28,11 +29,11 @@ import tarfile
 import threading
 import time
 import uuid
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 from urllib.error import URLError
 
 import numpy as np
@@ -42,6 +43,7 @@ from PIL import Image, ImageOps
 
 from simclr_core.errors import UserError
 from simclr_core.files import remove_stale_temps
+from simclr_core.hardware import available_memory as _available_memory
 
 if TYPE_CHECKING:
     from simclr_core.config import DataConfig
@@ -323,11 +325,27 @@ def pretrain_split(
     return split_of(cfg, split, subset=subset, seed=seed, progress=progress)
 
 
+_RESIZE_CHUNK = 256 * 2**20  # bytes of float32 a resize batch may take
+
+
 def _resize(images: torch.Tensor, size: int, batch: int = 1024) -> torch.Tensor:
-    """Bilinear, antialiased resize of uint8 NCHW images, in batches to bound memory."""
+    """Bilinear, antialiased resize of uint8 NCHW images, in batches to bound memory.
+
+    The result stays in memory (as the run's images): when it would take more than half the free
+    memory, a UserError names an ``--image-size`` that fits, before anything is allocated.
+    """
     if images.shape[-2:] == (size, size):
         return images
-    out = torch.empty((len(images), images.shape[1], size, size), dtype=torch.uint8)
+    n, c = len(images), images.shape[1]
+    need, avail = n * c * size * size, _available_memory()
+    if avail is not None and need > avail // 2:
+        fits = max(8, int((avail // 2 / max(n * c, 1)) ** 0.5) // 8 * 8)
+        raise UserError(
+            f"--image-size {size} makes the {n} images take {_mb(need):,} MB of memory, and "
+            f"{_mb(avail):,} MB are free; use --image-size {fits} or less"
+        )
+    batch = max(1, min(batch, _RESIZE_CHUNK // (c * size * size * 4)))  # large sides: fewer images at a time
+    out = torch.empty((n, c, size, size), dtype=torch.uint8)
     for i in range(0, len(images), batch):
         chunk = images[i : i + batch].float()
         chunk = F.interpolate(chunk, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
@@ -434,21 +452,6 @@ def _mount_of(path: Path) -> Path:
     while not os.path.ismount(path) and path != path.parent:
         path = path.parent
     return path
-
-
-def _available_memory() -> int | None:
-    """Bytes of memory a new allocation can get (Linux MemAvailable), or None where unknown."""
-    try:
-        with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
-        pass
-    try:
-        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    except (OSError, ValueError, AttributeError):
-        return None
 
 
 def _mb(n: int) -> int:
@@ -767,14 +770,21 @@ def _skip_parts(counts: dict[str, int], examples: dict[str, str]) -> str:
         n = counts.get(reason, 0)
         if n:
             label = (one if n == 1 else many).format(mp=MAX_PIXELS // 10**6)
-            parts.append(f"{n} {label}" + (f", e.g. {examples[reason]}" if reason in examples else ""))
+            parts.append(f"{n} {label}" + (f", e.g. {printable(examples[reason])}" if reason in examples else ""))
     return "; ".join(parts)
+
+
+def printable(name: str) -> str:
+    """``name`` with the bytes of a file name that is not UTF-8 (Python's surrogate escapes) written ``\\xff``:
+    such names open as they are, but cannot be printed, logged or shown until they are made text."""
+    return os.fsencode(name).decode("utf-8", "backslashreplace")
 
 
 def _skip_summary(folder: Path, counts: dict[str, int], examples: dict[str, str]) -> str:
     """One line: "skipped 3 unreadable entries in DIR (2 broken links, e.g. ...; 1 unreadable folder, ...)"."""
     n = sum(counts.values())
-    return f"skipped {n} unreadable {'entry' if n == 1 else 'entries'} in {folder} ({_skip_parts(counts, examples)})"
+    where = printable(str(folder))
+    return f"skipped {n} unreadable {'entry' if n == 1 else 'entries'} in {where} ({_skip_parts(counts, examples)})"
 
 
 def _walk(folder: str, prefix: str, skipped: _Skipped) -> list[tuple[str, int, int]]:
@@ -940,7 +950,7 @@ def _decode_pass(
     finally:
         signal.pthread_sigmask(signal.SIG_SETMASK, mask)
     with pool:  # leaving kills pending work
-        for images, done in pool.imap(_decode_chunk, tasks):
+        for images, done in _in_order(pool, tasks, window=2 * procs):
             if images is None:
                 return None
             if len(images):
@@ -951,6 +961,26 @@ def _decode_pass(
             if progress:
                 progress(len(status), total)
     return status
+
+
+def _in_order(pool: Any, tasks: list[Any], window: int) -> Iterator[Any]:
+    """``pool.imap(_decode_chunk, tasks)``, with at most ``window`` chunks handed out ahead of the one read.
+
+    imap hands every chunk to the workers' pipe at once; when the reader stops early (an error, a user's
+    stop) and the pool is terminated, its feeder thread may still be blocked writing into that full pipe,
+    and leaving the pool waits for it (16 minutes once, under load). With a few chunks in the pipe, the
+    feeder is never blocked.
+    """
+    pending: deque[Any] = deque()
+    rest = iter(tasks)
+    for task in itertools.islice(rest, window):
+        pending.append(pool.apply_async(_decode_chunk, (task,)))
+    while pending:
+        result = pending.popleft().get()
+        task = next(rest, None)
+        if task is not None:
+            pending.append(pool.apply_async(_decode_chunk, (task,)))
+        yield result
 
 
 def _decode_folder(
@@ -983,7 +1013,7 @@ def _load_folder(
         )
     listing = "\n".join(f"{rel}\t{size}\t{mtime}" for rel, size, mtime in files)
     key = {"dataset": "folder", "split": split, "path": str(folder), "size": image_size,
-           "files": hashlib.sha256(listing.encode()).hexdigest()}  # fmt: skip
+           "files": hashlib.sha256(os.fsencode(listing)).hexdigest()}  # fmt: skip
     stem = _cache_stem(data_dir, f"folder-{root.name}-{split}", key)
 
     def fill(rows: _Rows) -> tuple[np.ndarray, list[str], dict[str, int], dict[str, str], list[str]]:

@@ -13,6 +13,7 @@ from pathlib import Path
 from simclr_core.cli import Parser, run_cli
 from simclr_core.embeddings import FEATURES, embed_split
 from simclr_core.errors import UserError
+from simclr_core.hardware import resolve_device
 from simclr_core.runs import open_run
 
 
@@ -37,6 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     def go() -> int:
         args = build_parser().parse_args(argv)
+        resolve_device(args.device)  # a GPU that is not there is said at once, cached embeddings or not
         out = Path(args.out)
         if out.is_dir():
             raise UserError(f"--out {out} is a folder; give a file name such as {out / 'embeddings.npz'}")

@@ -11,12 +11,14 @@ several runs one by one in the worker process, saving each result as soon as it 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import torch
+from tqdm import tqdm
 
 from simclr_core import data
 from simclr_core.cli import Parser, run_cli
@@ -67,6 +69,7 @@ def evaluate_run(
     max_bank: int | None = None,
     device: str = "auto",
     stage: Callable[[str], None] | None = None,
+    probe_progress: Callable[[int, int, float], None] | None = None,
 ) -> dict[str, Any]:
     """kNN and linear-probe accuracy (percent) of one checkpoint, or of a random-init baseline.
 
@@ -75,6 +78,7 @@ def evaluate_run(
             single labelled split a fixed fifth of it is held out as the query set.
         max_bank: embed only a fixed random subset of the bank split (quick CPU evaluations).
         stage: told what is being done ("embedding train", "kNN", "linear probe") as each step starts.
+        probe_progress: told (epochs done, epochs, train loss) after each of the linear probe's epochs.
     """
     stage = stage or (lambda what: None)
     cfg = run.config()
@@ -108,6 +112,7 @@ def evaluate_run(
         "classes": classes,
         "checkpoint": "random-init" if random_init else (meta["path"] or checkpoint),
         "epoch": meta["epoch"],
+        "checkpoint_label": meta["label"],  # "epoch 3, step 12 of 50" for a checkpoint a stop saved mid-epoch
         "bank_split": bank_split,
         "query_split": query_split,
         "n_bank": len(bank_x),
@@ -125,7 +130,11 @@ def evaluate_run(
     )
     if probe:
         stage(f"linear probe ({probe_epochs} epochs)")
-        result.update(linear_probe(bank_x, bank_y, query_x, query_y, epochs=probe_epochs, seed=cfg.run.seed))
+        result.update(
+            linear_probe(
+                bank_x, bank_y, query_x, query_y, epochs=probe_epochs, seed=cfg.run.seed, progress=probe_progress
+            )
+        )
     return result
 
 
@@ -159,6 +168,9 @@ def evaluate_job(spec: dict[str, Any], progress: Callable[[str, int, int], None]
     A run that cannot be evaluated (a UserError: no checkpoint yet, no labels, ...) does not stop
     the others: its message is kept in the result.
 
+    Progress: ``done``/``total`` count the models, except during a linear probe, where they count its
+    epochs and the stage reads e.g. "run-a: linear probe epoch 37/100, train loss 0.842".
+
     Returns:
         ``{"evaluated": [{"model", "run", "knn_top1", "probe_top1"}, ...], "errors": [{"model", "run",
         "message"}, ...]}``, one entry per model, in the order evaluated.
@@ -175,9 +187,20 @@ def evaluate_job(spec: dict[str, Any], progress: Callable[[str, int, int], None]
         def step(what: str, model: str = model, i: int = i) -> None:
             progress(f"{model}: {what}", i, len(todo))
 
+        def epoch(done: int, total: int, loss: float, model: str = model) -> None:
+            progress(f"{model}: linear probe epoch {done}/{total}, train loss {loss:.3f}", done, total)
+
         step("starting")
         try:
-            result = evaluate_run(run, random_init=rand, k=k, probe_epochs=probe_epochs, max_bank=max_bank, stage=step)
+            result = evaluate_run(
+                run,
+                random_init=rand,
+                k=k,
+                probe_epochs=probe_epochs,
+                max_bank=max_bank,
+                stage=step,
+                probe_progress=epoch,
+            )
         except UserError as e:  # one run without a checkpoint must not stop the others
             errors.append({"model": model, "run": run.name, "message": str(e)})
             continue
@@ -235,10 +258,31 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+@contextlib.contextmanager
+def _epoch_bar(what: str) -> Iterator[Callable[[int, int, float], None]]:
+    """A bar on stderr of the linear probe's epochs and train loss (in a terminal only, as training's),
+    for ``evaluate_run``'s ``probe_progress``. Drawn from the first epoch on: the minutes of embedding
+    before it are not the probe's, and with ``--no-probe`` there is none."""
+    bars: list[tqdm] = []
+
+    def epoch(done: int, total: int, loss: float) -> None:
+        if not bars:
+            bars.append(tqdm(total=total, desc=what, unit="epoch", dynamic_ncols=True, file=sys.stderr, disable=None))
+        bars[0].set_postfix_str(f"train loss {loss:.3f}", refresh=False)
+        bars[0].update(done - bars[0].n)
+
+    try:
+        yield epoch
+    finally:
+        for bar in bars:
+            bar.close()
+
+
 def main(argv: list[str] | None = None) -> int:
     def go() -> int:
         args = build_parser().parse_args(argv)
         check_settings(args.k, args.probe_epochs, args.max_bank)
+        resolve_device(args.device)  # a GPU that is not there is said at once, cached embeddings or not
         run = open_run(args.runs_dir, args.run)
         kw = dict(
             bank_split=args.bank_split,
@@ -251,9 +295,11 @@ def main(argv: list[str] | None = None) -> int:
         )
         results = []
         if not args.random_init:
-            results.append(evaluate_run(run, checkpoint=args.checkpoint, **kw))
+            with _epoch_bar(f"{run.name}: linear probe") as bar:
+                results.append(evaluate_run(run, checkpoint=args.checkpoint, probe_progress=bar, **kw))
         if args.random_init or args.baseline:
-            results.append(evaluate_run(run, random_init=True, **kw))
+            with _epoch_bar(f"{run.name} (random-init): linear probe") as bar:
+                results.append(evaluate_run(run, random_init=True, probe_progress=bar, **kw))
         print(format_table(results))
         try:
             for r in results:

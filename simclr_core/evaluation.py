@@ -7,6 +7,7 @@ Labels are int64 with -1 meaning "unlabelled"; the user-facing entry points drop
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -154,6 +155,7 @@ def linear_probe(
     batch_size: int = 256,
     seed: int = 0,
     device: str | torch.device | None = None,
+    progress: Callable[[int, int, float], None] | None = None,
 ) -> dict[str, float]:
     """Logistic regression on frozen features, ignoring rows labelled -1.
 
@@ -163,6 +165,7 @@ def linear_probe(
 
     Args:
         device: Where to train; defaults to ``train_x``'s device.
+        progress: Called after every epoch with (epochs done, epochs, that epoch's mean train loss).
 
     Returns:
         ``{"probe_top1", "probe_top5", "probe_train_top1"}`` in percent (0..100).
@@ -196,8 +199,9 @@ def linear_probe(
         steps = epochs * math.ceil(n / batch_size)
         sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=steps)
         gen = torch.Generator().manual_seed(seed)  # CPU generator: same shuffle on every device
-        for _ in range(epochs):
+        for epoch in range(epochs):
             perm = torch.randperm(n, generator=gen).to(dev)
+            summed = torch.zeros((), device=dev)  # summed on the device: one sync per epoch, not per step
             for start in range(0, n, batch_size):
                 idx = perm[start : start + batch_size]
                 loss = F.cross_entropy(model(train_x[idx]), train_y[idx])
@@ -205,6 +209,9 @@ def linear_probe(
                 loss.backward()
                 opt.step()
                 sched.step()
+                summed += loss.detach() * len(idx)
+            if progress is not None:
+                progress(epoch + 1, epochs, summed.item() / n)
         with torch.no_grad():
             test_acc = topk_accuracy(model(test_x), test_y, (1, 5))
             train_acc = topk_accuracy(model(train_x), train_y, (1,))

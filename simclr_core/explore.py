@@ -9,9 +9,11 @@ never loses minutes of embedding or UMAP. The ``load_*`` functions read those fi
 - :func:`trajectory_products`: the probe frames of a run (:mod:`simclr_core.probe`) projected
   epoch by epoch, each frame started from and aligned to the previous one.
 - :func:`embed_products`: one split's embeddings (the Search page's bank).
+- :func:`export_products`: the backbone in one of ``simclr-export``'s formats (the Train page's downloads).
 
-:data:`KINDS` names every kind of background job, these and the Evaluate page's
-(:func:`simclr_core.evaluate.evaluate_job`).
+:data:`KINDS` names every kind of background job, these, the Evaluate page's
+(:func:`simclr_core.evaluate.evaluate_job`) and the Train page's run-time estimate
+(:func:`simclr_core.estimate.estimate_job`).
 """
 
 from __future__ import annotations
@@ -29,18 +31,21 @@ import numpy as np
 from simclr_core import data, probe
 from simclr_core.embeddings import Embeddings, embed_split, embedding_cache
 from simclr_core.errors import UserError
+from simclr_core.estimate import estimate_job
 from simclr_core.evaluate import evaluate_job
 from simclr_core.export import subsample, take
+from simclr_core.exporters import export_backbone
 from simclr_core.neighbours import NeighbourIndex
 from simclr_core.projection import cache_path, cached_project, trajectory
 from simclr_core.runs import RunDir
-from simclr_core.thumbnails import extension, write_thumbnails
+from simclr_core.thumbnails import ThumbnailStore, extension
 
 __all__ = [
     "GRAPH_K",
     "Graph",
     "Progress",
     "embed_products",
+    "export_products",
     "load_graph",
     "load_trajectory",
     "map_products",
@@ -110,8 +115,9 @@ def _thumbnails(run: RunDir, split: str, root: str | None, progress: Progress) -
     if not root:
         return {}
     images = data.split_of(run.config().data, split)
-    folder = write_thumbnails(images, root, lambda d, t: progress("writing thumbnails", d, t))
-    return {"thumbs": folder.name, "thumbs_ext": extension(images)}
+    folder = ThumbnailStore(root).write(images, lambda d, t: progress("writing thumbnails", d, t))
+    # thumbs_dir: the set's folder, which the store may evict (least recently used) to keep its cap
+    return {"thumbs": folder.name, "thumbs_ext": extension(images), "thumbs_dir": str(folder)}
 
 
 def map_products(spec: dict[str, Any], progress: Progress = _noop) -> dict[str, Any]:
@@ -122,14 +128,18 @@ def map_products(spec: dict[str, Any], progress: Progress = _noop) -> dict[str, 
 
     Returns:
         {"embeddings", "graph", "coords"} file paths, ``rows`` (the plotted rows of the split,
-        as a list), and ``thumbs`` / ``thumbs_ext`` when thumbnails were asked for.
+        as a list), and ``thumbs`` / ``thumbs_ext`` / ``thumbs_dir`` (the set's folder name, file
+        extension and path, :class:`~simclr_core.thumbnails.ThumbnailStore`) when thumbnails were asked for.
     """
     run = RunDir(spec["run"])
     split, feature = spec["split"], spec["feature"]
-    emb = embed_split(run, split, feature, progress=lambda d, t: progress(f"embedding the {split} split", d, t))
+    key = spec.get("ckpt")  # the checkpoint the page is pinned to (None: the newest)
+    emb = embed_split(
+        run, split, feature, progress=lambda d, t: progress(f"embedding the {split} split", d, t), key=key
+    )
     if len(emb.embeddings) == 0:
         raise UserError(f"the {split} split holds no images")
-    emb_file = embedding_cache(run, split, feature)
+    emb_file = embedding_cache(run, split, feature, key=key)
     graph = _graph(emb, graph_path(emb_file), progress)
     rows = subsample(len(emb.labels), spec.get("max_points") or None, SEED)
     part = take(emb, rows)
@@ -148,16 +158,19 @@ def map_products(spec: dict[str, Any], progress: Progress = _noop) -> dict[str, 
 
 
 def embed_products(spec: dict[str, Any], progress: Progress = _noop) -> dict[str, Any]:
-    """One split's embeddings. Spec keys: ``run``, ``split``, ``feature``, ``random_init`` (bool)."""
+    """One split's embeddings. Spec keys: ``run``, ``split``, ``feature``, ``random_init`` (bool), ``ckpt``
+    (the pinned checkpoint's key, as :func:`map_products`)."""
     run, split, random_init = RunDir(spec["run"]), spec["split"], bool(spec.get("random_init"))
+    key = None if random_init else spec.get("ckpt")
     embed_split(
         run,
         split,
         spec["feature"],
         random_init=random_init,
         progress=lambda d, t: progress(f"embedding the {split} split", d, t),
+        key=key,
     )
-    return {"embeddings": str(embedding_cache(run, split, spec["feature"], random_init=random_init))}
+    return {"embeddings": str(embedding_cache(run, split, spec["feature"], random_init=random_init, key=key))}
 
 
 def trajectory_path(run: RunDir, method: str, dims: int, params: dict[str, Any]) -> Path:
@@ -225,11 +238,24 @@ def trajectory_products(spec: dict[str, Any], progress: Progress = _noop) -> dic
     return out
 
 
+def export_products(spec: dict[str, Any], progress: Progress = _noop) -> dict[str, Any]:
+    """The run's backbone in one format, as ``simclr-export`` writes it. Spec keys: ``run``, ``format``, and
+    ``ckpt`` (the backbone file's :func:`~simclr_core.embeddings.checkpoint_key`: a new checkpoint is a new job).
+
+    Returns:
+        {"file": the exported file's path}
+    """
+    progress(f"writing {spec['format']}", 0, 1)
+    return {"file": str(export_backbone(RunDir(spec["run"]), spec["format"]))}
+
+
 KINDS: dict[str, Callable[[dict[str, Any], Progress], dict[str, Any]]] = {
     "map": map_products,
     "embed": embed_products,
     "trajectory": trajectory_products,
     "evaluate": evaluate_job,
+    "estimate": estimate_job,
+    "export": export_products,
 }
 
 

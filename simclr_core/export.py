@@ -51,7 +51,8 @@ def _check(emb: Embeddings, coords: np.ndarray) -> np.ndarray:
 
 def to_csv(emb: Embeddings, coords: np.ndarray, extra: dict[str, list] | None = None) -> bytes:
     """One row per point: index, label, class, the ``extra`` columns (e.g. path, knn_pred), x, y[, z],
-    e0 .. e{F-1} (UTF-8 CSV with a header)."""
+    e0 .. e{F-1} (UTF-8 CSV with a header; a file or class name that is not UTF-8 keeps its own bytes,
+    so the path still opens the file)."""
     coords = _check(emb, coords)
     extra = extra or {}
     for name, col in extra.items():
@@ -73,7 +74,7 @@ def to_csv(emb: Embeddings, coords: np.ndarray, extra: dict[str, list] | None = 
                 *(f"{v:.6g}" for v in emb.embeddings[i]),
             ]
         )
-    return buf.getvalue().encode()
+    return buf.getvalue().encode("utf-8", "surrogateescape")
 
 
 def to_npz(emb: Embeddings, coords: np.ndarray) -> bytes:

@@ -16,6 +16,8 @@ timm, onnx and onnxruntime are the ``export`` extra (``pip install simclr-studio
 from __future__ import annotations
 
 import argparse
+import errno
+import io
 import json
 import os
 import sys
@@ -30,6 +32,7 @@ from torch import nn
 from simclr_core import checkpoints
 from simclr_core.cli import Parser, run_cli
 from simclr_core.errors import UserError
+from simclr_core.files import remove_stale_temps, write_error
 from simclr_core.models import IMAGENET_MEAN, IMAGENET_STD, Backbone, build_backbone
 from simclr_core.runs import RunDir, default_runs_dir, open_run, resolve_run
 
@@ -85,7 +88,7 @@ def _from_safetensors(path: Path) -> tuple[nn.Module, dict[str, Any]]:
 
 def _from_backbone_pt(path: Path) -> tuple[nn.Module, dict[str, Any]]:
     trunk = checkpoints.load_backbone(path)  # needs, and checks, the backbone.json beside it
-    return trunk, json.loads(path.with_suffix(".json").read_text())
+    return trunk, checkpoints.backbone_meta(path)
 
 
 def load_backbone(source: str | Path | RunDir, device: str | torch.device = "cpu") -> Backbone:
@@ -118,14 +121,36 @@ def _write_atomic(path: Path, write: Callable[[Path], None]) -> None:
         raise UserError(f"cannot write {path}: the folder {path.parent} is read-only; choose another --out")
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
+        # a file of our own first: a folder that takes none (/proc, a full disk) says why in an OSError, before
+        # a library reports it in its own way
+        open(tmp, "wb").close()
         write(tmp)
         os.replace(tmp, path)
+    except UserError:
+        raise
     except PermissionError:
         raise UserError(f"cannot write {path}: permission denied; choose another --out") from None
-    except OSError as e:
-        raise UserError(f"cannot write {path}: {e.strerror or e}; free some space or choose another --out") from None
+    except IsADirectoryError:
+        raise UserError(f"cannot write {path}: it is a folder; choose another --out (a file name)") from None
+    except Exception as e:  # noqa: BLE001 - torch, safetensors and onnx each report a failed write in their own way
+        err = write_error(e, tmp)  # the OSError it stands for (a full disk: ENOSPC), or None: not a write failure
+        if err is None:
+            raise
+        space = err.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+        raise UserError(
+            f"cannot write {path}: {err.strerror or err}; {'free some space or ' if space else ''}choose another --out"
+        ) from None
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def _write_bytes(path: Path, save: Callable[[io.BytesIO], None]) -> None:
+    """``save`` into memory, then the bytes into ``path``: PyTorch's own file writer, given a full disk,
+    throws from a C++ destructor and aborts the process (no message, a half file left); Python's write
+    raises OSError(ENOSPC) instead."""
+    buf = io.BytesIO()
+    save(buf)
+    path.write_bytes(buf.getbuffer())
 
 
 def _header(meta: dict[str, Any]) -> dict[str, str]:
@@ -158,7 +183,7 @@ def _timm(trunk: nn.Module, meta: dict[str, Any], path: Path) -> None:
     state = {k: v.detach().cpu() for k, v in trunk.state_dict().items()}  # timm's ResNet keys are torchvision's
 
     def write(tmp: Path) -> None:
-        torch.save(state, tmp)
+        _write_bytes(tmp, lambda f: torch.save(state, f))
         x = _example(meta)  # checked as it is written: timm's model loads it strictly and computes the same
         with torch.no_grad():
             diff = float((timm_model(tmp)(x) - trunk(x)).abs().max())
@@ -233,7 +258,7 @@ def _torchscript(trunk: nn.Module, meta: dict[str, Any], path: Path) -> None:
         with warnings.catch_warnings(), torch.no_grad():
             warnings.simplefilter("ignore")  # TorchScript's deprecation notice
             traced = torch.jit.trace(model, _example(meta))
-            torch.jit.save(traced, str(tmp), _extra_files=extra)
+            _write_bytes(tmp, lambda f: torch.jit.save(traced, f, _extra_files=extra))
 
     _write_atomic(path, write)
 
@@ -258,7 +283,17 @@ def export_backbone(run: RunDir | str | Path, fmt: str, out: str | Path | None =
     run = resolve_run(run)
     trunk, meta = _run_backbone(run)
     if out is None:
-        run.export_dir.mkdir(exist_ok=True)
+        try:
+            run.export_dir.mkdir(exist_ok=True)
+        except FileExistsError:  # a file named export
+            raise UserError(
+                f"{run.export_dir} is a file, where simclr-export keeps its files; move it away, or pass --out FILE"
+            ) from None
+        except OSError as e:  # a read-only run folder
+            raise UserError(
+                f"cannot create {run.export_dir} ({e.strerror or e}); pass --out FILE in a writable folder"
+            ) from None
+        remove_stale_temps(run.export_dir)  # of exports that were killed, or aborted by a full disk
         path = run.export_dir / f"{run.name}{SUFFIX[fmt]}"
     else:
         path = Path(out)
@@ -289,7 +324,7 @@ def timm_model(path: str | Path) -> nn.Module:
     stem before the weights load; the state dict tells which stem it holds.
     """
     timm = _need("timm", "timm")
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    state = checkpoints.load_weights(path)
     blocks = len({k.split(".")[1] for k in state if k.startswith("layer1.")})
     name = {(2, False): "resnet18", (3, False): "resnet34", (3, True): "resnet50"}.get(
         (blocks, "layer1.0.conv3.weight" in state)

@@ -7,13 +7,24 @@ lives, so :func:`remove_stale_temps` can delete what a kill -9 left behind (it m
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import re
+import shutil
 from pathlib import Path
 from typing import Any
 
 TEMP_NAME = re.compile(r"^\..*\.(\d+)\.tmp(\.\w+)?$")  # .last.pt.<pid>.tmp, .epoch-0003.<pid>.tmp.npy, ...
+
+# How libraries that write files themselves report a write that failed, without an OSError: torch.save's
+# zip writer ("unexpected pos 2462464 vs 2462360", "file write failed"), NumPy ("92160 requested and 1984
+# written") and safetensors ("I/O error: No space left on device (os error 28)").
+_WRITE_FAILED = re.compile(
+    r"unexpected pos|write failed|failed writing|requested and \d+ written|i/o error|os error \d+", re.I
+)
+_OS_ERROR = re.compile(r"os error (\d+)")
+FULL_BELOW = 2**20  # a disk with less free space than this after a failed write was filled by it
 
 
 def temp_path(path: Path, ext: str = "") -> Path:
@@ -31,6 +42,31 @@ def write_json_atomic(path: Path, obj: Any) -> None:
         tmp.unlink(missing_ok=True)
 
 
+def write_error(e: BaseException, path: str | Path) -> OSError | None:
+    """The OSError that a library's report of a failed write of ``path`` stands for; None if ``e`` is no such report.
+
+    So a full disk reaches every caller as OSError(ENOSPC), whichever library was writing, and one handler
+    gives one message. Call it before removing the half-written file: a short write is put down to a full
+    disk when the disk has (almost) no room left beside it, else to an I/O error.
+    """
+    if isinstance(e, OSError) and e.errno is not None:
+        return e
+    text = str(e).strip()
+    if not _WRITE_FAILED.search(text):
+        return None
+    m = _OS_ERROR.search(text)
+    if m:
+        code = int(m.group(1))
+    else:
+        try:
+            full = shutil.disk_usage(Path(path).parent).free < FULL_BELOW
+        except OSError:
+            full = False
+        code = errno.ENOSPC if full else errno.EIO
+    why = os.strerror(code) + ("" if code == errno.ENOSPC else f" ({text.splitlines()[0][:160]})")
+    return OSError(code, why, str(path))
+
+
 def pid_alive(pid: Any) -> bool:
     """True if a process ``pid`` exists (any user's); False for anything that is not a positive int."""
     if not isinstance(pid, int) or isinstance(pid, bool) or pid <= 0:  # kill(-1) would signal every process
@@ -45,7 +81,7 @@ def pid_alive(pid: Any) -> bool:
 
 
 def remove_stale_temps(folder: Path) -> int:
-    """Delete the temp files in ``folder`` whose writer is no longer alive; returns how many."""
+    """Delete the temp files (and temp folders) in ``folder`` whose writer is no longer alive; returns how many."""
     try:
         entries = list(os.scandir(folder))
     except OSError:
@@ -55,7 +91,10 @@ def remove_stale_temps(folder: Path) -> int:
         m = TEMP_NAME.match(e.name)
         if m and int(m.group(1)) != os.getpid() and not pid_alive(int(m.group(1))):
             try:
-                os.unlink(e.path)
+                if e.is_dir(follow_symlinks=False):
+                    shutil.rmtree(e.path)
+                else:
+                    os.unlink(e.path)
                 removed += 1
             except OSError:
                 pass

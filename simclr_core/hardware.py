@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 
 import torch
 
@@ -10,12 +11,18 @@ from simclr_core.errors import UserError
 
 
 def resolve_device(name: str = "auto") -> torch.device:
-    """``auto`` -> cuda when present, else cpu; anything unavailable is a UserError."""
+    """``auto`` -> cuda when present, else cpu; anything unavailable is a UserError.
+
+    Only the devices training is written for: torch knows others (xpu, meta, hpu, ...), which fail later
+    with a traceback of their own.
+    """
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
         device = torch.device(name)
     except RuntimeError:
+        device = None
+    if device is None or device.type not in ("cpu", "cuda", "mps"):
         raise UserError(f"unknown device {name!r}: use auto, cpu, cuda, cuda:N or mps") from None
     if device.type == "cuda" and not torch.cuda.is_available():
         raise UserError(f"--device {name}: no CUDA GPU is visible here; use --device cpu (or auto)")
@@ -24,6 +31,21 @@ def resolve_device(name: str = "auto") -> torch.device:
     if device.type == "mps" and not torch.backends.mps.is_available():
         raise UserError("--device mps: Apple's MPS backend is not available here; use --device cpu")
     return device
+
+
+def available_memory() -> int | None:
+    """Bytes of host memory a new allocation can get (Linux MemAvailable), or None where unknown."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, AttributeError):
+        return None
 
 
 def gpu_count() -> int:

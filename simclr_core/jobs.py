@@ -13,15 +13,19 @@ The worker compiles UMAP's numba code in a background thread as it starts (~70 s
 so the user's first UMAP takes about as long as a warm one (``SIMCLR_UMAP_WARM_UP=0`` skips that).
 ``SIMCLR_JOBS=inline`` runs each job inside :func:`submit` instead (tests, notebooks).
 
-``python -m simclr_core.jobs --dir DIR`` is the worker; the app starts it.
+``python -m simclr_core.jobs --dir DIR`` is the worker; the app starts it with ``--parent`` (its own pid),
+and the worker ends within a second of the app's death, even in the middle of a job, which the next
+worker runs again. SIGTERM ends it at once.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import json
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -32,13 +36,14 @@ from pathlib import Path
 from typing import Any
 
 from simclr_core.errors import UserError
-from simclr_core.runs import pid_alive, write_json_atomic
+from simclr_core.runs import pid_alive, process_start, write_json_atomic
 
-__all__ = ["ACTIVE", "busy_with", "ensure_worker", "find", "job_id", "jobs_dir", "status", "submit", "worker"]
+__all__ = ["ACTIVE", "ahead", "busy_with", "ensure_worker", "find", "job_id", "jobs_dir", "status", "submit", "worker"]
 
 ACTIVE = ("queued", "running")
 PACKAGE_ROOT = Path(__file__).resolve().parents[1]
 IDLE_EXIT_S = 120  # a worker whose app has gone exits after this long without work
+PARENT_POLL_S = 0.2  # a worker with --parent ends within about this long of its app's death
 
 
 def jobs_dir(runs_dir: str | Path) -> Path:
@@ -66,7 +71,11 @@ def _jobs(directory: Path) -> Iterator[tuple[Path, dict[str, Any]]]:
 
 
 def _files_exist(result: dict[str, Any]) -> bool:
-    return all(Path(v).exists() for k, v in result.items() if k in ("embeddings", "graph", "coords", "trajectory"))
+    return all(
+        Path(v).exists()
+        for k, v in result.items()
+        if k in ("embeddings", "graph", "coords", "trajectory", "file", "thumbs_dir")
+    )
 
 
 def status(directory: str | Path, jid: str) -> dict[str, Any]:
@@ -107,10 +116,36 @@ def busy_with(directory: str | Path, run: str | Path) -> bool:
     return False
 
 
-def submit(directory: str | Path, kind: str, spec: dict[str, Any], slot: str | None = None, retry: bool = False) -> str:
+def ahead(directory: str | Path, jid: str) -> list[dict[str, Any]]:
+    """The jobs the worker does before ``jid`` (it takes the oldest first): the running one, then those queued
+    earlier, each as :func:`status` reads it; [] when ``jid`` is not waiting."""
+    directory = Path(directory)
+    mine = _read(directory / f"{jid}.json")
+    if mine is None or mine["state"] != "queued":
+        return []
+    before = [
+        _as_seen(job)
+        for _, job in _jobs(directory)
+        if job.get("id") != jid
+        and (job["state"] == "running" or job["state"] == "queued" and job.get("submitted", 0) < mine["submitted"])
+    ]
+    before = [j for j in before if j["state"] in ACTIVE]
+    return sorted(before, key=lambda j: (j["state"] != "running", j.get("submitted", 0.0)))
+
+
+def submit(
+    directory: str | Path,
+    kind: str,
+    spec: dict[str, Any],
+    slot: str | None = None,
+    retry: bool = False,
+    title: str | None = None,
+) -> str:
     """Queue (kind, spec) unless it is queued, running or done already; returns the job's id.
 
     Args:
+        title: what the job makes, in words ("Embedding the train split of run a"), for the pages
+            that wait behind it (:func:`ahead`).
         slot: a name for "what this view shows now", e.g. one session's map: submitting a new job
             in the same slot cancels the slot's jobs still waiting, so a user turning a slider
             does not queue ten projections.
@@ -133,6 +168,7 @@ def submit(directory: str | Path, kind: str, spec: dict[str, Any], slot: str | N
         "id": jid,
         "kind": kind,
         "spec": spec,
+        "title": title or kind,
         "slot": slot,
         "state": "queued",
         "submitted": time.time(),
@@ -233,15 +269,77 @@ def warm_up_umap() -> None:
     project(np.random.default_rng(0).standard_normal((4200, 16)).astype(np.float32), "umap", 2)
 
 
+def _app_gone(parent: int, started: int | None, child: bool) -> bool:
+    """True once the process ``parent`` has ended. ``started``: its start time when the worker began (a
+    reused pid has another); ``child``: it was the worker's own parent, so a new parent pid means it exited
+    (even before anyone reaped it, when a pid check would still find its zombie)."""
+    if child and os.getppid() != parent:
+        return True
+    return not pid_alive(parent) or (started is not None and process_start(parent) != started)
+
+
+def _watch_parent(parent: int, poll_s: float = PARENT_POLL_S) -> None:
+    """End this process within ``poll_s`` of the app ``parent``'s death, from a daemon thread.
+
+    The main thread may be inside a long job (a UMAP, a linear probe) for minutes, where no flag or
+    exception reaches it; os._exit from another thread ends the process at once (the compiled code of
+    torch, numba and sklearn lets other threads run: at most 0.25 s late during a 50k-point UMAP). A job
+    it was running stays "running" in its file, with this pid: pages read it as failed ("try again"),
+    and the next worker queues it again (:func:`_requeue_orphans`).
+    """
+    started, child = process_start(parent), os.getppid() == parent
+
+    def watch() -> None:
+        while not _app_gone(parent, started, child):
+            time.sleep(poll_s)
+        # os.write to the log (fd 2), not print: another thread may hold sys.stderr's lock; nothing may delay the exit
+        with contextlib.suppress(OSError):
+            os.write(2, f"worker {os.getpid()}: the app (pid {parent}) is gone; stopping\n".encode())
+        os._exit(0)
+
+    threading.Thread(target=watch, name="parent-watchdog", daemon=True).start()
+
+
+def _default_sigterm() -> None:
+    """Let SIGTERM end the worker at once: its default action, unblocked.
+
+    torch, numba, umap, faiss and sklearn install no SIGTERM handler (checked after importing and
+    using each); this undoes one that a job's code left behind. A Python handler would run only when
+    the main thread next runs Python code, minutes later inside a long C call. (While a dataset is
+    decoded into its cache, :mod:`simclr_core.data` turns SIGTERM into KeyboardInterrupt for a moment,
+    to delete its temp file; the worker then ends as well.)
+    """
+    if threading.current_thread() is not threading.main_thread():  # signal.signal works in the main thread only
+        return
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    if hasattr(signal, "pthread_sigmask"):  # not on Windows
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})
+
+
+def _requeue_orphans(directory: Path) -> int:
+    """Queue again the jobs left "running" by a worker that died (killed, or its app gone); returns how many."""
+    n = 0
+    for path, job in _jobs(directory):
+        if job["state"] == "running" and not _is_worker(job.get("pid")):
+            write_json_atomic(path, {**job, "state": "queued"})
+            n += 1
+    return n
+
+
 def worker(
     directory: str | Path, parent: int | None = None, warm_up: bool = True, idle_exit_s: float = IDLE_EXIT_S
 ) -> None:
-    """Run queued jobs of ``directory`` one by one, oldest first, until the app is gone and nothing is left."""
+    """Run queued jobs of ``directory`` one by one, oldest first.
+
+    With ``parent`` (the app's pid), the worker ends within a second of the app's death, even inside a
+    job; without, it exits after ``idle_exit_s`` seconds with nothing to do. SIGTERM ends it at once.
+    """
     directory = Path(directory)
+    if parent is not None:
+        _watch_parent(parent)
+    _default_sigterm()
     write_json_atomic(directory / "worker.json", {"pid": os.getpid(), "started": time.time(), "state": "ready"})
-    for path, job in _jobs(directory):  # a worker killed mid-job left it "running": do it again
-        if job["state"] == "running" and not _is_worker(job.get("pid")):
-            write_json_atomic(path, {**job, "state": "queued"})
+    _requeue_orphans(directory)
     if warm_up:
         threading.Thread(target=warm_up_umap, name="umap-warm-up", daemon=True).start()
     idle_since = time.monotonic()
@@ -249,6 +347,7 @@ def worker(
         queued = sorted((j["submitted"], p) for p, j in _jobs(directory) if j["state"] == "queued")
         if queued:
             _execute(directory, queued[0][1])
+            _default_sigterm()  # a job's code may have installed a handler and left it
             idle_since = time.monotonic()
             continue
         if (parent is None or not pid_alive(parent)) and time.monotonic() - idle_since > idle_exit_s:
@@ -259,7 +358,9 @@ def worker(
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m simclr_core.jobs", description="The app's background worker.")
     p.add_argument("--dir", required=True, help="the jobs folder (<runs>/.jobs)")
-    p.add_argument("--parent", type=int, default=None, help="exit once this process is gone and no job is left")
+    p.add_argument(
+        "--parent", type=int, default=None, help="the app's pid: exit within a second of its death, even mid-job"
+    )
     p.add_argument("--no-warm-up", action="store_true", help="do not compile UMAP at start")
     p.add_argument(
         "--idle-exit",

@@ -16,7 +16,7 @@ from simclr_core.config import TrainConfig
 from simclr_core.errors import UserError
 from simclr_core.files import tail
 from simclr_core.hardware import gpu_count
-from simclr_core.runs import RunDir, new_run
+from simclr_core.runs import STATES, RunDir, new_run
 
 PACKAGE_ROOT = Path(__file__).resolve().parents[1]  # the folder holding simclr_core/
 
@@ -52,7 +52,16 @@ def resume(run: RunDir, epochs: int | None = None, nproc: int | None = None) -> 
     args = ["--resume", run.name, "--runs-dir", str(run.path.parent)]
     if epochs is not None:
         args += ["--epochs", str(epochs)]
-    _spawn(run, args, nproc)
+    # "starting" at once, as a new run reads before its first status: every watcher then follows the
+    # resumed run from this moment, not only once its process has loaded Python, the data and the model
+    old = run.status()
+    run.write_status("starting", "resuming: the training process is loading Python and the data")
+    try:
+        _spawn(run, args, nproc)
+    except OSError:
+        state = old.get("state")
+        run.write_status(state if isinstance(state, str) and state in STATES else "stopped", old.get("message", ""))
+        raise
 
 
 def check_nproc(nproc: int, batch_size: int) -> None:

@@ -24,7 +24,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from simclr_core.embeddings import extract, extract_both
+from simclr_core.embeddings import batch_for, extract, extract_both
+from simclr_core.files import write_error
 from simclr_core.health import health
 from simclr_core.models import Encoder
 from simclr_core.views import two_views
@@ -126,6 +127,7 @@ def record(
     Cost: one forward pass of the images and one of each view (3N images), no gradients.
     """
     size = view_kwargs["size"]
+    batch_size = batch_for(max(size, images.shape[-1]), batch_size)  # the views of a batch are made at once
     h, z = extract_both(encoder, images, size=size, device=device, batch_size=batch_size)
     g = torch.Generator(device=device).manual_seed(PROBE_SEED)
     z1, z2 = [], []
@@ -136,8 +138,14 @@ def record(
     path = frame_path(run_path, epoch)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.npy")
-    np.save(tmp, h.numpy().astype(np.float16))
-    os.replace(tmp, path)
+    try:
+        np.save(tmp, h.numpy().astype(np.float16))
+        os.replace(tmp, path)
+    except OSError as e:  # NumPy reports a full disk as "N requested and M written", with no errno
+        err = write_error(e, tmp)
+        raise (err or e) from None
+    finally:  # a half frame must not keep the disk full
+        tmp.unlink(missing_ok=True)
     return health(h, z, torch.cat(z1), torch.cat(z2))
 
 

@@ -13,8 +13,8 @@ import json
 import math
 import os
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +25,8 @@ from simclr_core.heads import LEGACY_HEAD
 
 __all__ = [
     "KINDS",
+    "STATES",
+    "CheckpointInfo",
     "Curves",
     "RunDir",
     "RunSummary",
@@ -43,7 +45,8 @@ __all__ = [
     "write_json_atomic",
 ]
 
-STATES = ("running", "finished", "stopped", "failed")
+STATES = ("starting", "running", "finished", "stopped", "failed")  # "starting": written by the app on resume
+STATUS_RESERVE = 64 * 1024  # bytes set aside while a run trains, for its last status on a full disk
 
 
 TEXT_METRICS = {"collapse", "kind"}  # metric fields that hold text; all others are numbers
@@ -74,6 +77,36 @@ def process_start(pid: int) -> int | None:
         return None
 
 
+@dataclass(frozen=True)
+class CheckpointInfo:
+    """Where a training checkpoint stands: ``epoch`` epochs done and ``step`` steps in all."""
+
+    epoch: int
+    step: int
+    steps_per_epoch: int
+
+    @property
+    def mid_epoch(self) -> bool:
+        """Saved by a stop inside an epoch (not at its end)."""
+        return self.steps_per_epoch > 0 and self.step > self.epoch * self.steps_per_epoch
+
+    def label(self) -> str:
+        """ "epoch 5", or "epoch 3, step 12 of 50" for a checkpoint a stop saved inside epoch 3."""
+        if not self.mid_epoch:
+            return f"epoch {self.epoch}"
+        inside = self.step - self.epoch * self.steps_per_epoch
+        return f"epoch {self.epoch + 1}, step {inside} of {self.steps_per_epoch}"
+
+    @classmethod
+    def of(cls, ckpt: dict[str, Any]) -> CheckpointInfo | None:
+        """The info of a loaded training checkpoint or of ``last.json``; None when its numbers are not numbers."""
+        numbers = [ckpt.get("epoch"), ckpt.get("step"), ckpt.get("steps_per_epoch", 0)]
+        if not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in numbers):
+            return None
+        epoch, step, spe = (int(v) for v in numbers)  # checked just above
+        return cls(epoch, step, spe)
+
+
 class RunDir:
     """One run's folder and the files in it."""
 
@@ -88,6 +121,7 @@ class RunDir:
     backbone_path = property(lambda self: self.path / "backbone.pt")
     log_path = property(lambda self: self.path / "train.log")
     stop_path = property(lambda self: self.path / "STOP")
+    checkpoint_info_path = property(lambda self: self.path / "last.json")  # last.pt's epoch and step
     embeddings_dir = property(lambda self: self.path / "embeddings")
     export_dir = property(lambda self: self.path / "export")  # simclr-export's files
 
@@ -161,7 +195,57 @@ class RunDir:
         assert state in STATES, state
         old = self.status()
         status = {**old, "state": state, "message": message, "pid": os.getpid(), "updated": time.time(), **extra}
-        write_json_atomic(self.status_path, status)
+        try:
+            write_json_atomic(self.status_path, status)
+        except OSError:
+            if not self._write_status_on_full_disk(status):
+                raise
+
+    status_reserve_path = property(lambda self: self.path / ".status.reserve")
+
+    def reserve_status_space(self) -> None:
+        """Set aside a little disk space (``.status.reserve``) for a last status: a run that fills its disk
+        can then still say how it ended, instead of being left "running" (shown as died)."""
+        # no room even for this: the status is written if it can be
+        with contextlib.suppress(OSError), open(self.status_reserve_path, "wb") as f:
+            f.write(bytes(STATUS_RESERVE))
+            f.flush()
+            os.fsync(f.fileno())  # blocks allocated now, not at a later flush that may find the disk full
+
+    def release_status_space(self) -> None:
+        """Give back what :meth:`reserve_status_space` set aside (the run is over, or needs it for its status)."""
+        with contextlib.suppress(OSError):
+            self.status_reserve_path.unlink(missing_ok=True)
+
+    def _write_status_on_full_disk(self, status: dict[str, Any]) -> bool:
+        """Write ``status`` where a full disk still has room; True when it was written.
+
+        First into the space of ``.status.reserve``, given up for it, as usual (temp file and rename);
+        else over the old status.json in place, whose blocks are already the file's (not atomic: a reader
+        may see half of it for an instant, and calls it damaged).
+        """
+        if self.status_reserve_path.exists():
+            self.release_status_space()
+            try:
+                write_json_atomic(self.status_path, status)
+                return True
+            except OSError:
+                pass
+        data = json.dumps(status).encode()
+        try:
+            fd = os.open(self.status_path, os.O_WRONLY)
+        except OSError:
+            return False
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.pwrite(fd, view, len(data) - len(view)) :]
+            os.ftruncate(fd, len(data))
+            return True
+        except OSError:
+            return False
+        finally:
+            os.close(fd)
 
     launch_path = property(lambda self: self.path / "launch.json")  # the process the app started, written by launch
     console_path = property(lambda self: self.path / "console.log")  # what that process printed
@@ -221,29 +305,53 @@ class RunDir:
         if st.get("state") == "running" and not self.writer_alive():
             st["state"] = "died"
             st["message"] = st.get("message") or "the training process ended without a word; resume it"
+        elif st.get("state") == "starting" and not self.launcher_alive() and not self.writer_alive():
+            st["state"] = "died"
+            st["message"] = "the training process ended before it started; what it printed is in console.log"
         return st
 
-    @property
-    def eval_path(self) -> Path:
-        return self.path / "eval.json"
+    def write_checkpoint_info(self, info: CheckpointInfo, key: str) -> None:
+        """Record where the ``last.pt`` just written stands (``key``: its size and mtime), so that a page can
+        say "epoch 5" without loading the checkpoint."""
+        write_json_atomic(self.checkpoint_info_path, {**asdict(info), "key": key})
+
+    def checkpoint_info(self, key: str) -> CheckpointInfo | None:
+        """Where the checkpoint named ``key`` stands, if ``last.json`` describes it (None: unknown, or another one)."""
+        try:
+            info = json.loads(self.checkpoint_info_path.read_bytes())
+        except (OSError, ValueError):
+            return None
+        return CheckpointInfo.of(info) if isinstance(info, dict) and info.get("key") == key else None
+
+    eval_path = property(lambda self: self.path / "eval.json")  # evaluation results, oldest first
+    tags_path = property(lambda self: self.path / "tags.json")  # the explorer's named selections (simclr_core.tags)
+
+    def read_json_list(self, path: Path) -> list[Any]:
+        """A JSON list file of this folder ([] when missing, unreadable or not a list)."""
+        try:
+            items = json.loads(path.read_bytes())
+        except (OSError, ValueError):
+            return []
+        return items if isinstance(items, list) else []
+
+    def update_json_list(self, path: Path, update: Callable[[list[Any]], list[Any]]) -> None:
+        """Rewrite a JSON list file of this folder as ``update`` returns it, atomically. A lock spans the
+        read-modify-write, so two writers at once (the app and a CLI, two browser tabs) both keep their
+        change (one waits for the other, which takes milliseconds)."""
+        fd = os.open(path.with_name(f".{path.stem}.lock"), os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            write_json_atomic(path, update(self.read_json_list(path)))
+        finally:
+            os.close(fd)
 
     def eval_results(self) -> list[dict[str, Any]]:
         """The evaluation results in ``eval.json``, oldest first ([] when none, unreadable or damaged)."""
-        try:
-            results = json.loads(self.eval_path.read_bytes())
-        except (OSError, ValueError):
-            return []
-        return [r for r in results if isinstance(r, dict)] if isinstance(results, list) else []
+        return [r for r in self.read_json_list(self.eval_path) if isinstance(r, dict)]
 
     def add_eval_result(self, result: dict[str, Any]) -> None:
-        """Append one result to ``eval.json``. A lock spans the read-modify-write, so the app and a CLI
-        evaluating at once both keep their result (it waits for the other, which takes milliseconds)."""
-        fd = os.open(self.path / ".eval.lock", os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
-            write_json_atomic(self.eval_path, self.eval_results() + [result])
-        finally:
-            os.close(fd)
+        """Append one result to ``eval.json`` (:meth:`update_json_list`)."""
+        self.update_json_list(self.eval_path, lambda results: [*results, result])
 
     def append_metrics(self, record: dict[str, Any]) -> None:
         """Append one JSON line; flushed at once so another process can follow the file."""
@@ -292,6 +400,12 @@ class RunDir:
         return self.stop_path.exists()
 
     def clear_stop(self) -> None:
+        """Remove ``STOP``; a folder of that name (not ours to delete) is a UserError naming the fix."""
+        if self.stop_path.is_dir():
+            raise UserError(
+                f"{self.stop_path} is a folder, where a STOP file asks the run to stop; move it out of the "
+                "run folder, then resume"
+            )
         self.stop_path.unlink(missing_ok=True)
 
 

@@ -121,10 +121,18 @@ def kmeans_clusters(x: np.ndarray, k: int, seed: int = 0, fit_rows: int = 5_000)
     ).astype(np.int64)
 
 
-def worst(score: np.ndarray, n: int = 100, keep: np.ndarray | None = None) -> np.ndarray:
-    """Row numbers of the ``n`` highest scores, highest first, NaNs and rows outside ``keep`` left out."""
+def worst(
+    score: np.ndarray, n: int = 100, keep: np.ndarray | None = None, tiebreak: np.ndarray | None = None
+) -> np.ndarray:
+    """Row numbers of the ``n`` highest scores, highest first, NaNs and rows outside ``keep`` left out.
+
+    Equal scores are ordered by ``tiebreak``, highest first (e.g. the kNN vote's confidence: an early
+    checkpoint gives many images the same label-error score, and split order would show "the first 100
+    airplanes"), then by row, so a rerun shows the same grid.
+    """
     score = np.asarray(score, np.float64)
     ok = ~np.isnan(score) if keep is None else (~np.isnan(score) & np.asarray(keep, bool))
     rows = np.flatnonzero(ok)
-    # stable sort on -score: ties keep split order, so a rerun shows the same grid
-    return rows[np.argsort(-score[rows], kind="stable")[:n]]
+    second = np.zeros(len(rows)) if tiebreak is None else -np.nan_to_num(np.asarray(tiebreak, np.float64)[rows])
+    # lexsort: the last key is the primary one; ties in both keep split order (lexsort is stable)
+    return rows[np.lexsort((second, -score[rows]))[:n]]

@@ -8,12 +8,14 @@ batch, and only rank 0 writes files.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from simclr_core import distributed
 from simclr_core.cli import Parser, add_config_args, config_from_args, run_cli
-from simclr_core.config import flag, options
+from simclr_core.config import TrainConfig, flag, options
 from simclr_core.errors import UserError
+from simclr_core.estimate import estimate
 from simclr_core.hardware import resolve_device
 from simclr_core.runs import open_run
 from simclr_core.training import train
@@ -58,6 +60,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="continue the run of this name from its last.pt; only these "
         "flags may change: " + ", ".join(sorted(map(flag, RESUMABLE))),
     )
+    p.add_argument(
+        "--estimate",
+        action="store_true",
+        help="measure how long this run would take on this machine (a few real training steps, one kNN "
+        "monitor pass and a checkpoint, about 15 s), print it and exit; creates no run",
+    )
     add_config_args(p)
     return p
 
@@ -68,6 +76,8 @@ def main(argv: list[str] | None = None) -> int:
     def go() -> int:
         args = build_parser().parse_args(argv)
         cfg, given = config_from_args(args)
+        if args.estimate:
+            return print_estimate(cfg, resume=args.resume)
         if args.resume:
             changed = sorted(given - RESUMABLE)
             if changed:
@@ -105,6 +115,24 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     return run_cli(go)
+
+
+def print_estimate(cfg: TrainConfig, resume: str | None) -> int:
+    """``--estimate``: the measured run time of a new run of ``cfg``, printed; nothing written."""
+    if resume:
+        raise UserError("--estimate measures a new run; drop --resume (or --estimate)")
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # torchrun: every rank would measure, all at once
+        raise UserError("--estimate measures one process; run it without torchrun")
+    est = estimate(cfg)
+    print(est.describe())
+    print(
+        f"measured {est.measured_steps} step(s) of {est.measured_batch} images after a warm-up "
+        f"({est.images_per_s:,.0f} images/s at batch {est.batch_size}) in {est.measure_s:.0f} s"
+        + ("" if est.load is None else f"; load average {est.load:.1f} on {est.cpus} cores before measuring")
+    )
+    for note in est.notes:
+        print(f"note: {note}")
+    return 0
 
 
 if __name__ == "__main__":

@@ -67,3 +67,28 @@ def _deterministic_threads():
     n = torch.get_num_threads()
     yield
     torch.set_num_threads(n)
+
+
+@pytest.fixture
+def tmpfs(tmp_path: Path):
+    """``mount(size)`` mounts a tmpfs of ``size`` (e.g. "4m") on a fresh folder and returns it; a real full disk,
+    which in-process fakes of a full disk missed (issue 16). Skipped where mounting is not allowed (not root,
+    a container without CAP_SYS_ADMIN); unmounted after the test."""
+    import subprocess
+
+    mounted: list[Path] = []
+
+    def mount(size: str) -> Path:
+        point = tmp_path / f"tmpfs{len(mounted)}"
+        point.mkdir()
+        proc = subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(point)], capture_output=True, text=True
+        )
+        if proc.returncode != 0:
+            pytest.skip(f"cannot mount a tmpfs here (needs root or CAP_SYS_ADMIN): {proc.stderr.strip()[:200]}")
+        mounted.append(point)
+        return point
+
+    yield mount
+    for point in reversed(mounted):
+        subprocess.run(["umount", "-l", str(point)], capture_output=True)

@@ -1,4 +1,5 @@
 import random
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -69,3 +70,117 @@ def test_backbone_export_round_trip(tmp_path):
     back = checkpoints.load_backbone(tmp_path / "backbone.pt")
     x = torch.rand(2, 3, 16, 16)
     assert torch.equal(net.eval()(x), back.eval()(x))
+
+
+# ---- issue 16: a full disk inside torch.save, and damaged fields that were still tracebacks -------------------
+
+
+def test_a_full_disk_inside_torch_save_is_the_oserror_it_stands_for(tmp_path, monkeypatch):
+    """PyTorch's zip writer reports a short write as RuntimeError("unexpected pos ..."), not OSError."""
+    import errno
+    import shutil
+    from collections import namedtuple
+
+    path = tmp_path / "x.pt"
+    checkpoints.save_atomic({"v": 1}, path)
+
+    def short_write(obj, f, *a, **k):
+        f.write(b"\0" * 1000)
+        raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 2462464 vs 2462360")
+
+    monkeypatch.setattr(torch, "save", short_write)
+    monkeypatch.setattr(shutil, "disk_usage", lambda p: namedtuple("u", "total used free")(1, 1, 0))
+    with pytest.raises(OSError) as e:
+        checkpoints.save_atomic({"v": 2}, path)
+    assert e.value.errno == errno.ENOSPC
+    monkeypatch.undo()
+    assert checkpoints.load(path)["v"] == 1 and [p.name for p in tmp_path.iterdir()] == ["x.pt"]  # no half file
+
+    def a_bug(obj, f, *a, **k):
+        raise RuntimeError("something else entirely")
+
+    monkeypatch.setattr(torch, "save", a_bug)
+    with pytest.raises(RuntimeError, match="something else"):  # not dressed up as a disk problem
+        checkpoints.save_atomic({"v": 2}, path)
+
+
+def a_training_checkpoint() -> dict:
+    """What training/state.py writes into last.pt, on a one-layer model."""
+    model = torch.nn.Linear(2, 2)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    model(torch.ones(1, 2)).sum().backward()
+    opt.step()
+    return {
+        "format": checkpoints.FORMAT,
+        "arch": {"backbone": "resnet_mini"},
+        "model": {f"encoder.{k}": v for k, v in model.state_dict().items()},
+        "optimizer": opt.state_dict(),
+        "scaler": torch.amp.GradScaler("cpu", enabled=False).state_dict(),
+        "epoch": 1,
+        "step": 2,
+        "steps_per_epoch": 2,
+        "view_generator": torch.Generator().get_state(),
+        "view_generators": [torch.Generator().get_state()],
+        "epoch_losses": torch.empty(0),
+        "rng": checkpoints.rng_state(),
+    }
+
+
+@pytest.mark.parametrize(
+    "change, resume, match",
+    [
+        (lambda c: c.update(epoch="two"), False, r"damaged \('epoch' is 'two', not a whole number\)"),
+        (lambda c: c.update(step=-3), False, r"'step' is -3, not a whole number"),
+        (lambda c: c.update(epoch=True), False, r"'epoch' is True, not a whole number"),
+        (lambda c: c["model"].update({"encoder.weight": [1, 2]}), False, "hold list under 'encoder.weight'"),
+        (lambda c: c.pop("optimizer"), True, r"it has no 'optimizer': what a resume continues from.*can still read"),
+        (lambda c: c.pop("rng"), True, "it has no 'rng'"),
+        (lambda c: c.update(optimizer=[1]), True, "'optimizer' is list, not dict"),
+        (lambda c: c.update(steps_per_epoch="2"), True, "'steps_per_epoch' is str, not int"),
+        (lambda c: c.update(epoch_losses=[0.5]), True, "'epoch_losses' is list, not Tensor"),
+        (lambda c: c["optimizer"].pop("param_groups"), True, "'optimizer' lacks its state or param_groups"),
+        (lambda c: c["rng"].update(numpy=["MT19937"]), True, "'rng' does not hold"),
+        (lambda c: c.update(view_generators=["x"]), True, "view generators are not tensors"),
+    ],
+)
+def test_every_field_a_reader_uses_is_checked_by_the_one_loader(tmp_path, change, resume, match):
+    ckpt = a_training_checkpoint()
+    assert checkpoints.load_training(_saved(tmp_path, ckpt), resume=True)["epoch"] == 1  # the good one loads
+    change(ckpt)
+    path = _saved(tmp_path, ckpt)
+    with pytest.raises(UserError, match=match) as e:
+        checkpoints.load_training(path, resume=resume)
+    assert str(e.value).startswith(f"checkpoint {path} is damaged (") and "restore it from a copy" in str(e.value)
+    if resume:  # what only a resume reads does not stop evaluate, embed or export
+        assert checkpoints.load_training(path)["epoch"] == 1
+
+
+def _saved(tmp_path, obj) -> Path:
+    path = tmp_path / "last.pt"
+    checkpoints.save_atomic(obj, path)
+    return path
+
+
+def test_backbone_pt_and_json_are_checked(tmp_path):
+    net, _ = build_backbone("resnet_mini", cifar_stem=True)
+    path = tmp_path / "backbone.pt"
+    checkpoints.save_backbone(net, {"backbone": "resnet_mini", "cifar_stem": True}, path)
+    meta = path.with_suffix(".json")
+    good = meta.read_bytes()
+    torch.save(torch.zeros(3), path)
+    with pytest.raises(UserError, match=rf"^{path} holds a bare tensor, not a backbone's weights"):
+        checkpoints.load_backbone(path)
+    checkpoints.save_backbone(net, {"backbone": "resnet_mini", "cifar_stem": True}, path)
+    for content, match in [
+        (b"\xff\xfe\x00", "is damaged"),  # not UTF-8
+        (b"[]", r"is damaged \(not a JSON object naming backbone and cifar_stem\)"),
+        (good[:50], r"is damaged \(Unterminated string"),  # truncated
+        (b'{"backbone": "resnet_mini"}', "not a JSON object naming backbone and cifar_stem"),
+        (b'{"backbone": "resnet_mini", "cifar_stem": true, "image_size": "big"}', "naming backbone"),
+    ]:
+        meta.write_bytes(content)
+        with pytest.raises(UserError, match=match) as e:
+            checkpoints.load_backbone(path)
+        assert str(e.value).startswith(str(meta)) and "resume its run for an epoch to write it again" in str(e.value)
+    meta.write_bytes(good)
+    assert checkpoints.load_backbone(path) is not None

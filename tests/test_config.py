@@ -85,8 +85,8 @@ def test_method_flags_and_their_checks():
     )
     for flags, message in [
         (("--ema", "1.5"), "--ema must be in [0, 1]"),
-        (("--queue-size", "0"), "--queue-size must be at least 1"),
-        (("--pred-hidden-dim", "-4"), "--pred-hidden-dim must be at least 1"),
+        (("--queue-size", "0"), "--queue-size must be in [1, 1048576]"),
+        (("--pred-hidden-dim", "-4"), "--pred-hidden-dim must be in [1, 65536]"),
         (("--temperature", "0"), "--temperature must be a positive number"),
     ]:
         with pytest.raises(UserError) as e:
@@ -114,12 +114,19 @@ def test_yaml_and_json_round_trip(tmp_path):
         (["--epochs", "-1"], "--epochs must be at least 1"),
         (["--temperature", "0"], "--temperature must be a positive"),
         (["--temperature", "nan"], "--temperature must be a finite number"),
-        (["--lr", "-0.1"], "--lr must be a positive"),
+        (["--lr", "-0.1"], r"--lr must be in \(0, 100\]"),
+        # values without an upper bound used to overflow, allocate terabytes or be killed by the OOM killer
+        (["--lr", "1e300"], r"--lr must be in \(0, 100\], got 1e\+300 \(config key optim.lr\)"),
+        (["--seed", str(2**70)], r"--seed must be in \[0, 4294967295\]"),
+        (["--image-size", "100000"], r"--image-size must be in \[8, 2048\]"),
+        (["--crop-size", "4096"], r"--crop-size must be in \[8, 2048\]"),
+        (["--queue-size", str(10**10)], r"--queue-size must be in \[1, 1048576\]"),
+        (["--workers", "100000"], r"--workers must be in \[0, 256\]"),
         (["--flip-prob", "1.5"], "--flip-prob must be in"),
-        (["--proj-hidden-dim", "-3"], "--proj-hidden-dim must be at least 1"),
-        (["--crop-size", "-4"], "--crop-size must be at least 8"),
-        (["--num-threads", "-1"], "--num-threads must be at least 1"),
-        (["--workers", "-1"], "--workers must be at least 0"),
+        (["--proj-hidden-dim", "-3"], r"--proj-hidden-dim must be in \[1, 65536\]"),
+        (["--crop-size", "-4"], r"--crop-size must be in \[8, 2048\]"),
+        (["--num-threads", "-1"], r"--num-threads must be in \[1, 1024\]"),
+        (["--workers", "-1"], r"--workers must be in \[0, 256\]"),
         (["--momentum", "-1"], r"--momentum must be in \[0, 1\)"),
         (["--knn-k", "0"], "--knn-k must be at least 1"),
         (["--knn-every", "-1"], "--knn-every must be at least 0"),
@@ -329,3 +336,40 @@ def test_widget_spec_reads_the_field_table():
     assert widget_spec("run", "knn_k").label == "Knn k"  # no label in the table: the name, readable
     with pytest.raises(KeyError, match="no field 'nope'"):
         widget_spec("optim", "nope")
+
+
+# ---- issue 16: values that still failed, and a file that silently trains the defaults ----------------------
+
+
+@pytest.mark.parametrize(
+    "content, warned",
+    [
+        ("recipe:\n  title: My run\n  expected: kNN ~90%\n", True),  # the recipe block alone: every default
+        ("recipe:\n  title: x\noptim:\ndata: {}\n", True),  # empty sections set nothing either
+        ("recipe:\n  title: x\noptim:\n  epochs: 3\n", False),
+    ],
+)
+def test_a_config_file_that_sets_no_training_field_is_warned_about(tmp_path, capsys, content, warned):
+    path = tmp_path / "r.yaml"
+    path.write_text(content)
+    cfg, _ = parse("--config", str(path))
+    err = capsys.readouterr().err
+    if warned:
+        assert err == (
+            f"warning: {path} sets no training setting (only a recipe: block or empty sections), so every "
+            "setting is its default; add sections such as data:, model: or optim: (see configs/)\n"
+        )
+        assert cfg == TrainConfig()
+    else:
+        assert err == "" and cfg.optim.epochs == 3
+
+
+def test_the_upper_bounds_keep_real_sizes():
+    """ImageNet-size work stays allowed: 1024-px views of 2048-px images, the paper's 65536 MoCo queue, LARS at
+    a batch of 65536 (lr 0.3 * 256 = 76.8), any 32-bit seed."""
+    cfg, _ = parse(
+        "--image-size", "2048", "--crop-size", "1024", "--queue-size", "65536", "--seed", str(2**32 - 1),
+        "--lr", "76.8", "--optimizer", "lars", "--batch-size", "65536",
+    )  # fmt: skip
+    assert (cfg.data.image_size, cfg.views.crop_size, cfg.run.seed) == (2048, 1024, 2**32 - 1)
+    assert cfg.optim.default_lr() == pytest.approx(76.8)

@@ -657,3 +657,39 @@ def test_real_cifar10_jpeg_test_split(tmp_path: Path) -> None:
     assert s.images.shape == (10_000, 3, 32, 32) and s.skipped == 0
     assert len(s.classes) == 10 and "airplane" in s.classes
     assert torch.bincount(s.labels).tolist() == [1000] * 10
+
+
+# ---- issue 16: names that are not UTF-8, and a resize that does not fit in memory ---------------------------
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="Linux file names are bytes; others are Unicode")
+def test_file_names_that_are_not_utf8_are_read_counted_and_cached(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """b'\\xff.png' came back from scandir as '\\udcff.png', which the cache key's encode() refused."""
+    root = str(tmp_path / "imgs")
+    for cls, color in ((b"cats", (200, 30, 60)), (b"d\xffogs", (20, 30, 200))):
+        for name in (b"a.png", b"\xff.png", b"b\xfe\xfd.png"):
+            _img(Path(os.fsdecode(os.path.join(os.fsencode(root), cls, name))), color=color)
+    _corrupt(Path(os.fsdecode(os.path.join(os.fsencode(root), b"cats", b"bad\xfe.png"))))
+    first = load_split("folder", "all", path=root, data_dir=str(tmp_path / "data"))
+    assert len(first) == 6 and first.classes == ["cats", "d\udcffogs"] and first.labels.tolist() == [0] * 3 + [1] * 3
+    assert first.paths is not None and all(os.path.isfile(p) for p in first.paths)  # each path opens its file
+    assert os.path.join(root, "d\udcffogs", "\udcff.png") in first.paths
+    assert first.skipped == 1 and first.notes[0].endswith("(1 unreadable image, e.g. cats/bad\\xfe.png)")
+    first.notes[0].encode("utf-8")  # printable: the log and train.log write it as text
+    monkeypatch.setattr(data, "_decode_folder", _no_decode)
+    again = load_split("folder", "all", path=root, data_dir=str(tmp_path / "data"))  # from the cache's JSON
+    assert again.paths == first.paths and again.classes == first.classes
+    assert torch.equal(again.images, first.images)
+
+
+def test_a_resize_that_does_not_fit_in_memory_names_an_image_size(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(data, "_available_memory", lambda: 2 * 10**9)  # 2 GB free
+    with pytest.raises(UserError) as e:
+        load_split("digits", "train", image_size=1024)  # 1,437 images x 3 MB: 4.3 GB
+    assert str(e.value) == (
+        "--image-size 1024 makes the 1437 images take 4,311 MB of memory, and 1,908 MB are free; "
+        "use --image-size 480 or less"
+    )
+    assert load_split("digits", "train", image_size=480).images.shape[-1] == 480  # the advice fits

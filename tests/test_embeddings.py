@@ -177,3 +177,49 @@ def test_a_last_pt_of_another_architecture_is_refused(tmp_path):
     shutil.copy(other_run.last_ckpt, run.last_ckpt)
     with pytest.raises(UserError, match=r"another architecture \(proj_out_dim: checkpoint 16 vs config 32\)"):
         load_encoder(run)
+
+
+# ---- issue 16 -----------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("what", ["cache-is-a-folder", "embeddings-is-a-file"])
+def test_something_in_the_caches_place_still_embeds_uncached(finished_run, tmp_path, capsys, what):
+    """The reader deleted a damaged cache file; a folder there (or an embeddings/ that is a file) raised."""
+    first = embed_split(finished_run, "test", "h")
+    cache = emb_mod.embedding_cache(finished_run, "test", "h")
+    saved = tmp_path / "saved"
+    shutil.move(finished_run.embeddings_dir, saved)
+    try:
+        if what == "cache-is-a-folder":
+            cache.mkdir(parents=True)
+        else:
+            finished_run.embeddings_dir.write_text("mine")
+        assert np.allclose(embed_split(finished_run, "test", "h").embeddings, first.embeddings, atol=1e-5)
+        out = tmp_path / "e.npz"
+        runs = str(finished_run.path.parent)
+        code = embed_main(["--run", finished_run.name, "--runs-dir", runs, "--split", "test", "--out", str(out)])
+        assert code == 0 and out.is_file(), capsys.readouterr().err
+        assert cache.is_dir() if what == "cache-is-a-folder" else finished_run.embeddings_dir.read_text() == "mine"
+    finally:
+        if finished_run.embeddings_dir.is_dir():
+            shutil.rmtree(finished_run.embeddings_dir)
+        else:
+            finished_run.embeddings_dir.unlink()
+        shutil.move(saved, finished_run.embeddings_dir)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="a GPU is visible")
+@pytest.mark.parametrize(
+    "device, message",
+    [
+        ("cuda", "--device cuda: no CUDA GPU is visible here; use --device cpu (or auto)"),
+        ("xpu", "unknown device 'xpu': use auto, cpu, cuda, cuda:N or mps"),  # torch knows it, training does not
+        ("meta", "unknown device 'meta': use auto, cpu, cuda, cuda:N or mps"),
+    ],
+)
+def test_embed_on_a_device_that_is_not_there(finished_run, tmp_path, capsys, device, message):
+    embed_split(finished_run, "test", "h")  # cached: the device was never looked at before
+    runs = str(finished_run.path.parent)
+    argv = ["--run", finished_run.name, "--runs-dir", runs, "--split", "test", "--out", str(tmp_path / "e.npz")]
+    assert embed_main([*argv, "--device", device]) == 2
+    assert capsys.readouterr().err == f"error: {message}\n"

@@ -2,7 +2,8 @@ import json
 
 import pytest
 
-from simclr_core.evaluate import evaluate_run, main
+from simclr_core import jobs
+from simclr_core.evaluate import evaluate_run, job_spec, main
 from simclr_core.train import train
 
 from tests.conftest import tiny_config
@@ -47,3 +48,27 @@ def test_cli_errors(finished_run, capsys):
     assert "no run named" in capsys.readouterr().err
     assert main(["--run", finished_run.name, "--runs-dir", runs, "--k", "0"]) == 2
     assert "must be positive" in capsys.readouterr().err
+
+
+def test_an_evaluate_job_shows_the_probe_epoch_in_its_stage(finished_run, tmp_path, monkeypatch):
+    monkeypatch.setenv("SIMCLR_JOBS", "inline")
+    written = []
+    real = jobs.write_json_atomic
+    monkeypatch.setattr(jobs, "write_json_atomic", lambda path, job: written.append(dict(job)) or real(path, job))
+    spec = job_spec([finished_run], baseline=False, k=20, probe_epochs=5, max_bank=200)
+    jid = jobs.submit(tmp_path / ".jobs", "evaluate", spec)
+    assert jobs.status(tmp_path / ".jobs", jid)["state"] == "done"
+    # what the job file said while the probe trained: each epoch, counted in done / total
+    probe = [(j["stage"], j["done"], j["total"]) for j in written if "probe epoch" in j.get("stage", "")]
+    assert [(d, t) for _, d, t in probe] == [(e, 5) for e in range(1, 6)]
+    assert probe[0][0].startswith(f"{finished_run.name}: linear probe epoch 1/5, train loss ")
+
+
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="a GPU is visible")
+@pytest.mark.parametrize("device", ["cuda", "cuda:1", "xpu"])
+def test_evaluate_on_a_device_that_is_not_there(finished_run, capsys, device):
+    runs = str(finished_run.path.parent)
+    assert main(["--run", finished_run.name, "--runs-dir", runs, "--no-probe", "--device", device]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("error: ")
+    assert ("no CUDA GPU is visible here" if device.startswith("cuda") else "unknown device 'xpu'") in err

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 
@@ -131,6 +133,18 @@ def test_linear_probe_separable_and_deterministic():
     with torch.inference_mode():
         inf = linear_probe(train_x.clone(), train_y.clone(), test_x.clone(), test_y.clone(), **kwargs)
     assert inf == res
+
+
+def test_linear_probe_reports_every_epoch_without_changing_its_result():
+    train_x, train_y = _clusters(30, 10, 64, seed=3)
+    test_x, test_y = _clusters(10, 10, 64, seed=3, noise_seed=1)
+    kwargs = dict(epochs=12, batch_size=64, seed=7)
+    calls = []
+    res = linear_probe(train_x, train_y, test_x, test_y, progress=lambda *a: calls.append(a), **kwargs)
+    assert [(done, total) for done, total, _ in calls] == [(e, 12) for e in range(1, 13)]  # once per epoch, in order
+    losses = [loss for _, _, loss in calls]
+    assert all(math.isfinite(v) and v >= 0 for v in losses) and losses[-1] < losses[0] / 2  # the mean train loss
+    assert res == linear_probe(train_x, train_y, test_x, test_y, **kwargs)
 
 
 def test_linear_probe_errors():

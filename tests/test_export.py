@@ -62,3 +62,11 @@ def test_coordinates_must_match_rows(emb):
         to_npz(emb, np.zeros((3, 2)))
     with pytest.raises(UserError, match="do not match"):
         to_csv(emb, np.zeros(4))
+
+
+def test_csv_keeps_the_bytes_of_a_file_name_that_is_not_utf8(emb):
+    """A folder's b'\\xff.png' is '\\udcff.png' in Python; the CSV's path column must still open the file."""
+    paths = [f"cats/{i}\udcff.png" for i in range(len(emb.labels))]
+    data = to_csv(emb, np.zeros((len(emb.labels), 2)), {"path": paths})
+    rows = list(csv.DictReader(io.StringIO(data.decode("utf-8", "surrogateescape"))))
+    assert [r["path"] for r in rows] == paths and b"cats/0\xff.png" in data

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 
 import numpy as np
@@ -195,3 +196,125 @@ def test_timm_of_the_small_resnet_says_which_formats_fit(tmp_path):
     with pytest.raises(UserError, match="timm has no resnet_mini; export it as safetensors, onnx or torchscript"):
         exporters.export_backbone(run, "timm")
     assert exporters.unavailable("timm", "resnet_mini") == "timm has no resnet_mini"
+
+
+# ---- issue 16: damaged run files, a full disk, a closed run folder, an output nowhere -----------------------
+
+
+@pytest.mark.parametrize(
+    "damage, match",
+    [
+        (lambda run: torch.save(torch.zeros(3), run.backbone_path), "backbone.pt holds a bare tensor"),
+        (lambda run: run.backbone_path.with_suffix(".json").write_bytes(b"\xff\xfe\x00"), "backbone.json is damaged"),
+        (lambda run: run.backbone_path.with_suffix(".json").write_bytes(b"[]"), "backbone.json is damaged"),
+        (
+            lambda run: run.backbone_path.with_suffix(".json").write_bytes(b'{"backbone": "resnet18", "cifar'),
+            r"backbone.json is damaged \(Unterminated string",
+        ),
+    ],
+    ids=["bare-tensor", "json-not-utf8", "json-list", "json-truncated"],
+)
+def test_a_damaged_backbone_is_one_line(tmp_path, capsys, damage, match):
+    run, _ = fake_run(tmp_path)
+    damage(run)
+    rc, err = cli(capsys, tmp_path, "--run", "exp", "--format", "safetensors")
+    assert rc == 2 and err.count("\n") == 1 and err.startswith(f"error: {run.path}/") and re.search(match, err), err
+    assert "restore it from a copy, or resume its run for an epoch to write it again" in err
+    assert not run.export_dir.exists() or list(run.export_dir.iterdir()) == []
+
+
+def test_an_export_file_in_place_of_the_export_folder(tmp_path, capsys):
+    run, _ = fake_run(tmp_path)
+    run.export_dir.write_text("mine")
+    rc, err = cli(capsys, tmp_path, "--run", "exp", "--format", "safetensors")
+    assert rc == 2 and err == (
+        f"error: {run.export_dir} is a file, where simclr-export keeps its files; move it away, or pass --out FILE\n"
+    )
+    assert run.export_dir.read_text() == "mine"
+
+
+def test_a_read_only_run_folder_with_the_default_out(tmp_path, capsys, monkeypatch):
+    import errno
+
+    run, _ = fake_run(tmp_path)
+    real = Path.mkdir
+
+    def read_only(self, *a, **k):  # as root, chmod does not close a folder: the mount's answer, faked
+        if self == run.export_dir:
+            raise OSError(errno.EROFS, "Read-only file system", str(self))
+        return real(self, *a, **k)
+
+    monkeypatch.setattr(Path, "mkdir", read_only)
+    rc, err = cli(capsys, tmp_path, "--run", "exp", "--format", "safetensors")
+    assert rc == 2 and err == (
+        f"error: cannot create {run.export_dir} (Read-only file system); pass --out FILE in a writable folder\n"
+    )
+
+
+def test_a_full_disk_reported_by_safetensors_is_one_line(tmp_path, capsys, monkeypatch):
+    import safetensors.torch
+
+    fake_run(tmp_path)
+
+    def full(*a, **k):  # safetensors' own error type, with the OS's number in its text
+        raise safetensors.SafetensorError("Error while serializing: I/O error: No space left on device (os error 28)")
+
+    monkeypatch.setattr(safetensors.torch, "save_file", full)
+    out = tmp_path / "out"
+    out.mkdir()
+    rc, err = cli(capsys, tmp_path, "--run", "exp", "--format", "safetensors", "--out", str(out / "b.st"))
+    assert rc == 2 and err == (
+        f"error: cannot write {out / 'b.st'}: No space left on device; free some space or choose another --out\n"
+    )
+    assert list(out.iterdir()) == []
+
+
+@pytest.mark.skipif(not Path("/proc/self").is_dir(), reason="needs Linux's /proc")
+@pytest.mark.parametrize("fmt", ["safetensors", "torchscript"])
+def test_an_output_inside_proc(tmp_path, capsys, fmt):
+    fake_run(tmp_path)
+    rc, err = cli(capsys, tmp_path, "--run", "exp", "--format", fmt, "--out", "/proc/x.bin")
+    assert rc == 2 and err.count("\n") == 1 and err.startswith("error: cannot write /proc/x.bin: "), err
+    assert err.strip().endswith("choose another --out")
+
+
+@pytest.mark.slow
+def test_a_real_full_disk_and_a_read_only_mount(tmp_path, tmpfs):
+    """The real CLI: safetensors raised SafetensorError, and TorchScript's C++ writer aborted the process
+    (SIGABRT, a half file left) on a full disk; a read-only run folder was a traceback (issue 16)."""
+    import shutil
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO
+
+    runs = tmpfs("8m")
+    run, _ = fake_run(tmp_path, backbone="resnet_mini", cifar_stem=False)  # backbone.pt: 5 MB
+    shutil.copytree(run.path, runs / "exp")
+    free = shutil.disk_usage(runs).free
+    (runs / "filler").write_bytes(b"\0" * (free - 2 * 2**20))  # 2 MB left: less than one export
+    env = {**__import__("os").environ, "PYTHONPATH": str(REPO)}
+
+    def export(fmt):
+        proc = subprocess.run(
+            [sys.executable, "-m", "simclr_core.exporters", "--run", "exp", "--runs-dir", str(runs), "--format", fmt],
+            cwd=REPO,
+            env=env,
+            capture_output=True,
+            text=True,
+        )
+        return proc.returncode, proc.stderr
+
+    for fmt, suffix in (("safetensors", ".safetensors"), ("torchscript", ".torchscript.pt")):
+        rc, err = export(fmt)
+        target = runs / "exp" / "export" / f"exp{suffix}"
+        assert rc == 2 and err.strip().splitlines()[-1] == (
+            f"error: cannot write {target}: No space left on device; free some space or choose another --out"
+        ), err
+        assert list((runs / "exp" / "export").iterdir()) == []  # no half file keeps the disk full
+    shutil.rmtree(runs / "exp" / "export")
+    subprocess.run(["mount", "-o", "remount,ro", str(runs)], check=True)
+    rc, err = export("safetensors")
+    assert rc == 2 and err.strip().splitlines()[-1] == (
+        f"error: cannot create {runs / 'exp' / 'export'} (Read-only file system); pass --out FILE in a writable folder"
+    ), err

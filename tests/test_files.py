@@ -51,3 +51,29 @@ def test_tail_reads_the_end_and_folds_progress_bars(tmp_path):
     assert tail(log, 2) == "100%|#####\nerror: done"
     assert tail(log, 10, max_bytes=100).splitlines()[-3:] == ["first", "100%|#####", "error: done"]
     assert tail(tmp_path / "missing.log") == ""
+
+
+def test_write_error_names_the_oserror_behind_a_librarys_failed_write(tmp_path, monkeypatch):
+    """torch.save, NumPy and safetensors report a write that did not fit each in their own words (issue 16)."""
+    import errno
+    import shutil
+    from collections import namedtuple
+
+    from simclr_core.files import write_error
+
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(shutil, "disk_usage", lambda p: usage(100, 100, 0))  # a full disk
+    torch_short = RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 2462464 vs 2462360")
+    numpy_short = OSError("92160 requested and 1984 written")
+    for e in (torch_short, numpy_short):
+        err = write_error(e, tmp_path / "x")
+        assert err is not None and err.errno == errno.ENOSPC and err.strerror == "No space left on device"
+        assert err.filename == str(tmp_path / "x")
+    rust = Exception('Error while serializing: I/O error: No such file or directory (os error 2) at path "/proc/.t"')
+    assert write_error(rust, "/proc/x").errno == errno.ENOENT  # the OS's own number, where the library gives it
+    monkeypatch.setattr(shutil, "disk_usage", lambda p: usage(100, 0, 100 * 2**20))  # room left: not a full disk
+    err = write_error(torch_short, tmp_path / "x")
+    assert err.errno == errno.EIO and "unexpected pos" in err.strerror
+    real = OSError(errno.EROFS, "Read-only file system")
+    assert write_error(real, tmp_path / "x") is real
+    assert write_error(RuntimeError("size mismatch for conv1.weight"), tmp_path / "x") is None  # a bug stays one

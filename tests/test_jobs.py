@@ -3,13 +3,15 @@
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
 
+import numpy as np
 import pytest
 
-from simclr_core import explore, jobs
+from simclr_core import explore, jobs, probe
 from simclr_core.errors import UserError
 from simclr_core.evaluate import job_spec
 from simclr_core.runs import RunDir
@@ -165,3 +167,65 @@ def test_a_worker_whose_app_is_gone_exits_when_idle(tmp_path):
     finally:
         for p in (gone, parent, kept):
             p.kill()
+
+
+@pytest.fixture
+def slow_job(tmp_path, monkeypatch):
+    """A jobs folder holding one queued job that computes for minutes: a t-SNE of 20,000 probe rows."""
+    run, n = tmp_path / "run", 20_000
+    probe.write_subset(run, probe.Probe("test", np.arange(n), np.zeros(n, np.int64), ["a"]))
+    np.save(probe.frame_path(run, 1), np.random.default_rng(0).standard_normal((n, 32)).astype(np.float16))
+    monkeypatch.setattr(jobs, "ensure_worker", lambda d: 0)  # the test starts the worker
+    d = tmp_path / ".jobs"
+    spec = {"run": str(run), "method": "tsne", "dims": 2, "params": {}, "thumbs": None}
+    return d, jobs.submit(d, "trajectory", spec)
+
+
+def computing_worker(d, jid, *args, **popen):
+    """A real worker process of ``d``, returned once it is inside the job's t-SNE."""
+    cmd = [sys.executable, "-m", "simclr_core.jobs", "--dir", str(d), "--no-warm-up", *args]
+    proc = subprocess.Popen(cmd, cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)}, **popen)
+    deadline = time.time() + 120
+    while "projecting" not in jobs.status(d, jid).get("stage", ""):
+        assert proc.poll() is None and time.time() < deadline, jobs.status(d, jid)
+        time.sleep(0.1)
+    time.sleep(1)  # in sklearn's compiled code by now
+    return proc
+
+
+@pytest.mark.slow
+def test_a_worker_stops_within_a_second_of_its_apps_death_even_mid_job(slow_job):
+    d, jid = slow_job
+    app = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
+    worker = computing_worker(d, jid, "--parent", str(app.pid))
+    try:
+        app.kill()
+        app.wait()
+        assert worker.wait(timeout=3) == 0  # not minutes later, when the t-SNE is done
+        # left as a killed worker leaves it: the page says "try again", the next worker runs it again
+        assert json.loads((d / f"{jid}.json").read_text())["state"] == "running"
+        assert jobs.status(d, jid)["state"] == "failed" and "worker stopped" in jobs.status(d, jid)["message"]
+        assert jobs._requeue_orphans(d) == 1 and jobs.status(d, jid)["state"] == "queued"
+    finally:
+        for p in (worker, app):
+            p.kill()
+            p.wait()
+
+
+def sigterm_ignored_and_blocked():
+    """What a launcher can pass on through exec: SIGTERM ignored (nohup-like wrappers) and blocked (a thread's mask)."""
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
+
+
+@pytest.mark.slow
+def test_sigterm_ends_a_computing_worker_at_once(slow_job):
+    d, jid = slow_job
+    worker = computing_worker(d, jid, "--parent", str(os.getpid()), preexec_fn=sigterm_ignored_and_blocked)
+    try:
+        worker.send_signal(signal.SIGTERM)
+        assert worker.wait(timeout=3) == -signal.SIGTERM  # its default action: no handler delayed it
+        assert jobs.status(d, jid)["state"] == "failed"  # and a next worker re-runs it, as above
+    finally:
+        worker.kill()
+        worker.wait()

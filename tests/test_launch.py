@@ -38,3 +38,51 @@ def test_launch_command_uses_torchrun_for_several_gpus_and_checks_the_count(tmp_
     launch.resume(run)  # the same number of GPUs as its last launch
     launch.resume(run, nproc=1)
     assert spawned[1:] == [("a", 2), ("a", 1)]
+
+
+# ---------------------------------------------------------------- resume: followed from the first moment
+
+
+def test_resume_says_starting_at_once_and_a_process_that_dies_at_start_reads_as_died(tmp_path, monkeypatch):
+    """The app must follow a resumed run from the click on (issue 16): a stopped run said "stopped" until its
+    process had loaded Python, the data and the model, so nothing polled it."""
+    import subprocess
+
+    from simclr_core.runs import RunDir
+
+    cfg = tiny_config(tmp_path, "r")
+    run = RunDir(tmp_path / "runs" / "r")
+    run.path.mkdir(parents=True)
+    cfg.save(run.config_path)
+    run.write_status("stopped", epoch=7, step=70, total_steps=500)
+    sleeper = subprocess.Popen(["sleep", "30"])  # stands in for the training process while it starts
+    monkeypatch.setattr(
+        launch, "_spawn", lambda r, args, nproc=1: r.record_launch(sleeper.pid, args, nproc) or sleeper.pid
+    )
+    launch.resume(run, 50)
+    status = run.status()
+    assert status["state"] == "starting" and status["epoch"] == 7 and "resuming" in status["message"]
+    assert launch.is_active(run)
+    sleeper.kill()
+    sleeper.wait()
+    status = run.status()  # it ended without writing a status: it died, and says where to look
+    assert status["state"] == "died" and "console.log" in status["message"]
+    assert not launch.is_active(run)
+
+
+def test_a_resume_that_cannot_start_its_process_keeps_the_old_status(tmp_path, monkeypatch):
+    from simclr_core.runs import RunDir
+
+    cfg = tiny_config(tmp_path, "r")
+    run = RunDir(tmp_path / "runs" / "r")
+    run.path.mkdir(parents=True)
+    cfg.save(run.config_path)
+    run.write_status("stopped", "stopped by the user", epoch=3)
+
+    def fail(r, args, nproc=1):
+        raise OSError("no such interpreter")
+
+    monkeypatch.setattr(launch, "_spawn", fail)
+    with pytest.raises(OSError):
+        launch.resume(run, 10)
+    assert run.status()["state"] == "stopped" and run.status()["epoch"] == 3

@@ -16,7 +16,7 @@ def test_every_preset_validates(name):
 
 
 def test_quick_cpu_demo_values():
-    cfg = preset("Quick CPU demo (digits, ~2 min)")
+    cfg = preset("Quick CPU demo (digits, 50 epochs)")
     assert (cfg.data.dataset, cfg.model.backbone, cfg.model.cifar_stem) == ("digits", "resnet_mini", False)
     assert (cfg.optim.epochs, cfg.optim.batch_size, cfg.run.knn_every) == (50, 256, 1)
 
@@ -36,9 +36,9 @@ def test_view_presets_are_the_papers_settings_on_the_dataclass_defaults():
 
 
 def test_presets_are_fresh_objects():
-    a = preset("Quick CPU demo (digits, ~2 min)")
+    a = preset("Quick CPU demo (digits, 50 epochs)")
     a.optim.epochs = 1
-    assert preset("Quick CPU demo (digits, ~2 min)").optim.epochs == 50
+    assert preset("Quick CPU demo (digits, 50 epochs)").optim.epochs == 50
 
 
 def test_suggest_run_name_format_and_uniqueness():

@@ -110,3 +110,25 @@ def test_bad_probe_size(tmp_path, capsys, argv, match):
 
     assert main(tiny_args(tmp_path) + argv) == 2
     assert match in capsys.readouterr().err
+
+
+def test_a_frame_that_does_not_fit_leaves_no_half_file(tmp_path, monkeypatch):
+    """NumPy reports a full disk as "N requested and M written", without an errno (issue 16)."""
+    import errno
+    import shutil
+    from collections import namedtuple
+
+    enc = Encoder("resnet_mini", cifar_stem=False, proj_hidden_dim=32, proj_out_dim=16)
+    images = torch.randint(0, 256, (8, 3, 16, 16), dtype=torch.uint8)
+
+    def short_write(path, array):
+        with open(path, "wb") as f:
+            f.write(b"\x93NUMPY half")
+        raise OSError("92160 requested and 1984 written")
+
+    monkeypatch.setattr(np, "save", short_write)
+    monkeypatch.setattr(shutil, "disk_usage", lambda p: namedtuple("u", "total used free")(1, 1, 0))
+    with pytest.raises(OSError) as e:
+        probe.record(enc, images, {"size": 16}, tmp_path, 1, torch.device("cpu"))
+    assert e.value.errno == errno.ENOSPC and e.value.strerror == "No space left on device"
+    assert list((tmp_path / "probe").iterdir()) == []

@@ -227,3 +227,55 @@ def test_eta_is_the_remaining_steps_at_the_current_speed():
     assert eta(status, batch_size=32) == 100 * 32 / 64.0
     assert eta({**status, "state": "stopped"}, 32) is None  # nothing left to wait for
     assert eta({**status, "images_per_s": None}, 32) is None  # no speed measured yet
+
+
+def test_write_status_on_a_full_disk_rewrites_in_place(tmp_path, monkeypatch):
+    """No room for a temp file and no reserve left: the status goes over the old one, in its own blocks."""
+    import errno
+
+    from simclr_core import runs
+
+    run = RunDir(tmp_path / "r")
+    run.path.mkdir()
+    run.write_status("running", epoch=1)
+
+    def full(path, obj):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(runs, "write_json_atomic", full)
+    run.write_status("failed", "the disk is full; free space, then resume")
+    monkeypatch.undo()
+    st = json.loads(run.status_path.read_text())
+    assert (st["state"], st["message"], st["epoch"]) == ("failed", "the disk is full; free space, then resume", 1)
+    run.status_path.unlink()  # nothing to rewrite and nowhere to write: the caller hears of it
+    monkeypatch.setattr(runs, "write_json_atomic", full)
+    with pytest.raises(OSError):
+        run.write_status("failed", "x")
+
+
+def test_the_status_reserve_is_given_back_for_the_last_status(tmp_path, monkeypatch):
+    from simclr_core import runs
+
+    run = RunDir(tmp_path / "r")
+    run.path.mkdir()
+    run.reserve_status_space()
+    assert run.status_reserve_path.stat().st_size == runs.STATUS_RESERVE
+    real = runs.write_json_atomic
+
+    def full_while_reserved(path, obj):
+        if run.status_reserve_path.exists():
+            raise OSError(28, "No space left on device")
+        real(path, obj)
+
+    monkeypatch.setattr(runs, "write_json_atomic", full_while_reserved)
+    run.write_status("failed", "out of space")
+    assert not run.status_reserve_path.exists() and run.status()["state"] == "failed"
+    run.release_status_space()  # twice is fine
+
+
+def test_a_stop_folder_is_not_removed(tmp_path):
+    run = RunDir(tmp_path / "r")
+    run.stop_path.mkdir(parents=True)
+    with pytest.raises(UserError, match=r"STOP is a folder, where a STOP file asks the run to stop; move it out"):
+        run.clear_stop()
+    assert run.stop_path.is_dir()

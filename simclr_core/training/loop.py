@@ -1,8 +1,9 @@
 """The training loop: :func:`fit`, and the bookkeeping it calls at log steps and epoch ends.
 
-One page to read: views, lr, forward under autocast, backward, the momentum update; every
-``log_every`` steps a metrics line (a CPU-GPU sync point, so not every step); at each epoch's end
-the kNN monitor, the probe frame and the checkpoint.
+One page to read: :func:`train_step` (views, lr, forward under autocast, backward, the momentum
+update); every ``log_every`` steps a metrics line (a CPU-GPU sync point, so not every step); at each
+epoch's end the :func:`monitor` (kNN, the probe frame) and the checkpoint. :mod:`simclr_core.estimate`
+times the same step, monitor and checkpoint.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import torch
 from tqdm import tqdm
 
 from simclr_core import distributed, probe
+from simclr_core.config import TrainConfig
 from simclr_core.embeddings import extract
 from simclr_core.evaluation import knn_accuracy
 from simclr_core.hardware import autocast
@@ -29,7 +31,6 @@ from simclr_core.views import two_views
 def fit(s: Session) -> str:
     """The training loop. Returns "finished" or "stopped"."""
     cfg = s.cfg
-    warmup_steps = round(cfg.optim.warmup() * s.steps_per_epoch)
     s.method.train()
     bar = tqdm(
         total=s.total_steps,
@@ -44,20 +45,7 @@ def fit(s: Session) -> str:
     for epoch in range(s.epoch, cfg.optim.epochs):
         first = s.step - epoch * s.steps_per_epoch
         for i, x in enumerate(batches(s, epoch, first), start=first):  # x: (B, 3, H, W) uint8 on the device
-            v1, v2 = two_views(x, generator=s.generator, **s.view_kwargs)  # (B, 3, S, S) float each
-            if s.device.type == "cuda":
-                v1, v2 = (v.contiguous(memory_format=torch.channels_last) for v in (v1, v2))
-            s.lr = lr_at(s.step, s.total_steps, warmup_steps, cfg.optim.peak_lr())
-            for g in s.optimizer.param_groups:
-                g["lr"] = s.lr
-            with autocast(s.device, s.amp_dtype):
-                loss = forward(s, v1, v2)
-            s.optimizer.zero_grad(set_to_none=True)
-            s.scaler.scale(loss).backward()
-            s.scaler.step(s.optimizer)
-            s.scaler.update()
-            s.step += 1
-            s.method.after_step(s.step, s.total_steps)  # MoCo / BYOL: momentum update of the target
+            loss = train_step(s, x)
             bar.update()
             s.window.append(loss.detach())
             s.epoch_losses.append(loss.detach())
@@ -80,6 +68,29 @@ def fit(s: Session) -> str:
             return "stopped"
     bar.close()
     return "finished"
+
+
+def train_step(s: Session, x: torch.Tensor) -> torch.Tensor:
+    """One optimiser step on a (B, 3, H, W) uint8 batch: views, lr, forward under autocast, backward,
+    the momentum update. Returns the loss, left on the device (reading it is a CPU-GPU sync point).
+
+    :mod:`simclr_core.estimate` times this same step.
+    """
+    v1, v2 = two_views(x, generator=s.generator, **s.view_kwargs)  # (B, 3, S, S) float each
+    if s.device.type == "cuda":
+        v1, v2 = (v.contiguous(memory_format=torch.channels_last) for v in (v1, v2))
+    s.lr = lr_at(s.step, s.total_steps, s.warmup_steps, s.cfg.optim.peak_lr())
+    for g in s.optimizer.param_groups:
+        g["lr"] = s.lr
+    with autocast(s.device, s.amp_dtype):
+        loss = forward(s, v1, v2)
+    s.optimizer.zero_grad(set_to_none=True)
+    s.scaler.scale(loss).backward()
+    s.scaler.step(s.optimizer)
+    s.scaler.update()
+    s.step += 1
+    s.method.after_step(s.step, s.total_steps)  # MoCo / BYOL: momentum update of the target
+    return loss
 
 
 def forward(s: Session, v1: torch.Tensor, v2: torch.Tensor) -> torch.Tensor:
@@ -154,17 +165,9 @@ def end_epoch(s: Session) -> None:
         "images_per_s": images / seconds,
         "time": time.time(),
     }
-    every = s.cfg.run.knn_every
-    if every and (s.epoch % every == 0 or s.epoch == s.cfg.optim.epochs):
+    if monitor_epoch(s.cfg, s.epoch):
         # rank 0 alone holds the monitor's images; the other ranks wait in save_checkpoint
-        if s.knn_sets:
-            record.update(knn_monitor(s))
-        if s.probe_images is not None:
-            with autocast(s.device, s.amp_dtype):
-                record.update(
-                    probe.record(s.method.encoder, s.probe_images, s.view_kwargs, s.run.path, s.epoch, s.device)
-                )
-            s.method.train()
+        record.update(monitor(s))
     if distributed.is_main():
         s.record(record)
     msg = f"epoch {s.epoch}/{s.cfg.optim.epochs} loss {loss:.4f} ({seconds:.1f} s)"
@@ -179,6 +182,25 @@ def end_epoch(s: Session) -> None:
     # The monitor and the checkpoint do not count as training time.
     s.epoch_start = s.window_start = time.perf_counter()
     s.epoch_start_step = s.step
+
+
+def monitor_epoch(cfg: TrainConfig, epoch: int) -> bool:
+    """True when the monitor runs at the end of ``epoch`` (1-based): every ``knn_every`` epochs, and the last."""
+    every = cfg.run.knn_every
+    return bool(every) and (epoch % every == 0 or epoch == cfg.optim.epochs)
+
+
+def monitor(s: Session) -> dict[str, Any]:
+    """One monitor pass: the kNN accuracy, and the probe frame (written) with its health; what each
+    session has images for (rank 0's)."""
+    record: dict[str, Any] = {}
+    if s.knn_sets:
+        record.update(knn_monitor(s))
+    if s.probe_images is not None:
+        with autocast(s.device, s.amp_dtype):
+            record.update(probe.record(s.method.encoder, s.probe_images, s.view_kwargs, s.run.path, s.epoch, s.device))
+        s.method.train()
+    return record
 
 
 def knn_monitor(s: Session) -> dict[str, float]:

@@ -10,9 +10,10 @@ import contextlib
 import os
 import signal
 import sys
+from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import torch
 
@@ -47,6 +48,8 @@ def train(cfg: TrainConfig, resume: bool = False) -> RunDir:
                     run = new_run(cfg.run.runs_dir, name)
                     # at once, so a run that fails while loading data is listed with its error
                     cfg.save(run.config_path)
+                run.reserve_status_space()  # so a run that fills its disk can still record how it ended
+                held.callback(run.release_status_space)
             except UserError as e:
                 error = str(e)
             except OSError as e:  # a read-only folder, or --runs-dir naming a file
@@ -72,9 +75,14 @@ def _train_in(run: RunDir, cfg: TrainConfig, resume: bool) -> RunDir:
             except OSError as e:  # the disk is full: the run goes on, or ends with its own message
                 print(f"note: could not write {run.status_path} ({e.strerror or e})", file=sys.stderr)
 
-    if main:
-        run.clear_stop()
-    with open(run.log_path if main else os.devnull, "a") as log_file:
+    try:
+        if main:
+            run.clear_stop()
+        log_file = _open_log(run.log_path if main else os.devnull)
+    except UserError as e:
+        status("failed", str(e))
+        raise
+    with _closing_quietly(log_file):
         try:
             s = prepare(cfg, run, resume)
             s.log_file = log_file
@@ -136,6 +144,31 @@ def _train_in(run: RunDir, cfg: TrainConfig, resume: bool) -> RunDir:
         if main:
             run.clear_stop()
     return run
+
+
+def _open_log(path: str | Path) -> IO[str]:
+    """``train.log``, opened for appending, or a UserError saying what is in its way."""
+    try:
+        return open(path, "a")
+    except OSError as e:
+        if os.path.isdir(path):
+            raise UserError(
+                f"{path} is a folder, where the run keeps its log; move it out of the run folder, then resume"
+            ) from None
+        raise UserError(
+            f"cannot open {path} ({e.strerror or e}); make the run folder writable (or free space there), then resume"
+        ) from None
+
+
+@contextlib.contextmanager
+def _closing_quietly(f: IO[str]) -> Iterator[IO[str]]:
+    """Yield ``f`` and close it however the block ends: on a full disk the flush at close fails too, and
+    that must not replace the run's own message (already on its way) with a traceback."""
+    try:
+        yield f
+    finally:
+        with contextlib.suppress(OSError):
+            f.close()
 
 
 class stop_on_signals:

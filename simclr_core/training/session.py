@@ -23,6 +23,7 @@ from simclr_core.methods.base import as_module
 from simclr_core.models import architecture, build_encoder
 from simclr_core.optim import build_optimizer
 from simclr_core.runs import RunDir
+from simclr_core.training.memory import check_step_memory
 from simclr_core.training.state import restore, view_seed
 
 
@@ -66,6 +67,11 @@ class Session:
     @property
     def total_steps(self) -> int:
         return self.cfg.optim.epochs * self.steps_per_epoch
+
+    @property
+    def warmup_steps(self) -> int:
+        """Steps of the learning rate's linear warm-up."""
+        return round(self.cfg.optim.warmup() * self.steps_per_epoch)
 
     def record(self, line: dict[str, Any]) -> None:
         """Append a metrics line (rank 0): metrics.jsonl, and its TensorBoard mirror."""
@@ -119,6 +125,7 @@ def prepare(cfg: TrainConfig, run: RunDir, resume: bool) -> Session:
 
     torch.manual_seed(cfg.run.seed)  # the same initial weights on every rank
     method = build_method(cfg, build_encoder(arch))
+    check_step_memory(cfg, method, view_kwargs["size"], device, world)  # else the OOM killer ends it without a word
     module = as_module(method).to(device)  # the same object, as the module that trains
     if world > 1 and cfg.run.sync_bn:
         torch.nn.SyncBatchNorm.convert_sync_batchnorm(module)  # swaps the method's BN layers in place

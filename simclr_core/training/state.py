@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import torch
 
 from simclr_core import checkpoints, distributed
+from simclr_core.embeddings import checkpoint_key
 from simclr_core.errors import UserError
 from simclr_core.methods.base import as_module
+from simclr_core.runs import CheckpointInfo
 
 if TYPE_CHECKING:
     from simclr_core.training.session import Session
@@ -45,11 +48,16 @@ def save_checkpoint(s: Session) -> None:
     }
     try:
         checkpoints.save_atomic(state, s.run.last_ckpt)
+        s.saved_at = (s.epoch, s.step)  # the message of a failure below must name the last.pt now on disk
+        s.run.write_checkpoint_info(CheckpointInfo(s.epoch, s.step, s.steps_per_epoch), checkpoint_key(s.run.last_ckpt))
         checkpoints.save_backbone(s.method.encoder.backbone, s.arch, s.run.backbone_path, s.view_kwargs["size"])
     except OSError as e:  # a full disk, or a folder made read-only: the previous last.pt is intact
         kept = f"last.pt still holds epoch {s.saved_at[0]}, step {s.saved_at[1]}" if s.saved_at else "no checkpoint yet"
+        what = "the checkpoint"
+        if s.saved_at == (s.epoch, s.step):  # last.pt was written, backbone.pt (or last.json) was not
+            what, kept = "backbone.pt", f"last.pt holds epoch {s.epoch}, step {s.step}"
         raise UserError(
-            f"cannot write the checkpoint of epoch {s.epoch}, step {s.step} in {s.run.path} "
+            f"cannot write {what} of epoch {s.epoch}, step {s.step} in {s.run.path} "
             f"({e.strerror or e}); {kept}. Free space there (or make it writable), then resume "
             f"with --resume {s.run.name}"
         ) from None
@@ -61,11 +69,15 @@ def restore(s: Session) -> None:
     path = s.run.last_ckpt
     if not path.is_file():
         return  # stopped before its first checkpoint: start from scratch
-    ckpt = checkpoints.load_training(path, map_location=s.device)
+    ckpt = checkpoints.load_training(path, map_location=s.device, resume=True)  # every field below checked
     checkpoints.check_architecture(ckpt["arch"], s.arch, path)
     checkpoints.load_state(as_module(s.method), ckpt["model"], path)
-    s.optimizer.load_state_dict(ckpt["optimizer"])
-    s.scaler.load_state_dict(ckpt["scaler"])
+    try:  # the right types (checked), yet contents that do not fit this optimiser or these generators
+        s.optimizer.load_state_dict(ckpt["optimizer"])
+        s.scaler.load_state_dict(ckpt["scaler"])
+        checkpoints.set_rng_state(ckpt["rng"])
+    except (ValueError, KeyError, TypeError, IndexError, RuntimeError) as e:
+        raise _damaged(path, "its optimiser or RNG state", e) from None
     if ckpt["steps_per_epoch"] != s.steps_per_epoch:
         raise UserError(
             f"{path} was saved with {ckpt['steps_per_epoch']} steps per epoch but the data now "
@@ -75,7 +87,10 @@ def restore(s: Session) -> None:
     s.saved_at = (s.epoch, s.step)
     generators = ckpt.get("view_generators") or [ckpt["view_generator"]]
     if len(generators) == distributed.world_size():
-        s.generator.set_state(generators[distributed.rank()].cpu())
+        try:
+            s.generator.set_state(generators[distributed.rank()].cpu())
+        except RuntimeError as e:  # a tensor, but not a generator's state
+            raise _damaged(path, "its view generator state", e) from None
     else:  # another number of processes: same data order, fresh (seeded) view streams
         s.generator.manual_seed(view_seed(s.cfg.run.seed, distributed.rank(), s.step))
         s.notes.append(
@@ -83,7 +98,15 @@ def restore(s: Session) -> None:
             "the data order continues exactly, the random views from new seeded streams"
         )
     s.epoch_losses = list(ckpt["epoch_losses"].to(s.device))
-    checkpoints.set_rng_state(ckpt["rng"])
+
+
+def _damaged(path: Path, part: str, e: BaseException) -> UserError:
+    """A checkpoint whose fields have the right types but whose ``part`` does not fit the run being resumed."""
+    reason = str(e).splitlines()[0][:120] if str(e) else type(e).__name__
+    return UserError(
+        f"checkpoint {path} is damaged ({part} does not fit this run: {reason}); restore it from a copy, "
+        "or start a new run"
+    )
 
 
 def view_seed(seed: int, rank: int, step: int = 0) -> int:
@@ -103,6 +126,9 @@ def nonfinite(module: torch.nn.Module) -> str | None:
     return next(n for n, t in tensors if not bool(torch.isfinite(t).all()))
 
 
+LR_FAR_ABOVE = 4  # a learning rate this many times the default is advised back to the default, not halved
+
+
 def diverged(s: Session, what: str) -> UserError:
     """The error for a run whose numbers blew up: which checkpoint survives, and a resume that can work."""
     kept = (
@@ -110,7 +136,12 @@ def diverged(s: Session, what: str) -> UserError:
         if s.saved_at
         else "no checkpoint was written before it"
     )
-    fix = f"--lr {s.cfg.optim.peak_lr() / 2:.3g}"
+    optim = s.cfg.optim
+    if optim.peak_lr() > LR_FAR_ABOVE * optim.default_lr():
+        # halving a wild --lr takes a resume per halving (twenty from 1e6): go back to the recipe's rate at once
+        fix = f"--lr {optim.default_lr():.3g} (the default for {optim.optimizer} at batch {optim.batch_size})"
+    else:
+        fix = f"--lr {optim.peak_lr() / 2:.3g}"
     if s.cfg.method.temperature is not None:
         fix += f" (or a higher --temperature than {s.cfg.method.temperature:g})"
     return UserError(f"{what}; {kept}; resume with a lower learning rate: --resume {s.run.name} {fix}")

@@ -105,3 +105,27 @@ def _offline(monkeypatch):
 
     monkeypatch.setattr(precheck, "reachable", lambda host, port=443, timeout=3.0: False)
     host_reachable.clear()
+
+
+class Queue:
+    """Background jobs held in the queue: after :meth:`hold`, a page that needs a new result shows its
+    "waiting" state (as in a browser while the worker computes) until :meth:`work` runs them all."""
+
+    def __init__(self, runs: Path, monkeypatch):
+        self.runs, self.monkeypatch = runs, monkeypatch
+
+    def hold(self) -> None:
+        from simclr_core import jobs
+
+        self.monkeypatch.setenv("SIMCLR_JOBS", "worker")
+        self.monkeypatch.setattr(jobs, "ensure_worker", lambda directory: 0)
+
+    def work(self) -> None:
+        from simclr_core import jobs
+
+        jobs.worker(jobs.jobs_dir(self.runs), parent=None, warm_up=False, idle_exit_s=0)
+
+
+@pytest.fixture
+def queue(runs_dir, monkeypatch) -> Queue:
+    return Queue(runs_dir, monkeypatch)

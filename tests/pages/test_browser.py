@@ -8,6 +8,7 @@ Screenshots land in ``test-output/browser/``. Skipped when Chromium is missing, 
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -293,17 +294,42 @@ def test_launch_a_quick_cpu_run_and_watch_its_curve(server, page):
         check_page(page, f"3-{link.lower()}-with-run")
 
 
-def point_under_pointer(page, done_js: str) -> tuple[float, float]:
-    """Move the pointer over the map until ``done_js`` holds (a point's tooltip shows); returns where."""
+def point_under_pointer(page, done_js: str, skip: int = 0) -> tuple[float, float]:
+    """Move the pointer over the map until ``done_js`` holds (a point's tooltip shows), passing the first
+    ``skip`` points found; returns where."""
     box = page.locator(DECK).first.bounding_box()
     cx, cy = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
+    last = None
     for r in range(0, 260, 12):
         for dx, dy in ((r, 0), (-r, 0), (0, r), (0, -r), (r, r), (-r, -r), (r, -r), (-r, r)):
             page.mouse.move(cx + dx, cy + dy)
             page.wait_for_timeout(50)
             if page.evaluate(done_js):
-                return cx + dx, cy + dy
+                tip = page.locator(".deck-tooltip").inner_text()
+                if tip != last:
+                    last, skip = tip, skip - 1
+                    if skip < 0:
+                        return cx + dx, cy + dy
     raise AssertionError("no point of the map showed a tooltip")
+
+
+def click_a_point(page, shown: str) -> str:
+    """Click a point of the map until ``shown`` (text) appears; returns the clicked point's "#row".
+
+    Now and then deck.gl's click on one particular point sends no selection (seen on one point of 360,
+    after the same tab had shown other maps: the browser sent nothing to the server); the next point works.
+    """
+    for attempt in range(3):
+        x, y = point_under_pointer(page, TOOLTIP_IMAGE, skip=attempt)
+        row = page.locator(".deck-tooltip").inner_text().split(" ")[0]
+        page.mouse.click(x, y)
+        try:
+            page.get_by_text(re.compile(shown)).first.wait_for(timeout=8_000)
+        except Exception:  # noqa: BLE001 - Playwright's TimeoutError: try the next point
+            page.mouse.move(5, 5)
+            continue
+        return row
+    raise AssertionError(f"3 clicks on the map never showed {shown!r}")
 
 
 def test_explorer_hover_click_and_over_training(server, page):
@@ -312,11 +338,11 @@ def test_explorer_hover_click_and_over_training(server, page):
     page.goto(f"{url}/embeddings?run=browser-demo&view=map&projection=pca")  # a deep link
     settle(page, "Embeddings", DECK, timeout_ms=300_000)
     page.wait_for_timeout(1500)  # deck.gl draws after the element appears
-    x, y = point_under_pointer(page, TOOLTIP_IMAGE)
+    point_under_pointer(page, TOOLTIP_IMAGE)
     tip = page.locator(".deck-tooltip").inner_text()
     assert tip.startswith("#") and "kNN:" in tip
     check_page(page, "4-map-hover")
-    page.mouse.click(x, y)
+    click_a_point(page, "nearest neighbours in the")
     settle(page, "nearest neighbours in the")
     assert page.locator('[data-testid="stImage"]').count() >= 10  # the query and its neighbours
     check_page(page, "5-map-neighbours")
@@ -333,3 +359,140 @@ def test_explorer_hover_click_and_over_training(server, page):
     )
     settle(page, "probe images", DECK)
     check_page(page, "7-over-training-first")
+
+
+# ---- issue 16: the explorer keeps its numbers; runs are followed; one Stop; cheap to watch ----------------
+
+
+def slider(page, label: str):
+    return page.locator('[data-testid="stSlider"]').filter(has_text=label).get_by_role("slider")
+
+
+def choose(page, label: str, option: str) -> None:
+    """Pick ``option`` in the selectbox labelled ``label``."""
+    page.locator('[data-testid="stSelectbox"]').filter(has_text=label).locator("input").click()
+    page.get_by_role("option", name=option, exact=True).click()
+
+
+def neighbours_line(page) -> str:
+    return page.get_by_text(re.compile(r"\d+ nearest neighbours in the \w+ split")).first.inner_text()
+
+
+def test_the_map_keeps_its_settings_through_a_wait_and_clicks_after_a_split_switch(server, page):
+    """Items 1 and 4: k set to 5, then a projection the worker has not made yet; then another split and a click."""
+    url, _ = server
+    page.goto(f"{url}/embeddings?run=browser-demo&view=map&projection=pca")
+    settle(page, "Embeddings", DECK, timeout_ms=300_000)
+    k = slider(page, "Neighbours k")
+    k.focus()
+    page.keyboard.press("Home")  # 1
+    idle(page)
+    for _ in range(4):
+        k.press("ArrowRight")
+    idle(page)
+    assert k.input_value() == "5"
+    page.wait_for_timeout(1500)
+    click_a_point(page, "nearest neighbours in the")
+    settle(page, "nearest neighbours in the")
+    assert neighbours_line(page).startswith("5 nearest neighbours in the test split")
+    choose(page, "Projection", "t-SNE")  # not made yet: the page waits for the worker
+    page.get_by_text("Preparing the t-SNE map").first.wait_for(timeout=60_000)
+    settle(page, "nearest neighbours in the", DECK, timeout_ms=300_000)
+    assert slider(page, "Neighbours k").input_value() == "5"
+    assert neighbours_line(page).startswith("5 nearest neighbours in the test split")
+    check_page(page, "8-map-kept-k-after-wait")
+    choose(page, "Split", "train")  # another wait: the train split's embeddings
+    settle(page, "Embeddings", DECK, timeout_ms=300_000)
+    page.wait_for_timeout(1500)
+    row = click_a_point(page, "nearest neighbours in the train split")  # "#123"
+    settle(page, "nearest neighbours in the train split")
+    assert neighbours_line(page).startswith("5 nearest neighbours in the train split")
+    assert page.get_by_text(re.compile(rf"^{row} · ")).count() >= 1  # the clicked image heads the panel
+    check_page(page, "9-map-click-after-split-switch")
+
+
+def test_the_map_stays_on_its_checkpoint_until_the_user_moves(server, page):
+    """Item 2: a new checkpoint does not rebuild the map under the user; a banner offers it."""
+    url, home = server
+    run = home / "runs" / "browser-demo"
+    page.goto(f"{url}/embeddings?run=browser-demo&view=map&projection=pca&split=test")
+    settle(page, "Embeddings", DECK, timeout_ms=300_000)
+    assert page.get_by_text("A newer checkpoint").count() == 0
+    ckpt = run / "last.pt"
+    ckpt.write_bytes(ckpt.read_bytes())  # the run "wrote" a new checkpoint: a new file, a new mtime
+    choose(page, "Colour by", "kNN prediction")  # any touch draws the page again
+    settle(page, "A newer checkpoint", DECK)
+    assert page.get_by_text("Preparing the PCA map").count() == 0  # nothing recomputed meanwhile
+    check_page(page, "10-map-newer-checkpoint-banner")
+    page.get_by_role("button", name="Move to it").click()
+    settle(page, "Checkpoint:", DECK, timeout_ms=300_000)
+    assert page.get_by_text("A newer checkpoint").count() == 0
+
+
+def stop_widget_buttons_visible(page) -> int:
+    return page.evaluate(
+        "() => [...document.querySelectorAll('[data-testid=\"stStatusWidget\"] button')]"
+        ".filter(b => b.offsetParent !== null).length"
+    )
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads CPU time from /proc (Linux)")
+def test_stop_resume_is_followed_with_one_stop_button_and_watching_costs_little(app_server, page):
+    """Items 3 and 5 and the watched-run CPU test: a run trains, is stopped, resumed and followed without a
+    reload; the only Stop on screen is the app's; the open Train tab costs the server under 5% of a core."""
+    url, home, proc = app_server
+    run = home / "runs" / "browser-again"
+    page.goto(f"{url}/train")
+    settle(page, "New run")
+    for label, value in (("Epochs", "200"), ("Run name", "browser-again")):
+        box = page.get_by_role("spinbutton" if label == "Epochs" else "textbox", name=label, exact=True)
+        box.fill(value)
+        box.press("Enter")
+        idle(page)
+    page.get_by_role("button", name="Launch").click()
+    page.wait_for_function(
+        "(sel) => document.querySelector(sel)?.value === 'browser-again (running)'", arg=PICKER, timeout=120_000
+    )
+    stop = page.get_by_role("button", name="Stop training browser-again")
+    stop.wait_for()
+    # Streamlit's toolbar "Stop" (of a script run) never shows beside it while the page follows the run:
+    # whenever the toolbar's status shows (a redraw that takes a moment), its Stop is hidden ...
+    for _ in range(80):
+        assert stop_widget_buttons_visible(page) == 0
+        page.wait_for_timeout(125)
+    # ... by the app's own style, which a status widget with a Stop button, as Streamlit draws it, meets
+    hidden = page.evaluate(
+        """() => { const w = document.createElement('div'); w.setAttribute('data-testid', 'stStatusWidget');
+        const b = document.createElement('button'); b.textContent = 'Stop'; w.appendChild(b);
+        document.querySelector('header, [data-testid="stHeader"]').appendChild(w);
+        const shown = b.offsetParent !== null; w.remove(); return !shown; }"""
+    )
+    assert hidden, "Streamlit's toolbar Stop would show beside the app's"
+    page.wait_for_timeout(3000)
+    before = cpu_seconds(proc.pid)
+    page.wait_for_timeout(20_000)  # watched: the tab follows a training run
+    used = cpu_seconds(proc.pid) - before
+    assert used < 1.0, f"the server used {used:.2f} CPU-s in 20 s watching a training run"
+    stop.click()
+    page.get_by_role("button", name="Resume").wait_for(timeout=120_000)
+    page.wait_for_function(
+        "(sel) => document.querySelector(sel)?.value === 'browser-again (stopped)'", arg=PICKER, timeout=60_000
+    )
+    stopped_at = json.loads((run / "status.json").read_text())["step"]
+    page.get_by_role("button", name="Resume").click()
+    # followed at once: "starting" (written by the app), then "running", with Stop, and no reload
+    page.wait_for_function(
+        "(sel) => /browser-again \\((starting|running)\\)/.test(document.querySelector(sel)?.value)",
+        arg=PICKER,
+        timeout=10_000,
+    )
+    page.wait_for_function(
+        "(sel) => document.querySelector(sel)?.value === 'browser-again (running)'", arg=PICKER, timeout=120_000
+    )
+    page.get_by_role("button", name="Stop training browser-again").wait_for(timeout=30_000)
+    page.wait_for_function(
+        f"() => /epoch \\d+\\/200 · step (\\d+)/.exec(document.body.innerText)?.[1] > {stopped_at}", timeout=120_000
+    )
+    check_page(page, "11-train-resumed-and-followed")
+    page.get_by_role("button", name="Stop training browser-again").click()
+    page.get_by_role("button", name="Resume").wait_for(timeout=120_000)

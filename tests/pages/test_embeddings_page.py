@@ -19,7 +19,7 @@ def labels_of(run):
 
 
 def the_map(at) -> dict:
-    [spec] = [spec for key, spec in deck_specs(at) if key == "emb_map"]
+    [spec] = [spec for key, spec in deck_specs(at) if key.startswith("emb_map")]
     return spec
 
 
@@ -74,7 +74,7 @@ def test_map_has_every_test_image_with_its_thumbnail(finished_run):
     from pages.common import THUMBS_DIR
 
     assert len(list((THUMBS_DIR / folder).glob("*.png"))) == 360
-    assert any("360 of 360 images" in c.value for c in at.caption)
+    assert any("360 images · 360 plotted" in c.value for c in at.caption)
     assert [b.label for b in at.get("download_button")] == ["Download CSV", "Download NPZ"]
 
 
@@ -115,13 +115,19 @@ def test_the_100_highest_of_each_score_as_a_grid(finished_run):
         assert len(cells) == 100 and values == sorted(values, reverse=True), score
 
 
-def test_class_filter(finished_run):
+def test_class_highlight_dims_the_other_classes(finished_run):
     at = app("embeddings", **PCA, emb_classes=["3"])
     assert not at.exception
     points = layer(the_map(at), "points")
-    assert points and {p["label"] for p in points} == {"3"}
+    assert len(points) == 360  # the others stay on the map, dimmed, as the context
+    assert {p["label"] for p in points if p["a"] == 220} == {"3"}
+    assert {p["label"] for p in points if p["a"] == 40} == {str(c) for c in range(10)} - {"3"}
+    assert all((p["r"], p["g"], p["b"]) == (225, 225, 225) for p in points if p["label"] != "3")
+    assert any(f"{sum(p['label'] == '3' for p in points)} of 360 images highlighted" in c.value for c in at.caption)
     cells = grid(at, "worst-")
-    assert cells and {c.split(" · ")[-1] for _, c in cells} == {"3"}  # the grids follow the filter
+    # the grids follow the highlight; a label error names the class its neighbours vote for
+    assert cells and {c.split(" · ")[1].split(" → ")[0] for _, c in cells} == {"3"}
+    assert any(" → " in c and not c.endswith("→ 3") for _, c in cells)
 
 
 def test_clicked_point_shows_and_marks_its_neighbours(finished_run):
@@ -157,10 +163,10 @@ def test_k_larger_than_the_split_is_clamped(finished_run):
 def test_lasso_selection_shows_the_selected_images(finished_run):
     picked = [3, 17, 200, 17]
     selection = {"selection": {"points": [{"customdata": i} for i in picked], "box": [], "lasso": []}}
-    at = app("embeddings", **PCA, emb_area=True, emb_lasso=selection)
+    at = app("embeddings", **PCA, emb_area=True, **{"emb_lasso.test": selection})
     assert not at.exception
     [(key, spec)] = plotly_specs(at)
-    assert key == "emb_lasso" and len(spec["data"][0]["x"]) == 360
+    assert key == "emb_lasso.test" and len(spec["data"][0]["x"]) == 360
     labels = labels_of(finished_run)
     assert grid(at, "sel-") == [(i, f"{labels[i]}") for i in (3, 17, 200)]
     assert any("**3** points selected" in m.value for m in at.markdown)
@@ -184,6 +190,31 @@ def test_unlabelled_split_turns_off_the_label_modes_and_says_why(finished_run, t
     points = layer(the_map(at), "points")
     assert len(points) == 30 and all(p["path"].startswith(str(folder)) for p in points)
     assert "{path}" in json.loads(at.get("deck_gl_json_chart")[0].proto.tooltip)["html"]
+
+
+def test_file_and_class_names_that_are_not_utf8_are_shown_escaped(finished_run, tmp_path):
+    """Such names are read and trained on (simclr_core.data); the page shows them as \\xff, not a traceback."""
+    import os
+
+    from PIL import Image
+
+    root = os.fsencode(tmp_path / "odd")
+    rng = np.random.default_rng(0)
+    for cls in (b"caf\xe9", b"plain"):
+        os.makedirs(os.path.join(root, cls))
+        for i in range(12):
+            name = os.path.join(root, cls, b"\xff%02d.png" % i)
+            Image.fromarray(rng.integers(0, 256, (16, 16, 3), dtype=np.uint8)).save(os.fsdecode(name))
+    cfg = json.loads(finished_run.config_path.read_text())
+    cfg["data"].update(dataset="folder", data_path=os.fsdecode(root), subset=None, train_split=None)
+    finished_run.config_path.write_text(json.dumps(cfg))
+    at = app("embeddings", **PCA)
+    assert not at.exception and not at.error
+    points = layer(the_map(at), "points")
+    assert points and all("\\xff" in p["path"] for p in points)
+    assert {p["label"] for p in points} <= {"caf\\xe9", "plain"}
+    at.text_input(key="emb_find").input("\\xff03").run()  # found by the name as shown
+    assert not at.exception and at.session_state["emb_focus"]["row"] >= 0
 
 
 def test_a_split_too_small_to_project_is_a_message(finished_run, tmp_path):
@@ -291,3 +322,125 @@ def test_over_training_ignores_a_half_written_frame(finished_run):
     at = app("embeddings", emb_view="over training", traj_method="pca")
     assert not at.exception and not at.error
     assert at.select_slider(key="traj_epoch").options == ["1", "2"]
+
+
+# ---- widgets keep their values, and the numbers made from them (issue 16)
+
+
+def test_every_setting_keeps_its_value_through_a_wait_for_the_worker(finished_run, queue):
+    from simclr_core import jobs, scores
+    from simclr_core.explore import load_graph
+
+    at = app("embeddings", **PCA, emb_focus={"split": "test", "row": 5})
+    at.slider(key="emb_k").set_value(7).run()
+    at.selectbox(key="emb_colour").set_value("confidence").run()
+    at.multiselect(key="emb_classes").set_value(["3", "5"]).run()
+    at.segmented_control(key="emb_worst").set_value("outlier").run()
+    queue.hold()
+    at.selectbox(key="emb_method").set_value("tsne").run()  # a projection not made yet: the page waits
+    assert not at.exception
+    assert any("Preparing the t-SNE map" in p.proto.text for p in at.get("progress"))
+    assert not at.get("deck_gl_json_chart")  # the widgets below the wait are not drawn meanwhile
+    queue.work()
+    at.run()
+    assert not at.exception
+    assert at.slider(key="emb_k").value == 7
+    assert at.selectbox(key="emb_colour").value == "confidence"
+    assert at.multiselect(key="emb_classes").value == ["3", "5"]
+    assert at.segmented_control(key="emb_worst").value == "outlier"
+    assert any("7 nearest neighbours in the test split" in c.value for c in at.caption)
+    # and the numbers made from k: each point's kNN confidence is the vote of its 7 neighbours
+    [job] = [j for j in jobs.find(jobs.jobs_dir(finished_run.path.parent), "map") if j["spec"]["method"] == "tsne"]
+    g = load_graph(job["result"]["graph"])
+    labels = labels_of(finished_run)
+    _, conf = scores.knn_vote(g.sims, g.rows, labels, 10, 7)
+    points = layer(the_map(at), "points")
+    assert [p["conf"] for p in points] == [f"{conf[p['row']]:.0%}" for p in points]
+
+
+def test_settings_come_back_after_a_visit_to_another_page_and_from_the_address(finished_run):
+    at = app("embeddings", **PCA)
+    at.slider(key="emb_k").set_value(4).run()
+    at.radio(key="emb_feature").set_value("z").run()
+    assert at.query_params["k"] in ("4", ["4"]) and at.query_params["feature"] in ("z", ["z"])
+    at.switch_page("pages/search.py").run()
+    at.switch_page("pages/embeddings.py").run()
+    assert at.slider(key="emb_k").value == 4 and at.radio(key="emb_feature").value == "z"
+    # a reload is a new session with the same address
+    from streamlit.testing.v1 import AppTest
+
+    from tests.pages.conftest import REPO
+
+    again = AppTest.from_file(str(REPO / "app.py"), default_timeout=120)
+    again.query_params.update({"run": "tiny", "projection": "pca", "k": "4", "feature": "z", "classes": '["2"]'})
+    again.switch_page("pages/embeddings.py")
+    again.run()
+    assert not again.exception
+    assert again.slider(key="emb_k").value == 4 and again.radio(key="emb_feature").value == "z"
+    assert again.multiselect(key="emb_classes").value == ["2"]
+    # an address with a value the page does not offer falls back to the default
+    bad = AppTest.from_file(str(REPO / "app.py"), default_timeout=120)
+    bad.query_params.update({"run": "tiny", "projection": "pca", "k": "banana", "classes": '["nope"]'})
+    bad.switch_page("pages/embeddings.py")
+    bad.run()
+    assert not bad.exception and bad.slider(key="emb_k").value == 10 and bad.multiselect(key="emb_classes").value == []
+
+
+# ---- tags: a selection kept in the run folder (issue 16)
+
+
+def test_save_a_selection_as_a_tag_then_highlight_colour_export_and_delete_it(finished_run):
+    from simclr_core.tags import load_tags
+
+    at = app("embeddings", **PCA, emb_k=5, emb_focus={"split": "test", "row": 12})
+    what = at.selectbox(key="emb_tag_what")
+    assert what.value == "neighbours" and "#12 and its 5 neighbours" in what.format_func(what.value)
+    at.text_input(key="emb_tag_name").input("near twelve")
+    at.button(key="emb_tag_save").click().run()
+    assert not at.exception and not at.error
+    assert any("Saved tag **near twelve**: 6 images" in s.value for s in at.success)
+    [tag] = load_tags(finished_run, "test").values()
+    assert tag.name == "near twelve" and len(tag.rows) == 6 and 12 in tag.rows and "neighbours of #12" in tag.source
+    # highlight it: its images bright, the others dimmed; colour by tag
+    at.multiselect(key="emb_tags").set_value(["near twelve"]).run()
+    at.selectbox(key="emb_colour").set_value("tag").run()
+    points = layer(the_map(at), "points")
+    assert sorted(p["row"] for p in points if p["a"] == 220) == tag.rows
+    # a new session (a reload, a restarted server) finds it in the run folder
+    again = app("embeddings", **PCA)
+    assert "near twelve" in again.multiselect(key="emb_tags").options
+    assert [b.proto.label for b in again.get("download_button")][:1] == ["CSV"]  # its rows and paths (test_tags.py)
+    next(b for b in again.button if b.key == "emb_tag_del.near twelve").click().run()
+    assert not again.exception and load_tags(finished_run) == {}
+    assert again.multiselect(key="emb_tags").disabled
+
+
+def test_a_bad_tag_name_is_a_message_and_saves_nothing(finished_run):
+    at = app("embeddings", **PCA, emb_focus={"split": "test", "row": 3})
+    at.text_input(key="emb_tag_name").input("")
+    at.button(key="emb_tag_save").click().run()
+    assert not at.exception and any("give the tag a name" in e.value for e in at.error)
+    assert not finished_run.tags_path.exists()
+
+
+def test_find_an_image_by_its_index(finished_run):
+    at = app("embeddings", **PCA)
+    at.text_input(key="emb_find").input("42").run()
+    assert not at.exception and at.session_state["emb_focus"] == {"split": "test", "row": 42}
+    assert len(layer(the_map(at), "query")) == 1
+    at.text_input(key="emb_find").input("9999").run()
+    assert any("No image '9999' in the test split" in c.value for c in at.caption)
+
+
+def test_the_selection_as_a_table_linked_to_the_map(finished_run):
+    at = app("embeddings", **PCA, emb_classes=["3"])
+    labels = labels_of(finished_run)
+    threes = [int(r) for r in np.flatnonzero(labels == 3)]
+    [table] = [d for d in at.dataframe if (d.key or "").startswith("emb_table.")]
+    assert table.value["#"].tolist() == threes and set(table.value["class"]) == {"3"}
+    assert {"kNN says", "kNN confidence", "possible label error", "outlier"} <= set(table.value.columns)
+    # picking a row picks that image on the map: its neighbours beside it, rings on it
+    at.session_state[table.key] = {"selection": {"rows": [2], "columns": [], "cells": []}}
+    at.run()
+    assert not at.exception and at.session_state["emb_focus"] == {"split": "test", "row": threes[2]}
+    assert len(layer(the_map(at), "query")) == 1

@@ -93,3 +93,44 @@ def test_a_non_image_upload_is_an_error(finished_run):
     assert not at.exception
     assert "'notes.png' is not an image that can be read" in at.error[0].value
     assert neighbour_grids(at) == []
+
+
+def test_the_query_stays_while_the_random_init_comparison_is_computed(finished_run, queue):
+    """Random, then Compare: the page waits for the random-init embeddings, and the query must not jump back
+    to #0 (issue 16)."""
+    at = app("search")
+    at.number_input(key="search_idx").set_value(37).run()
+    at.slider(key="search_k").set_value(6).run()
+    queue.hold()
+    at.checkbox(key="search_compare").check().run()
+    assert not at.exception
+    assert any("random init" in p.proto.text for p in at.get("progress"))
+    for _ in range(3):  # the bank's embeddings, then the query's (another split)
+        if not at.get("progress"):
+            break
+        queue.work()
+        at.run()
+    assert not at.exception
+    assert at.number_input(key="search_idx").value == 37 and at.slider(key="search_k").value == 6
+    trained, random = neighbour_grids(at)
+    assert len(trained) == len(random) == 6
+    assert any(m.value.startswith("**Query**") for m in at.markdown)
+    assert any(im.captions and im.captions[0].startswith("test #37 ·") for im in at.main.image)
+
+
+def test_the_page_stays_on_its_checkpoint_until_the_user_moves(finished_run):
+    """A new checkpoint (the run trained on) does not change the results under the user: a banner offers it."""
+    import os
+
+    at = app("search")
+    before = neighbour_grids(at)
+    assert any("Checkpoint: **epoch 2**" in c.value for c in at.caption)
+    raw = finished_run.last_ckpt.read_bytes()
+    finished_run.last_ckpt.write_bytes(raw)  # a newer last.pt (same weights, a new mtime: a new checkpoint)
+    os.utime(finished_run.last_ckpt, ns=(1, 2_000_000_000_000_000_000))
+    at.slider(key="search_k").set_value(10).run()
+    assert not at.exception
+    assert neighbour_grids(at) == before
+    assert any("A newer checkpoint" in i.value for i in at.info)
+    next(b for b in at.button if b.key == "pin_move").click().run()
+    assert not at.exception and not any("A newer checkpoint" in i.value for i in at.info)

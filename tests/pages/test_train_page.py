@@ -99,7 +99,7 @@ def test_no_runs_shows_the_form_and_guidance(runs_dir):
     at = app("train")
     assert not at.exception
     assert "No runs yet" in at.info[0].value and "Quick CPU demo" in at.info[0].value
-    assert at.selectbox(key="tf_preset").value == "Quick CPU demo (digits, ~2 min)"
+    assert at.selectbox(key="tf_preset").value.startswith("Quick CPU demo (digits")
     assert at.selectbox(key="tf.data.dataset").value == "digits"
     assert at.selectbox(key="tf.model.backbone").value == "resnet_mini"
     assert at.number_input(key="tf.optim.epochs").value == 50
@@ -301,7 +301,7 @@ def test_finished_run_shows_list_curves_and_resume(finished_run):
     table = at.dataframe[0].value
     row = table[table["run"] == "tiny"].iloc[0]
     assert row["state"] == "finished" and row["epochs"] == "2/2" and row["method"] == "simclr"
-    assert row["best kNN top-1 %"] > 0
+    assert float(row["best kNN top-1 %"]) > 0 and float(row["last loss"]) > 0
     assert [c.key for c in at.get("plotly_chart")] == [
         "tf_loss",
         "tf_lr",
@@ -433,11 +433,39 @@ def test_stop_ends_a_long_run_cleanly(tmp_path):
 def test_a_run_with_a_checkpoint_offers_its_backbone_in_every_export_format(finished_run):
     at = app("train")
     assert not at.exception
-    buttons = {b.proto.label: b.proto for b in at.get("download_button")}
-    assert list(buttons) == ["safetensors", "timm", "onnx", "torchscript"]
-    assert buttons["timm"].disabled and "timm has no resnet_mini" in buttons["timm"].help
-    assert not buttons["safetensors"].disabled and not buttons["onnx"].disabled
-    assert "onnxruntime.InferenceSession" in buttons["onnx"].help
+    buttons = {b.key: b for b in at.button if (b.key or "").startswith("export-")}
+    assert [b.label for b in buttons.values()] == [
+        "Prepare safetensors",
+        "Prepare timm",
+        "Prepare onnx",
+        "Prepare torchscript",
+    ]
+    assert buttons["export-timm"].disabled and "timm has no resnet_mini" in buttons["export-timm"].help
+    assert not buttons["export-safetensors"].disabled and not buttons["export-onnx"].disabled
+    # Prepare: the background worker writes the file (here inline), then the button downloads it
+    buttons["export-onnx"].click().run()
+    assert not at.exception
+    [download] = [b.proto for b in at.get("download_button") if b.proto.label == "Download onnx"]
+    assert "onnxruntime.InferenceSession" in download.help
+    assert (finished_run.export_dir / "tiny.onnx").stat().st_size > 1000
+    assert [b.label for b in at.button if (b.key or "").startswith("export-")] == [
+        "Prepare safetensors",
+        "Prepare timm",
+        "Prepare torchscript",
+    ]
+
+
+def test_an_export_in_progress_shows_its_progress_and_survives_a_reload(finished_run, queue):
+    queue.hold()
+    at = app("train")
+    next(b for b in at.button if b.key == "export-torchscript").click().run()
+    assert not at.exception
+    assert any("Writing tiny.torchscript.pt" in p.proto.text for p in at.get("progress"))
+    again = app("train")  # a reload: a new session finds the job by its spec
+    assert any("Writing tiny.torchscript.pt" in p.proto.text for p in again.get("progress"))
+    queue.work()
+    again.run()
+    assert [b.proto.label for b in again.get("download_button")] == ["Download torchscript"]
 
 
 # ---- run management (simclr_core.manage) --------------------------------------------------------------
@@ -490,3 +518,34 @@ def test_failed_runs_can_be_hidden_and_archived_at_once(finished_run, runs_dir):
     assert not at.exception
     assert sorted(p.name for p in (runs_dir / ".archive").iterdir()) == ["bad-1", "bad-2"]
     assert list(at.dataframe[0].value["run"]) == ["tiny"]
+
+
+def test_the_presets_expected_results_are_quoted_only_for_its_own_settings(runs_dir, roots):
+    at = app("train")
+    assert any(c.value.startswith("**Expected:**") for c in at.caption)
+    at.selectbox(key="tf.data.dataset").set_value("folder").run()
+    assert not at.exception
+    assert not any(c.value.startswith("**Expected:**") for c in at.caption)
+    assert any("you changed Dataset" in c.value for c in at.caption)
+    at.selectbox(key="tf_preset").set_value(at.selectbox(key="tf_preset").value).run()  # back to the preset
+    at.selectbox(key="tf.data.dataset").set_value("digits").run()
+    assert any(c.value.startswith("**Expected:**") for c in at.caption)
+
+
+def test_estimate_measures_the_forms_settings_in_the_background(runs_dir, queue, monkeypatch):
+    from simclr_core import estimate
+
+    monkeypatch.setattr(estimate, "DEFAULT_SECONDS", 2.0)  # a short measurement: the figures are not tested here
+    at = app("train")
+    assert any("**Estimate** measures it" in c.value for c in at.caption)
+    queue.hold()
+    at.button(key="tf_estimate_button").click().run()
+    assert not at.exception
+    assert any("Measuring these settings" in p.proto.text for p in at.get("progress"))
+    queue.work()
+    at.run()
+    assert not at.exception
+    [line] = [c.value for c in at.caption if "on this machine's" in c.value]
+    assert line.startswith(":material/timer: about ") and "s per step x" in line and "measured just now" in line
+    at.number_input(key="tf.optim.epochs").set_value(7).run()  # other settings: the estimate no longer holds
+    assert any("The last estimate was for other settings" in c.value for c in at.caption)

@@ -135,3 +135,126 @@ def test_a_run_folder_of_0_2_reads_and_trains_on(tmp_path, monkeypatch, capsys):
     lines = [json.loads(line) for line in run.metrics_path.read_text().splitlines()]
     assert [(m["kind"], m["step"]) for m in lines if m["kind"] == "epoch"] == [("epoch", 2), ("epoch", 4), ("epoch", 6)]
     assert run.eval_results()[0]["knn_top1"] == pytest.approx(76.11, abs=0.01)  # kept across the resume
+
+
+# ---- issue 16: things in the way on resume, and a disk that fills -------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "name, what", [("STOP", "where a STOP file asks the run to stop"), ("train.log", "where the run keeps its log")]
+)
+def test_a_folder_in_place_of_a_run_file_on_resume(tmp_path, capsys, name, what):
+    assert main(tiny_args(tmp_path)) == 0
+    run = RunDir(tmp_path / "runs" / "tiny")
+    (run.path / name).unlink(missing_ok=True)
+    (run.path / name).mkdir()
+    code = main(["--resume", "tiny", "--runs-dir", str(tmp_path / "runs"), "--epochs", "3"])
+    err = capsys.readouterr().err
+    assert (
+        code == 2
+        and err == f"error: {run.path / name} is a folder, {what}; move it out of the run folder, then resume\n"
+    )
+    st = run.status()
+    assert st["state"] == "failed" and st["message"] == err.strip().removeprefix("error: ")
+    assert checkpoints.load(run.last_ckpt)["epoch"] == 2 and (run.path / name).is_dir()  # nothing of it removed
+    (run.path / name).rmdir()
+    assert main(["--resume", "tiny", "--runs-dir", str(tmp_path / "runs"), "--epochs", "3"]) == 0
+
+
+def test_the_last_status_is_written_when_the_disk_is_full(tmp_path, capsys, monkeypatch):
+    """Every write fails as on a full disk once training started: the run still records "failed", with its
+    message, in the space it set aside at the start (``.status.reserve``)."""
+    import errno
+
+    from simclr_core import runs
+    from simclr_core.training import loop
+
+    real = runs.write_json_atomic
+    full = {"on": False}
+
+    def unless_full(path, obj):
+        if full["on"] and run.status_reserve_path.exists():  # only the space given back by the reserve is free
+            raise OSError(errno.ENOSPC, "No space left on device", str(path))
+        return real(path, obj)
+
+    def fill_the_disk(s, epoch, bar):
+        full["on"] = True
+        raise OSError(errno.ENOSPC, "No space left on device", str(s.run.metrics_path))
+
+    run = RunDir(tmp_path / "runs" / "tiny")
+    monkeypatch.setattr(runs, "write_json_atomic", unless_full)
+    monkeypatch.setattr(loop, "log_step", fill_the_disk)
+    code = main(tiny_args(tmp_path))
+    err = capsys.readouterr().err
+    assert code == 2 and err.strip().splitlines()[-1] == (
+        f"error: cannot write {run.metrics_path} (No space left on device); free space there (or make it "
+        "writable), then resume with --resume tiny"
+    )
+    assert run.status()["state"] == "failed" and "No space left on device" in run.status()["message"]
+    assert not run.status_reserve_path.exists()
+
+
+@pytest.mark.slow
+def test_a_real_full_disk_ends_with_a_message_and_a_status(tmp_path, tmpfs):
+    """The CLI on a tmpfs too small for the run: a traceback, or status.json left "running", before issue 16."""
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+
+    def cli(*argv):
+        proc = subprocess.run(
+            [sys.executable, "-m", "simclr_core.train", *argv], cwd=REPO, env=env, capture_output=True, text=True
+        )
+        assert "Traceback" not in proc.stderr, proc.stderr
+        return proc.returncode, proc.stderr.strip().splitlines()[-1]
+
+    # room for the logs, not for a checkpoint: torch's zip writer fails with RuntimeError("unexpected pos ...")
+    small = tmpfs("4m")
+    code, line = cli(*tiny_args(tmp_path), "--runs-dir", str(small))
+    run = RunDir(small / "tiny")
+    assert code == 2 and line.startswith("error: cannot write the checkpoint of epoch 1, step 2 in "), line
+    assert "(No space left on device); no checkpoint yet. Free space there" in line
+    assert run.status()["state"] == "failed" and run.status()["message"] == line.removeprefix("error: ")
+    assert not [p.name for p in run.path.iterdir() if ".tmp" in p.name or "reserve" in p.name]
+    # space freed (the tmpfs grown): the resume trains to the end
+    subprocess.run(["mount", "-o", "remount,size=64m", str(small)], check=True)
+    proc = subprocess.run(
+        [sys.executable, "-m", "simclr_core.train", "--resume", "tiny", "--runs-dir", str(small)],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode == 0 and run.status()["state"] == "finished", proc.stderr
+
+    # the disk fills completely before the first checkpoint: the logs, the metrics and status.json itself fail
+    for size in ("24k", "96k"):
+        tiny = tmpfs(size)
+        code, line = cli(*tiny_args(tmp_path), "--runs-dir", str(tiny))
+        run = RunDir(tiny / "tiny")
+        assert code == 2 and "No space left on device" in line and "--resume tiny" in line, (size, line)
+        st = run.status()
+        assert st["state"] == "failed" and st["message"] == line.removeprefix("error: "), (size, st)  # not "died"
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="Linux file names are bytes; others are Unicode")
+def test_a_folder_with_file_names_that_are_not_utf8_trains(tmp_path, capsys):
+    """Its images are trained on, and the note naming a skipped one is written to train.log as text."""
+    from PIL import Image
+
+    root = os.fsencode(tmp_path / "imgs")
+    for c, cls in enumerate((b"cats", b"d\xffogs")):
+        os.makedirs(os.path.join(root, cls))
+        for i in range(12):
+            name = os.path.join(root, cls, b"%d\xff.png" % i)
+            Image.new("RGB", (16, 16), (20 * i, 100 * c, 50)).save(os.fsdecode(name))
+    with open(os.path.join(root, b"cats", b"bad\xfe.png"), "wb") as f:
+        f.write(b"not a png")
+    args = tiny_args(tmp_path)
+    args[args.index("digits")] = "folder"
+    args[args.index("--subset") : args.index("--subset") + 2] = ["--data-path", os.fsdecode(root)]
+    args[args.index("--batch-size") + 1] = "8"
+    assert main([*args, "--epochs", "1"]) == 0, capsys.readouterr().err
+    run = RunDir(tmp_path / "runs" / "tiny")
+    assert run.status()["state"] == "finished"
+    log = run.log_path.read_text()
+    assert "; 19 images, 2 steps per epoch; skipped 1 file(s)" in log  # 24 less the held-out fifth (5)
+    assert "(1 unreadable image, e.g. cats/bad\\xfe.png)" in log

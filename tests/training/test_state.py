@@ -1,6 +1,7 @@
 """last.pt (training/state.py): exact resume, never a non-finite weight, a checkpoint that does not fit."""
 
 import json
+import re
 
 import pytest
 import torch
@@ -98,3 +99,81 @@ def test_a_full_disk_at_a_checkpoint_keeps_the_last_one(tmp_path, monkeypatch, c
     assert not [p.name for p in run.path.iterdir() if ".tmp" in p.name]  # nothing left to keep the disk full
     monkeypatch.setattr(checkpoints.torch, "save", real_save)  # space freed: the resume works
     assert run_main(["--resume", "tiny", "--runs-dir", str(tmp_path / "runs")], capsys)[0] == 0
+
+
+# ---- issue 16 -----------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "damage, match",
+    [
+        (lambda c: c.update(epoch="two"), r"damaged \('epoch' is 'two', not a whole number\)"),
+        (lambda c: c.pop("optimizer"), r"damaged \(it has no 'optimizer': what a resume continues from\)"),
+        (lambda c: c["optimizer"]["param_groups"].append({"params": [999]}), "its optimiser or RNG state does not fit"),
+    ],
+    ids=["epoch-text", "no-optimizer", "optimizer-of-another-model"],
+)
+def test_a_damaged_last_pt_on_resume_is_one_line(tmp_path, capsys, damage, match):
+    run = train(tiny_config(tmp_path))
+    ckpt = checkpoints.load(run.last_ckpt)
+    damage(ckpt)
+    checkpoints.save_atomic(ckpt, run.last_ckpt)
+    kept = run.last_ckpt.read_bytes()
+    code, err = run_main(["--resume", "tiny", "--runs-dir", str(tmp_path / "runs"), "--epochs", "3"], capsys)
+    line = one_line_error(code, err)
+    assert re.search(match, line) and f"checkpoint {run.last_ckpt}" in line and "restore it from a copy" in line
+    st = run.status()
+    assert st["state"] == "failed" and st["message"] == line.removeprefix("error: ")
+    assert run.last_ckpt.read_bytes() == kept  # the run keeps its work
+
+
+def test_a_full_disk_reported_by_torchs_zip_writer_gets_the_full_disk_message(tmp_path, monkeypatch, capsys):
+    """Room for the logs, not for a checkpoint: torch.save raises RuntimeError("unexpected pos"), not OSError."""
+    import shutil
+    from collections import namedtuple
+
+    real_save, real_usage = torch.save, shutil.disk_usage
+    calls = {"n": 0}
+
+    def disk_fills_up(obj, f, *a, **k):
+        calls["n"] += 1
+        if calls["n"] > 2:  # epoch 1's last.pt and backbone.pt fit; epoch 2's do not
+            f.write(b"\0" * 100_000)
+            raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 1264128 vs 1264024")
+        return real_save(obj, f, *a, **k)
+
+    def full_while_writing(path):  # the half-written temp file took the last free block
+        full = calls["n"] > 2
+        return namedtuple("u", "total used free")(1, 1, 0) if full else real_usage(path)
+
+    monkeypatch.setattr(checkpoints.torch, "save", disk_fills_up)
+    monkeypatch.setattr(shutil, "disk_usage", full_while_writing)
+    code, err = run_main(tiny_args(tmp_path), capsys)
+    line = one_line_error(code, err)
+    assert line == (
+        f"error: cannot write the checkpoint of epoch 2, step 4 in {tmp_path / 'runs' / 'tiny'} (No space left on "
+        "device); last.pt still holds epoch 1, step 2. Free space there (or make it writable), then resume with "
+        "--resume tiny"
+    )
+    run = RunDir(tmp_path / "runs" / "tiny")
+    assert run.status()["state"] == "failed" and run.status()["message"] == line.removeprefix("error: ")
+    assert checkpoints.load(run.last_ckpt)["epoch"] == 1
+    assert not [p.name for p in run.path.iterdir() if ".tmp" in p.name or p.name == ".status.reserve"]
+
+
+def test_nan_advice_after_a_wild_lr_is_the_recipes_rate_not_half(tmp_path):
+    """Halving --lr 1e6 takes about twenty resumes before it trains; the advice goes back to the default at once."""
+    from types import SimpleNamespace
+
+    from simclr_core.training.state import diverged
+
+    cfg = tiny_config(tmp_path)
+    s = SimpleNamespace(cfg=cfg, saved_at=(1, 2), run=RunDir(tmp_path / "runs" / "tiny"))
+    cfg.optim.lr = 1e6
+    message = str(diverged(s, "loss became nan at epoch 2, step 3"))
+    assert message == (
+        "loss became nan at epoch 2, step 3; kept the last good checkpoint (epoch 1, step 2); resume with a "
+        "lower learning rate: --resume tiny --lr 0.0075 (the default for sgd at batch 32)"
+    )
+    cfg.optim.lr = 0.02  # near the default (0.0075): halving is the small step that fits
+    assert "--resume tiny --lr 0.01" in str(diverged(s, "loss became nan"))
