@@ -2,7 +2,8 @@
 
 import streamlit as st
 
-from pages.common import keep_widgets, page_icon, sidebar, style
+from ui.shell import page_icon, sidebar, style
+from ui.widgets import keep_widgets
 
 
 def home() -> None:

@@ -3,7 +3,7 @@
     python bench/app_timings.py                 # CIFAR-10 JPEGs from ../shared/data for part 2
 
 1. The Train page's "Quick CPU demo" preset, launched exactly as the Launch button does
-   (``simclr_core.launch.launch``): seconds until the process reports, until the first metrics
+   (``simclr_core.runs.launch.launch``): seconds until the process reports, until the first metrics
    line (the first point of the loss curve; the page polls every 2 s), until the first kNN,
    and until the run finishes.
 2. The Embeddings page on 10,000 images: embed the CIFAR-10 test split with a ResNet-18 (CIFAR
@@ -25,13 +25,13 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "bench"))
 
-from simclr_core import launch  # noqa: E402
 from simclr_core.config import DataConfig, ModelConfig, RunConfig, TrainConfig  # noqa: E402
 from simclr_core.embeddings import embed_split  # noqa: E402
+from simclr_core.explorer.projection import project  # noqa: E402
 from simclr_core.hardware import describe, resolve_device  # noqa: E402
 from simclr_core.presets import PRESETS  # noqa: E402
-from simclr_core.projection import project  # noqa: E402
-from simclr_core.runs import new_run  # noqa: E402
+from simclr_core.runs import launch  # noqa: E402
+from simclr_core.runs.rundir import new_run  # noqa: E402
 from train_cifar import DEFAULT_DATA, image_folder  # noqa: E402
 
 

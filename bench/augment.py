@@ -29,7 +29,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "bench"))
 
-from simclr_core import data  # noqa: E402
+from simclr_core.data import datasets as data  # noqa: E402
 from simclr_core.hardware import describe, resolve_device  # noqa: E402
 from simclr_core.views import simclr_view  # noqa: E402
 from train_cifar import DEFAULT_DATA, image_folder  # noqa: E402

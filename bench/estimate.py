@@ -5,9 +5,9 @@
         --monitor-fraction 0.1 --dataset folder --data-path /tmp/cifar --data-dir /tmp/cifar-data
                                     # estimate, one real full step, and a tenth of a monitor pass
 
-Prints the estimate (``simclr_core.estimate``: what ``simclr-train --estimate`` and the ``estimate``
+Prints the estimate (``simclr_core.training.estimate``: what ``simclr-train --estimate`` and the ``estimate``
 job show), the load average before and after, and then either the real run's wall time (``python -m
-simclr_core.train`` in a subprocess, into a temporary runs folder, with its training seconds from
+simclr_core.cli.train`` in a subprocess, into a temporary runs folder, with its training seconds from
 ``metrics.jsonl``), or, for runs too long to make here, the time of one real step at the full batch
 beside the estimate's per-step figure (which a CPU may have scaled up from part of a batch), and a
 monitor pass timed on a larger sample than the estimate's.
@@ -26,9 +26,9 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from simclr_core.cli import add_config_args, config_from_args  # noqa: E402
-from simclr_core.estimate import estimate  # noqa: E402
-from simclr_core.runs import RunDir  # noqa: E402
+from simclr_core.cli.common import add_config_args, config_from_args  # noqa: E402
+from simclr_core.runs.rundir import RunDir  # noqa: E402
+from simclr_core.training.estimate import estimate  # noqa: E402
 
 
 def _load() -> str:
@@ -38,7 +38,7 @@ def _load() -> str:
 def full_step(cfg, monitor_fraction: float) -> tuple[float, float | None]:
     """Seconds of one real training step at the full batch, after one warm-up step (as training runs
     them), and of one monitor pass scaled up from ``monitor_fraction`` of its images (None: not measured)."""
-    from simclr_core.estimate import _endless, _timed
+    from simclr_core.training.estimate import _endless, _timed
     from simclr_core.training.loop import monitor, train_step
     from simclr_core.training.session import prepare
 

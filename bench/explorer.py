@@ -14,11 +14,11 @@ Parts:
   ``shader-f16``; where the browser has none, this part reports what the component says.
 - ``page``: the same two timings on the real Embeddings page (``streamlit run app.py``) for a run
   whose 10,000 / 50,000-image split is already embedded and projected.
-- ``search``: query time of :class:`simclr_core.neighbours.NeighbourIndex` over 10k / 60k / 1M
+- ``search``: query time of :class:`simclr_core.explorer.neighbours.NeighbourIndex` over 10k / 60k / 1M
   random 512-d embeddings (isotropic Gaussian: the worst case for an index, and clustered: like
   real embeddings), exact and through faiss indexes, with their recall@10 against exact search.
 - ``umap``: 10k-point UMAP in a fresh process: cold (numba compiles), after the worker's warm-up
-  (:func:`simclr_core.jobs.warm_up_umap`), and warm.
+  (:func:`simclr_core.explorer.jobs.warm_up_umap`), and warm.
 
 The browser here renders WebGL with SwiftShader (on the CPU), so drawing times are an upper
 bound of what a machine with a GPU shows.
@@ -31,12 +31,10 @@ import io
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 
 import numpy as np
@@ -44,66 +42,14 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-FLAGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-component-update",
-    "--disable-sync",
-]
-
-
-# ---------------------------------------------------------------- browser helpers
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from simclr_core.cli.studio import CHROMIUM, CHROMIUM_FLAGS, start_server  # noqa: E402
 
 
 def start_streamlit(
     script: Path, cwd: Path, env: dict[str, str] | None = None, flags: list[str] | None = None
 ) -> tuple[subprocess.Popen, str]:
-    """``streamlit run script`` on a free port (``flags``: more server options), once it answers: (process, url)."""
-    port = free_port()
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "streamlit",
-            "run",
-            str(script),
-            "--server.headless",
-            "true",
-            "--server.port",
-            str(port),
-            "--server.address",
-            "127.0.0.1",
-            "--browser.gatherUsageStats",
-            "false",
-            "--server.enableStaticServing",
-            "true",
-            *(flags or []),
-        ],
-        cwd=cwd,
-        env={**os.environ, "PYTHONPATH": str(REPO), **(env or {})},
-        stdout=open(cwd / "streamlit.log", "wb"),  # noqa: SIM115 - open while it runs
-        stderr=subprocess.STDOUT,
-    )
-    url = f"http://127.0.0.1:{port}"
-    for _ in range(180):
-        try:
-            if urllib.request.urlopen(f"{url}/_stcore/health", timeout=2).read() == b"ok":
-                return proc, url
-        except OSError:
-            time.sleep(0.5)
-    proc.kill()
-    raise RuntimeError(f"streamlit did not start: {(cwd / 'streamlit.log').read_text()[-2000:]}")
+    """``streamlit run script`` on a free port, serving static files (``flags``: more server options)."""
+    return start_server(script, cwd, dict(env or {}), ["--server.enableStaticServing=true", *(flags or [])], 90)
 
 
 def drawn(page, selector: str, timeout: float = 300) -> float:
@@ -177,7 +123,7 @@ def cifar_images(n: int, data: Path):
     """n CIFAR-10 training images (uint8 ImageSet) from the JPEG folder, or random pixels without it."""
     import torch
 
-    from simclr_core.data import ImageSet, load_split
+    from simclr_core.data.datasets import ImageSet, load_split
 
     if data.exists():
         from train_cifar import image_folder  # type: ignore[import-not-found]
@@ -201,7 +147,7 @@ def cifar_images(n: int, data: Path):
 def renderers(data: Path, which: tuple[str, ...] = ("pydeck", "plotly", "atlas")) -> dict:
     from playwright.sync_api import sync_playwright
 
-    from simclr_core.thumbnails import write_thumbnails
+    from simclr_core.explorer.thumbnails import write_thumbnails
 
     out: dict = {}
     with tempfile.TemporaryDirectory() as tmp:
@@ -211,7 +157,7 @@ def renderers(data: Path, which: tuple[str, ...] = ("pydeck", "plotly", "atlas")
         proc, url = start_streamlit(home / "explorer_app.py", home)
         try:
             with sync_playwright() as p:
-                browser = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
+                browser = p.chromium.launch(executable_path=CHROMIUM, args=list(CHROMIUM_FLAGS))
                 for renderer in which:
                     for n in (10_000, 50_000):
                         page = browser.new_page(viewport={"width": 1400, "height": 1000})
@@ -318,9 +264,9 @@ def page(data: Path) -> dict:
     from playwright.sync_api import sync_playwright
 
     from simclr_core.config import DataConfig, ModelConfig, RunConfig, TrainConfig
-    from simclr_core.data import load_split
+    from simclr_core.data.datasets import load_split
     from simclr_core.embeddings import Embeddings, embedding_cache
-    from simclr_core.runs import RunDir
+    from simclr_core.runs.rundir import RunDir
     from train_cifar import image_folder  # type: ignore[import-not-found]
 
     if not data.exists():
@@ -352,7 +298,7 @@ def page(data: Path) -> dict:
         proc, url = start_streamlit(REPO / "app.py", home, env={"SIMCLR_RUNS_DIR": str(runs)})
         try:
             with sync_playwright() as p:
-                browser = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
+                browser = p.chromium.launch(executable_path=CHROMIUM, args=list(CHROMIUM_FLAGS))
                 for split in ("test", "train"):
                     pg = browser.new_page(viewport={"width": 1500, "height": 1100})
                     pg.set_default_timeout(900_000)
@@ -391,7 +337,7 @@ def search(sizes: list[int], queries: int = 100, run: Path | None = None) -> dic
     import faiss
     import torch
 
-    from simclr_core.neighbours import NeighbourIndex
+    from simclr_core.explorer.neighbours import NeighbourIndex
 
     torch.set_num_threads(os.cpu_count() or 1)
     out: dict = {}
@@ -435,7 +381,7 @@ def search(sizes: list[int], queries: int = 100, run: Path | None = None) -> dic
             del bank
     if run is not None:  # a trained encoder's embeddings of real images: the bank a user searches
         from simclr_core.embeddings import embed_split
-        from simclr_core.runs import RunDir
+        from simclr_core.runs.rundir import RunDir
 
         emb = embed_split(RunDir(run), "train").embeddings
         q = emb[rng.choice(len(emb), queries, replace=False)]
@@ -479,8 +425,8 @@ class _hnsw:
 UMAP_SNIPPET = """
 import sys, time, numpy as np
 sys.path.insert(0, {repo!r})
-from simclr_core.projection import project
-from simclr_core.jobs import warm_up_umap
+from simclr_core.explorer.projection import project
+from simclr_core.explorer.jobs import warm_up_umap
 x = np.random.default_rng(1).standard_normal((10000, 512)).astype(np.float32)
 if {warm!r}:
     t = time.perf_counter(); warm_up_umap(); print("warm_up_s", time.perf_counter() - t)

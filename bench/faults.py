@@ -36,44 +36,24 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from simclr_core.runs import RunDir, summarize  # noqa: E402
+from simclr_core.cli.common import config_flags  # noqa: E402
+from simclr_core.config import DataConfig, ModelConfig, OptimConfig, RunConfig, TrainConfig  # noqa: E402
+from simclr_core.runs.progress import summarize  # noqa: E402
+from simclr_core.runs.rundir import RunDir  # noqa: E402
 
 ENV = {**os.environ, "PYTHONPATH": str(REPO)}
 
 
 def run_args(runs: Path, name: str, epochs: int) -> list[str]:
-    return [
-        "--dataset",
-        "digits",
-        "--data-dir",
-        str(runs.parent / "data"),
-        "--subset",
-        "256",
-        "--image-size",
-        "16",
-        "--backbone",
-        "resnet_mini",
-        "--no-cifar-stem",
-        "--proj-hidden-dim",
-        "64",
-        "--proj-out-dim",
-        "32",
-        "--epochs",
-        str(epochs),
-        "--batch-size",
-        "32",
-        "--name",
-        name,
-        "--runs-dir",
-        str(runs),
-        "--knn-every",
-        "0",
-        "--log-every",
-        "1",
-        "--num-threads",
-        "1",
-        "--no-tensorboard",
-    ]
+    """A tiny run's flags: 256 digits at 16 px, a narrow ResNet, one thread, no monitor, no TensorBoard."""
+    return config_flags(
+        TrainConfig(
+            data=DataConfig(dataset="digits", data_dir=str(runs.parent / "data"), subset=256, image_size=16),
+            model=ModelConfig(backbone="resnet_mini", cifar_stem=False, proj_hidden_dim=64, proj_out_dim=32),
+            optim=OptimConfig(epochs=epochs, batch_size=32),
+            run=RunConfig(name=name, runs_dir=str(runs), knn_every=0, log_every=1, num_threads=1, tensorboard=False),
+        )
+    )
 
 
 def train(argv: list[str]) -> subprocess.Popen:
@@ -196,7 +176,7 @@ def damaged_files(runs: Path) -> dict:
     CLI do; a UserError (a message) or a clean result counts as survived, any other exception not."""
     from simclr_core.embeddings import load_encoder
     from simclr_core.errors import UserError
-    from simclr_core.runs import list_runs
+    from simclr_core.runs.rundir import list_runs
 
     assert train(run_args(runs, "good", 1)).wait() == 0
     good = RunDir(runs / "good")

@@ -21,7 +21,7 @@ Writes ``gpu_suite.json`` and ``gpu_suite.md`` (a table) into ``--out`` (default
 pillow, tqdm, pyyaml (``tests/test_gpu_suite.py`` runs ``--smoke`` with everything else blocked).
 
 What to carry to the GPU machine: this project (the working tree) and the CIFAR-10 JPEG archive
-(``../shared/data/cifar10-jpg.tar.gz``, 140 MB: pass it with ``--data``), e.g.
+(``../shared/data/cifar10-jpg.tar.gz``, 19.6 MB: pass it with ``--data``), e.g.
 ``cp ../shared/data/cifar10-jpg.tar.gz .bench/ && python bench/gpu_suite.py --data .bench/cifar10-jpg.tar.gz``.
 """
 
@@ -265,7 +265,8 @@ def checks(args: argparse.Namespace, folder: Path, work: Path) -> list[Check]:
 
 EXPORT_SNIPPET = r"""
 import json, sys, torch
-from simclr_core.exporters import export_backbone, load_backbone
+from simclr_core.exporters import export_backbone
+from simclr_core.runs.checkpoints import load_backbone
 run, device = sys.argv[1], sys.argv[2]
 model = load_backbone(run, device=device)
 x = torch.rand(8, 3, 32, 32, device=device)

@@ -31,16 +31,16 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "bench"))
 
 from simclr_core import heads  # noqa: E402
+from simclr_core.cli.train import train  # noqa: E402
 from simclr_core.config import DataConfig, MethodConfig, ModelConfig, OptimConfig, RunConfig, TrainConfig, ViewConfig  # noqa: E402
-from simclr_core.evaluate import evaluate_run  # noqa: E402
+from simclr_core.evaluation.run import evaluate_run  # noqa: E402
 from simclr_core.hardware import describe, resolve_device  # noqa: E402
-from simclr_core.methods import METHODS  # noqa: E402
-from simclr_core.train import train  # noqa: E402
+from simclr_core.methods import METHODS, method_class  # noqa: E402
 from train_cifar import DEFAULT_DATA, image_folder  # noqa: E402
 
 
 def config(args: argparse.Namespace, folder: Path, runs: Path, method: str) -> TrainConfig:
-    head = heads.default_head(method) if args.heads == "own" else "simclr"
+    head = method_class(method).head if args.heads == "own" else "simclr"
     spec = heads.SPECS[head]
     # the head's output size and batch norm given outright, so the run is the same whatever the
     # config's defaults are

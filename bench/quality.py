@@ -5,7 +5,7 @@
 
 Same data, model, initial weights, optimiser, lr schedule, batch size and view parameters; only
 the view pipeline differs:
-(a) this project's ``simclr_core.train`` (uint8 batch indexed on the device, ``two_views``), run
+(a) this project's ``simclr_core.cli.train`` (uint8 batch indexed on the device, ``two_views``), run
     with seed 0 and, for the run-to-run noise, seed 1;
 (b) the reference of bench/throughput.py: ``torchvision.transforms.v2`` on PIL images in a
     DataLoader, driving the same model and optimiser (seed 0).
@@ -31,7 +31,7 @@ sys.path.insert(0, str(REPO / "bench"))
 from simclr_core.config import DataConfig, ModelConfig, OptimConfig, RunConfig, TrainConfig, ViewConfig  # noqa: E402
 from simclr_core.hardware import describe, resolve_device  # noqa: E402
 from simclr_core.optim import lr_at  # noqa: E402
-from simclr_core.runs import new_run  # noqa: E402
+from simclr_core.runs.rundir import new_run  # noqa: E402
 from simclr_core.training import prepare, train  # noqa: E402
 from simclr_core.training.loop import knn_monitor  # noqa: E402
 from throughput import PairDataset, reference_step, reference_transform  # noqa: E402
@@ -79,12 +79,12 @@ def reference(cfg: TrainConfig, workers: int) -> list[float]:
         persistent_workers=workers > 0,
         pin_memory=s.device.type == "cuda",
     )
-    warmup = round(cfg.optim.warmup() * s.steps_per_epoch)
+    warmup = s.warmup_steps
     knn = []
     for _ in range(cfg.optim.epochs):
         s.method.train()
         for v1, v2 in loader:
-            lr = lr_at(s.step, s.total_steps, warmup, cfg.optim.peak_lr())
+            lr = lr_at(s.step, s.total_steps, warmup, s.cfg.optim.lr)
             for g in s.optimizer.param_groups:
                 g["lr"] = lr
             reference_step(s, v1, v2)

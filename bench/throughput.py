@@ -66,10 +66,10 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "bench"))
 
-from simclr_core.cli import run_cli  # noqa: E402
+from simclr_core.cli.common import run_cli  # noqa: E402
 from simclr_core.config import DataConfig, ModelConfig, OptimConfig, RunConfig, TrainConfig, ViewConfig  # noqa: E402
 from simclr_core.hardware import autocast, describe  # noqa: E402
-from simclr_core.runs import new_run  # noqa: E402
+from simclr_core.runs.rundir import new_run  # noqa: E402
 from simclr_core.training import Session, fit, prepare  # noqa: E402
 from train_cifar import DEFAULT_DATA, image_folder  # noqa: E402
 

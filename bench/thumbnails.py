@@ -1,5 +1,5 @@
 """Benchmark: the map's thumbnails on real CIFAR-10: bytes per image and time per 10k images for each
-lossless format (and JPEG for reference), then the store (simclr_core.thumbnails) on both splits.
+lossless format (and JPEG for reference), then the store (simclr_core.explorer.thumbnails) on both splits.
 
     python bench/thumbnails.py                      # ../shared/data/cifar10-jpg.tar.gz, unpacked to /tmp
     python bench/thumbnails.py --data DIR --n 10000
@@ -29,8 +29,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "bench"))
 
-from simclr_core.data import load_split  # noqa: E402
-from simclr_core.thumbnails import MB, ThumbnailStore  # noqa: E402
+from simclr_core.data.datasets import load_split  # noqa: E402
+from simclr_core.explorer.thumbnails import MB, ThumbnailStore  # noqa: E402
 from train_cifar import DEFAULT_DATA, image_folder  # noqa: E402
 
 # name, file extension, Pillow save options, lossless

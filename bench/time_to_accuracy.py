@@ -25,6 +25,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "bench"))
 
+from simclr_core.cli.train import train  # noqa: E402
 from simclr_core.config import (  # noqa: E402
     DataConfig,
     MethodConfig,
@@ -35,8 +36,7 @@ from simclr_core.config import (  # noqa: E402
     ViewConfig,
 )
 from simclr_core.hardware import describe, resolve_device  # noqa: E402
-from simclr_core.runs import RunDir, open_run  # noqa: E402
-from simclr_core.train import train  # noqa: E402
+from simclr_core.runs.rundir import RunDir, open_run  # noqa: E402
 from train_cifar import DEFAULT_DATA, image_folder  # noqa: E402
 
 

@@ -25,11 +25,11 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from simclr_core.cli.train import train  # noqa: E402
 from simclr_core.config import DataConfig, ModelConfig, OptimConfig, RunConfig, TrainConfig, ViewConfig  # noqa: E402
-from simclr_core.evaluate import evaluate_run  # noqa: E402
+from simclr_core.evaluation.run import evaluate_run  # noqa: E402
 from simclr_core.hardware import describe, resolve_device  # noqa: E402
-from simclr_core.runs import RunDir  # noqa: E402
-from simclr_core.train import train  # noqa: E402
+from simclr_core.runs.rundir import RunDir  # noqa: E402
 
 DEFAULT_DATA = REPO.parent / "shared" / "data" / "cifar10-jpg.tar.gz"
 

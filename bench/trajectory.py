@@ -21,7 +21,7 @@ from threadpoolctl import threadpool_limits
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from simclr_core import projection  # noqa: E402
+from simclr_core.explorer import projection  # noqa: E402
 
 SETTINGS = [(200, 1.0), (200, 0.1), (100, 0.25), (100, 0.1)]  # (n_epochs, learning_rate) of a started frame
 

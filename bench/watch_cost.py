@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -31,15 +30,13 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "bench"))
 
 from explorer import start_streamlit  # noqa: E402
-from simclr_core.runs import RunDir  # noqa: E402
-from simclr_core.studio import server_flags  # noqa: E402
+from simclr_core.cli.studio import CHROMIUM, CHROMIUM_FLAGS, server_flags  # noqa: E402
+from simclr_core.runs.rundir import RunDir  # noqa: E402
 
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-quic"]
 # A stand-in for the training process: the run's writer lock, and a log step every PERIOD s (0: none).
 TRAINER = """
 import sys, time
-from simclr_core.runs import RunDir
+from simclr_core.runs.rundir import RunDir
 run, period = RunDir(sys.argv[1]), float(sys.argv[2])
 with run.writer("bench"):
     step = 0
@@ -74,7 +71,7 @@ def watch(url: str, pid: int, run: RunDir, period: float, seconds: float) -> flo
     try:
         time.sleep(3)  # alive before the page is drawn, as a run the user watches
         with sync_playwright() as p:
-            browser = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
+            browser = p.chromium.launch(executable_path=CHROMIUM, args=list(CHROMIUM_FLAGS))
             page = browser.new_page(viewport={"width": 1400, "height": 1000})
             page.goto(f"{url}/train?run={run.name}")
             page.get_by_role("button", name="Launch").wait_for(timeout=120_000)

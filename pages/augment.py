@@ -7,11 +7,14 @@ from dataclasses import asdict
 
 import streamlit as st
 
-from pages.common import allowed_folder, current_run, images_of, keep, routed, setting_slider, user_errors
-from simclr_core import data
 from simclr_core.config import DataConfig, ViewConfig, widget_spec
+from simclr_core.data import datasets as data
+from simclr_core.data.preview import parse_indices, positive_pairs, sample_indices, upscale_nearest
 from simclr_core.presets import VIEW_PRESETS
-from simclr_core.preview import parse_indices, positive_pairs, sample_indices, upscale_nearest
+from ui.cached import allowed_folder, images_of
+from ui.runs import current_run
+from ui.shell import routed
+from ui.widgets import keep, setting_slider, user_errors
 
 routed()
 
@@ -98,7 +101,7 @@ top[2].caption(
 
 # ---------------------------------------------------------------- the knobs
 keep("aug_seed", 0, url="seed")  # not a widget (Resample sets it), but a link shows the same views
-resolved = base_views.kwargs(side)  # "auto" defaults (blur, jitter strength) resolved for this image size
+resolved = base_views.resolved(side).kwargs()  # "auto" values (blur, jitter strength) for this image size
 base_values = {**vars(base_views), "blur_prob": resolved["blur_prob"], "jitter_strength": resolved["jitter_strength"]}
 lo, hi = crop_size_range(side)
 # a dataset of another size falls back to its own side; the knobs start from the run's (or the default) views
@@ -151,7 +154,7 @@ with right:
     seed = st.session_state["aug_seed"]
     with user_errors():
         idx = sample_indices(len(ims), n, seed) if mode == "Random" else parse_indices(text, len(ims), MAX_PAIRS)
-    kw = ViewConfig(**views_values).kwargs(side)
+    kw = ViewConfig(**views_values).resolved(side).kwargs()
     orig, v1, v2 = positive_pairs(ims.images[idx], kw, seed)
     st.caption(
         f"Seed {seed} · views of {kw['size']}×{kw['size']} px"

@@ -1,6 +1,6 @@
 """Evaluate and compare runs: kNN and linear-probe accuracy, confusion matrix, config differences, curves.
 
-The evaluation itself is an "evaluate" job of the background worker (simclr_core.jobs); this page submits it,
+The evaluation itself is an "evaluate" job of the background worker (simclr_core.explorer.jobs); this page submits it,
 follows its progress and reads the results it saved.
 """
 
@@ -14,12 +14,17 @@ import pandas as pd
 import plotly.express as px
 import streamlit as st
 
-from pages.common import current_run, fragment_rerun, job_progress, routed, run_names, runs_dir, user_errors
-from simclr_core import jobs, precheck
-from simclr_core.compare import config_differences, epoch_curves, latest_results, load_results, result_label
 from simclr_core.errors import UserError
-from simclr_core.evaluate import check_settings, job_spec
-from simclr_core.runs import RunDir
+from simclr_core.evaluation.compare import config_differences, epoch_curves, latest_results, load_results, result_label
+from simclr_core.evaluation.run import check_settings, job_spec
+from simclr_core.explorer import jobs
+from simclr_core.runs.rundir import RunDir
+from simclr_core.training import precheck
+from ui.jobs import job_progress
+from ui.live import fragment_rerun
+from ui.runs import current_run, run_names, runs_dir
+from ui.shell import routed
+from ui.widgets import user_errors
 
 routed()
 
@@ -87,7 +92,7 @@ def submit(names: list[str], baseline: bool, k: int, probe_epochs: int, max_bank
             probe_epochs=probe_epochs,
             max_bank=max_bank,
         )
-        jobs.submit(jobs.jobs_dir(runs_dir()), "evaluate", spec, retry=True)
+        jobs.submit(jobs.jobs_dir(runs_dir()), spec.kind, spec.to_dict(), retry=True)
 
 
 def in_progress(active: list[dict[str, Any]]) -> None:

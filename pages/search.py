@@ -7,25 +7,16 @@ import random
 import numpy as np
 import streamlit as st
 
-from pages.common import (
-    checkpoint_label,
-    keep,
-    load_embeddings,
-    neighbour_index,
-    newer_checkpoint,
-    pinned_key,
-    routed,
-    run_embeddings_file,
-    run_images,
-    run_with_checkpoint,
-    to_hwc,
-    user_errors,
-)
-from simclr_core import data
+from simclr_core.data import datasets as data
+from simclr_core.data.preview import upscale_nearest
 from simclr_core.embeddings import extract, load_encoder, pinned_encoder
-from simclr_core.neighbours import READABLE, image_from_bytes
-from simclr_core.preview import upscale_nearest
-from simclr_core.runs import RunDir
+from simclr_core.explorer.neighbours import READABLE, image_from_bytes
+from simclr_core.runs.rundir import RunDir
+from ui.cached import load_embeddings, neighbour_index, run_images, to_hwc
+from ui.jobs import run_embeddings_file
+from ui.runs import checkpoint_label, newer_checkpoint, pinned_key, run_with_checkpoint
+from ui.shell import routed
+from ui.widgets import keep, user_errors
 
 routed()
 

@@ -20,7 +20,7 @@ _API = {
     "pretrain": "simclr_core.api",
     "embed_images": "simclr_core.api",
     "evaluate_run": "simclr_core.api",
-    "load_backbone": "simclr_core.exporters",
+    "load_backbone": "simclr_core.runs.checkpoints",
     "export_backbone": "simclr_core.exporters",
     "recipe": "simclr_core.zoo",
     "recipes": "simclr_core.zoo",
@@ -43,7 +43,8 @@ if TYPE_CHECKING:
     from simclr_core.api import embed_images, evaluate_run, pretrain
     from simclr_core.config import TrainConfig
     from simclr_core.errors import UserError
-    from simclr_core.exporters import export_backbone, load_backbone
+    from simclr_core.exporters import export_backbone
+    from simclr_core.runs.checkpoints import load_backbone
     from simclr_core.zoo import recipe, recipes
 
 

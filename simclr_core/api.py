@@ -1,7 +1,6 @@
 """The Python API for notebooks: pre-train, load what was learned, embed images, evaluate.
 
     from simclr_core import pretrain, recipe, load_backbone, embed_images, evaluate_run
-
 A thin layer over the engine the CLIs and the app use (the same run folders, checkpoints and
 embedding function), re-exported by :mod:`simclr_core`; README "Python API" shows it in use.
 """
@@ -18,11 +17,11 @@ import torch
 from simclr_core.config import TrainConfig
 from simclr_core.embeddings import extract
 from simclr_core.errors import UserError
-from simclr_core.evaluate import evaluate_run as _evaluate_run
-from simclr_core.exporters import load_backbone
+from simclr_core.evaluation.run import evaluate_run as _evaluate_run
 from simclr_core.hardware import resolve_device
 from simclr_core.models import Backbone
-from simclr_core.runs import RunDir, resolve_run
+from simclr_core.runs.checkpoints import load_backbone
+from simclr_core.runs.rundir import RunDir, resolve_run
 from simclr_core.zoo import recipe
 
 __all__ = ["embed_images", "evaluate_run", "load_backbone", "pretrain"]
@@ -94,5 +93,5 @@ def embed_images(
 
 
 def evaluate_run(run: str | Path | RunDir, **kwargs: Any) -> dict[str, Any]:
-    """kNN and linear-probe accuracy of a run (:func:`simclr_core.evaluate.evaluate_run`'s keywords)."""
+    """kNN and linear-probe accuracy of a run (:func:`simclr_core.evaluation.run.evaluate_run`'s keywords)."""
     return _evaluate_run(resolve_run(run), **kwargs)

@@ -4,6 +4,10 @@ Every field carries its help text in ``metadata["help"]``: the CLI builds ``--fl
 it, and the app shows it beside the field's widget, whose label, range and step sit in the same
 metadata (:func:`widget_spec`). A whole run is a :class:`TrainConfig`; it is saved as
 ``config.json`` in the run folder and can be read back from JSON or YAML.
+
+Longer than our other modules on purpose: it is the one table of every setting (default, range, help),
+which reads best whole. What "auto" (None) becomes is decided in one step, :func:`simclr_core.resolve.resolve`,
+from the rules here (views, optimiser) and from each method class.
 """
 
 from __future__ import annotations
@@ -13,11 +17,13 @@ import json
 import math
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from simclr_core.errors import UserError
+
+T = TypeVar("T")
 
 
 def _f(default: Any, help: str, **kw: Any) -> Any:
@@ -32,6 +38,13 @@ def _f(default: Any, help: str, **kw: Any) -> Any:
     ``--method``, as ``run.name`` is ``--name``).
     """
     return field(default=default, metadata={"help": help, **kw})
+
+
+def resolved(value: T | None, name: str) -> T:
+    """A setting that :func:`simclr_core.resolve.resolve` has filled; a bug (not a user's mistake) if not."""
+    if value is None:
+        raise ValueError(f"{name} is unset: simclr_core.resolve.resolve fills it first")
+    return value
 
 
 def flag(name: str) -> str:
@@ -50,6 +63,15 @@ def options() -> dict[str, tuple[str, str]]:
 
 
 _KINDS = {"int": (int,), "float": (int, float), "str": (str,), "bool": (bool,)}
+
+# "auto" (None) values: the rules :func:`simclr_core.resolve.resolve` applies, and the help texts quote.
+METHOD_NAMES = ("simclr", "moco_v2", "byol")  # simclr_core.methods.METHODS has a class for each, checked there
+HEAD_NAMES = ("simclr", "moco_v2", "byol")  # simclr_core.heads.SPECS has a head for each, checked there
+SMALL_IMAGE = 64  # px: images this small or smaller get the paper's CIFAR views (Chen et al. 2020, B.9)
+AUTO_VIEWS = {"jitter_strength": (0.5, 1.0), "blur_prob": (0.0, 0.5)}  # (small images, larger ones)
+LR_PER_256 = {"lars": 0.3, "sgd": 0.06}  # linear scaling: peak lr = this x batch / 256
+WEIGHT_DECAY = {"lars": 1e-6, "sgd": 5e-4}
+WARMUP_EPOCHS, WARMUP_SHARE = 10.0, 0.1  # at most 10 epochs, and at most a tenth of the run
 
 
 @dataclass(frozen=True)
@@ -204,7 +226,8 @@ class ViewConfig:
     )
     jitter_strength: float | None = _f(
         None,
-        "colour-distortion strength s (default: the paper's 1.0, or its CIFAR 0.5 for images of 64 px or less)",
+        f"colour-distortion strength s (default: the paper's {AUTO_VIEWS['jitter_strength'][1]}, or its CIFAR "
+        f"{AUTO_VIEWS['jitter_strength'][0]} for images of {SMALL_IMAGE} px or less)",
         min=0,
         label="Colour jitter strength",
         ui_max=2.0,
@@ -218,7 +241,8 @@ class ViewConfig:
     )
     blur_prob: float | None = _f(
         None,
-        "probability of Gaussian blur (default: 0.5, or 0 for images of 64 px or less, as the paper's CIFAR setting)",
+        f"probability of Gaussian blur (default: {AUTO_VIEWS['blur_prob'][1]}, or {AUTO_VIEWS['blur_prob'][0]} for "
+        f"images of {SMALL_IMAGE} px or less, as the paper's CIFAR setting)",
         min=0,
         max=1,
         label="Blur probability",
@@ -262,19 +286,28 @@ class ViewConfig:
         """The paper's ImageNet views (Chen et al. 2020, appendix A): colour strength 1.0, blur p = 0.5."""
         return cls(jitter_strength=1.0, blur_prob=0.5)
 
-    def kwargs(self, image_side: int) -> dict[str, Any]:
-        """Keyword arguments for :func:`simclr_core.views.simclr_view`, defaults resolved."""
-        small = image_side <= 64  # the paper's CIFAR setting (appendix B.9): weaker colour, no blur
-        blur = self.blur_prob if self.blur_prob is not None else (0.0 if small else 0.5)
-        jitter = self.jitter_strength if self.jitter_strength is not None else (0.5 if small else 1.0)
+    def resolved(self, image_side: int) -> ViewConfig:
+        """A copy with the "auto" values for images of ``image_side`` px filled (part of
+        :func:`simclr_core.resolve.resolve`): the view size, and the paper's CIFAR colour and blur for small images."""
+        small = image_side <= SMALL_IMAGE
+        auto = {k: v[0] if small else v[1] for k, v in AUTO_VIEWS.items()}
+        return replace(
+            self,
+            crop_size=self.crop_size or image_side,
+            jitter_strength=auto["jitter_strength"] if self.jitter_strength is None else self.jitter_strength,
+            blur_prob=auto["blur_prob"] if self.blur_prob is None else self.blur_prob,
+        )
+
+    def kwargs(self) -> dict[str, Any]:
+        """Keyword arguments for :func:`simclr_core.views.simclr_view`, of a :meth:`resolved` config."""
         return dict(
-            size=self.crop_size or image_side,
+            size=resolved(self.crop_size, "views.crop_size"),
             crop_scale=(self.crop_scale_min, self.crop_scale_max),
             flip_prob=self.flip_prob,
-            jitter_strength=jitter,
+            jitter_strength=resolved(self.jitter_strength, "views.jitter_strength"),
             jitter_prob=self.jitter_prob,
             grayscale_prob=self.grayscale_prob,
-            blur_prob=blur,
+            blur_prob=resolved(self.blur_prob, "views.blur_prob"),
             blur_sigma=(self.blur_sigma_min, self.blur_sigma_max),
             solarize_prob=self.solarize_prob,
         )
@@ -296,8 +329,8 @@ class ModelConfig:
     head: str | None = _f(
         None,
         "projection head as its paper has it: simclr (BN after every layer), moco_v2 "
-        "(no BN), byol (BN after the hidden layer) (default: the method's own)",
-        choices=("simclr", "moco_v2", "byol"),
+        "(no BN), byol (BN after the hidden layer)",
+        choices=HEAD_NAMES,
     )
     proj_hidden_dim: int | None = _f(
         None,
@@ -310,16 +343,14 @@ class ModelConfig:
     )
     proj_out_dim: int | None = _f(
         None,
-        "projection output dimension (default: the head's, 128; 256 byol)",
+        "projection output dimension",
         min=1,
         max=65536,
         label="Projection output dim",
         step=32,
     )
     proj_layers: int = _f(2, "linear layers in the projection MLP (SimCLR v1: 2, v2: 3)", min=1, max=16)
-    proj_bn: bool | None = _f(
-        None, "batch norm in the projection MLP (default: the head's: on simclr and byol, off moco_v2)"
-    )
+    proj_bn: bool | None = _f(None, "batch norm in the projection MLP")
 
 
 @dataclass
@@ -328,14 +359,14 @@ class MethodConfig:
 
     name: str = _f(
         "simclr",
-        "self-supervised method: simclr, moco_v2 or byol (simclr_core.methods.METHODS)",
+        "self-supervised method (simclr_core.methods.METHODS)",
+        choices=METHOD_NAMES,
         option="method",
         label="Method",
     )
     temperature: float | None = _f(
         None,
-        "softmax temperature tau of simclr's NT-Xent and moco_v2's InfoNCE "
-        "(default: 0.5 simclr, the paper's CIFAR value; 0.2 moco_v2)",
+        "softmax temperature tau of simclr's NT-Xent and moco_v2's InfoNCE",
         gt=0,
         label="Temperature",
         step=0.05,
@@ -344,8 +375,7 @@ class MethodConfig:
 
     ema: float | None = _f(
         None,
-        "momentum m of the EMA key/target encoder (default: 0.99, as the MoCo "
-        "authors' CIFAR demo and CIFAR BYOL reproductions; BYOL's ImageNet value is 0.996)",
+        "momentum m of the EMA key/target encoder (BYOL's ImageNet value is 0.996)",
         min=0,
         max=1,
         label="EMA momentum m",
@@ -354,7 +384,7 @@ class MethodConfig:
     )
     ema_schedule: str | None = _f(
         None,
-        "constant, or cosine from m to 1 (default: constant moco_v2, cosine byol)",
+        "constant, or cosine from m to 1",
         choices=("constant", "cosine"),
         label="Momentum schedule",
     )
@@ -399,17 +429,26 @@ class OptimConfig:
     )
     lr: float | None = _f(
         None,
-        "peak learning rate (default: linear scaling, 0.3*B/256 for lars, 0.06*B/256 for sgd)",
+        "peak learning rate (default: linear scaling, "
+        + ", ".join(f"{v}*B/256 for {k}" for k, v in LR_PER_256.items())
+        + ")",
         gt=0,
         max=100,  # LARS's 0.3*B/256 is 77 at a batch of 65536; far above, float32 steps overflow
         label="Learning rate",
     )
     momentum: float = _f(0.9, "SGD / LARS momentum", min=0, lt=1)
     weight_decay: float | None = _f(
-        None, "weight decay, not applied to biases and batch-norm (default: 1e-6 lars, 5e-4 sgd)", min=0
+        None,
+        "weight decay, not applied to biases and batch-norm (default: "
+        + ", ".join(f"{v:g} {k}" for k, v in WEIGHT_DECAY.items())
+        + ")",
+        min=0,
     )
     warmup_epochs: float | None = _f(
-        None, "linear warm-up epochs before the cosine decay (default: 10, at most a tenth of the run)", min=0
+        None,
+        f"linear warm-up epochs before the cosine decay (default: {WARMUP_EPOCHS:g}, or "
+        f"{WARMUP_SHARE:g} x epochs if less)",
+        min=0,
     )
     precision: str = _f(
         "auto",
@@ -417,27 +456,20 @@ class OptimConfig:
         choices=("auto", "bf16", "fp16", "fp32"),
     )
 
-    def peak_lr(self) -> float:
-        """The learning rate at the end of warm-up."""
-        if self.lr is not None:
-            return self.lr
-        return self.default_lr()
-
     def default_lr(self) -> float:
-        """The peak learning rate when ``lr`` is not set: linear scaling, 0.3*B/256 (lars) or 0.06*B/256 (sgd)."""
-        return (0.3 if self.optimizer == "lars" else 0.06) * self.batch_size / 256
+        """The peak learning rate when ``lr`` is "auto": linear scaling of the batch (:data:`LR_PER_256`)."""
+        return LR_PER_256[self.optimizer] * self.batch_size / 256
 
-    def decay(self) -> float:
-        """Weight decay with the optimiser-dependent default resolved."""
-        if self.weight_decay is not None:
-            return self.weight_decay
-        return 1e-6 if self.optimizer == "lars" else 5e-4
-
-    def warmup(self) -> float:
-        """Warm-up length in epochs with its default resolved."""
-        if self.warmup_epochs is not None:
-            return self.warmup_epochs
-        return min(10.0, self.epochs / 10)
+    def resolved(self) -> OptimConfig:
+        """A copy with the "auto" values filled (part of :func:`simclr_core.resolve.resolve`)."""
+        return replace(
+            self,
+            lr=self.default_lr() if self.lr is None else self.lr,
+            weight_decay=WEIGHT_DECAY[self.optimizer] if self.weight_decay is None else self.weight_decay,
+            warmup_epochs=(
+                min(WARMUP_EPOCHS, self.epochs * WARMUP_SHARE) if self.warmup_epochs is None else self.warmup_epochs
+            ),
+        )
 
 
 @dataclass
@@ -555,10 +587,6 @@ class TrainConfig:
                 raise UserError(f"config section '{section}' must be a {cls.__name__}, got {part!r}")
             for f in fields(cls):
                 check_field(section, f, getattr(part, f.name))
-        from simclr_core.methods import METHODS  # here: the methods import this module
-
-        if self.method.name not in METHODS:
-            raise UserError(f"--method must be one of {', '.join(METHODS)}, got {self.method.name!r}")
         v = self.views
         if v.crop_scale_min > v.crop_scale_max:
             raise UserError("need --crop-scale-min <= --crop-scale-max")

@@ -15,11 +15,14 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from simclr_core import checkpoints, data
+from simclr_core.config import TrainConfig
+from simclr_core.data import datasets as data
 from simclr_core.errors import UserError
 from simclr_core.hardware import resolve_device
 from simclr_core.models import Backbone, Encoder, architecture, build_encoder
-from simclr_core.runs import CheckpointInfo, RunDir
+from simclr_core.resolve import resolve
+from simclr_core.runs import checkpoints
+from simclr_core.runs.rundir import CheckpointInfo, RunDir
 
 FEATURES = ("h", "z")
 Progress = Callable[[int, int], None]
@@ -138,20 +141,26 @@ def load_encoder(
     Returns:
         (encoder on ``device`` in eval mode, :func:`checkpoint_meta`)
     """
-    cfg = run.config()
+    cfg = run_config(run)
     if random_init:
         torch.manual_seed(cfg.run.seed)
-        encoder = build_encoder(architecture(cfg, cfg.data.image_size or 32))
+        encoder = build_encoder(architecture(cfg))
         return encoder.to(device).eval(), checkpoint_meta(run, random_init=True)
     path = checkpoint_path(run, checkpoint)
     ckpt = checkpoints.load_training(path)
     return _encoder_of(run, ckpt, path).to(device).eval(), _meta(ckpt, path)
 
 
+def run_config(run: RunDir) -> TrainConfig:
+    """The run's config, resolved. Training wrote it resolved; only a run that failed before its data
+    loaded lacks the image side, and 32 px (CIFAR's) stands in for it there."""
+    cfg = run.config()
+    return resolve(cfg, cfg.data.image_size or 32)
+
+
 def _encoder_of(run: RunDir, ckpt: dict, path: Path) -> Encoder:
     # a checkpoint of another model must not be evaluated or embedded under this run's name
-    cfg = run.config()
-    checkpoints.check_architecture(ckpt["arch"], architecture(cfg, cfg.data.image_size or 32), path)
+    checkpoints.check_architecture(ckpt["arch"], architecture(run_config(run)), path)
     encoder = build_encoder(ckpt["arch"])
     checkpoints.load_state(encoder, checkpoints.encoder_state(ckpt["model"]), path)
     return encoder

@@ -2,7 +2,7 @@
 
 - ``safetensors``: the torchvision ResNet trunk's state dict (normalised input, no classifier) with its
   metadata in the header: architecture, stem, normalisation, feature width and the run's config.
-  :func:`load_backbone` reads it back (and backbone.pt, and a run folder).
+  :func:`simclr_core.runs.checkpoints.load_backbone` reads it back (and backbone.pt, and a run folder).
 - ``timm``: a state dict ``timm.create_model(name, num_classes=0)`` loads strictly; for the CIFAR stem
   :func:`timm_model` swaps timm's stem for the 3x3 one first (README: "Export").
 - ``onnx``: :class:`~simclr_core.models.Backbone` (normalisation inside: feed RGB in [0, 1]) with a
@@ -15,12 +15,10 @@ timm, onnx and onnxruntime are the ``export`` extra (``pip install simclr-studio
 
 from __future__ import annotations
 
-import argparse
 import errno
 import io
 import json
 import os
-import sys
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -29,14 +27,13 @@ from typing import Any
 import torch
 from torch import nn
 
-from simclr_core import checkpoints
-from simclr_core.cli import Parser, run_cli
 from simclr_core.errors import UserError
 from simclr_core.files import remove_stale_temps, write_error
-from simclr_core.models import IMAGENET_MEAN, IMAGENET_STD, Backbone, build_backbone
-from simclr_core.runs import RunDir, default_runs_dir, open_run, resolve_run
+from simclr_core.models import IMAGENET_MEAN, IMAGENET_STD, Backbone
+from simclr_core.runs import checkpoints
+from simclr_core.runs.rundir import RunDir, resolve_run
 
-__all__ = ["FORMATS", "export_backbone", "load_backbone", "onnx_check", "timm_model", "unavailable"]
+__all__ = ["FORMATS", "export_backbone", "onnx_check", "timm_model", "unavailable"]
 
 SUFFIX = {"safetensors": ".safetensors", "timm": ".timm.pth", "onnx": ".onnx", "torchscript": ".torchscript.pt"}
 FORMATS = tuple(SUFFIX)
@@ -45,68 +42,23 @@ ONNX_TOLERANCE = 1e-4  # max |onnxruntime - PyTorch| on random inputs
 EXTRA = "pip install 'simclr-studio[export]' (or: pip install -r requirements-export.txt)"
 
 
+# How to load each format: said after an export, by the CLI and by the app's download button.
+HOW_TO_LOAD = {
+    "safetensors": "load: simclr_core.load_backbone('{path}')  (or safetensors.torch.load_file: a torchvision "
+    "ResNet state dict, fc removed; the header holds the architecture)",
+    "timm": "load: simclr_core.exporters.timm_model('{path}')  (ImageNet stem: timm.create_model(name, "
+    "num_classes=0, checkpoint_path='{path}'))",
+    "onnx": "load: onnxruntime.InferenceSession('{path}'); input 'images' float32 RGB in [0, 1], (N, 3, H, W)",
+    "torchscript": "load: torch.jit.load('{path}'); input float32 RGB in [0, 1], (N, 3, H, W)",
+}
+
+
 def _need(module: str, fmt: str, install: str = EXTRA) -> Any:
     """Import an optional package (of the export extra by default), or say how to install it."""
     try:
         return __import__(module)
     except ImportError:
         raise UserError(f"the {fmt} format needs the package '{module}': {install}") from None
-
-
-# ---- reading -------------------------------------------------------------------------------------------
-
-
-def _run_backbone(run: RunDir) -> tuple[nn.Module, dict[str, Any]]:
-    """The trunk of the run's newest checkpoint (backbone.pt, written every epoch) and its metadata."""
-    if not run.backbone_path.is_file():
-        raise UserError(f"run '{run.name}' has no checkpoint yet: train it for an epoch first")
-    trunk, meta = _from_backbone_pt(run.backbone_path)
-    cfg = run.config()
-    meta.update(run=run.name, config=cfg.to_dict(), epoch=run.status().get("epoch"))
-    meta.setdefault("image_size", cfg.views.crop_size or cfg.data.image_size)  # backbone.json of older runs lacks it
-    return trunk, meta
-
-
-def _from_safetensors(path: Path) -> tuple[nn.Module, dict[str, Any]]:
-    _need("safetensors", "safetensors", "pip install safetensors")
-    from safetensors import safe_open
-    from safetensors.torch import load_file
-
-    try:
-        with safe_open(str(path), framework="pt") as f:
-            header = f.metadata() or {}
-        state = load_file(str(path))
-    except Exception as e:  # noqa: BLE001 - safetensors raises its own error types for a damaged header
-        raise UserError(f"{path} is not a readable safetensors file ({str(e).splitlines()[0]})") from None
-    if "backbone" not in header:
-        raise UserError(f"{path} has no SimCLR Studio metadata (backbone, cifar_stem): export it with simclr-export")
-    meta = {k: json.loads(v) for k, v in header.items()}
-    trunk, _ = build_backbone(meta["backbone"], bool(meta["cifar_stem"]))
-    checkpoints.load_state(trunk, state, path)
-    return trunk, meta
-
-
-def _from_backbone_pt(path: Path) -> tuple[nn.Module, dict[str, Any]]:
-    trunk = checkpoints.load_backbone(path)  # needs, and checks, the backbone.json beside it
-    return trunk, checkpoints.backbone_meta(path)
-
-
-def load_backbone(source: str | Path | RunDir, device: str | torch.device = "cpu") -> Backbone:
-    """A trained backbone, images in [0, 1] -> features h, in eval mode.
-
-    Args:
-        source: a run (:class:`RunDir`, its folder, or its name under ``./checkpoints`` /
-            ``$SIMCLR_RUNS_DIR``), a ``.safetensors`` file written by :func:`export_backbone`, or a
-            ``backbone.pt`` with its ``backbone.json``.
-    """
-    path = Path(source) if not isinstance(source, RunDir) else None
-    if path is not None and path.is_file():
-        trunk, meta = _from_safetensors(path) if path.suffix == ".safetensors" else _from_backbone_pt(path)
-    else:
-        trunk, meta = _run_backbone(resolve_run(source))
-    with torch.no_grad():  # the feature width, from one tiny forward pass
-        dim = int(trunk.eval()(torch.zeros(1, 3, 32, 32)).shape[1])
-    return Backbone(trunk, dim, meta).to(device).eval()
 
 
 # ---- writing -------------------------------------------------------------------------------------------
@@ -281,7 +233,7 @@ def export_backbone(run: RunDir | str | Path, fmt: str, out: str | Path | None =
     if fmt not in WRITERS:
         raise UserError(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
     run = resolve_run(run)
-    trunk, meta = _run_backbone(run)
+    trunk, meta = checkpoints.run_trunk(run)
     if out is None:
         try:
             run.export_dir.mkdir(exist_ok=True)
@@ -337,53 +289,3 @@ def timm_model(path: str | Path) -> nn.Module:
         model.maxpool = nn.Identity()
     model.load_state_dict(state, strict=True)
     return model.eval()
-
-
-# ---- CLI -----------------------------------------------------------------------------------------------
-
-
-def build_parser() -> argparse.ArgumentParser:
-    p = Parser(
-        prog="simclr-export",
-        description="Export a run's trained backbone as safetensors, a timm state dict, ONNX or TorchScript.",
-    )
-    p.add_argument("--run", required=True, help="run name (a folder under --runs-dir)")
-    p.add_argument(
-        "--runs-dir", default=str(default_runs_dir()), help="folder of runs [default: $SIMCLR_RUNS_DIR or checkpoints]"
-    )
-    p.add_argument(
-        "--format",
-        required=True,
-        choices=FORMATS,
-        dest="fmt",
-        help="safetensors (weights + metadata), timm (timm state dict), onnx (onnxruntime, normalisation "
-        "inside), torchscript (traced, normalisation inside)",
-    )
-    p.add_argument("--out", help="output file [default: <run>/export/<run><suffix>]")
-    return p
-
-
-def main(argv: list[str] | None = None) -> int:
-    def go() -> int:
-        args = build_parser().parse_args(argv)
-        run = open_run(args.runs_dir, args.run)
-        path = export_backbone(run, args.fmt, args.out)
-        print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB)")
-        print(HOW_TO_LOAD[args.fmt].format(path=path))
-        return 0
-
-    return run_cli(go)
-
-
-HOW_TO_LOAD = {
-    "safetensors": "load: simclr_core.load_backbone('{path}')  (or safetensors.torch.load_file: a torchvision "
-    "ResNet state dict, fc removed; the header holds the architecture)",
-    "timm": "load: simclr_core.exporters.timm_model('{path}')  (ImageNet stem: timm.create_model(name, "
-    "num_classes=0, checkpoint_path='{path}'))",
-    "onnx": "load: onnxruntime.InferenceSession('{path}'); input 'images' float32 RGB in [0, 1], (N, 3, H, W)",
-    "torchscript": "load: torch.jit.load('{path}'); input float32 RGB in [0, 1], (N, 3, H, W)",
-}
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -19,9 +19,9 @@ from typing import NamedTuple
 
 from torch import nn
 
+from simclr_core.config import HEAD_NAMES
 from simclr_core.errors import UserError
 
-HEADS = ("simclr", "moco_v2", "byol")
 LEGACY_HEAD = "simclr"  # the head of every run saved before per-method heads (MoCo v2 and BYOL too)
 
 
@@ -125,9 +125,9 @@ SPECS: dict[str, HeadSpec] = {
 }
 
 
-def default_head(method: str) -> str:
-    """The head a method's paper uses (methods without one of their own take SimCLR's)."""
-    return method if method in SPECS else "simclr"
+HEADS = tuple(SPECS)
+if HEADS != HEAD_NAMES:  # the config's choices name exactly these heads
+    raise ImportError(f"heads.SPECS {HEADS} differ from config.HEAD_NAMES {HEAD_NAMES}")
 
 
 def check_head(head: str) -> str:

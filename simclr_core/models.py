@@ -10,6 +10,7 @@ from torch import nn
 from torchvision.models.resnet import BasicBlock
 
 from simclr_core import heads
+from simclr_core.config import resolved
 from simclr_core.errors import UserError
 from simclr_core.heads import projection_head  # noqa: F401 - re-exported: its home before heads.py
 
@@ -130,7 +131,7 @@ class Encoder(nn.Module):
 class Backbone(nn.Module):
     """What leaves a run: normalise -> ResNet trunk, images in [0, 1] to the representation h.
 
-    The Python API's :func:`simclr_core.api.load_backbone` returns one, and the ONNX and TorchScript
+    The Python API's :func:`simclr_core.load_backbone` returns one, and the ONNX and TorchScript
     exports are one, so a deployment feeds plain [0, 1] RGB and needs no mean / std of its own.
     ``trunk`` alone is the torchvision ResNet (normalised input) that backbone.pt, safetensors and
     timm hold.
@@ -151,23 +152,22 @@ class Backbone(nn.Module):
         return self.features(x)
 
 
-def architecture(cfg: TrainConfig, image_side: int) -> dict:
-    """The facts that decide whether a state dict fits a model, with defaults resolved.
+def architecture(cfg: TrainConfig) -> dict:
+    """The facts that decide whether a state dict fits a model, of a resolved config (:mod:`simclr_core.resolve`).
 
     Stored in every checkpoint so a mismatch gives a clear message, not a shape error. The SimCLR
     head is recorded without a ``head`` key, exactly as checkpoints made before per-method heads
     record it, so those still match; any other head is named.
     """
     model_cfg = cfg.model
-    head = model_cfg.head or heads.default_head(cfg.method.name)
-    spec = heads.SPECS[heads.check_head(head)]
+    head = resolved(model_cfg.head, "model.head")
     arch = {
         "backbone": model_cfg.backbone,
-        "cifar_stem": model_cfg.cifar_stem if model_cfg.cifar_stem is not None else image_side <= 64,
+        "cifar_stem": resolved(model_cfg.cifar_stem, "model.cifar_stem"),
         "proj_hidden_dim": model_cfg.proj_hidden_dim,  # None: the head's multiple of the backbone width
-        "proj_out_dim": model_cfg.proj_out_dim or spec.out_dim,
+        "proj_out_dim": resolved(model_cfg.proj_out_dim, "model.proj_out_dim"),
         "proj_layers": model_cfg.proj_layers,
-        "proj_bn": spec.bn if model_cfg.proj_bn is None else model_cfg.proj_bn,
+        "proj_bn": resolved(model_cfg.proj_bn, "model.proj_bn"),
     }
     if head != heads.LEGACY_HEAD:
         arch["head"] = head

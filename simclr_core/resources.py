@@ -12,12 +12,12 @@ from pathlib import Path
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 # What the app needs beside the library: copied into the wheel (setup.py) and, for a read-only install,
-# into the user's cache (simclr_core.studio).
-APP_FILES = ("app.py", "pages", ".streamlit/config.toml", "configs", "static/.gitkeep")
+# into the user's cache (simclr_core.cli.studio).
+APP_FILES = ("app.py", "pages", "ui", ".streamlit/config.toml", "configs", "static/.gitkeep")
 
 
 def app_root() -> Path:
-    """The folder holding app.py, pages/, .streamlit/config.toml and configs/."""
+    """The folder holding app.py, pages/, ui/, .streamlit/config.toml and configs/."""
     checkout = PACKAGE_DIR.parent
     if (checkout / "app.py").is_file() and (checkout / "pages").is_dir():
         return checkout

@@ -22,6 +22,7 @@ All random draws use ``generator``; it must live on the images' device.
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -38,7 +39,19 @@ __all__ = [
     "gaussian_blur",
     "solarize",
     "sample_crop_boxes",
+    "IDENTITY_VIEW",
 ]
+
+# simclr_view knobs that leave an image untouched (a full, unflipped crop and no colour ops)
+IDENTITY_VIEW: dict[str, Any] = dict(
+    crop_scale=(1.0, 1.0),
+    crop_ratio=(1.0, 1.0),
+    flip_prob=0.0,
+    jitter_prob=0.0,
+    grayscale_prob=0.0,
+    blur_prob=0.0,
+    solarize_prob=0.0,
+)
 
 _GRAY_WEIGHTS = (0.2989, 0.587, 0.114)  # ITU-R 601, as torchvision
 

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from simclr_core.cli.common import config_flags
 from simclr_core.config import DataConfig, ModelConfig, OptimConfig, RunConfig, TrainConfig
 
 REPO = Path(__file__).resolve().parents[1]
@@ -25,35 +26,7 @@ def tiny_config(tmp_path: Path, name: str = "tiny", **optim) -> TrainConfig:
 
 def tiny_args(tmp_path: Path, name: str = "tiny") -> list[str]:
     """The same tiny run as command-line flags."""
-    return [
-        "--dataset",
-        "digits",
-        "--data-dir",
-        str(tmp_path / "data"),
-        "--subset",
-        "64",
-        "--image-size",
-        "16",
-        "--backbone",
-        "resnet_mini",
-        "--no-cifar-stem",
-        "--proj-hidden-dim",
-        "64",
-        "--proj-out-dim",
-        "32",
-        "--epochs",
-        "2",
-        "--batch-size",
-        "32",
-        "--name",
-        name,
-        "--runs-dir",
-        str(tmp_path / "runs"),
-        "--knn-max-bank",
-        "200",
-        "--log-every",
-        "1",
-    ]
+    return config_flags(tiny_config(tmp_path, name))
 
 
 @pytest.fixture

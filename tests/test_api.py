@@ -48,7 +48,7 @@ def test_the_api_names():
     ):
         assert callable(getattr(simclr_core, name)), name
     # no API name is also a submodule's: importing every submodule leaves each name the API's function
-    for module in ("train", "embed", "evaluate", "export", "exporters", "zoo", "api"):
+    for module in ("train", "cli.embed", "cli.evaluate", "cli.export", "evaluation.run", "exporters", "zoo", "api"):
         importlib.import_module(f"simclr_core.{module}")
     assert simclr_core.pretrain.__module__ == "simclr_core.api" and simclr_core.recipes.__module__ == "simclr_core.zoo"
     assert simclr_core.export_backbone.__module__ == "simclr_core.exporters"

@@ -3,10 +3,10 @@ import json
 
 import pytest
 
-from simclr_core.cli import config_from_args
+from simclr_core.cli.common import config_from_args
+from simclr_core.cli.train import build_parser
 from simclr_core.config import TrainConfig, ViewConfig, check_field, check_run_name, sections, widget_spec
 from simclr_core.errors import UserError
-from simclr_core.train import build_parser
 
 
 def parse(*argv):
@@ -16,17 +16,23 @@ def parse(*argv):
 def test_defaults_are_the_papers():
     cfg = TrainConfig()
     assert cfg.method.temperature is None and cfg.model.proj_out_dim is None  # the method decides: 0.5 for simclr
-    kw = ViewConfig().kwargs(224)
+    kw = ViewConfig().resolved(224).kwargs()
     assert kw["crop_scale"] == (0.08, 1.0) and kw["jitter_strength"] == 1.0 and kw["jitter_prob"] == 0.8
     assert kw["grayscale_prob"] == 0.2 and kw["blur_prob"] == 0.5 and kw["size"] == 224
     # the paper's CIFAR setting (appendix B.9) at 64 px or less: s = 0.5, no blur; the ImageNet one above
-    assert (ViewConfig().kwargs(32)["jitter_strength"], ViewConfig().kwargs(32)["blur_prob"]) == (0.5, 0.0)
-    assert (ViewConfig().kwargs(65)["jitter_strength"], ViewConfig().kwargs(65)["blur_prob"]) == (1.0, 0.5)
-    assert ViewConfig(jitter_strength=0.8).kwargs(32)["jitter_strength"] == 0.8
-    assert TrainConfig().optim.peak_lr() == pytest.approx(0.06)
+    assert (ViewConfig().resolved(32).kwargs()["jitter_strength"], ViewConfig().resolved(32).kwargs()["blur_prob"]) == (
+        0.5,
+        0.0,
+    )
+    assert (ViewConfig().resolved(65).kwargs()["jitter_strength"], ViewConfig().resolved(65).kwargs()["blur_prob"]) == (
+        1.0,
+        0.5,
+    )
+    assert ViewConfig(jitter_strength=0.8).resolved(32).kwargs()["jitter_strength"] == 0.8
+    assert TrainConfig().optim.resolved().lr == pytest.approx(0.06)
     lars = TrainConfig().optim
     lars.optimizer, lars.batch_size = "lars", 512
-    assert lars.peak_lr() == pytest.approx(0.6) and lars.decay() == 1e-6
+    assert lars.resolved().lr == pytest.approx(0.6) and lars.resolved().weight_decay == 1e-6
 
 
 def test_flags_override_file_and_are_reported(tmp_path):
@@ -250,10 +256,16 @@ def test_every_bound_in_the_field_table_is_enforced():
 
 
 def test_the_papers_view_presets():
-    assert (ViewConfig.cifar().kwargs(32)["jitter_strength"], ViewConfig.cifar().kwargs(32)["blur_prob"]) == (0.5, 0.0)
+    assert (
+        ViewConfig.cifar().resolved(32).kwargs()["jitter_strength"],
+        ViewConfig.cifar().resolved(32).kwargs()["blur_prob"],
+    ) == (0.5, 0.0)
     # at any size: a preset is the recipe, not the size-based default
-    assert ViewConfig.cifar().kwargs(224)["jitter_strength"] == 0.5
-    assert (ViewConfig.imagenet().kwargs(32)["jitter_strength"], ViewConfig.imagenet().kwargs(32)["blur_prob"]) == (
+    assert ViewConfig.cifar().resolved(224).kwargs()["jitter_strength"] == 0.5
+    assert (
+        ViewConfig.imagenet().resolved(32).kwargs()["jitter_strength"],
+        ViewConfig.imagenet().resolved(32).kwargs()["blur_prob"],
+    ) == (
         1.0,
         0.5,
     )
@@ -296,8 +308,8 @@ def test_every_slider_default_lies_in_its_range_and_on_its_step_grid():
     starts = (
         [
             vars(ViewConfig()),
-            ViewConfig().kwargs(32),
-            ViewConfig().kwargs(224),
+            ViewConfig().resolved(32).kwargs(),
+            ViewConfig().resolved(224).kwargs(),
             vars(ViewConfig.cifar()),
             vars(ViewConfig.imagenet()),
         ]

@@ -19,8 +19,9 @@ import torch.multiprocessing as mp
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from simclr_core import checkpoints, distributed
+from simclr_core import distributed
 from simclr_core.methods import MoCoV2, SimCLR
+from simclr_core.runs import checkpoints
 
 from tests.conftest import REPO, tiny_args
 

@@ -9,11 +9,11 @@ import pytest
 import torch
 
 from simclr_core import embeddings as emb_mod
-from simclr_core.embed import main as embed_main
+from simclr_core.cli.embed import main as embed_main
+from simclr_core.cli.train import train
 from simclr_core.embeddings import Embeddings, embed_split, extract, load_encoder
 from simclr_core.errors import UserError
 from simclr_core.models import Encoder
-from simclr_core.train import train
 
 from tests.conftest import tiny_config
 
@@ -102,8 +102,8 @@ def test_read_only_run_folder_still_embeds_and_evaluates(finished_run, tmp_path,
     who may write anywhere); the embeddings and the numbers still come out, uncached."""
     import errno
 
-    from simclr_core.evaluate import main as evaluate_main
-    from simclr_core.runs import write_json_atomic
+    from simclr_core.cli.evaluate import main as evaluate_main
+    from simclr_core.runs.rundir import write_json_atomic
 
     def refuse_in_run(path):
         if finished_run.path in Path(path).resolve().parents:
@@ -111,7 +111,7 @@ def test_read_only_run_folder_still_embeds_and_evaluates(finished_run, tmp_path,
 
     real_json, real_npz = write_json_atomic, Embeddings.save_npz
     monkeypatch.setattr(
-        "simclr_core.runs.write_json_atomic", lambda path, obj: refuse_in_run(path) or real_json(path, obj)
+        "simclr_core.runs.rundir.write_json_atomic", lambda path, obj: refuse_in_run(path) or real_json(path, obj)
     )
     monkeypatch.setattr(Embeddings, "save_npz", lambda self, path: refuse_in_run(path) or real_npz(self, path))
     shutil.rmtree(finished_run.embeddings_dir, ignore_errors=True)

@@ -11,11 +11,13 @@ import numpy as np
 import pytest
 import torch
 
-from simclr_core import checkpoints, exporters
+from simclr_core import exporters
+from simclr_core.cli import export as export_cli
 from simclr_core.config import DataConfig, ModelConfig, TrainConfig
 from simclr_core.errors import UserError
 from simclr_core.models import Backbone, build_backbone
-from simclr_core.runs import RunDir
+from simclr_core.runs import checkpoints
+from simclr_core.runs.rundir import RunDir
 
 
 def fake_run(tmp_path, backbone="resnet18", cifar_stem=True, name="exp") -> tuple[RunDir, torch.nn.Module]:
@@ -48,7 +50,7 @@ def test_safetensors_round_trip_with_metadata(tmp_path):
     run, trunk = fake_run(tmp_path)
     path = exporters.export_backbone(run, "safetensors")
     assert path == run.export_dir / "exp.safetensors"
-    back = exporters.load_backbone(path)
+    back = checkpoints.load_backbone(path)
     x = images()
     assert torch.equal(back(x), reference(trunk, x))
     assert back.meta["backbone"] == "resnet18" and back.meta["cifar_stem"] is True and back.meta["image_size"] == 32
@@ -109,14 +111,14 @@ def test_load_backbone_from_a_run_its_name_or_backbone_pt(tmp_path, monkeypatch)
     x = images()
     monkeypatch.setenv("SIMCLR_RUNS_DIR", str(tmp_path / "runs"))
     for source in (run, run.path, "exp", run.backbone_path):
-        assert torch.equal(exporters.load_backbone(source)(x), reference(trunk, x))
+        assert torch.equal(checkpoints.load_backbone(source)(x), reference(trunk, x))
 
 
 # ---- bad input: one line, exit 2, no file left --------------------------------------------------------------
 
 
 def cli(capsys, tmp_path, *args):
-    rc = exporters.main(["--runs-dir", str(tmp_path / "runs"), *args])
+    rc = export_cli.main(["--runs-dir", str(tmp_path / "runs"), *args])
     out, err = capsys.readouterr()
     return rc, err
 
@@ -297,7 +299,7 @@ def test_a_real_full_disk_and_a_read_only_mount(tmp_path, tmpfs):
 
     def export(fmt):
         proc = subprocess.run(
-            [sys.executable, "-m", "simclr_core.exporters", "--run", "exp", "--runs-dir", str(runs), "--format", fmt],
+            [sys.executable, "-m", "simclr_core.cli.export", "--run", "exp", "--runs-dir", str(runs), "--format", fmt],
             cwd=REPO,
             env=env,
             capture_output=True,

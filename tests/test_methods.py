@@ -6,14 +6,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from simclr_core.checkpoints import check_architecture
 from simclr_core.config import TrainConfig
 from simclr_core.errors import UserError
 from simclr_core.heads import BYOLPredictionHead, BYOLProjectionHead, MoCoProjectionHead, SimCLRProjectionHead
 from simclr_core.methods import BYOL, METHODS, MoCoV2, SimCLR, build_method, ema_update, momentum_at
 from simclr_core.methods.base import as_module
 from simclr_core.models import Encoder, architecture, build_encoder
-from simclr_core.runs import RunDir
+from simclr_core.resolve import resolve
+from simclr_core.runs.checkpoints import check_architecture
+from simclr_core.runs.rundir import RunDir
 
 
 def small_encoder() -> Encoder:
@@ -30,13 +31,16 @@ def test_registry_names_and_defaults_resolved_into_the_config():
     ]:
         cfg = TrainConfig()
         cfg.method.name = name
+        cfg = resolve(cfg, 32)
         assert isinstance(build_method(cfg, small_encoder()), cls)
         assert (cfg.method.temperature, cfg.method.ema, cfg.method.ema_schedule) == (tau, ema, schedule)
     cfg = TrainConfig()
     cfg.method.name, cfg.method.temperature, cfg.method.ema = "moco_v2", 0.1, 0.9  # given values win
-    m = build_method(cfg, small_encoder())
+    m = build_method(resolve(cfg, 32), small_encoder())
     assert (m.temperature, m.ema) == (0.1, 0.9)
     cfg.method.name = "swav"
+    with pytest.raises(UserError, match="unknown method 'swav'; choose one of simclr, moco_v2, byol"):
+        resolve(cfg, 32)
     with pytest.raises(UserError, match="unknown method 'swav'; choose one of simclr, moco_v2, byol"):
         build_method(cfg, small_encoder())
 
@@ -45,7 +49,7 @@ def test_every_registered_method_is_a_module_built_from_its_config_section():
     for name, cls in METHODS.items():
         cfg = TrainConfig()
         cfg.method.name, cfg.method.ema = name, 0.5
-        m = build_method(cfg, small_encoder())
+        m = build_method(resolve(cfg, 32), small_encoder())
         assert type(m) is cls and as_module(m) is m and m.encoder is not None
         assert getattr(m, "ema", 0.5) == 0.5  # from_config took the section's values
         assert cls.loss_name and isinstance(cls.defaults, dict)
@@ -196,9 +200,10 @@ def auto_config(method: str, **model) -> TrainConfig:
 
 
 def built(cfg: TrainConfig) -> nn.Module:
-    """The method as training builds it: the architecture first, then the method around its encoder."""
+    """The method as training builds it: "auto" resolved, the architecture, then the method around its encoder."""
     torch.manual_seed(0)
-    return build_method(cfg, build_encoder(architecture(cfg, 32)))
+    cfg = resolve(cfg, 32)
+    return build_method(cfg, build_encoder(architecture(cfg)))
 
 
 def test_each_method_has_its_papers_head():
@@ -237,12 +242,12 @@ def test_each_method_has_its_papers_head():
 
 def test_the_resolved_head_is_recorded_in_the_config():
     for method, out, bn in (("simclr", 128, True), ("moco_v2", 128, False), ("byol", 256, True)):
-        cfg = auto_config(method)
-        arch = architecture(cfg, 32)
+        cfg = resolve(auto_config(method), 32)
+        arch = architecture(cfg)
         built(cfg)
         assert (cfg.model.proj_out_dim, cfg.model.proj_bn) == (out, bn)
         # config.json read back gives the same architecture, so a resume matches its checkpoint
-        assert architecture(cfg, 32) == arch
+        assert architecture(TrainConfig.from_dict(cfg.to_dict())) == arch
         assert arch.get("head") == (None if method == "simclr" else method)
 
 
@@ -270,10 +275,10 @@ def test_head_flags_override_the_papers_defaults():
     # any method can take another's head (an ablation)
     cfg = auto_config("simclr", head="byol")
     assert isinstance(built(cfg).encoder.head, BYOLProjectionHead)
-    assert architecture(cfg, 32)["head"] == "byol"
+    assert architecture(resolve(cfg, 32))["head"] == "byol"
     cfg = auto_config("simclr", head="swav")
     with pytest.raises(UserError, match="unknown head 'swav'; choose one of simclr, moco_v2, byol"):
-        architecture(cfg, 32)
+        architecture(resolve(cfg, 32))
 
 
 # What a BYOL run on resnet_mini saved before per-method heads holds: SimCLR's head, a 128-d z and a
@@ -319,7 +324,7 @@ def test_runs_saved_before_per_method_heads_keep_their_head(tmp_path):
     (tmp_path / "config.json").write_text(json.dumps(saved))
     assert RunDir(tmp_path).config().model.head == "byol"
     cfg = auto_config("byol", head="simclr", proj_out_dim=128, proj_bn=True)
-    assert architecture(cfg, 32) == OLD_ARCH  # so the checkpoint's arch check passes on resume
+    assert architecture(resolve(cfg, 32)) == OLD_ARCH  # so the checkpoint's arch check passes on resume
     m = built(cfg)
     state = {k: tuple(v.shape) for k, v in m.state_dict().items() if not k.startswith(("encoder.backbone", "target."))}
     assert state == OLD_BYOL_SHAPES  # so load_state_dict (strict) takes the old last.pt
@@ -329,7 +334,9 @@ def test_runs_saved_before_per_method_heads_keep_their_head(tmp_path):
     assert isinstance(enc.head, SimCLRProjectionHead)
     # without the legacy head, resume refuses with a message naming the head, not a shape traceback
     with pytest.raises(UserError, match="head: checkpoint None vs config 'byol'"):
-        check_architecture(OLD_ARCH, architecture(auto_config("byol", proj_out_dim=128, proj_bn=True), 32), "last.pt")
+        check_architecture(
+            OLD_ARCH, architecture(resolve(auto_config("byol", proj_out_dim=128, proj_bn=True), 32)), "last.pt"
+        )
 
 
 def test_default_config_gives_each_method_its_papers_head():
@@ -342,9 +349,8 @@ def test_default_config_gives_each_method_its_papers_head():
         cfg = TrainConfig()
         cfg.method.name, cfg.model.backbone = method, "resnet_mini"
         assert (cfg.model.head, cfg.model.proj_out_dim, cfg.model.proj_bn) == (None, None, None)
+        cfg = resolve(cfg, 32)
         built(cfg)
         saved = cfg.to_dict()["model"]
         assert (saved["head"], saved["proj_out_dim"], saved["proj_bn"]) == (head, out, bn)
-        assert architecture(TrainConfig.from_dict(cfg.to_dict()), 32).get("head") == (
-            None if head == "simclr" else head
-        )
+        assert architecture(TrainConfig.from_dict(cfg.to_dict())).get("head") == (None if head == "simclr" else head)

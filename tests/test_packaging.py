@@ -91,7 +91,14 @@ def test_the_wheel_holds_every_subpackage_and_the_app(installed):
     packages = {str(p.parent.relative_to(REPO)) for p in (REPO / "simclr_core").rglob("__init__.py")}
     assert {"simclr_core", "simclr_core/losses", "simclr_core/methods"} <= packages
     assert all(f"{p}/__init__.py" in names for p in packages)
-    for f in ("app.py", "pages/embeddings.py", ".streamlit/config.toml", "configs/cpu-demo.yaml", "static/.gitkeep"):
+    for f in (
+        "app.py",
+        "pages/embeddings.py",
+        "ui/shell.py",
+        ".streamlit/config.toml",
+        "configs/cpu-demo.yaml",
+        "static/.gitkeep",
+    ):
         assert f"simclr_core/_app/{f}" in names, f
     meta = zipfile.ZipFile(wheel).read(next(n for n in names if n.endswith("METADATA"))).decode()
     assert "Requires-Dist: torch>=2.4" in meta and "Requires-Dist: faiss-cpu>=1.8" in meta

@@ -10,6 +10,7 @@ from torchvision.transforms import RandomResizedCrop
 
 from simclr_core import views
 from simclr_core.views import (
+    IDENTITY_VIEW,
     adjust_brightness,
     adjust_contrast,
     adjust_hue,
@@ -21,16 +22,6 @@ from simclr_core.views import (
     solarize,
     to_grayscale,
     two_views,
-)
-
-NO_AUG = dict(
-    crop_scale=(1.0, 1.0),
-    crop_ratio=(1.0, 1.0),
-    flip_prob=0.0,
-    jitter_prob=0.0,
-    grayscale_prob=0.0,
-    blur_prob=0.0,
-    solarize_prob=0.0,
 )
 
 
@@ -91,12 +82,12 @@ def test_seeds(u8):
 
 
 def test_no_augmentation_is_identity(u8):
-    v = simclr_view(u8, generator=gen(), **NO_AUG)
+    v = simclr_view(u8, generator=gen(), **IDENTITY_VIEW)
     torch.testing.assert_close(v, u8.float() / 255, atol=1e-6, rtol=0)
 
 
 def test_full_flip_is_mirror(u8):
-    v = simclr_view(u8, generator=gen(), **{**NO_AUG, "flip_prob": 1.0})
+    v = simclr_view(u8, generator=gen(), **{**IDENTITY_VIEW, "flip_prob": 1.0})
     torch.testing.assert_close(v, torch.flip(u8.float() / 255, [-1]), atol=1e-6, rtol=0)
 
 
@@ -106,7 +97,7 @@ def test_full_grayscale_has_equal_channels(u8):
 
 
 def changed_fraction(x, **kw):
-    v = simclr_view(x, generator=gen(3), **{**NO_AUG, **kw})
+    v = simclr_view(x, generator=gen(3), **{**IDENTITY_VIEW, **kw})
     return (v - x).abs().amax(dim=(1, 2, 3)).gt(1e-4).float().mean().item()
 
 
@@ -339,8 +330,10 @@ def test_brightness_only_jitter_ignores_order(imgs):
 
 def test_skipped_samples_are_bit_identical():
     x = torch.rand(64, 3, 16, 16, generator=gen(8))
-    v = simclr_view(x, generator=gen(), **{**NO_AUG, "jitter_prob": 0.5, "grayscale_prob": 0.3, "blur_prob": 0.5})
-    cropped = simclr_view(x, generator=gen(), **NO_AUG)  # crop draws come first, so same crops as `v`
+    v = simclr_view(
+        x, generator=gen(), **{**IDENTITY_VIEW, "jitter_prob": 0.5, "grayscale_prob": 0.3, "blur_prob": 0.5}
+    )
+    cropped = simclr_view(x, generator=gen(), **IDENTITY_VIEW)  # crop draws come first, so same crops as `v`
     same = (v == cropped).flatten(1).all(dim=1)
     assert 0 < same.sum() < 64  # e.g. about 0.5 * 0.7 * 0.5 of them skip everything
 

@@ -6,12 +6,12 @@ import math
 
 import pytest
 
-from simclr_core.cli import config_from_args
+from simclr_core.cli.common import config_from_args
+from simclr_core.cli.train import build_parser, train
 from simclr_core.config import TrainConfig
 from simclr_core.errors import UserError
 from simclr_core.presets import PRESETS, preset
-from simclr_core.runs import RunDir
-from simclr_core.train import build_parser, train
+from simclr_core.runs.rundir import RunDir
 from simclr_core.zoo import read_recipe, recipe, recipes
 
 ZOO = recipes()

@@ -6,16 +6,16 @@ its class, and the CLI's ``--method`` choices and the app's select box read it. 
 - ``encoder``: the online :class:`Encoder` (what evaluation, embeddings and ``backbone.pt`` use);
 - ``forward(view1, view2) -> loss`` for a batch of positive pairs;
 - ``after_step(step, total_steps)``: what happens after each optimiser step (the momentum update);
-- ``defaults``: the method's values for config fields left at "auto" (None);
+- ``defaults``: the method's values for config fields left at "auto" (None), and ``head``, its
+  paper's projection head (:mod:`simclr_core.resolve` fills them in);
+- ``warnings(cfg, train_images)``: what a user should hear about these settings;
 - ``from_config(cfg.method, encoder)``: the method with a run's settings;
-- its own projection head, :func:`simclr_core.heads.default_head` (built into the encoder);
 - ``loss_name``: how the app labels its loss.
 """
 
 from __future__ import annotations
 
-from simclr_core import heads
-from simclr_core.config import TrainConfig
+from simclr_core.config import METHOD_NAMES, TrainConfig
 from simclr_core.errors import UserError
 from simclr_core.methods.base import Method
 from simclr_core.methods.byol import BYOL
@@ -26,6 +26,8 @@ from simclr_core.models import Encoder
 
 # Typed by the protocol, so mypy checks every class against it.
 METHODS: dict[str, type[Method]] = {"simclr": SimCLR, "moco_v2": MoCoV2, "byol": BYOL}
+if tuple(METHODS) != METHOD_NAMES:  # the config's choices name exactly these methods
+    raise ImportError(f"methods.METHODS {tuple(METHODS)} differ from config.METHOD_NAMES {METHOD_NAMES}")
 
 __all__ = [
     "BYOL",
@@ -37,7 +39,6 @@ __all__ = [
     "ema_update",
     "method_class",
     "momentum_at",
-    "resolve_defaults",
 ]
 
 
@@ -48,26 +49,7 @@ def method_class(name: str) -> type[Method]:
     return METHODS[name]
 
 
-def resolve_defaults(cfg: TrainConfig) -> None:
-    """Fill the config fields left at None with the chosen method's defaults (so config.json records them).
-
-    The projection's hidden width stays None when not given: its default is a multiple of the
-    backbone width (:mod:`simclr_core.heads`), which the checkpoint's ``arch`` records as None too.
-    """
-    for key, value in method_class(cfg.method.name).defaults.items():
-        if getattr(cfg.method, key) is None:
-            setattr(cfg.method, key, value)
-    model = cfg.model
-    head = model.head = model.head or heads.default_head(cfg.method.name)
-    # the head's own output size and batch norm, resolved as models.architecture resolves them
-    spec = heads.SPECS[heads.check_head(head)]
-    if model.proj_out_dim is None:
-        model.proj_out_dim = spec.out_dim
-    if model.proj_bn is None:
-        model.proj_bn = spec.bn
-
-
 def build_method(cfg: TrainConfig, encoder: Encoder) -> Method:
-    """The method ``cfg.method.name`` around ``encoder``, with the config's settings."""
-    resolve_defaults(cfg)
+    """The method ``cfg.method.name`` around ``encoder``, with the settings of a resolved config
+    (:func:`simclr_core.resolve.resolve`)."""
     return method_class(cfg.method.name).from_config(cfg.method, encoder)

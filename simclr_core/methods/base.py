@@ -1,14 +1,15 @@
 """What the trainer asks of a self-supervised method: the :class:`Method` protocol.
 
 A method is an ``nn.Module`` around the shared :class:`~simclr_core.models.Encoder`, which the
-trainer optimises, saves, wraps in DDP and compiles as one module. Beyond that it needs five things,
-and nothing else about any method: so adding one is a class with these, and a line in the registry.
+trainer optimises, saves, wraps in DDP and compiles as one module. Beyond that the class owns every
+fact about its method: its defaults for "auto" settings, its projection head, its warnings, how it is
+built from a config, its loss and its step. Adding a method is a class with these, and a line in the registry.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any, ClassVar, Protocol, Self, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol, Self
 
 import torch
 from torch import nn
@@ -17,19 +18,23 @@ if TYPE_CHECKING:
     from simclr_core.config import MethodConfig
     from simclr_core.models import Encoder
 
-T = TypeVar("T")
-
 
 class Method(Protocol):
     """A self-supervised method, as the trainer, checkpoints and the app use it."""
 
     loss_name: ClassVar[str]  # how the app titles its loss curve
     defaults: ClassVar[dict[str, Any]]  # its values for the method settings left at "auto" (None)
+    head: ClassVar[str]  # its paper's projection head (simclr_core.heads.SPECS), when the config leaves it "auto"
     encoder: Encoder  # the online encoder: what evaluation, embeddings and backbone.pt use
+
+    @staticmethod
+    def warnings(cfg: MethodConfig, train_images: int) -> list[str]:
+        """What a user should hear about these settings on ``train_images`` images (a run still starts)."""
+        ...
 
     @classmethod
     def from_config(cls, cfg: MethodConfig, encoder: Encoder) -> Self:
-        """The method around ``encoder`` with the settings of ``cfg`` (defaults already resolved)."""
+        """The method around ``encoder`` with the settings of ``cfg`` (resolved: simclr_core.resolve)."""
         ...
 
     def __call__(self, view1: torch.Tensor, view2: torch.Tensor) -> torch.Tensor:
@@ -56,10 +61,3 @@ def as_module(method: Method) -> nn.Module:
     if not isinstance(method, nn.Module):
         raise TypeError(f"{type(method).__name__} is not an nn.Module: a method must be one")
     return method
-
-
-def resolved(value: T | None, name: str) -> T:
-    """A setting that :func:`~simclr_core.methods.resolve_defaults` has filled."""
-    if value is None:
-        raise ValueError(f"{name} is unset: resolve_defaults fills it before a method is built")
-    return value

@@ -8,9 +8,9 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import torch
 from torch import nn
 
+from simclr_core.config import resolved
 from simclr_core.heads import BYOLPredictionHead
 from simclr_core.losses import byol_loss
-from simclr_core.methods.base import resolved
 from simclr_core.methods.momentum import ema_update, momentum_at
 from simclr_core.models import Encoder
 
@@ -30,6 +30,7 @@ class BYOL(nn.Module):
     # Base momentum raised to 1 along a cosine, as the paper. Its 0.996 is for ImageNet's ~300k
     # steps; CIFAR-sized runs use 0.99 (solo-learn, lightly), which lets the target follow sooner.
     defaults: ClassVar[dict[str, Any]] = {"ema": 0.99, "ema_schedule": "cosine"}
+    head: ClassVar[str] = "byol"
 
     def __init__(
         self, encoder: Encoder, ema: float = 0.99, ema_schedule: str = "cosine", pred_hidden_dim: int | None = None
@@ -41,6 +42,11 @@ class BYOL(nn.Module):
         # "the predictor q uses the same architecture as g": the projector's hidden width by default
         self.predictor = BYOLPredictionHead(dim, pred_hidden_dim or encoder.hidden_dim, dim)
         self.ema, self.ema_schedule = ema, ema_schedule
+
+    @staticmethod
+    def warnings(cfg: MethodConfig, train_images: int) -> list[str]:
+        """Nothing about these settings needs saying."""
+        return []
 
     @classmethod
     def from_config(cls, cfg: MethodConfig, encoder: Encoder) -> BYOL:

@@ -10,8 +10,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from simclr_core import distributed
+from simclr_core.config import resolved
 from simclr_core.losses import info_nce
-from simclr_core.methods.base import resolved
 from simclr_core.methods.momentum import ema_update, momentum_at
 from simclr_core.models import Encoder
 
@@ -31,6 +31,7 @@ class MoCoV2(nn.Module):
     loss_name: ClassVar[str] = "InfoNCE loss (queue negatives)"  # what the app titles its loss curve
     # m = 0.99 and K = 4096 as the MoCo authors' CIFAR-10 demo; tau = 0.2 as MoCo v2.
     defaults: ClassVar[dict[str, Any]] = {"temperature": 0.2, "ema": 0.99, "ema_schedule": "constant"}
+    head: ClassVar[str] = "moco_v2"
 
     queue: torch.Tensor  # (K, D) buffer
     queue_ptr: torch.Tensor  # () long buffer
@@ -53,6 +54,16 @@ class MoCoV2(nn.Module):
         dim = encoder.out_dim
         self.register_buffer("queue", F.normalize(torch.randn(queue_size, dim), dim=1))  # (K, D)
         self.register_buffer("queue_ptr", torch.zeros((), dtype=torch.long))  # next row to overwrite
+
+    @staticmethod
+    def warnings(cfg: MethodConfig, train_images: int) -> list[str]:
+        """A queue longer than the data holds each image's own older keys as negatives."""
+        if cfg.queue_size <= train_images:
+            return []
+        return [
+            f"the MoCo queue (--queue-size {cfg.queue_size}) is larger than the {train_images} training images, "
+            f"so it holds each image's own older keys as negatives; use a queue of at most {train_images}"
+        ]
 
     @classmethod
     def from_config(cls, cfg: MethodConfig, encoder: Encoder) -> MoCoV2:

@@ -8,8 +8,8 @@ import torch
 from torch import nn
 
 from simclr_core import distributed
+from simclr_core.config import resolved
 from simclr_core.losses import nt_xent
-from simclr_core.methods.base import resolved
 from simclr_core.models import Encoder
 
 if TYPE_CHECKING:
@@ -21,11 +21,17 @@ class SimCLR(nn.Module):
 
     loss_name: ClassVar[str] = "NT-Xent loss"  # what the app titles its loss curve
     defaults: ClassVar[dict[str, Any]] = {"temperature": 0.5}  # the paper's CIFAR-10 value (appendix B.9)
+    head: ClassVar[str] = "simclr"
 
     def __init__(self, encoder: Encoder, temperature: float = 0.5):
         super().__init__()
         self.encoder = encoder
         self.temperature = temperature
+
+    @staticmethod
+    def warnings(cfg: MethodConfig, train_images: int) -> list[str]:
+        """Nothing about these settings needs saying."""
+        return []
 
     @classmethod
     def from_config(cls, cfg: MethodConfig, encoder: Encoder) -> SimCLR:

@@ -6,7 +6,7 @@
 - :mod:`.state`: ``last.pt``: save, restore (exact resume), the finite-weight check;
 - :mod:`.runner`: :func:`train`, a run's lifecycle: the folder's writer lock, status, log, signals.
 
-The command line is :mod:`simclr_core.train` (``python -m simclr_core.train``).
+The command line is :mod:`simclr_core.cli.train` (``python -m simclr_core.train``).
 """
 
 from simclr_core.training.loop import fit

@@ -2,7 +2,7 @@
 
 One page to read: :func:`train_step` (views, lr, forward under autocast, backward, the momentum
 update); every ``log_every`` steps a metrics line (a CPU-GPU sync point, so not every step); at each
-epoch's end the :func:`monitor` (kNN, the probe frame) and the checkpoint. :mod:`simclr_core.estimate`
+epoch's end the :func:`monitor` (kNN, the probe frame) and the checkpoint. :mod:`simclr_core.training.estimate`
 times the same step, monitor and checkpoint.
 """
 
@@ -16,10 +16,11 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
-from simclr_core import distributed, probe
-from simclr_core.config import TrainConfig
+from simclr_core import distributed
+from simclr_core.config import TrainConfig, resolved
 from simclr_core.embeddings import extract
-from simclr_core.evaluation import knn_accuracy
+from simclr_core.evaluation.classifiers import knn_accuracy
+from simclr_core.explorer import probe
 from simclr_core.hardware import autocast
 from simclr_core.optim import lr_at
 from simclr_core.training.batches import batches
@@ -74,12 +75,12 @@ def train_step(s: Session, x: torch.Tensor) -> torch.Tensor:
     """One optimiser step on a (B, 3, H, W) uint8 batch: views, lr, forward under autocast, backward,
     the momentum update. Returns the loss, left on the device (reading it is a CPU-GPU sync point).
 
-    :mod:`simclr_core.estimate` times this same step.
+    :mod:`simclr_core.training.estimate` times this same step.
     """
     v1, v2 = two_views(x, generator=s.generator, **s.view_kwargs)  # (B, 3, S, S) float each
     if s.device.type == "cuda":
         v1, v2 = (v.contiguous(memory_format=torch.channels_last) for v in (v1, v2))
-    s.lr = lr_at(s.step, s.total_steps, s.warmup_steps, s.cfg.optim.peak_lr())
+    s.lr = lr_at(s.step, s.total_steps, s.warmup_steps, resolved(s.cfg.optim.lr, "optim.lr"))
     for g in s.optimizer.param_groups:
         g["lr"] = s.lr
     with autocast(s.device, s.amp_dtype):

@@ -17,11 +17,13 @@ from typing import IO, Any
 
 import torch
 
-from simclr_core import distributed, probe, tboard
+from simclr_core import distributed
 from simclr_core.config import TrainConfig, check_run_name
 from simclr_core.errors import UserError
+from simclr_core.explorer import probe
 from simclr_core.hardware import describe, resolve_device
-from simclr_core.runs import RunDir, new_run, open_run
+from simclr_core.runs import tboard
+from simclr_core.runs.rundir import RunDir, new_run, open_run
 from simclr_core.training.loop import fit
 from simclr_core.training.session import Session, prepare
 
@@ -85,6 +87,7 @@ def _train_in(run: RunDir, cfg: TrainConfig, resume: bool) -> RunDir:
     with _closing_quietly(log_file):
         try:
             s = prepare(cfg, run, resume)
+            cfg = s.cfg  # resolved: every "auto" value decided, as config.json records it
             s.log_file = log_file
             if main:
                 cfg.save(run.config_path)

@@ -14,15 +14,19 @@ import torch
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
-from simclr_core import data, distributed, probe, tboard
-from simclr_core.config import TrainConfig
+from simclr_core import distributed
+from simclr_core.config import TrainConfig, resolved
+from simclr_core.data import datasets as data
 from simclr_core.errors import UserError
+from simclr_core.explorer import probe
 from simclr_core.hardware import autocast_dtype, resolve_device
 from simclr_core.methods import Method, build_method
 from simclr_core.methods.base import as_module
 from simclr_core.models import architecture, build_encoder
 from simclr_core.optim import build_optimizer
-from simclr_core.runs import RunDir
+from simclr_core.resolve import resolve, warnings
+from simclr_core.runs import tboard
+from simclr_core.runs.rundir import RunDir
 from simclr_core.training.memory import check_step_memory
 from simclr_core.training.state import restore, view_seed
 
@@ -71,7 +75,7 @@ class Session:
     @property
     def warmup_steps(self) -> int:
         """Steps of the learning rate's linear warm-up."""
-        return round(self.cfg.optim.warmup() * self.steps_per_epoch)
+        return round(resolved(self.cfg.optim.warmup_epochs, "optim.warmup_epochs") * self.steps_per_epoch)
 
     def record(self, line: dict[str, Any]) -> None:
         """Append a metrics line (rank 0): metrics.jsonl, and its TensorBoard mirror."""
@@ -112,16 +116,10 @@ def prepare(cfg: TrainConfig, run: RunDir, resume: bool) -> Session:
             f"--batch-size {cfg.optim.batch_size} is larger than the {len(train)} training "
             f"images of {train.name}; lower it"
         )
-    side = train.images.shape[-1]
-    # Resolve "auto" settings once, so config.json records what actually ran.
-    if cfg.model.cifar_stem is None:
-        cfg.model.cifar_stem = side <= 64
-    view_kwargs = cfg.views.kwargs(side)
-    if cfg.views.blur_prob is None:
-        cfg.views.blur_prob = view_kwargs["blur_prob"]
-    if cfg.views.jitter_strength is None:
-        cfg.views.jitter_strength = view_kwargs["jitter_strength"]
-    arch = architecture(cfg, side)
+    # Every "auto" setting, decided once: the session keeps it, and the runner writes it to config.json.
+    cfg = resolve(cfg, train.images.shape[-1])
+    view_kwargs = cfg.views.kwargs()
+    arch = architecture(cfg)
 
     torch.manual_seed(cfg.run.seed)  # the same initial weights on every rank
     method = build_method(cfg, build_encoder(arch))
@@ -144,9 +142,9 @@ def prepare(cfg: TrainConfig, run: RunDir, resume: bool) -> Session:
     optimizer = build_optimizer(
         module,
         cfg.optim.optimizer,
-        cfg.optim.peak_lr(),
+        resolved(cfg.optim.lr, "optim.lr"),
         cfg.optim.momentum,
-        cfg.optim.decay(),
+        resolved(cfg.optim.weight_decay, "optim.weight_decay"),
         fused=device.type == "cuda",
     )
     scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
@@ -174,12 +172,7 @@ def prepare(cfg: TrainConfig, run: RunDir, resume: bool) -> Session:
         workers=0 if on_device else workers,
     )
     s.notes.extend(train.notes)  # what the folder scan skipped, the held-out fifth, no cache
-    if cfg.method.name == "moco_v2" and cfg.method.queue_size > len(train):
-        s.notes.append(
-            f"warning: the MoCo queue (--queue-size {cfg.method.queue_size}) is larger than the "
-            f"{len(train)} training images, so it holds each image's own older keys as negatives; "
-            f"use a queue of at most {len(train)}"
-        )
+    s.notes.extend(f"warning: {w}" for w in warnings(cfg, len(train)))
     if cfg.run.compile:
         s.compiled = torch.compile(model)
     if resume:

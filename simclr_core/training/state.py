@@ -7,11 +7,13 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from simclr_core import checkpoints, distributed
+from simclr_core import distributed
+from simclr_core.config import resolved
 from simclr_core.embeddings import checkpoint_key
 from simclr_core.errors import UserError
 from simclr_core.methods.base import as_module
-from simclr_core.runs import CheckpointInfo
+from simclr_core.runs import checkpoints
+from simclr_core.runs.rundir import CheckpointInfo
 
 if TYPE_CHECKING:
     from simclr_core.training.session import Session
@@ -137,11 +139,12 @@ def diverged(s: Session, what: str) -> UserError:
         else "no checkpoint was written before it"
     )
     optim = s.cfg.optim
-    if optim.peak_lr() > LR_FAR_ABOVE * optim.default_lr():
+    lr = resolved(optim.lr, "optim.lr")
+    if lr > LR_FAR_ABOVE * optim.default_lr():
         # halving a wild --lr takes a resume per halving (twenty from 1e6): go back to the recipe's rate at once
         fix = f"--lr {optim.default_lr():.3g} (the default for {optim.optimizer} at batch {optim.batch_size})"
     else:
-        fix = f"--lr {optim.peak_lr() / 2:.3g}"
+        fix = f"--lr {lr / 2:.3g}"
     if s.cfg.method.temperature is not None:
         fix += f" (or a higher --temperature than {s.cfg.method.temperature:g})"
     return UserError(f"{what}; {kept}; resume with a lower learning rate: --resume {s.run.name} {fix}")

@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from simclr_core.runs import RunDir
-from simclr_core.train import train
+from simclr_core.cli.train import train
+from simclr_core.runs.rundir import RunDir
 
 from tests.conftest import tiny_config
 
@@ -100,8 +100,8 @@ def plotly_specs(at: AppTest) -> list[tuple[str | None, dict]]:
 @pytest.fixture(autouse=True)
 def _offline(monkeypatch):
     """No dataset server answers, on every machine (the form checks CIFAR-10 / STL-10 downloads)."""
-    from pages.common import host_reachable
-    from simclr_core import precheck
+    from simclr_core.training import precheck
+    from ui.cached import host_reachable
 
     monkeypatch.setattr(precheck, "reachable", lambda host, port=443, timeout=3.0: False)
     host_reachable.clear()
@@ -115,13 +115,13 @@ class Queue:
         self.runs, self.monkeypatch = runs, monkeypatch
 
     def hold(self) -> None:
-        from simclr_core import jobs
+        from simclr_core.explorer import jobs
 
         self.monkeypatch.setenv("SIMCLR_JOBS", "worker")
         self.monkeypatch.setattr(jobs, "ensure_worker", lambda directory: 0)
 
     def work(self) -> None:
-        from simclr_core import jobs
+        from simclr_core.explorer import jobs
 
         jobs.worker(jobs.jobs_dir(self.runs), parent=None, warm_up=False, idle_exit_s=0)
 

@@ -96,7 +96,7 @@ def test_train_with_these_settings_hands_the_view_config_to_train(runs_dir):
 
 
 def test_a_dataset_that_cannot_be_loaded_shows_why(runs_dir, monkeypatch):
-    from simclr_core import data
+    from simclr_core.data import datasets as data
     from simclr_core.errors import UserError
 
     def offline(*a, **kw):

@@ -11,29 +11,15 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
-import socket
-import subprocess
-import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
 
+from simclr_core.cli.studio import CHROMIUM, CHROMIUM_FLAGS, server_flags, start_server
+
 REPO = Path(__file__).resolve().parents[2]
 SHOTS = REPO / "test-output" / "browser"
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-FLAGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-component-update",
-    "--disable-sync",
-]
 
 if not Path(CHROMIUM).exists():
     if os.environ.get("CI") == "true":
@@ -44,12 +30,6 @@ sync_playwright = pytest.importorskip("playwright.sync_api").sync_playwright
 pytestmark = pytest.mark.slow
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def app_server(tmp_path_factory):
     """The app on a free localhost port, with an empty runs folder, until the tests end: (url, home, process).
@@ -58,51 +38,13 @@ def app_server(tmp_path_factory):
     `streamlit run app.py` in the repository and `simclr-studio` give them; Streamlit itself reads that
     file only from the folder it starts in, and this server starts in a temp folder.
     """
-    from simclr_core.studio import server_flags
-
     home = tmp_path_factory.mktemp("app")
-    port = free_port()
-    env = {**os.environ, "SIMCLR_RUNS_DIR": str(home / "runs"), "PYTHONPATH": str(REPO)}
-    env.pop("SIMCLR_JOBS", None)  # the real background worker, as a user's app has
-    log = open(home / "streamlit.log", "wb")  # noqa: SIM115 - the server writes to it until the module's tests end
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "streamlit",
-            "run",
-            str(REPO / "app.py"),
-            *server_flags(REPO / ".streamlit" / "config.toml"),
-            "--server.headless",
-            "true",
-            "--server.port",
-            str(port),
-            "--server.address",
-            "127.0.0.1",
-            "--browser.gatherUsageStats",
-            "false",
-        ],
-        cwd=home,
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 90
-    while True:
-        try:
-            if urllib.request.urlopen(f"{url}/_stcore/health", timeout=2).read() == b"ok":
-                break
-        except OSError:
-            pass
-        if proc.poll() is not None or time.time() > deadline:
-            proc.kill()
-            raise AssertionError(f"streamlit did not start: {(home / 'streamlit.log').read_text()[-2000:]}")
-        time.sleep(0.5)
+    # SIMCLR_JOBS unset: the real background worker, as a user's app has
+    env: dict[str, str | None] = {"SIMCLR_RUNS_DIR": str(home / "runs"), "SIMCLR_JOBS": None}
+    proc, url = start_server(REPO / "app.py", home, env, server_flags(REPO / ".streamlit" / "config.toml"))
     yield url, home, proc
     proc.terminate()
     proc.wait(timeout=30)
-    log.close()
 
 
 @pytest.fixture(scope="module")
@@ -114,7 +56,7 @@ def server(app_server):
 @pytest.fixture(scope="module")
 def page(server):
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=list(CHROMIUM_FLAGS))
         pg = browser.new_page(viewport={"width": 1400, "height": 1000})
         pg.set_default_timeout(120_000)
         yield pg

@@ -5,8 +5,9 @@ import json
 import numpy as np
 import pytest
 
-from simclr_core import data, probe
-from simclr_core.explore import GRAPH_K
+from simclr_core.data import datasets as data
+from simclr_core.explorer import probe
+from simclr_core.explorer.compute import GRAPH_K
 
 from tests.pages.conftest import app, deck_specs, layer, plotly_specs
 
@@ -71,7 +72,7 @@ def test_map_has_every_test_image_with_its_thumbnail(finished_run):
     tip = json.loads(html)["html"]
     assert "<img src='app/static/thumbs/" in tip and "{row}.png" in tip and "pixelated" in tip
     folder = tip.split("app/static/thumbs/")[1].split("/")[0]
-    from pages.common import THUMBS_DIR
+    from ui.shell import THUMBS_DIR
 
     assert len(list((THUMBS_DIR / folder).glob("*.png"))) == 360
     assert any("360 images · 360 plotted" in c.value for c in at.caption)
@@ -193,7 +194,7 @@ def test_unlabelled_split_turns_off_the_label_modes_and_says_why(finished_run, t
 
 
 def test_file_and_class_names_that_are_not_utf8_are_shown_escaped(finished_run, tmp_path):
-    """Such names are read and trained on (simclr_core.data); the page shows them as \\xff, not a traceback."""
+    """Such names are read and trained on (simclr_core.data.datasets); the page shows them as \\xff, not a traceback."""
     import os
 
     from PIL import Image
@@ -328,8 +329,8 @@ def test_over_training_ignores_a_half_written_frame(finished_run):
 
 
 def test_every_setting_keeps_its_value_through_a_wait_for_the_worker(finished_run, queue):
-    from simclr_core import jobs, scores
-    from simclr_core.explore import load_graph
+    from simclr_core.explorer import jobs, scores
+    from simclr_core.explorer.compute import load_graph
 
     at = app("embeddings", **PCA, emb_focus={"split": "test", "row": 5})
     at.slider(key="emb_k").set_value(7).run()
@@ -390,7 +391,7 @@ def test_settings_come_back_after_a_visit_to_another_page_and_from_the_address(f
 
 
 def test_save_a_selection_as_a_tag_then_highlight_colour_export_and_delete_it(finished_run):
-    from simclr_core.tags import load_tags
+    from simclr_core.explorer.tags import load_tags
 
     at = app("embeddings", **PCA, emb_k=5, emb_focus={"split": "test", "row": 12})
     what = at.selectbox(key="emb_tag_what")

@@ -1,8 +1,8 @@
 import json
 import shutil
 
-from simclr_core import jobs
-from simclr_core.runs import RunDir
+from simclr_core.explorer import jobs
+from simclr_core.runs.rundir import RunDir
 
 from tests.pages.conftest import app, plotly_specs
 

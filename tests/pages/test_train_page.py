@@ -1,7 +1,7 @@
 """The Train page: the new-run form and its checks, presets, the run list, live curves, stop/resume.
 
 Launching is monkeypatched in the page tests (no process starts); the slow tests at the end start
-real training processes through simclr_core.launch.
+real training processes through simclr_core.runs.launch.
 """
 
 from __future__ import annotations
@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from simclr_core import launch
 from simclr_core.config import TrainConfig
-from simclr_core.runs import RunDir, new_run
+from simclr_core.runs import launch
+from simclr_core.runs.rundir import RunDir, new_run
 
 from tests.conftest import tiny_config
 from tests.pages.conftest import app, plotly_specs
@@ -316,7 +316,7 @@ def test_finished_run_shows_list_curves_and_resume(finished_run):
 
 
 def test_a_collapsed_representation_raises_the_alarm(finished_run):
-    from simclr_core.health import collapse_alarm
+    from simclr_core.evaluation.health import collapse_alarm
 
     last = finished_run.metrics("epoch")[-1]
     finished_run.append_metrics(
@@ -389,7 +389,7 @@ def test_a_run_whose_process_dies_at_start_shows_what_it_printed(runs_dir, monke
     assert any("No module named 'torch'" in c.value for c in at.code)
 
 
-# ---- real processes through simclr_core.launch ----------------------------------------------------------
+# ---- real processes through simclr_core.runs.launch ----------------------------------------------------------
 
 
 def wait_for(predicate, timeout: float = 120.0) -> bool:
@@ -468,7 +468,7 @@ def test_an_export_in_progress_shows_its_progress_and_survives_a_reload(finished
     assert [b.proto.label for b in again.get("download_button")] == ["Download torchscript"]
 
 
-# ---- run management (simclr_core.manage) --------------------------------------------------------------
+# ---- run management (simclr_core.runs.manage) --------------------------------------------------------------
 
 
 def test_rename_notes_archive_and_restore_from_the_page(finished_run, runs_dir):
@@ -533,7 +533,7 @@ def test_the_presets_expected_results_are_quoted_only_for_its_own_settings(runs_
 
 
 def test_estimate_measures_the_forms_settings_in_the_background(runs_dir, queue, monkeypatch):
-    from simclr_core import estimate
+    from simclr_core.training import estimate
 
     monkeypatch.setattr(estimate, "DEFAULT_SECONDS", 2.0)  # a short measurement: the figures are not tested here
     at = app("train")

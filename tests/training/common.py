@@ -5,8 +5,8 @@ import subprocess
 import sys
 import time
 
-from simclr_core.runs import RunDir
-from simclr_core.train import main, train
+from simclr_core.cli.train import main, train
+from simclr_core.runs.rundir import RunDir
 from simclr_core.training import loop
 
 from tests.conftest import REPO, tiny_args, tiny_config

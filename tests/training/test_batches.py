@@ -3,9 +3,9 @@
 import pytest
 import torch
 
-from simclr_core import checkpoints
-from simclr_core.runs import RunDir
-from simclr_core.train import main, train
+from simclr_core.cli.train import main, train
+from simclr_core.runs import checkpoints
+from simclr_core.runs.rundir import RunDir
 
 from tests.conftest import tiny_config
 from tests.training.common import train_until_stopped

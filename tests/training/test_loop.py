@@ -3,8 +3,8 @@
 import pytest
 import torch
 
-from simclr_core import checkpoints
-from simclr_core.runs import RunDir
+from simclr_core.runs import checkpoints
+from simclr_core.runs.rundir import RunDir
 from simclr_core.training import train
 
 from tests.conftest import tiny_args, tiny_config

@@ -5,7 +5,8 @@ import torch
 
 from simclr_core.methods import build_method
 from simclr_core.models import architecture, build_encoder
-from simclr_core.runs import RunDir
+from simclr_core.resolve import resolve
+from simclr_core.runs.rundir import RunDir
 from simclr_core.training import memory
 
 from tests.conftest import tiny_args, tiny_config
@@ -13,8 +14,8 @@ from tests.training.common import one_line_error, run_main
 
 
 def test_what_a_forward_keeps_scales_with_the_area_and_leaves_the_encoder_alone(tmp_path):
-    cfg = tiny_config(tmp_path)
-    encoder = build_encoder(architecture(cfg, 16))
+    cfg = resolve(tiny_config(tmp_path), 16)
+    encoder = build_encoder(architecture(cfg))
     before = {k: v.clone() for k, v in encoder.state_dict().items()}
     rng = torch.get_rng_state()
     small, large = memory.saved_bytes_per_image(encoder, 32), memory.saved_bytes_per_image(encoder, 64)
@@ -24,8 +25,8 @@ def test_what_a_forward_keeps_scales_with_the_area_and_leaves_the_encoder_alone(
 
 
 def test_a_step_that_cannot_fit_names_a_crop_size_and_a_batch_size_that_would(tmp_path, monkeypatch):
-    cfg = tiny_config(tmp_path)
-    method = build_method(cfg, build_encoder(architecture(cfg, 16)))
+    cfg = resolve(tiny_config(tmp_path), 16)
+    method = build_method(cfg, build_encoder(architecture(cfg)))
     scaled, fixed = memory.step_memory(cfg, method, 512)
     monkeypatch.setattr(memory, "available_memory", lambda: fixed + scaled // 4 + 2**16)  # a quarter of it
     with pytest.raises(Exception) as e:

@@ -12,12 +12,14 @@ from pathlib import Path
 import pytest
 import torch
 
-from simclr_core import checkpoints
-from simclr_core.checkpoints import load_backbone
-from simclr_core.runs import RunDir, summarize
-from simclr_core.train import main, train
+from simclr_core.cli.common import config_flags
+from simclr_core.cli.train import main, train
+from simclr_core.runs import checkpoints
+from simclr_core.runs.checkpoints import load_trunk
+from simclr_core.runs.progress import summarize
+from simclr_core.runs.rundir import RunDir
 
-from tests.conftest import REPO, tiny_args
+from tests.conftest import REPO, tiny_args, tiny_config
 from tests.training.common import (
     spawn_training,
     wait_for_training,
@@ -48,7 +50,7 @@ def test_tiny_run_writes_the_run_folder(tiny):
     assert saved["views"]["jitter_strength"] == 0.5  # "auto" at 16 px: the paper's CIFAR strength, recorded
     ckpt = checkpoints.load(run.last_ckpt)
     assert (ckpt["epoch"], ckpt["step"]) == (2, 4)
-    backbone = load_backbone(run.backbone_path)  # a plain torchvision-layout ResNet
+    backbone = load_trunk(run.backbone_path)  # a plain torchvision-layout ResNet
     assert backbone(torch.rand(2, 3, 16, 16)).shape == (2, 256)
 
 
@@ -166,7 +168,7 @@ def test_the_last_status_is_written_when_the_disk_is_full(tmp_path, capsys, monk
     message, in the space it set aside at the start (``.status.reserve``)."""
     import errno
 
-    from simclr_core import runs
+    from simclr_core.runs import rundir as runs
     from simclr_core.training import loop
 
     real = runs.write_json_atomic
@@ -248,10 +250,9 @@ def test_a_folder_with_file_names_that_are_not_utf8_trains(tmp_path, capsys):
             Image.new("RGB", (16, 16), (20 * i, 100 * c, 50)).save(os.fsdecode(name))
     with open(os.path.join(root, b"cats", b"bad\xfe.png"), "wb") as f:
         f.write(b"not a png")
-    args = tiny_args(tmp_path)
-    args[args.index("digits")] = "folder"
-    args[args.index("--subset") : args.index("--subset") + 2] = ["--data-path", os.fsdecode(root)]
-    args[args.index("--batch-size") + 1] = "8"
+    cfg = tiny_config(tmp_path)
+    cfg.data.dataset, cfg.data.data_path, cfg.data.subset, cfg.optim.batch_size = "folder", os.fsdecode(root), None, 8
+    args = config_flags(cfg)
     assert main([*args, "--epochs", "1"]) == 0, capsys.readouterr().err
     run = RunDir(tmp_path / "runs" / "tiny")
     assert run.status()["state"] == "finished"

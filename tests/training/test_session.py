@@ -21,8 +21,8 @@ def _single_split_folder(root, n_per_class=20):
 
 @pytest.mark.parametrize("transductive", [False, True])
 def test_a_single_split_folder_keeps_its_held_out_fifth_unseen(tmp_path, transductive):
-    from simclr_core import data
-    from simclr_core.evaluate import evaluate_run
+    from simclr_core.data import datasets as data
+    from simclr_core.evaluation.run import evaluate_run
 
     cfg = tiny_config(tmp_path, epochs=1, batch_size=8)
     cfg.data.dataset, cfg.data.data_path, cfg.data.subset = "folder", str(_single_split_folder(tmp_path / "pets")), None

@@ -6,8 +6,8 @@ import re
 import pytest
 import torch
 
-from simclr_core import checkpoints
-from simclr_core.runs import RunDir
+from simclr_core.runs import checkpoints
+from simclr_core.runs.rundir import RunDir
 from simclr_core.training import train
 
 from tests.conftest import tiny_args, tiny_config

@@ -1,0 +1,121 @@
+import numpy as np
+import pytest
+from threadpoolctl import threadpool_limits
+
+from simclr_core.errors import UserError
+from simclr_core.explorer import projection
+from simclr_core.explorer.projection import cache_path, cached_project, project
+
+
+@pytest.fixture(autouse=True)
+def _one_openmp_thread():
+    """t-SNE's OpenMP threads spin-wait on a busy shared CPU (60 points: 5 s instead of 0.2 s)."""
+    with threadpool_limits(1, user_api="openmp"):
+        yield
+
+
+@pytest.fixture
+def blobs() -> np.ndarray:
+    """60 points in 8-D around three well-separated centres."""
+    rng = np.random.default_rng(0)
+    centres = rng.normal(size=(3, 8)) * 5
+    return (np.repeat(centres, 20, axis=0) + rng.normal(size=(60, 8)) * 0.1).astype(np.float32)
+
+
+@pytest.mark.parametrize(
+    "method,dims,params",
+    [
+        ("pca", 2, {}),
+        ("pca", 3, {}),
+        ("tsne", 2, {"perplexity": 10}),
+        ("umap", 2, {"n_neighbors": 10}),
+        ("umap", 3, {"n_neighbors": 10, "min_dist": 0.5}),
+    ],
+)
+def test_shapes_determinism_and_clusters(blobs, method, dims, params):
+    a = project(blobs, method, dims, seed=1, **params)
+    assert a.shape == (60, dims) and a.dtype == np.float32 and np.isfinite(a).all()
+    assert np.allclose(project(blobs, method, dims, seed=1, **params), a)
+    # the three blobs stay apart: every point lies nearest to its own blob's centre
+    centres = a.reshape(3, 20, dims).mean(1)
+    nearest = np.linalg.norm(a[:, None] - centres[None], axis=2).argmin(1)
+    assert np.array_equal(nearest, np.repeat(np.arange(3), 20))
+
+
+def test_pca_sees_cosine_geometry(blobs):
+    # rows are L2-normalised first: rescaling a row does not move its point
+    scaled = blobs * np.linspace(0.5, 3, 60, dtype=np.float32)[:, None]
+    assert np.allclose(project(scaled, "pca"), project(blobs, "pca"), atol=1e-4)
+
+
+def test_perplexity_above_point_count_is_clipped(blobs):
+    assert project(blobs[:10], "tsne", perplexity=50).shape == (10, 2)
+
+
+def test_cache_hit_reads_the_file(blobs, tmp_path, monkeypatch):
+    first = cached_project(blobs, tmp_path, "k1", "pca", 2)
+    path = cache_path(tmp_path, "k1", "pca", 2)
+    assert path.is_file() and np.array_equal(np.load(path), first)
+
+    def boom(*a, **k):
+        raise AssertionError("recomputed")
+
+    monkeypatch.setattr(projection, "project", boom)
+    assert np.array_equal(cached_project(blobs, tmp_path, "k1", "pca", 2), first)
+    # another key, method parameter or dimension is another file: computing it calls project
+    for args, kw in [(("k2", "pca", 2), {}), (("k1", "pca", 3), {}), (("k1", "umap", 2), {"n_neighbors": 5})]:
+        with pytest.raises(AssertionError, match="recomputed"):
+            cached_project(blobs, tmp_path, *args, **kw)
+
+
+def test_cache_with_wrong_rows_or_damaged_file_is_recomputed(blobs, tmp_path):
+    cached_project(blobs, tmp_path, "k", "pca", 2)
+    assert cached_project(blobs[:30], tmp_path, "k", "pca", 2).shape == (30, 2)
+    cache_path(tmp_path, "k", "pca", 2).write_bytes(b"not numpy")
+    assert np.allclose(cached_project(blobs, tmp_path, "k", "pca", 2), project(blobs, "pca"))
+
+
+@pytest.mark.parametrize(
+    "kw,match",
+    [
+        ({"method": "lda"}, "unknown projection 'lda'"),
+        ({"dims": 4}, "2-D or 3-D"),
+        ({"dims": 1}, "2-D or 3-D"),
+    ],
+)
+def test_bad_arguments_are_user_errors(blobs, tmp_path, kw, match):
+    with pytest.raises(UserError, match=match):
+        project(blobs, **kw)
+    with pytest.raises(UserError, match=match):
+        cached_project(blobs, tmp_path, "k", **kw)
+
+
+def test_too_few_points(blobs):
+    with pytest.raises(UserError, match="at least 4 points"):
+        project(blobs[:3], "pca", 2)
+
+
+def test_align_undoes_rotation_scale_shift_and_reflection():
+    rng = np.random.default_rng(3)
+    ref = rng.normal(size=(200, 2))
+    theta = 1.1
+    rot = np.array([[np.cos(theta), -np.sin(theta)], [np.sin(theta), np.cos(theta)]]) @ np.diag([1, -1])
+    moved = 3.5 * ref @ rot + np.array([10.0, -4.0])
+    assert np.allclose(projection.align(ref, moved), ref, atol=1e-5)
+    with pytest.raises(ValueError):
+        projection.align(ref, moved[:10])
+
+
+@pytest.mark.parametrize("method", ["pca", "tsne", "umap"])
+def test_trajectory_aligns_each_frame_to_the_previous(blobs, method):
+    # frame 2 is frame 1 rotated in embedding space: the picture must not jump
+    q, _ = np.linalg.qr(np.random.default_rng(4).normal(size=(8, 8)))
+    frames = [blobs, blobs @ q.astype(np.float32)]
+    params = {"umap": {"n_neighbors": 10}, "tsne": {"perplexity": 10}}.get(method, {})
+    a, b = projection.trajectory(frames, method, 2, seed=0, **params)
+    assert a.shape == b.shape == (60, 2)
+    spread = np.linalg.norm(a - a.mean(0), axis=1).mean()
+    assert np.linalg.norm(a - b, axis=1).mean() < 0.35 * spread
+    # extending with previous= continues from the last frame
+    [c] = projection.trajectory(frames[1:], method, 2, seed=0, previous=b, **params)
+    assert np.linalg.norm(c - b, axis=1).mean() < 0.35 * spread

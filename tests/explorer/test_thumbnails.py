@@ -1,0 +1,151 @@
+"""Thumbnail files: one per image, written once, lossless for small images; the folder under a cap."""
+
+import errno
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from simclr_core.data.datasets import ImageSet
+from simclr_core.errors import UserError
+from simclr_core.explorer.thumbnails import IN_USE_S, MAX_MB_ENV, ThumbnailStore, cap_bytes, digest, write_thumbnails
+
+
+def images(n: int, side: int, seed: int = 0) -> ImageSet:
+    g = torch.Generator().manual_seed(seed)
+    return ImageSet(
+        torch.randint(0, 256, (n, 3, side, side), dtype=torch.uint8, generator=g),
+        torch.zeros(n, dtype=torch.long),
+        [],
+        f"test/{side}",
+    )
+
+
+def test_one_lossless_png_per_image(tmp_path):
+    imgs = images(12, 32)
+    out = write_thumbnails(imgs, tmp_path)
+    assert out.name == digest(imgs) and sorted(p.name for p in out.iterdir()) == sorted(f"{i}.png" for i in range(12))
+    back = np.asarray(Image.open(out / "7.png"))
+    assert np.array_equal(back, imgs.images[7].numpy().transpose(1, 2, 0))  # pixel for pixel
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temp folder left
+
+
+def test_large_images_are_jpeg_and_a_set_is_written_once(tmp_path):
+    imgs = images(3, 96)
+    out = write_thumbnails(imgs, tmp_path)
+    assert (out / "0.jpg").is_file() and Image.open(out / "2.jpg").size == (96, 96)
+    stamp = (out / "0.jpg").stat().st_mtime_ns
+    assert write_thumbnails(imgs, tmp_path) == out and (out / "0.jpg").stat().st_mtime_ns == stamp
+
+
+def test_other_pixels_get_another_folder():
+    assert digest(images(12, 32, seed=0)) != digest(images(12, 32, seed=1))
+    assert digest(images(12, 32)) == digest(images(12, 32))
+
+
+def set_used(store: ThumbnailStore, name: str, ago_s: float) -> None:
+    t = time.time() - ago_s
+    os.utime(store.root / name, (t, t))
+
+
+def test_the_cap_evicts_the_least_recently_used_sets_and_keeps_the_one_written(tmp_path):
+    a, b, c = (images(12, 32, seed=s) for s in (1, 2, 3))
+    free = ThumbnailStore(tmp_path, max_bytes=10**12, in_use_s=0)
+    for imgs in (a, b):
+        free.write(imgs)
+    set_used(free, digest(a), 300)
+    set_used(free, digest(b), 600)
+    assert free.touch(digest(a))  # a used again now: b is the least recently used
+    per_set = max(s.bytes for s in free.sets())
+    capped = ThumbnailStore(tmp_path, max_bytes=2 * per_set, in_use_s=0)
+    capped.write(c)
+    assert [s.name for s in capped.sets()] == [digest(a), digest(c)]  # least recently used first
+    assert not (tmp_path / digest(b)).exists() and not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+    # the set being written stays even when it alone is over the cap
+    tiny = ThumbnailStore(tmp_path, max_bytes=0, in_use_s=0)
+    tiny.write(b)
+    assert [s.name for s in tiny.sets()] == [digest(b)] and tiny.size() > 0
+
+
+def test_sets_in_use_and_folders_not_ours_are_never_evicted(tmp_path):
+    a, b = images(12, 32, seed=1), images(12, 32, seed=2)
+    ThumbnailStore(tmp_path, max_bytes=10**12).write(a)
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("not a thumbnail set")
+    store = ThumbnailStore(tmp_path, max_bytes=0)  # the default: sets used in the last 10 minutes are in use
+    store.write(b)
+    assert {s.name for s in store.sets()} == {digest(a), digest(b)} and (tmp_path / "mine" / "notes.txt").is_file()
+    set_used(store, digest(a), IN_USE_S + 60)
+    assert store.evict(keep=[digest(b)]) == [digest(a)] and (tmp_path / "mine").is_dir()
+
+
+def test_size_counts_whole_blocks_of_every_file_as_du_does(tmp_path):
+    store = ThumbnailStore(tmp_path)
+    assert store.size() == 0 and store.sets() == []
+    store.write(images(12, 32, seed=1))
+    store.write(images(5, 96, seed=2))  # JPEG
+    # every file and folder below the root, in whole blocks (du -s --block-size=1, less the root's own)
+    on_disk = sum(os.stat(Path(d) / f).st_blocks * 512 for d, dirs, files in os.walk(tmp_path) for f in files + dirs)
+    assert store.size() == on_disk
+    sets = store.sets()
+    assert sorted(s.files for s in sets) == [5, 12] and sum(s.bytes for s in sets) == store.size()
+    assert all(s.bytes >= s.files * 512 for s in sets)  # a file takes at least a block, however small
+
+
+def test_temp_folders_of_dead_writers_are_removed(tmp_path):
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    alive = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        for pid in (dead.pid, alive.pid):
+            tmp = tmp_path / f".0123456789abcdef.{pid}.tmp"
+            tmp.mkdir()
+            (tmp / "0.png").write_bytes(b"x" * 5000)
+        (tmp_path / f".fedcba9876543210.evicted.{dead.pid}.tmp").mkdir()  # a kill in the middle of an eviction
+        store = ThumbnailStore(tmp_path)
+        assert store.size() > 5000  # what is being written counts too
+        store.write(images(3, 32))
+        left = sorted(p.name for p in tmp_path.iterdir())
+        assert left == sorted([f".0123456789abcdef.{alive.pid}.tmp", digest(images(3, 32))])
+        assert store.remove_stale_temps() == 0  # the live writer's folder stays
+    finally:
+        alive.kill()
+        alive.wait()
+    assert store.remove_stale_temps() == 1 and [p.name for p in tmp_path.iterdir()] == [digest(images(3, 32))]
+
+
+def test_the_cap_is_read_from_the_environment(tmp_path, monkeypatch):
+    monkeypatch.delenv(MAX_MB_ENV, raising=False)
+    assert cap_bytes() == 1024 * 2**20
+    monkeypatch.setenv(MAX_MB_ENV, "250")
+    assert cap_bytes() == 250 * 2**20 and ThumbnailStore("x").max_bytes == 250 * 2**20
+    monkeypatch.setenv(MAX_MB_ENV, "lots")
+    store = ThumbnailStore(tmp_path)
+    assert store.size() == 0 and not store.touch("0123456789abcdef")  # a page that only reads is not stopped
+    with pytest.raises(UserError, match=f"{MAX_MB_ENV}='lots' is not a size: set it to the megabytes"):
+        store.write(images(3, 32))
+    assert list(tmp_path.iterdir()) == []  # said before anything was written
+
+
+def test_touch_names_only_sets(tmp_path):
+    store = ThumbnailStore(tmp_path)
+    out = store.write(images(3, 32))
+    set_used(store, out.name, 1000)
+    assert store.touch(out.name) and time.time() - out.stat().st_mtime < 60
+    assert not store.touch("0123456789abcdef") and not store.touch("../" + out.name) and not store.touch("")
+
+
+def test_a_full_disk_says_what_to_do_and_leaves_no_half_set(tmp_path, monkeypatch):
+    def full(*args):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(ThumbnailStore, "_write_files", staticmethod(full))
+    with pytest.raises(UserError, match=f"is full: free some space, or lower {MAX_MB_ENV}"):
+        ThumbnailStore(tmp_path).write(images(3, 32))
+    assert list(tmp_path.iterdir()) == []

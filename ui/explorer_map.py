@@ -1,0 +1,377 @@
+"""The Embeddings page's map of one split, in three parts: the settings that decide what the background
+worker computes and what the points show (:func:`map_controls` gives a :class:`MapControls`,
+:func:`colour_controls` a :class:`ColourSpec`); the colouring, a pure function (ui.map_points.colour_points)
+that :func:`map_colouring` feeds with the split's scores and clusters; and the chart (:func:`draw_map`:
+deck.gl, or Plotly for a lasso; :func:`show_legend`, :func:`map_caption`). It also holds the cached reads of
+the worker's files and the names of the projections and colour modes, which the over-training view shares.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import streamlit as st
+
+from simclr_core.data import datasets as data
+from simclr_core.explorer import scores, specs
+from simclr_core.explorer.compute import GRAPH_K, load_graph
+from simclr_core.explorer.projection import DEFAULTS
+from simclr_core.explorer.tables import class_names
+from simclr_core.explorer.tags import load_tags
+from simclr_core.runs.rundir import RunDir
+from ui import mapview
+from ui.cached import load_embeddings, run_images, thumbnails
+from ui.explorer_focus import Picked, find_image, follow_handoff, set_focus
+from ui.explorer_panels import path_of
+from ui.jobs import job_result, waited
+from ui.map_points import Colouring, Legend, MapData, colour_points, points_frame
+from ui.runs import checkpoint_label, pinned_key
+from ui.shell import THUMBS_DIR
+from ui.widgets import keep, user_errors
+
+METHOD_NAMES = {"umap": "UMAP", "tsne": "t-SNE", "pca": "PCA"}
+FEATURES = {"h": "h: backbone (what kNN and probes use)", "z": "z: projection head (where the loss lives)"}
+COLOURS = {
+    "class": "Class",
+    "pred": "kNN prediction",
+    "correct": "kNN right / wrong",
+    "confidence": "kNN confidence",
+    "cluster": "k-means cluster",
+    "label_error": "Possible label error",
+    "outlier": "Outlier score",
+    "tag": "Tag",
+}
+NEEDS_LABELS = ("class", "pred", "correct", "confidence", "label_error")
+
+
+# ---- cached reads (files written by the worker; a path names its content) -------------------------------
+
+
+@st.cache_data(show_spinner=False, max_entries=8)
+def graph_scores(graph_path: str, emb_path: str, k: int) -> dict[str, np.ndarray]:
+    """Leave-one-out kNN prediction and confidence, and the three per-image scores, over the whole split."""
+    g = load_graph(graph_path)
+    emb = load_embeddings(emb_path)
+    n_cls = max(len(emb.classes), int(emb.labels.max()) + 1 if len(emb.labels) else 0)
+    pred, conf = scores.knn_vote(g.sims, g.rows, emb.labels, n_cls, k)
+    out = {
+        "pred": pred,
+        "confidence": conf,
+        "label_error": scores.label_error_score(g.sims, g.rows, emb.labels, n_cls, k),
+    }
+    if g.sims.shape[1]:
+        out["outlier"] = scores.outlier_score(g.sims, k)
+        out["duplicate"] = scores.duplicate_score(g.sims)
+    return out
+
+
+@st.cache_data(show_spinner=False, max_entries=8)
+def clusters(emb_path: str, rows: tuple[int, ...] | None, k: int) -> np.ndarray:
+    """k-means cluster of each plotted row (normalised embeddings)."""
+    x = load_embeddings(emb_path).embeddings
+    return scores.kmeans_clusters(x if rows is None else x[list(rows)], k)
+
+
+@st.cache_data(show_spinner=False, max_entries=16)
+def coords_of(path: str) -> np.ndarray:
+    return np.load(path)
+
+
+def session_slot(name: str) -> str:
+    """A job slot for this browser session's view ``name`` (a new request there cancels its waiting ones)."""
+    sid = st.session_state.setdefault("emb_session", uuid.uuid4().hex[:12])
+    return f"{name}:{sid}"
+
+
+# ---- 1. the settings --------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class MapControls:
+    """The map's first row of settings: what the map job computes."""
+
+    splits: list[str]  # the splits the run's dataset has
+    split: str
+    feature: str  # "h" or "z"
+    method: str  # a key of METHOD_NAMES
+    dims: int  # 2 or 3
+    max_points: int  # 0: all
+    params: dict[str, Any]  # the projection's own parameters
+
+    def job(self, run: RunDir) -> specs.MapSpec:
+        """The map job's spec (simclr_core.explorer.jobs); the same settings find the same files."""
+        return specs.MapSpec(
+            run=str(run.path),
+            split=self.split,
+            feature=self.feature,
+            method=self.method,
+            dims=self.dims,
+            params=self.params,
+            max_points=self.max_points or None,
+            thumbs=str(THUMBS_DIR),
+            ckpt=pinned_key(run),
+        )
+
+    @property
+    def chart(self) -> str:
+        """The deck.gl chart's key: a new chart per point set, so a click on an old one is not replayed."""
+        return f"emb_map.{self.split}.{self.feature}.{self.method}.{self.dims}d.{self.max_points}"
+
+    def stem(self, run: RunDir) -> str:
+        """The downloads' file name, without extension."""
+        return f"{run.name}-{self.split}-{self.feature}-{self.method}{self.dims}d"
+
+
+def map_controls(run: RunDir) -> MapControls:
+    """The map's first row of settings (each kept through waits, visits and reloads): split, feature,
+    projection, dimensions, points, and the projection's own parameters."""
+    with user_errors():
+        cfg = run.config()
+        splits = data.splits_of(cfg.data.dataset, cfg.data.data_path)
+        query = data.default_splits(cfg.data.dataset, cfg.data.data_path)[2]
+    follow_handoff(splits)
+    keep("emb_split", query if query in splits else splits[0], lambda v: v in splits, url="split")
+    keep("emb_feature", "h", lambda v: v in FEATURES, url="feature")
+    keep("emb_method", "umap", lambda v: v in METHOD_NAMES, url="projection")
+    keep("emb_dims", 2, lambda v: v in (2, 3), url="dims")
+    keep("emb_max_points", 10_000, lambda v: isinstance(v, int) and 0 <= v <= 2_000_000, url="points")
+    c1, c2, c3, c4, c5 = st.columns([1, 2, 1, 1, 1])
+    split = c1.selectbox("Split", splits, key="emb_split")
+    feature = c2.radio("Feature", list(FEATURES), format_func=FEATURES.get, key="emb_feature")
+    method = c3.selectbox(
+        "Projection",
+        list(METHOD_NAMES),
+        format_func=METHOD_NAMES.get,
+        key="emb_method",
+        help="UMAP and t-SNE separate clusters better; PCA is linear and the quickest. Computed once per "
+        "checkpoint, then read from the run folder.",
+    )
+    dims = c4.radio("Dimensions", [2, 3], format_func=lambda d: f"{d}-D", horizontal=True, key="emb_dims")
+    max_points = c5.number_input(
+        "Points (0: all)",
+        0,
+        2_000_000,
+        step=1000,
+        key="emb_max_points",
+        help="plot a fixed random subset; scores and neighbours always use the whole split",
+    )
+    params: dict[str, Any] = {}
+    p1, p2, _ = st.columns(3)
+    if method == "umap":
+        keep("emb_nn", DEFAULTS["umap"]["n_neighbors"], lambda v: 2 <= v <= 200, url="n_neighbors")
+        keep("emb_min_dist", DEFAULTS["umap"]["min_dist"], lambda v: 0.0 <= v <= 0.99, url="min_dist")
+        params["n_neighbors"] = p1.slider(
+            "n_neighbors", 2, 200, key="emb_nn", help="larger keeps more global layout, smaller more local detail"
+        )
+        params["min_dist"] = p2.slider(
+            "min_dist", 0.0, 0.99, step=0.01, key="emb_min_dist", help="how tightly UMAP packs points together"
+        )
+    elif method == "tsne":
+        keep("emb_perplexity", float(DEFAULTS["tsne"]["perplexity"]), lambda v: 2.0 <= v <= 100.0, url="perplexity")
+        params["perplexity"] = p1.slider(
+            "perplexity",
+            2.0,
+            100.0,
+            step=1.0,
+            key="emb_perplexity",
+            help="about how many neighbours each point keeps close; it must stay below the number of points",
+        )
+    return MapControls(splits, split, feature, method, dims, int(max_points), params)
+
+
+def load_map(run: RunDir, spec: MapControls) -> MapData:
+    """The map job's result for ``spec``, read (the page waits here while the worker computes it)."""
+    what = f"Preparing the {METHOD_NAMES[spec.method]} map of the {spec.split} split of run {run.name}"
+    result = job_result(spec.job(run), what, slot=session_slot("map"))
+    wait = waited()
+    emb = load_embeddings(result["embeddings"])
+    images = run_images(run, spec.split)
+    rows = np.asarray(result["rows"], np.int64)
+    coords = coords_of(result["coords"])
+    names = class_names(emb.labels, emb.classes)
+    return MapData(result, wait, emb, images, rows, coords, names, load_tags(run, spec.split))
+
+
+@dataclass(frozen=True)
+class ColourSpec:
+    """The map's second row of settings: the colour mode, the highlight, and the k of the scores and k-means."""
+
+    colour: str  # a key of COLOURS
+    k: int  # neighbours of a picked image, and the k of the kNN vote and the outlier score
+    classes: list[str]  # highlighted classes ([]: all)
+    tags: list[str]  # highlighted tags ([]: all images)
+    kmeans: int  # k-means k, for the "cluster" colour
+
+
+def colour_controls(m: MapData) -> ColourSpec:
+    """Colour by, k, the highlighted classes and tags, and k-means k (each kept); says why an unlabelled
+    split offers fewer colours."""
+    c1, c2, c3, c4, c5 = st.columns([1, 1, 2, 2, 1])
+    options = [c for c in COLOURS if (m.labelled or c not in NEEDS_LABELS) and (m.tags or c != "tag")]
+    keep("emb_colour", options[0], lambda v: v in options, url="colour")
+    colour = c1.selectbox("Colour by", options, format_func=COLOURS.get, key="emb_colour")
+    k_max = max(1, min(GRAPH_K, m.n - 1))
+    keep("emb_k", min(10, k_max), lambda v: 1 <= v <= k_max, url="k")
+    k = c2.slider(
+        "Neighbours k",
+        1,
+        max(2, k_max),
+        key="emb_k",
+        disabled=k_max < 2,
+        help="neighbours shown for a clicked image, and the k of the kNN vote and the outlier score",
+    )
+    keep("emb_classes", [], lambda v: set(v) <= set(m.emb.classes), url="classes")
+    chosen = c3.multiselect(
+        "Highlight classes",
+        m.emb.classes,
+        key="emb_classes",
+        placeholder="all classes",
+        disabled=not m.labelled,
+        help="the other points are dimmed on the map and left out of the grids",
+    )
+    keep("emb_tags", [], lambda v: set(v) <= set(m.tags), url="tags")
+    chosen_tags = c4.multiselect(
+        "Highlight tags",
+        list(m.tags),
+        key="emb_tags",
+        placeholder="no tags yet" if not m.tags else "all images",
+        disabled=not m.tags,
+        help="images of these tags stay bright; save a tag below the map",
+    )
+    kk_max = max(3, min(50, len(m.rows)))
+    keep("emb_kmeans", min(10, kk_max), lambda v: 2 <= v <= kk_max, url="kmeans")
+    kk = c5.slider("k-means k", 2, kk_max, key="emb_kmeans", disabled=colour != "cluster")
+    if not m.labelled:
+        st.caption(
+            "This split has no labels (class sub-folders give them), so colouring by class, kNN prediction, "
+            "right / wrong, confidence and possible label error is off; clusters and outlier scores need none."
+        )
+    return ColourSpec(colour, k, chosen, chosen_tags, kk)
+
+
+# ---- 2. the colouring (the pure part is ui.map_points.colour_points) ------------------------------------------
+
+
+def split_scores(m: MapData, k: int) -> dict[str, np.ndarray]:
+    """The split's kNN vote and per-image scores for this k; none for a split of one image."""
+    return graph_scores(m.result["graph"], m.result["embeddings"], k) if m.n > 1 else {}
+
+
+def map_colouring(m: MapData, look: ColourSpec, s: dict[str, np.ndarray], keep_rows: np.ndarray) -> Colouring:
+    """The plotted points' colours for ``look`` (k-means clusters computed here when asked), the rows outside
+    the highlight ``keep_rows`` dimmed; without scores (one image) the colours are the classes'."""
+    cl = None
+    if look.colour == "cluster":
+        cl = clusters(m.result["embeddings"], tuple(m.rows.tolist()) if len(m.rows) < m.n else None, look.kmeans)
+    mode = look.colour if s else "class"
+    return colour_points(mode, m.emb.labels[m.rows], m.emb.classes, s, m.rows, cl, m.tag_rows, keep_rows[m.rows])
+
+
+def hover_points(
+    spec: MapControls, m: MapData, look: ColourSpec, s: dict[str, np.ndarray], colouring: Colouring
+) -> tuple[pd.DataFrame, list[str]]:
+    """The points to draw, with the fields their hover card shows, and the card's lines naming those fields."""
+    df = points_frame(m.coords, colouring.rgb, m.rows, [m.names[i] for i in m.rows], colouring.alpha, spec.dims)
+    lines = ["<b>#{row}</b> · {label}"]
+    if m.labelled and s:
+        df["pred"] = class_names(s["pred"][m.rows], m.emb.classes)
+        df["conf"] = [f"{c:.0%}" for c in s["confidence"][m.rows]]
+        lines.append("kNN: {pred} ({conf})")
+    if look.colour in ("label_error", "outlier"):
+        df["score"] = [f"{v:.3f}" for v in s[look.colour][m.rows]]
+        lines.append(f"{COLOURS[look.colour].lower()}: {{score}}")
+    if m.images.paths is not None:
+        df["path"] = [path_of(m.images, i) for i in m.rows]
+        lines.append("<span style='color:#666'>{path}</span>")
+    return df, lines
+
+
+def hover_card(result: dict[str, Any], lines: list[str]) -> dict[str, Any]:
+    """The deck.gl tooltip: the thumbnail above ``lines``; without static serving, no thumbnail, and a note why."""
+    thumbs = thumbnails(result)
+    if not st.get_option("server.enableStaticServing"):
+        thumbs = None
+        st.caption(
+            "Thumbnails are off: start the app with `--server.enableStaticServing true` (the repo's "
+            ".streamlit/config.toml sets it) to see each image on hover."
+        )
+    return mapview.tooltip(thumbs, lines)
+
+
+# ---- 3. the chart -----------------------------------------------------------------------------------------
+
+
+def draw_map(spec: MapControls, m: MapData, points: pd.DataFrame, tip: dict[str, Any], p: Picked) -> list[int]:
+    """The lasso toggle and the Find box, then the map: deck.gl (a click picks an image) or, with the lasso on,
+    Plotly. Returns the rows a lasso or box selected."""
+    keep("emb_area", False, url="lasso")
+    a1, a2 = st.columns([1, 1], vertical_alignment="bottom")
+    area = a1.toggle(
+        "Select an area (lasso, Plotly)",
+        key="emb_area",
+        disabled=spec.dims == 3,
+        help="deck.gl shows images on hover; Plotly can select an area with a lasso or box",
+    )
+    a2.text_input(
+        "Find an image",
+        key="emb_find",
+        on_change=find_image,
+        args=(spec.split, m.images),
+        placeholder="index" + (" or file name" if m.images.paths is not None else ""),
+        help="picks it as a click would: its neighbours beside the map, rings on it",
+    )
+    note = st.session_state.pop("emb_find_note", None)
+    if note:
+        st.caption(note)
+    if area and spec.dims == 2:
+        return mapview.lasso_map(points, key=f"emb_lasso.{spec.split}")
+    event = st.pydeck_chart(
+        mapview.deck(
+            points,
+            marked=p.marked,
+            focus=p.query,
+            tip=tip,
+            dims=spec.dims,
+            point_px=3.0 if len(points) < 20_000 else 2.0,
+        ),
+        on_select="rerun",
+        selection_mode="single-object",
+        key=spec.chart,
+        height=640,
+    )
+    clicked = mapview.picked_row(event)
+    seen = st.session_state.setdefault("emb_clicks", {})
+    if clicked != seen.get(spec.chart):  # a new click on this chart (a rerun repeats the last one)
+        seen[spec.chart] = clicked
+        if clicked is not None:
+            set_focus(spec.split, clicked)
+            st.rerun()  # mark its neighbours on the map
+    return []
+
+
+def show_legend(legend: Legend) -> None:
+    """Draw the key that ui.map_points.legend_of worked out."""
+    if legend.wrong is not None:
+        st.markdown(
+            f"<span style='color:rgb{tuple(int(c) for c in mapview.RIGHT)}'>●</span> kNN right &nbsp; "
+            f"<span style='color:rgb{tuple(int(c) for c in mapview.WRONG)}'>●</span> kNN wrong "
+            f"({legend.wrong:.1%} of the points)",
+            unsafe_allow_html=True,
+        )
+    elif legend.bar is not None:
+        mapview.legend_continuous(*legend.bar)
+    elif legend.names is not None and legend.ids is not None:
+        mapview.legend_categorical(list(legend.names), list(legend.ids))
+
+
+def map_caption(run: RunDir, spec: MapControls, m: MapData, keep_rows: np.ndarray) -> None:
+    """Under the map: how many images are highlighted and plotted, of what, and how fresh the map is."""
+    shown = keep_rows[m.rows]
+    caption = f"{int(shown.sum()):,} of {m.n:,} images highlighted" if not shown.all() else f"{m.n:,} images"
+    caption += f" · {len(m.rows):,} plotted · {m.emb.embeddings.shape[1]}-d {spec.feature}"
+    caption += f" · {METHOD_NAMES[spec.method]} · {checkpoint_label(run)}"
+    st.caption(caption + (f" · ready after {m.wait:.0f} s" if m.wait else " · from the run folder's cache"))
