@@ -17,12 +17,11 @@ from tests.conftest import REPO
 pytestmark = pytest.mark.slow  # builds a wheel and a venv, and runs the commands in processes
 
 COMMANDS = ("simclr-train", "simclr-evaluate", "simclr-embed", "simclr-export", "simclr-studio")
-SKIP = shutil.ignore_patterns(
+IGNORED = shutil.ignore_patterns(
     ".venv",
     ".git",
     "checkpoints",
     ".bench",
-    "data",
     "test-output",
     "__pycache__",
     "thumbs",
@@ -30,6 +29,12 @@ SKIP = shutil.ignore_patterns(
     "*.egg-info",
     ".pytest_cache",
 )
+
+
+def SKIP(folder: str, names: list[str]) -> set[str]:
+    """What the copy leaves out: caches and run output, and the datasets' download folder at the top (not
+    the packages named data, simclr_core/data and tests/data)."""
+    return set(IGNORED(folder, names)) | ({"data"} & set(names) if Path(folder) == REPO else set())
 
 
 def run(cmd, **kw):
