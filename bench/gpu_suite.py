@@ -1,24 +1,30 @@
 """Every GPU check of the project in one command, for the rare session that is lent a GPU.
 
-    python bench/gpu_suite.py --data cifar10-jpg.tar.gz      # one GPU: about 8 minutes
-    python bench/gpu_suite.py --smoke                         # CPU, tiny sizes, under a minute (a test runs it)
+    python bench/gpu_suite.py --how                           # the carry list and the command, in one line
+    python bench/gpu_suite.py --data .bench/cifar10-jpg.tar.gz --budget 510    # one GPU, one 10-minute call
+    python bench/gpu_suite.py --smoke --budget 120            # CPU, tiny sizes (a test runs it)
 
 Checks, each in its own process (a crash or a hang costs that check only; its error is printed and
-the suite goes on):
+the suite goes on), most valuable first (:data:`PRIORITY`):
 
 1. ``train_bf16``: ResNet-18 (CIFAR stem), batch 512, bf16 autocast, channels_last, fused SGD, views on
-   the GPU: images/s of the second epoch (the first includes cuDNN's autotuning).
-2. ``train_compile``: the same with ``--compile``: images/s, and whether it fell back to eager.
-3. ``augment``: ``bench/augment.py`` (views/s of ours and torchvision's PIL pipeline).
+   the GPU: images/s of the last epoch (the first includes cuDNN's autotuning), and the model FLOP
+   utilisation against the device's dense bf16 peak (:data:`PEAK_BF16`).
+2. ``speedrun``: ``configs/simclr-cifar10-speedrun.yaml`` through ``bench/time_to_accuracy.py`` for the
+   time the other planned checks leave: kNN top-1 against minutes, and the minutes to 80 / 85 / 90%.
+3. ``train_compile``: the same as 1 with ``--compile``: images/s, and whether it fell back to eager.
 4. ``nccl_torchrun``: ``torchrun --nproc_per_node 1`` (NCCL on a GPU, gloo on the CPU), one epoch.
-5. ``time_to_accuracy``: ``bench/time_to_accuracy.py`` for a few minutes: kNN top-1 after N epochs.
-6. ``methods``: SimCLR, MoCo v2 and BYOL for a few epochs each (``bench/methods.py``).
-7. ``export``: the backbone of run 1 as TorchScript (and safetensors / ONNX where installed), reloaded
+5. ``methods``: SimCLR, MoCo v2 and BYOL for a few epochs each (``bench/methods.py``).
+6. ``export``: the backbone of run 1 as TorchScript (and safetensors / ONNX where installed), reloaded
    on the GPU; the largest difference from the trained model's features.
+7. ``augment``: ``bench/augment.py`` (views/s of ours and torchvision's PIL pipeline).
 
-Writes ``gpu_suite.json`` and ``gpu_suite.md`` (a table) into ``--out`` (default: ``$OUT`` or
-``.bench/gpu_suite``). Imports only what the GPU machine has: torch, torchvision, scikit-learn,
-pillow, tqdm, pyyaml (``tests/test_gpu_suite.py`` runs ``--smoke`` with everything else blocked).
+``--budget`` (seconds) plans the checks to fit it, unpacking the data included (:func:`plan`): the
+lowest-priority checks are left out until the others fit, and the speedrun takes what they leave.
+Each result is appended to ``gpu_suite.json`` and ``gpu_suite.md`` in ``--out`` (default: ``$OUT`` or
+``.bench/gpu_suite``) as soon as its check ends, so a call cut short still returns every result before
+the cut. Imports only what the GPU machine has: torch, torchvision, scikit-learn, pillow, tqdm, pyyaml
+(``tests/test_gpu_suite.py`` runs ``--smoke`` with everything else blocked).
 
 What to carry to the GPU machine: this project (the working tree) and the CIFAR-10 JPEG archive
 (``../shared/data/cifar10-jpg.tar.gz``, 19.6 MB: pass it with ``--data``), e.g.
@@ -45,6 +51,32 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "bench"))
+SPEEDRUN = REPO / "configs" / "simclr-cifar10-speedrun.yaml"
+ARCHIVE = Path(".bench") / "cifar10-jpg.tar.gz"  # where the CIFAR-10 archive travels, inside the project
+# The one line a session with a GPU needs: what to carry, and the command that fits one 10-minute call.
+HOW = (
+    f'cp ../shared/data/cifar10-jpg.tar.gz {ARCHIVE}; then run with carry: ["{ARCHIVE}"] and command: '
+    f"python bench/gpu_suite.py --data {ARCHIVE} --budget 510 (timeout_s 560)"
+)
+
+
+# Most valuable first: what a short GPU loan must not miss comes before what a second call can add.
+PRIORITY = ("train_bf16", "speedrun", "train_compile", "nccl_torchrun", "methods", "export", "augment")
+# Seconds before the first check: unpacking the CIFAR-10 archive (60k JPEGs) and starting Python.
+SETUP_S = {"gpu": 45.0, "smoke": 5.0}
+# Dense bf16 tensor-core peaks (FLOP/s) by a piece of torch.cuda.get_device_name(), from NVIDIA's data
+# sheets (without sparsity); the first match wins, so the more specific names come first.
+PEAK_BF16 = (
+    ("H100 PCIe", 756e12),
+    ("H100 NVL", 835e12),
+    ("H100", 989e12),  # SXM (e.g. "NVIDIA H100 80GB HBM3")
+    ("H200", 989e12),
+    ("A100", 312e12),
+    ("L40S", 362e12),
+    ("L4", 121e12),
+    ("A10", 125e12),
+    ("4090", 165e12),
+)
 
 
 @dataclass
@@ -54,10 +86,35 @@ class Check:
     name: str
     what: str
     cmd: list[str]
-    timeout_s: float
+    timeout_s: float  # for a flexible check: the least it is worth running with
     parse: Callable[[str], dict[str, Any]] = field(default=lambda out: {})
     env: dict[str, str] = field(default_factory=dict)
     aside: bool = False  # --smoke: run beside the others (compiling is mostly one core's work)
+    # the speedrun: takes the time the other checks leave (at most most_s); cmd_for builds its command for it
+    flexible: bool = False
+    most_s: float = float("inf")
+    cmd_for: Callable[[float, list[dict[str, Any]]], list[str]] | None = None  # (seconds, results so far)
+
+
+def plan(todo: list[Check], budget: float | None, setup_s: float) -> tuple[list[Check], list[str]]:
+    """The checks to run, in :data:`PRIORITY` order, with timeouts that add up to at most ``budget - setup_s``;
+    and the names left out. Each check in turn is kept if it fits beside those kept before it (a flexible
+    check counted at its least); the flexible check then takes what is left, up to its most. No budget:
+    every check, a flexible one with its most."""
+    order = sorted(todo, key=lambda c: PRIORITY.index(c.name) if c.name in PRIORITY else len(PRIORITY))
+    if budget is None:
+        for c in order:
+            if c.flexible and c.most_s != float("inf"):
+                c.timeout_s = c.most_s
+        return order, []
+    room, chosen = budget - setup_s, []
+    for c in order:  # greedy by priority: a cheap check still fits where a dear one did not
+        if sum(o.timeout_s for o in chosen) + c.timeout_s <= room:
+            chosen.append(c)
+    for c in chosen:
+        if c.flexible:
+            c.timeout_s = min(c.most_s, room - sum(o.timeout_s for o in chosen if o is not c))
+    return chosen, [c.name for c in order if c not in chosen]
 
 
 def last_metrics(run: Path) -> list[dict[str, Any]]:
@@ -143,14 +200,14 @@ def checks(args: argparse.Namespace, folder: Path, work: Path) -> list[Check]:
             "train_bf16",
             "bf16, channels_last, fused SGD, views on the device",
             [*train, "--name", "bf16"],
-            120 if smoke else 150,
-            lambda _: images_per_s(runs / "bf16"),
+            55 if smoke else 90,
+            lambda _: {**images_per_s(runs / "bf16"), **utilisation(runs / "bf16", size["backbone"], smoke)},
         ),
         Check(
             "train_compile",
             "the same with --compile",
             [*train, "--name", "compiled", "--compile"],
-            240,
+            180 if smoke else 150,
             lambda _: images_per_s(runs / "compiled"),
             aside=smoke,
         ),
@@ -161,9 +218,7 @@ def checks(args: argparse.Namespace, folder: Path, work: Path) -> list[Check]:
         if smoke
         else ["--images", "20000", "--batch-size", "512"]
     )
-    out.append(
-        Check("augment", "views/s: ours vs torchvision's PIL pipeline", aug, 60 if smoke else 150, parse_augment)
-    )
+    out.append(Check("augment", "views/s: ours vs torchvision's PIL pipeline", aug, 60, parse_augment))
     torchrun = [
         py,
         "-m",
@@ -184,36 +239,35 @@ def checks(args: argparse.Namespace, folder: Path, work: Path) -> list[Check]:
             "nccl_torchrun",
             f"torchrun, 1 process ({'gloo' if smoke else 'NCCL'})",
             torchrun,
-            120 if smoke else 150,
+            45 if smoke else 60,
             lambda _: images_per_s(runs / "torchrun"),
         )
     )
-    tta = [py, "bench/time_to_accuracy.py", "--data", str(folder), "--runs-dir", str(runs), "--device", device]
-    tta += (
-        [
-            "--minutes",
-            "0.3",
-            "--epochs",
-            "2",
-            "--subset",
-            "64",
-            "--batch-size",
-            "32",
-            "--backbone",
-            "resnet_mini",
-            "--knn-every",
-            "1",
-        ]
-        if smoke
-        else ["--minutes", str(args.tta_minutes), "--epochs", "300", "--knn-every", "5"]
-    )
+
+    def speedrun(seconds: float, rows: list[dict[str, Any]]) -> list[str]:
+        """The speedrun recipe for ``seconds`` in all (its own start and last kNN pass come out of them), with a
+        cosine schedule that ends when the time does: epochs from the images/s train_bf16 measured."""
+        minutes = max(0.1, (seconds - (20 if smoke else 60)) / 60)
+        cmd = [py, "bench/time_to_accuracy.py", "--config", str(SPEEDRUN), "--data", str(folder)]
+        cmd += ["--runs-dir", str(runs), "--device", device, "--minutes", f"{minutes:.2f}", "--name", "speedrun"]
+        ips = next((r.get("images_per_s") for r in rows if r["name"] == "train_bf16" and r["ok"]), None)
+        if ips and not smoke:  # a tenth kept for compiling and the kNN monitor; the recipe's 500 at most
+            cmd += ["--epochs", str(max(1, min(500, int(minutes * 60 * ips * 0.9 / 50_000))))]
+        if smoke:  # the recipe's code at tiny scale: resnet_mini, a subset, a few epochs
+            cmd += ["--backbone", "resnet_mini", "--subset", "64", "--batch-size", "32", "--epochs", "2"]
+            cmd += ["--knn-every", "1", "--precision", "fp32", "--no-compile"]
+        return cmd
+
     out.append(
         Check(
-            "time_to_accuracy",
-            "kNN top-1 against training minutes",
-            tta,
-            90 if smoke else args.tta_minutes * 60 + 120,
+            "speedrun",
+            "the speedrun recipe: kNN top-1 against minutes",
+            [],
+            40 if smoke else 120,
             parse_tta,
+            flexible=True,
+            most_s=60 if smoke else 540,
+            cmd_for=speedrun,
         )
     )
     methods = [py, "bench/methods.py", "--data", str(folder), "--device", device]
@@ -253,13 +307,13 @@ def checks(args: argparse.Namespace, folder: Path, work: Path) -> list[Check]:
             "methods",
             "SimCLR, MoCo v2, BYOL: kNN after a few epochs",
             methods,
-            150 if smoke else 240,
+            120,
             parse_methods,
             env={"TMPDIR": str(work)},
         )
     )
     export = [py, "-c", EXPORT_SNIPPET, str(runs / "bf16"), device]
-    out.append(Check("export", "backbone exported and reloaded on the device", export, 120, parse_json_line))
+    out.append(Check("export", "backbone exported and reloaded on the device", export, 60, parse_json_line))
     return out
 
 
@@ -317,7 +371,32 @@ def parse_augment(out: str) -> dict[str, Any]:
 
 def parse_tta(out: str) -> dict[str, Any]:
     rows = re.findall(r"^\s*([\d.]+)\s+(\d+)\s+([\d.]+)\s*$", out, re.M)
-    return {"minutes_epoch_knn": [(float(a), int(b), float(c)) for a, b, c in rows]}
+    reached = dict(re.findall(r"^kNN (\d+)%: ([\d.]+|not reached)", out, re.M))
+    return {"minutes_epoch_knn": [(float(a), int(b), float(c)) for a, b, c in rows], "minutes_to": reached}
+
+
+def utilisation(run: Path, backbone: str, smoke: bool) -> dict[str, Any]:
+    """Model FLOP utilisation of a training run: its images/s x the FLOPs of one image's step (two views,
+    forward and backward, counted by torch's FlopCounterMode on the CPU) / the device's bf16 peak."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from simclr_core.models import Encoder
+
+    side = 32
+    encoder = Encoder(backbone, cifar_stem=True)
+    x = torch.rand(2, 3, side, side)  # the two views of one image
+    with FlopCounterMode(display=False) as counter:
+        encoder(x).sum().backward()
+    flops = counter.get_total_flops()
+    ips = images_per_s(run)["images_per_s"]
+    name = torch.cuda.get_device_name(0) if torch.cuda.is_available() and not smoke else "CPU"
+    peak = next((p for key, p in PEAK_BF16 if key in name), None)
+    return {
+        "gflop_per_image": round(flops / 1e9, 3),
+        "tflop_s": round(ips * flops / 1e12, 2),
+        "mfu": None if peak is None else round(ips * flops / peak, 4),
+    }
 
 
 def parse_methods(out: str) -> dict[str, Any]:
@@ -370,6 +449,16 @@ def markdown(rows: list[dict[str, Any]], header: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def report(out: Path, header: dict[str, Any], rows: list[dict[str, Any]], left: list[str]) -> None:
+    """gpu_suite.json and gpu_suite.md with every result so far (written after each check)."""
+    done = {"checks": rows, "planned": header.get("planned", []), "left_out": left}
+    (out / "gpu_suite.json").write_text(json.dumps({**header, **done}, indent=2) + "\n")
+    table = markdown(rows, header)
+    if left:
+        table += f"\nLeft out to fit --budget {header.get('budget')} s: {', '.join(left)}\n"
+    (out / "gpu_suite.md").write_text(table)
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--smoke", action="store_true", help="CPU, tiny sizes: the same code in under a minute")
@@ -381,8 +470,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--out", type=Path, default=Path(os.environ.get("OUT") or REPO / ".bench" / "gpu_suite"))
     p.add_argument("--only", nargs="+", help="run only these checks")
-    p.add_argument("--tta-minutes", type=float, default=2.5, help="time-to-accuracy budget (full run)")
+    p.add_argument("--budget", type=float, help="seconds for the whole call, unpacking included: plan to fit it")
+    p.add_argument("--how", action="store_true", help="print the carry list and the command to use, and exit")
     args = p.parse_args(argv)
+    if args.how:
+        print(HOW)
+        return 0
+    start = time.monotonic()
 
     import torch
 
@@ -399,25 +493,42 @@ def main(argv: list[str] | None = None) -> int:
         elif args.smoke:
             folder = synthetic_folder(work / "images")
         else:
-            print(f"error: {args.data} not found: pass --data (the CIFAR-10 JPEG archive)", file=sys.stderr)
+            print(f"error: {args.data} not found: pass --data (the CIFAR-10 JPEG archive). {HOW}", file=sys.stderr)
             return 2
+        setup_s = max(time.monotonic() - start, SETUP_S["smoke" if args.smoke else "gpu"])
+        todo = [c for c in checks(args, folder, work) if not args.only or c.name in args.only]
+        todo, left = plan(todo, args.budget, setup_s)
         header = {
             "device": torch.cuda.get_device_name(0) if torch.cuda.is_available() and not args.smoke else "CPU",
             "torch": torch.__version__,
             "python": platform.python_version(),
             "smoke": args.smoke,
             "data": str(folder),
+            "budget": args.budget,
+            "planned": [{"name": c.name, "timeout_s": round(c.timeout_s)} for c in todo],
         }
+        print(HOW, flush=True)
         print(json.dumps(header), flush=True)
-        todo = [c for c in checks(args, folder, work) if not args.only or c.name in args.only]
+        rows: list[dict[str, Any]] = []
+
+        def finished(row: dict[str, Any]) -> dict[str, Any]:
+            rows.append(row)
+            report(args.out, header, rows, left)  # now: a call cut short keeps every result before the cut
+            return row
+
         with ThreadPoolExecutor(max_workers=1) as pool:  # on a GPU every check runs alone: no shared device
-            aside = {c.name: pool.submit(run_check, c) for c in todo if c.aside}
-            done = {c.name: run_check(c) for c in todo if not c.aside}
-            rows = [aside[c.name].result() if c.aside else done[c.name] for c in todo]
-    (args.out / "gpu_suite.json").write_text(json.dumps({**header, "checks": rows}, indent=2) + "\n")
-    table = markdown(rows, header)
-    (args.out / "gpu_suite.md").write_text(table)
-    print("\n" + table)
+            aside = {c.name: pool.submit(lambda c=c: finished(run_check(c))) for c in todo if c.aside}
+            for c in todo:
+                if not c.aside:
+                    if c.cmd_for is not None:  # built now: it may use the results before it
+                        c.cmd = c.cmd_for(c.timeout_s, rows)
+                    finished(run_check(c))
+            for f in aside.values():
+                f.result()
+    order = [c.name for c in todo]
+    rows.sort(key=lambda r: order.index(r["name"]))
+    report(args.out, header, rows, left)
+    print("\n" + (args.out / "gpu_suite.md").read_text())
     return 0 if all(r["ok"] for r in rows) else 1
 
 

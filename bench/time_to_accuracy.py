@@ -3,6 +3,7 @@
     python bench/time_to_accuracy.py --backbone resnet_mini --subset 5000 --epochs 8 --minutes 4   # CPU check
     python bench/time_to_accuracy.py --epochs 300 --minutes 9.5                # one GPU, first 10-minute call
     python bench/time_to_accuracy.py --resume NAME --minutes 9.5               # the next call continues it
+    python bench/time_to_accuracy.py --config configs/simclr-cifar10-speedrun.yaml --minutes 9   # the speedrun
 
 ResNet-18 (CIFAR stem) on the CIFAR-10 JPEGs (``../shared/data/cifar10-jpg.tar.gz``), the
 paper's CIFAR views (s = 0.5, no blur), SGD or LARS, the kNN monitor (k = 200, T = 0.1, bank =
@@ -10,7 +11,11 @@ the training images, query = the 10k test images) every ``--knn-every`` epochs. 
 cleanly (STOP file) when ``--minutes`` of wall-clock time have passed; the cosine schedule is
 set by ``--epochs``, so pick epochs that roughly fill the budget (seconds/epoch from
 bench/throughput.py). Prints one row per kNN measurement: minutes of training so far (the
-monitor's own time excluded), epochs, kNN top-1.
+monitor's own time excluded), epochs, kNN top-1; then the minutes at which kNN first reached
+80, 85 and 90% (``kNN 85%: 6.41`` or ``kNN 90%: not reached``).
+
+``--config`` takes a recipe (its model, method, optimiser, views and monitor); the flags given
+beside it override it, and the data is always the CIFAR-10 folder of ``--data``.
 """
 
 from __future__ import annotations
@@ -40,6 +45,18 @@ from simclr_core.runs.rundir import RunDir, open_run  # noqa: E402
 from train_cifar import DEFAULT_DATA, image_folder  # noqa: E402
 
 
+def default_config() -> TrainConfig:
+    """The settings without a recipe: ResNet-18 (CIFAR stem), the paper's CIFAR views, SGD, the monitor every
+    5 epochs."""
+    return TrainConfig(
+        views=ViewConfig.cifar(),
+        model=ModelConfig(backbone="resnet18", cifar_stem=True),
+        method=MethodConfig(temperature=0.5),
+        optim=OptimConfig(epochs=300, batch_size=512, optimizer="sgd"),
+        run=RunConfig(knn_every=5, log_every=20),
+    )
+
+
 def stop_after(run: RunDir, minutes: float) -> threading.Timer:
     """Ask the run to stop (after a checkpoint) once ``minutes`` have passed."""
     timer = threading.Timer(minutes * 60, lambda: run.path.is_dir() and run.request_stop())
@@ -58,19 +75,31 @@ def table(run: RunDir) -> list[tuple[float, int, float]]:
     return rows
 
 
+THRESHOLDS = (80.0, 85.0, 90.0)
+
+
+def minutes_to(rows: list[tuple[float, int, float]], threshold: float) -> float | None:
+    """Training minutes at the first kNN measurement at or above ``threshold`` (None: never)."""
+    return next((minutes for minutes, _, knn in rows if knn >= threshold), None)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--data", type=Path, default=DEFAULT_DATA)
     p.add_argument("--minutes", type=float, required=True, help="wall-clock budget of this call")
-    p.add_argument("--epochs", type=int, default=300, help="length of the cosine schedule")
-    p.add_argument("--subset", type=int, default=0, help="training images (0: all 50k)")
-    p.add_argument("--batch-size", type=int, default=512)
-    p.add_argument("--backbone", default="resnet18")
-    p.add_argument("--optimizer", default="sgd", choices=("sgd", "lars"))
+    p.add_argument("--config", type=Path, help="a recipe (configs/*.yaml); the flags below override it")
+    p.add_argument("--name", help="run name [default: tta-<backbone>-b<batch>-<time>]")
+    # None: the recipe's value, else the default in brackets
+    p.add_argument("--epochs", type=int, help="length of the cosine schedule [300]")
+    p.add_argument("--subset", type=int, help="training images [0: all 50k]")
+    p.add_argument("--batch-size", type=int, help="[512]")
+    p.add_argument("--backbone", help="[resnet18]")
+    p.add_argument("--optimizer", choices=("sgd", "lars"), help="[sgd]")
     p.add_argument("--lr", type=float, default=None)
-    p.add_argument("--temperature", type=float, default=0.5)
-    p.add_argument("--knn-every", type=int, default=5)
-    p.add_argument("--compile", action="store_true")
+    p.add_argument("--temperature", type=float, help="[0.5]")
+    p.add_argument("--knn-every", type=int, help="[5]")
+    p.add_argument("--precision", choices=("auto", "bf16", "fp16", "fp32"), help="[auto]")
+    p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None, help="[off]")
     p.add_argument("--device", default="auto")
     p.add_argument("--runs-dir", default=str(REPO / ".bench" / "runs"))
     p.add_argument("--resume", metavar="NAME", help="continue this run for another --minutes")
@@ -83,33 +112,29 @@ def main() -> None:
         resume = True
     else:
         folder = image_folder(args.data.resolve(), REPO / ".bench")
-        name = f"tta-{args.backbone}-b{args.batch_size}-{time.strftime('%Y%m%d-%H%M%S')}"
-        cfg = TrainConfig(
-            data=DataConfig(
-                dataset="folder",
-                data_path=str(folder),
-                data_dir=str(REPO / ".bench" / "data"),
-                subset=args.subset or None,
-            ),
-            views=ViewConfig.cifar(),
-            model=ModelConfig(backbone=args.backbone, cifar_stem=True),
-            method=MethodConfig(temperature=args.temperature),
-            optim=OptimConfig(
-                epochs=args.epochs,
-                batch_size=args.batch_size,
-                optimizer=args.optimizer,
-                lr=args.lr,
-            ),
-            run=RunConfig(
-                name=name,
-                runs_dir=args.runs_dir,
-                device=args.device,
-                knn_every=args.knn_every,
-                knn_max_bank=args.subset or None,
-                log_every=20,
-                compile=args.compile,
-            ),
+        cfg = TrainConfig.load(args.config) if args.config else default_config()
+        given = {
+            ("optim", "epochs"): args.epochs,
+            ("optim", "batch_size"): args.batch_size,
+            ("optim", "optimizer"): args.optimizer,
+            ("optim", "lr"): args.lr,
+            ("optim", "precision"): args.precision,
+            ("model", "backbone"): args.backbone,
+            ("method", "temperature"): args.temperature,
+            ("run", "knn_every"): args.knn_every,
+            ("run", "compile"): args.compile,
+        }
+        for (section, key), value in given.items():
+            if value is not None:
+                setattr(getattr(cfg, section), key, value)
+        subset = args.subset if args.subset is not None else cfg.data.subset
+        cfg.data = DataConfig(
+            dataset="folder", data_path=str(folder), data_dir=str(REPO / ".bench" / "data"), subset=subset or None
         )
+        name = args.name or f"tta-{cfg.model.backbone}-b{cfg.optim.batch_size}-{time.strftime('%Y%m%d-%H%M%S')}"
+        cfg.run.name, cfg.run.runs_dir, cfg.run.device = name, args.runs_dir, args.device
+        cfg.run.knn_max_bank = subset or None
+        cfg.validate()
         run = RunDir(Path(args.runs_dir) / name)
         resume = False
     timer = stop_after(run, args.minutes)
@@ -117,8 +142,12 @@ def main() -> None:
     timer.cancel()
     print(f"\nrun: {run.name} ({run.status().get('message', '')})")
     print(f"{'minutes':>8}  {'epochs':>6}  {'kNN top-1':>9}")
-    for minutes, epoch, knn in table(run):
+    rows = table(run)
+    for minutes, epoch, knn in rows:
         print(f"{minutes:>8.2f}  {epoch:>6}  {knn:>9.2f}")
+    for threshold in THRESHOLDS:
+        at = minutes_to(rows, threshold)
+        print(f"kNN {threshold:.0f}%: " + ("not reached" if at is None else f"{at:.2f}") + " minutes of training")
 
 
 if __name__ == "__main__":

@@ -35,7 +35,8 @@ def _f(default: Any, help: str, **kw: Any) -> Any:
     ``label``, ``step``, ``format`` (printf-style, for number inputs), and ``ui_min`` / ``ui_max``,
     a slider's ends where they differ from ``min`` / ``max`` (an open range, or one too wide to slide).
     ``option`` names the command-line option when it is not the field's name (``method.name`` is
-    ``--method``, as ``run.name`` is ``--name``).
+    ``--method``, as ``run.name`` is ``--name``). ``auto=True`` lets a field whose default is a number
+    also take the word "auto" (stored as None, as every "auto" value is; ``--batch-size auto``).
     """
     return field(default=default, metadata={"help": help, **kw})
 
@@ -72,6 +73,8 @@ AUTO_VIEWS = {"jitter_strength": (0.5, 1.0), "blur_prob": (0.0, 0.5)}  # (small 
 LR_PER_256 = {"lars": 0.3, "sgd": 0.06}  # linear scaling: peak lr = this x batch / 256
 WEIGHT_DECAY = {"lars": 1e-6, "sgd": 5e-4}
 WARMUP_EPOCHS, WARMUP_SHARE = 10.0, 0.1  # at most 10 epochs, and at most a tenth of the run
+AUTO_BATCH_FREE = 0.15  # --batch-size auto on a GPU: the share of its memory a step leaves for the kNN monitor
+AUTO_BATCH_CPU = 256  # --batch-size auto off CUDA: what a GPU run's default is; a CPU cannot be probed by running out
 
 
 @dataclass(frozen=True)
@@ -132,6 +135,7 @@ def check_field(section: str, f: dataclasses.Field, value: Any) -> None:
     # bool is an int to Python, but `batch_size: true` is a mistake, not 1
     if isinstance(value, bool) != (base == "bool") or not isinstance(value, _KINDS[base]):
         kind = {"int": "an integer", "float": "a number", "bool": "true or false"}.get(base, "text")
+        kind += " or auto" if f.metadata.get("auto") else ""
         raise UserError(f"{where} must be {kind}, got {value!r}, a {type(value).__name__}{key}")
     m = f.metadata
     if "choices" in m and value not in m["choices"]:
@@ -422,8 +426,18 @@ class OptimConfig:
     """Optimiser, schedule and numerics."""
 
     epochs: int = _f(100, "number of pre-training epochs", min=1, label="Epochs", step=1)
-    # 2 at least: with one image a step has no negatives and batch norm no batch, and the loss is 0
-    batch_size: int = _f(256, "images per step (each gives two views)", min=2, label="Batch size", step=32)
+    # 2 at least: with one image a step has no negatives and batch norm no batch, and the loss is 0.
+    # "auto" (None) needs the device, so the trainer decides it (simclr_core.training.memory.auto_batch).
+    batch_size: int | None = _f(
+        256,
+        "images per step (each gives two views), or auto: on a CUDA GPU the largest power of two whose step "
+        f"fits with {AUTO_BATCH_FREE:.0%} of the GPU's memory kept free (for the kNN monitor); elsewhere "
+        f"{AUTO_BATCH_CPU}, or less if the free memory holds less",
+        min=2,
+        auto=True,
+        label="Batch size",
+        step=32,
+    )
     optimizer: str = _f(
         "sgd", "sgd (momentum) or lars (the paper's, for large batches)", choices=("sgd", "lars"), label="Optimiser"
     )
@@ -458,13 +472,17 @@ class OptimConfig:
 
     def default_lr(self) -> float:
         """The peak learning rate when ``lr`` is "auto": linear scaling of the batch (:data:`LR_PER_256`)."""
-        return LR_PER_256[self.optimizer] * self.batch_size / 256
+        return LR_PER_256[self.optimizer] * resolved(self.batch_size, "optim.batch_size") / 256
 
     def resolved(self) -> OptimConfig:
-        """A copy with the "auto" values filled (part of :func:`simclr_core.resolve.resolve`)."""
+        """A copy with the "auto" values filled (part of :func:`simclr_core.resolve.resolve`).
+
+        A batch size left "auto" stays so, and with it an "auto" learning rate that scales with it: only the
+        trainer can decide the batch, on its device (:func:`simclr_core.training.session.prepare`)."""
+        auto_lr = None if self.batch_size is None else self.default_lr()
         return replace(
             self,
-            lr=self.default_lr() if self.lr is None else self.lr,
+            lr=auto_lr if self.lr is None else self.lr,
             weight_decay=WEIGHT_DECAY[self.optimizer] if self.weight_decay is None else self.weight_decay,
             warmup_epochs=(
                 min(WARMUP_EPOCHS, self.epochs * WARMUP_SHARE) if self.warmup_epochs is None else self.warmup_epochs
@@ -580,12 +598,15 @@ class TrainConfig:
 
     def validate(self) -> None:
         """Reject values no run can use, with a message naming the flag: each field's own rules
-        (type, choices, bounds; see :func:`_f`), then the rules between fields."""
+        (type, choices, bounds; see :func:`_f`), then the rules between fields. The word "auto" in a
+        field that takes it becomes None here, for every source of settings."""
         for section, cls in sections().items():
             part = getattr(self, section)
             if not isinstance(part, cls):
                 raise UserError(f"config section '{section}' must be a {cls.__name__}, got {part!r}")
             for f in fields(cls):
+                if f.metadata.get("auto") and getattr(part, f.name) == "auto":  # from a flag or a file
+                    setattr(part, f.name, None)
                 check_field(section, f, getattr(part, f.name))
         v = self.views
         if v.crop_scale_min > v.crop_scale_max:

@@ -3,15 +3,31 @@
 ``torchrun --nproc_per_node N -m simclr_core.train ...`` sets RANK, WORLD_SIZE, LOCAL_RANK and
 the rendezvous variables; :func:`setup` joins the process group (NCCL on GPUs, gloo on CPUs).
 Everything here is a no-op in a single process, so the training code reads the same either way.
+
+Many machines: ``torchrun --nnodes N --rdzv-backend c10d --rdzv-endpoint HOST:PORT`` on each one runs the
+same code; the ranks span the machines and nothing here depends on which machine a rank is on. A rank
+that goes away makes the others' next collective fail (at once when its process ends, after
+:func:`collective_timeout` when its machine or network goes silent); :func:`peer_lost` recognises that.
 """
 
 from __future__ import annotations
 
 import os
+from datetime import timedelta
 from typing import Any
 
 import torch
 import torch.distributed as dist
+
+from simclr_core.errors import UserError
+
+TIMEOUT_ENV = "SIMCLR_DIST_TIMEOUT"
+DEFAULT_TIMEOUT_S = 600.0
+# What gloo says when the other end of a collective went away: its process ended (the kernel closed or
+# reset the connection), or it sent nothing within the timeout (the op that timed out, then every later
+# one). NCCL's and the store's failures are DistError subclasses.
+_GLOO_LOST_PEER = ("Connection closed by peer", "Connection reset by peer", "Broken pipe", "Timed out waiting")
+_GLOO_TIMED_OUT = "Application timeout caused pair closure"
 
 
 def world_size() -> int:
@@ -45,7 +61,45 @@ def setup(device_type: str) -> None:
         return
     if device_type == "cuda":
         torch.cuda.set_device(local_rank())
-    dist.init_process_group(backend="nccl" if device_type == "cuda" else "gloo")
+    dist.init_process_group(backend="nccl" if device_type == "cuda" else "gloo", timeout=collective_timeout())
+
+
+def collective_timeout() -> timedelta:
+    """How long a collective waits for the other ranks before it fails: ``SIMCLR_DIST_TIMEOUT`` seconds, 600 by default.
+
+    A machine that goes away sends no reset, so without a bound the other ranks would wait forever. It must
+    exceed the longest work that rank 0 does alone while the others wait (the kNN monitor, a checkpoint).
+    """
+    raw = os.environ.get(TIMEOUT_ENV, "").strip()
+    try:
+        seconds = float(raw) if raw else DEFAULT_TIMEOUT_S
+    except ValueError:
+        seconds = -1.0
+    if not seconds > 0:
+        raise UserError(
+            f"{TIMEOUT_ENV}={raw!r} must be a number of seconds above 0 (unset, it is {DEFAULT_TIMEOUT_S:g})"
+        )
+    return timedelta(seconds=seconds)
+
+
+def peer_lost(e: BaseException) -> bool:
+    """True when ``e`` is a collective that failed because another rank went away: its process ended, its
+    machine or network went down, or it did not answer within :func:`collective_timeout`."""
+    if world_size() == 1:
+        return False
+    if isinstance(e, dist.DistError):  # NCCL's and the store's failures
+        return True
+    text = str(e) if isinstance(e, RuntimeError) else ""
+    return _GLOO_TIMED_OUT in text or ("gloo" in text and any(mark in text for mark in _GLOO_LOST_PEER))
+
+
+def lost_rank() -> int | None:
+    """The rank that went away, where one rank's view tells: with two ranks, the other one; else None.
+
+    With more, every survivor's collective fails alike (the failure spreads through the survivors that
+    exit), so no rank knows which one went first.
+    """
+    return 1 - rank() if world_size() == 2 else None
 
 
 def cleanup() -> None:

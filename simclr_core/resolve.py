@@ -14,6 +14,8 @@ The trainer (:func:`simclr_core.training.session.prepare`, which writes the resu
 ``config.json``, so a run records what ran), the embedder, the pre-launch check, the run-time
 estimate and the app all call it. One value stays "auto" after it: the projection's hidden width,
 a multiple of the backbone's width that the encoder works out, and checkpoints record as None.
+``--batch-size auto`` (and an "auto" learning rate, which scales with it) stays too: only the device
+can tell what fits, so :func:`~simclr_core.training.session.prepare` decides it, then resolves again.
 """
 
 from __future__ import annotations

@@ -198,9 +198,9 @@ def test_help_lists_every_field(capsys):
         (
             {"optim": {"batch_size": 16.5}},
             None,
-            r"--batch-size must be an integer, got 16.5, a float \(config key optim.batch_size\)",
+            r"--batch-size must be an integer or auto, got 16.5, a float \(config key optim.batch_size\)",
         ),
-        ({"optim": {"batch_size": True}}, None, "--batch-size must be an integer, got True"),
+        ({"optim": {"batch_size": True}}, None, "--batch-size must be an integer or auto, got True"),
         ({"optim": {"lr": "0.1"}}, None, "--lr must be a number, got '0.1', a str"),
         (
             {"optim": {"temperature": "0.5"}},

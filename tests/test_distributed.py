@@ -52,30 +52,49 @@ def worker(rank: int, world: int, port: int, out: str, plain_gather: bool) -> No
     try:
         if plain_gather:  # the common bug: all_gather cuts the other ranks' gradient off
             distributed.gather_with_grad = distributed.gather
-        model = DistributedDataParallel(SimCLR(bn_free_encoder(), temperature=0.3))
-        v1, v2 = batch()
-        n = B // world
-        rows = slice(rank * n, (rank + 1) * n)
-        loss = model(v1[rows], v2[rows])
-        loss.backward()  # DDP averages the gradients over ranks
-        mean_loss = distributed.mean(loss.detach()).item()
-
-        # MoCo's queue: every rank enqueues every rank's keys, so the queues stay equal.
-        moco = MoCoV2(bn_free_encoder(), queue_size=12, key_bn_splits=1)
-        moco(v1[rows], v2[rows])
-        queues = distributed.all_objects(moco.queue.clone())
-        if rank == 0:
-            torch.save(
-                {
-                    "loss": mean_loss,
-                    "grads": {k: p.grad for k, p in model.module.named_parameters()},
-                    "queues": queues,
-                    "ptr": moco.queue_ptr.item(),
-                },
-                out,
-            )
+        gather_check(rank, world, out)
     finally:
         dist.destroy_process_group()
+
+
+def gather_check(rank: int, world: int, out: str) -> None:
+    """One rank's half of the check (in a joined process group); rank 0 saves the mean loss, the gradients
+    and both MoCo queues to ``out``. tests/test_multinode.py runs it across two torchrun "nodes"."""
+    model = DistributedDataParallel(SimCLR(bn_free_encoder(), temperature=0.3))
+    v1, v2 = batch()
+    n = B // world
+    rows = slice(rank * n, (rank + 1) * n)
+    loss = model(v1[rows], v2[rows])
+    loss.backward()  # DDP averages the gradients over ranks
+    mean_loss = distributed.mean(loss.detach()).item()
+
+    # MoCo's queue: every rank enqueues every rank's keys, so the queues stay equal.
+    moco = MoCoV2(bn_free_encoder(), queue_size=12, key_bn_splits=1)
+    moco(v1[rows], v2[rows])
+    queues = distributed.all_objects(moco.queue.clone())
+    if rank == 0:
+        torch.save(
+            {
+                "loss": mean_loss,
+                "grads": {k: p.grad for k, p in model.module.named_parameters()},
+                "queues": queues,
+                "ptr": moco.queue_ptr.item(),
+            },
+            out,
+        )
+
+
+def assert_equals_one_process(two: dict) -> None:
+    """The 2-rank result ``two`` (from :func:`gather_check`) equals one process with the whole batch."""
+    one = SimCLR(bn_free_encoder(), temperature=0.3)
+    v1, v2 = batch()
+    loss = one(v1, v2)
+    loss.backward()
+    assert two["loss"] == pytest.approx(loss.item(), rel=1e-6)
+    for name, p in one.named_parameters():
+        assert torch.allclose(two["grads"][name], p.grad, rtol=1e-5, atol=1e-7), name
+    q0, q1 = two["queues"]  # MoCo: both ranks' keys went into both queues, which are equal
+    assert torch.equal(q0, q1) and two["ptr"] == B
 
 
 def two_ranks(tmp_path, plain_gather: bool = False) -> dict:
@@ -89,19 +108,12 @@ def test_two_ranks_with_half_batches_equal_one_process_with_the_whole_batch(tmp_
     v1, v2 = batch()
     loss = one(v1, v2)
     loss.backward()
-    two = two_ranks(tmp_path)
-    assert two["loss"] == pytest.approx(loss.item(), rel=1e-6)
-    for name, p in one.named_parameters():
-        assert torch.allclose(two["grads"][name], p.grad, rtol=1e-5, atol=1e-7), name
+    assert_equals_one_process(two_ranks(tmp_path))  # loss, every gradient, and MoCo's queues
 
     # The same run with a plain all_gather: same loss value, wrong gradients.
     broken = two_ranks(tmp_path, plain_gather=True)
     assert broken["loss"] == pytest.approx(loss.item(), rel=1e-6)
     assert not all(torch.allclose(broken["grads"][n], p.grad, rtol=1e-3, atol=1e-6) for n, p in one.named_parameters())
-
-    # MoCo: both ranks' keys went into both queues, which are equal.
-    q0, q1 = two["queues"]
-    assert torch.equal(q0, q1) and two["ptr"] == B
 
 
 def train_worker(rank: int, world: int, port: int, cfg_dict: dict, resume: bool, stop_after: int) -> None:

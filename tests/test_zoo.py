@@ -62,6 +62,7 @@ def test_every_recipe_trains_one_step_on_tiny_data(r, tmp_path):
     cfg.data = type(cfg.data)(dataset="digits", data_dir=str(tmp_path / "data"), subset=8, image_size=16)
     cfg.optim.epochs, cfg.optim.batch_size = 1, 8
     cfg.run.name, cfg.run.runs_dir, cfg.run.knn_every, cfg.run.probe = "one-step", str(tmp_path / "runs"), 0, False
+    cfg.run.compile = False  # the speedrun's torch.compile takes minutes on a CPU; tests/training covers it
     run = train(cfg)
     [line] = [m for m in RunDir(run.path).metrics("epoch")]
     assert line["step"] == 1 and math.isfinite(line["epoch_loss"])

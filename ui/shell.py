@@ -27,6 +27,10 @@ def routed() -> None:
     old-style multipage app and runs a linked page (``/embeddings``) on its own: no router, no
     shared sidebar, and every file of pages/ listed as a page. Run the router instead; it then
     runs this page, and from then on the server knows the app's own navigation.
+
+    Moving the helpers out of pages/ (to ui/) did not let this go: Streamlit looks for a folder named
+    ``pages`` beside the main script, whatever it holds, and the project's layout names that folder.
+    Renaming it would drop the workaround, at the price of the layout users know.
     """
     from streamlit.runtime.pages_manager import PagesManager
 

@@ -37,7 +37,7 @@ def add_config_args(parser: argparse.ArgumentParser, only: Iterable[str] | None 
                 f.metadata["help"]
                 + ("" if default is None else f" [default: {default}]")
                 + (f" [{auto}]" if auto else "")
-            )
+            ).replace("%", "%%")  # argparse formats help with %: "15%" must stay text
             choices = f.metadata.get("choices")
             base = str(f.type).replace(" | None", "")
             name = option(f)
@@ -49,12 +49,27 @@ def add_config_args(parser: argparse.ArgumentParser, only: Iterable[str] | None 
                 group.add_argument(
                     flag(name),
                     dest=name,
-                    type=_TYPES[base],
+                    type=_or_auto(_TYPES[base]) if f.metadata.get("auto") else _TYPES[base],
                     default=argparse.SUPPRESS,
                     choices=choices,
                     help=help_,
                     metavar=None if choices else f.name.split("_")[-1].upper(),
                 )
+
+
+def _or_auto(kind: Callable[[str], object]) -> Callable[[str], object]:
+    """An argparse type taking a ``kind`` value or the word "auto" (kept as is: validate makes it None)."""
+
+    def parse(text: str) -> object:
+        if text == "auto":
+            return text
+        try:
+            return kind(text)
+        except ValueError:
+            noun = {int: "an integer", float: "a number"}.get(kind, "a value")  # type: ignore[call-overload]
+            raise argparse.ArgumentTypeError(f"must be {noun} or auto, got {text!r}") from None
+
+    return parse
 
 
 def config_from_args(args: argparse.Namespace) -> tuple[TrainConfig, set[str]]:
@@ -94,6 +109,9 @@ def config_flags(cfg: TrainConfig) -> list[str]:
         for f in fields(cls):
             value = getattr(part, f.name)
             if f.default is not MISSING and value == f.default:
+                continue
+            if value is None and f.metadata.get("auto"):
+                argv += [flag(option(f)), "auto"]
                 continue
             if value is None:  # a field whose default is set has no flag for "unset"
                 raise UserError(f"{section}.{f.name} = None has no command-line flag; leave it at its default")

@@ -97,7 +97,9 @@ def main(argv: list[str] | None = None) -> int:
         try:
             if args.resume:
                 st = run.status()
-                if st.get("state") == "running":
+                # Its lock, not its status: a run whose writer on another machine died without a word still
+                # reads "running" there for a while (RunDir.status), and must resume at once.
+                if st.get("state") == "running" and run.writer_alive():
                     raise UserError(f"run '{run.name}' is running (pid {st.get('pid')}); stop it first")
                 if st.get("state") == "finished" and st.get("epoch", 0) >= saved.optim.epochs:
                     raise UserError(

@@ -64,13 +64,14 @@ def resume(run: RunDir, epochs: int | None = None, nproc: int | None = None) -> 
         raise
 
 
-def check_nproc(nproc: int, batch_size: int) -> None:
-    """A UserError unless ``nproc`` processes (one per GPU) can run a batch of ``batch_size``."""
+def check_nproc(nproc: int, batch_size: int | None) -> None:
+    """A UserError unless ``nproc`` processes (one per GPU) can run a batch of ``batch_size`` (None: "auto",
+    which the run makes a multiple of ``nproc``)."""
     if nproc < 1:
         raise UserError(f"the number of GPUs must be at least 1, got {nproc}")
     if nproc > 1 and nproc > gpu_count():
         raise UserError(f"{nproc} GPUs asked for but {gpu_count()} visible; pick at most {max(1, gpu_count())}")
-    if batch_size % nproc:
+    if batch_size is not None and batch_size % nproc:
         raise UserError(f"batch size {batch_size} must split evenly over {nproc} GPUs; use a multiple of {nproc}")
 
 

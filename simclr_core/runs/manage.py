@@ -33,9 +33,14 @@ def is_failed(state: str) -> bool:
 
 
 def _busy(run: RunDir) -> bool:
-    """True while a process trains the run, holds its folder's writer lock, or a background job (an
-    evaluation, embeddings for a map) works on it."""
-    return launch.is_active(run) or run.writer_alive() or jobs.busy_with(jobs.jobs_dir(run.path.parent), run.path)
+    """True while a process trains the run (here, or on another machine that writes the shared folder), holds
+    its folder's writer lock, or a background job (an evaluation, embeddings for a map) works on it."""
+    return (
+        launch.is_active(run)
+        or run.writer_alive()
+        or run.status().get("state") == "running"
+        or jobs.busy_with(jobs.jobs_dir(run.path.parent), run.path)
+    )
 
 
 def _check_idle(run: RunDir, what: str) -> None:

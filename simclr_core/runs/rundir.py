@@ -11,6 +11,7 @@ import contextlib
 import fcntl
 import json
 import os
+import socket
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
@@ -54,6 +55,9 @@ def _number(v: Any) -> bool:
 
 
 LOCK_NAME = ".writer.lock"
+# A run trained on another machine (a cluster, seen over a shared folder) whose lock this machine cannot
+# see counts as running while its status is this fresh (seconds): rank 0 rewrites it every --log-every steps.
+REMOTE_STALE_S = 1800.0
 
 
 def process_start(pid: int) -> int | None:
@@ -167,15 +171,21 @@ class RunDir:
             return "a writer that is starting"
 
     def writer_alive(self) -> bool:
-        """True while some process holds :meth:`writer` (probing the lock takes and drops it at once)."""
-        try:
-            fd = os.open(self.path / LOCK_NAME, os.O_RDONLY)
-        except OSError:
+        """True while some process that this machine can see holds :meth:`writer` (probing the lock takes
+        and drops it at once)."""
+        fd = -1
+        for mode in (os.O_RDWR, os.O_RDONLY):  # NFS takes an exclusive lock only on a file open for writing
+            with contextlib.suppress(OSError):
+                fd = os.open(self.path / LOCK_NAME, mode)
+                break
+        if fd < 0:
             return False
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             return True
+        except OSError:  # a mount without locks (or a read-only one over NFS): the status's host and age decide
+            return False
         finally:
             os.close(fd)
         return False
@@ -188,7 +198,15 @@ class RunDir:
         """Record the run's state for watchers; ``extra`` adds fields such as epoch."""
         assert state in STATES, state
         old = self.status()
-        status = {**old, "state": state, "message": message, "pid": os.getpid(), "updated": time.time(), **extra}
+        status = {
+            **old,
+            "state": state,
+            "message": message,
+            "pid": os.getpid(),
+            "host": socket.gethostname(),  # where the pid lives; a watcher on another machine cannot probe it
+            "updated": time.time(),
+            **extra,
+        }
         try:
             write_json_atomic(self.status_path, status)
         except OSError:
@@ -297,8 +315,16 @@ class RunDir:
         if not isinstance(st.get("message", ""), str):
             st["message"] = str(st["message"])
         if st.get("state") == "running" and not self.writer_alive():
-            st["state"] = "died"
-            st["message"] = st.get("message") or "the training process ended without a word; resume it"
+            host, age = st.get("host"), time.time() - st.get("updated", 0.0)
+            if isinstance(host, str) and host != socket.gethostname():  # its lock may be invisible from here
+                if age > REMOTE_STALE_S:
+                    st["state"] = "died"
+                    st["message"] = (
+                        f"no word from {host} for {age / 60:.0f} min: its training process has likely ended; resume it"
+                    )
+            else:
+                st["state"] = "died"
+                st["message"] = st.get("message") or "the training process ended without a word; resume it"
         elif st.get("state") == "starting" and not self.launcher_alive() and not self.writer_alive():
             st["state"] = "died"
             st["message"] = "the training process ended before it started; what it printed is in console.log"

@@ -44,7 +44,7 @@ def batches(s: Session, epoch: int, first: int) -> Iterator[torch.Tensor]:
     ranks each takes rows [r*B/R, (r+1)*B/R) of every global batch: the same images in the same
     order whatever R is, which is what lets a run resume on another number of GPUs.
     """
-    B, n = s.cfg.optim.batch_size, s.steps_per_epoch
+    B, n = s.batch_size, s.steps_per_epoch
     per_rank = B // distributed.world_size()
     lo = distributed.rank() * per_rank
     hi = lo + per_rank

@@ -175,11 +175,11 @@ def estimate(
         cpus=os.cpu_count() or 1,
         load=load,
         epochs=s.cfg.optim.epochs,
-        batch_size=s.cfg.optim.batch_size,
+        batch_size=s.batch_size,
         steps_per_epoch=s.steps_per_epoch,
         total_steps=s.total_steps,
         step_s=step_s,
-        images_per_s=s.cfg.optim.batch_size / step_s,
+        images_per_s=s.batch_size / step_s,
         measured_steps=measured,
         measured_batch=batch,
         monitor_s=monitor_s,
@@ -229,7 +229,7 @@ def _time_steps(s: Session, steps: int, seconds: float, report: Progress) -> tup
     costs that do not grow with its images (the optimiser; on a busy CPU, threads waiting for a core
     at every operation), which is why the timed batch is as large as fits.
     """
-    B, limit = s.cfg.optim.batch_size, seconds * STEP_SHARE / 2
+    B, limit = s.batch_size, seconds * STEP_SHARE / 2
     feed = _endless(s)
     try:
         b = B if s.device.type != "cpu" or s.compiled is not None else min(B, SMALL_BATCH)

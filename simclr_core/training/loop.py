@@ -126,7 +126,7 @@ def log_step(s: Session, epoch: int, bar: tqdm) -> None:
         return
     loss = distributed.mean(torch.stack(s.window).mean()).item()  # over all ranks' images
     now = time.perf_counter()
-    ips = len(s.window) * s.cfg.optim.batch_size / max(now - s.window_start, 1e-9)
+    ips = len(s.window) * s.batch_size / max(now - s.window_start, 1e-9)
     s.window, s.window_start = [], now
     if not math.isfinite(loss):
         raise diverged(s, f"loss became {loss} at epoch {epoch + 1}, step {s.step}")
@@ -151,7 +151,7 @@ def end_epoch(s: Session) -> None:
     """kNN monitor, the epoch's metrics line, then ``last.pt`` and ``backbone.pt``."""
     loss = distributed.mean(torch.stack(s.epoch_losses).mean()).item()
     seconds = time.perf_counter() - s.epoch_start
-    images = (s.step - s.epoch_start_step) * s.cfg.optim.batch_size
+    images = (s.step - s.epoch_start_step) * s.batch_size
     s.epoch_losses = []
     if not math.isfinite(loss):
         raise diverged(s, f"loss became {loss} in epoch {s.epoch}")

@@ -288,10 +288,10 @@ def check_new_run(
     if d.subset is not None:
         n = min(n, d.subset)
     truncated = summary is not None and summary.truncated
-    if cfg.optim.batch_size > n and not truncated:
+    batch = cfg.optim.batch_size  # None: "auto", at most the training images
+    if batch is not None and batch > n and not truncated:
         raise UserError(
-            f"--batch-size {cfg.optim.batch_size} is larger than the {n:,} training images of "
-            f"{source}; lower it to {n} or less"
+            f"--batch-size {batch} is larger than the {n:,} training images of {source}; lower it to {n} or less"
         )
     notes += [f"warning: {w}" for w in warnings(cfg, n)]  # the method's own, e.g. a MoCo queue longer than the data
     return Plan(images=n, source=source, folder=summary, notes=notes)

@@ -9,22 +9,23 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import socket
 import sys
 from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import IO, Any
 
-import torch
-
 from simclr_core import distributed
 from simclr_core.config import TrainConfig, check_run_name
+from simclr_core.embeddings import checkpoint_key
 from simclr_core.errors import UserError
 from simclr_core.explorer import probe
 from simclr_core.hardware import describe, resolve_device
 from simclr_core.runs import tboard
 from simclr_core.runs.rundir import RunDir, new_run, open_run
 from simclr_core.training.loop import fit
+from simclr_core.training.memory import OOM_ERRORS, oom_message
 from simclr_core.training.session import Session, prepare
 
 
@@ -61,8 +62,20 @@ def train(cfg: TrainConfig, resume: bool = False) -> RunDir:
         error = distributed.broadcast(error)  # every rank fails alike, none waits forever
         if error:
             raise UserError(error)
-        if not main:
-            run = open_run(cfg.run.runs_dir, check_run_name(cfg.run.name))
+        if not main:  # on another machine, the folder rank 0 made is there only on a filesystem they share
+            try:
+                run = open_run(cfg.run.runs_dir, check_run_name(cfg.run.name))
+            except UserError as e:
+                error = (
+                    f"rank {distributed.rank()} on {socket.gethostname()} does not see the run folder that rank 0 "
+                    f"made: {e}; put --runs-dir on a filesystem that every machine shares"
+                )
+        error = next(filter(None, distributed.all_objects(error)), None)
+        if error:
+            if main:
+                with contextlib.suppress(OSError):
+                    run.write_status("failed", error)
+            raise UserError(error)
         return _train_in(run, cfg, resume)
 
 
@@ -85,6 +98,7 @@ def _train_in(run: RunDir, cfg: TrainConfig, resume: bool) -> RunDir:
         status("failed", str(e))
         raise
     with _closing_quietly(log_file):
+        s: Session | None = None  # the out-of-memory message tries smaller steps with it, once built
         try:
             s = prepare(cfg, run, resume)
             cfg = s.cfg  # resolved: every "auto" value decided, as config.json records it
@@ -127,15 +141,17 @@ def _train_in(run: RunDir, cfg: TrainConfig, resume: bool) -> RunDir:
             )
             status("failed", msg)
             raise UserError(msg) from None
-        except torch.cuda.OutOfMemoryError:
-            # the batch size fixes the steps per epoch, so a smaller one is a new run, not a resume
-            msg = (
-                f"out of GPU memory at batch size {cfg.optim.batch_size}; start a new run with a lower "
-                "--batch-size (or --precision bf16)"
-            )
+        except OOM_ERRORS as e:
+            msg = oom_message(e, s, cfg.optim.batch_size)  # names a batch that fits, found by halving
             status("failed", msg)
             raise UserError(msg) from None
         except BaseException as e:
+            if distributed.peer_lost(e):  # one line naming the lost rank, not a gloo/NCCL traceback
+                msg = _lost_rank_message(run, s)
+                status("failed", msg)
+                if distributed.lost_rank() == 0:
+                    _record_for_lost_main(run, msg)
+                raise UserError(msg) from None
             status("failed", f"{type(e).__name__}: {e}".splitlines()[0])
             raise
         if outcome == "stopped":
@@ -147,6 +163,35 @@ def _train_in(run: RunDir, cfg: TrainConfig, resume: bool) -> RunDir:
         if main:
             run.clear_stop()
     return run
+
+
+def _lost_rank_message(run: RunDir, s: Session | None) -> str:
+    """The one line of a run whose collective failed because another rank went away: which rank, where,
+    what was kept, and how to go on."""
+    lost = distributed.lost_rank()
+    who = "another rank" if lost is None else f"rank {lost}"
+    wait = distributed.collective_timeout().total_seconds()
+    at = f" at epoch {s.epoch + 1}, step {s.step}" if s is not None else " while starting"
+    # From the disk, not the session: rank 0 writes last.pt after the others move on, and may be the one lost.
+    info = run.checkpoint_info(checkpoint_key(run.last_ckpt))
+    if info is not None:
+        kept = f"kept the last checkpoint ({info.label()}, step {info.step})"
+    else:
+        kept = "kept the last checkpoint" if run.last_ckpt.is_file() else "no checkpoint yet"
+    return (
+        f"{who} was lost{at} (its process ended, or its machine or network went silent for {wait:g} s; its own "
+        f"output says why); {kept}; resume with --resume {run.name}"
+    )
+
+
+def _record_for_lost_main(run: RunDir, msg: str) -> None:
+    """Rank 0, the one that writes the run's files, is gone: record how the run ended in its place, unless
+    rank 0 ended the run in its own words before it went (a status other than "running")."""
+    # Its writer lock is free once its process has ended; a lock still held (its machine went silent, not
+    # its process) leaves the status to read "died" when the lock goes.
+    with contextlib.suppress(UserError, OSError), run.writer("recording that rank 0 was lost"):
+        if run.status().get("state") == "running":
+            run.write_status("failed", msg)
 
 
 def _open_log(path: str | Path) -> IO[str]:

@@ -27,7 +27,7 @@ from simclr_core.optim import build_optimizer
 from simclr_core.resolve import resolve, warnings
 from simclr_core.runs import tboard
 from simclr_core.runs.rundir import RunDir
-from simclr_core.training.memory import check_step_memory
+from simclr_core.training.memory import auto_batch, check_step_memory
 from simclr_core.training.state import restore, view_seed
 
 
@@ -69,6 +69,11 @@ class Session:
     saved_at: tuple[int, int] | None = None  # (epoch, step) of the last.pt on disk, written or restored
 
     @property
+    def batch_size(self) -> int:
+        """Images per step over all processes: the config's, with "auto" decided by :func:`prepare`."""
+        return resolved(self.cfg.optim.batch_size, "optim.batch_size")
+
+    @property
     def total_steps(self) -> int:
         return self.cfg.optim.epochs * self.steps_per_epoch
 
@@ -98,12 +103,13 @@ def prepare(cfg: TrainConfig, run: RunDir, resume: bool) -> Session:
         torch.set_num_threads(cfg.run.num_threads)
     device = resolve_device(cfg.run.device)
     world, rank = distributed.world_size(), distributed.rank()
+    batch = cfg.optim.batch_size  # None: "auto", decided below on the device
     if world > 1:
         if device.type == "cuda":
             device = torch.device("cuda", distributed.local_rank())
-        if cfg.optim.batch_size % world:
+        if batch is not None and batch % world:
             raise UserError(
-                f"--batch-size {cfg.optim.batch_size} is the global batch and must split evenly "
+                f"--batch-size {batch} is the global batch and must split evenly "
                 f"over the {world} processes; use a multiple of {world}"
             )
         if cfg.run.sync_bn and device.type != "cuda":
@@ -111,24 +117,30 @@ def prepare(cfg: TrainConfig, run: RunDir, resume: bool) -> Session:
     d = cfg.data
     pretrain, bank_split, query_split = data.default_splits(d.dataset, d.data_path)
     train = data.pretrain_split(d, d.train_split or pretrain, subset=d.subset, seed=cfg.run.seed)
-    if cfg.optim.batch_size > len(train):
+    if batch is not None and batch > len(train):
         raise UserError(
-            f"--batch-size {cfg.optim.batch_size} is larger than the {len(train)} training "
-            f"images of {train.name}; lower it"
+            f"--batch-size {batch} is larger than the {len(train)} training images of {train.name}; lower it"
         )
     # Every "auto" setting, decided once: the session keeps it, and the runner writes it to config.json.
     cfg = resolve(cfg, train.images.shape[-1])
     view_kwargs = cfg.views.kwargs()
     arch = architecture(cfg)
+    amp_dtype = autocast_dtype(cfg.optim.precision, device)
 
     torch.manual_seed(cfg.run.seed)  # the same initial weights on every rank
     method = build_method(cfg, build_encoder(arch))
-    check_step_memory(cfg, method, view_kwargs["size"], device, world)  # else the OOM killer ends it without a word
     module = as_module(method).to(device)  # the same object, as the module that trains
-    if world > 1 and cfg.run.sync_bn:
-        torch.nn.SyncBatchNorm.convert_sync_batchnorm(module)  # swaps the method's BN layers in place
     if device.type == "cuda":
         module.to(memory_format=torch.channels_last)
+    auto_note = None
+    if batch is None:  # --batch-size auto: only now, with the method on its device, can a step be tried
+        found = auto_batch(cfg, method, view_kwargs["size"], device, len(train), world, amp_dtype)
+        batch, auto_note = distributed.broadcast(found)  # rank 0's, so every process runs the same batch
+        cfg.optim.batch_size = batch
+        cfg = resolve(cfg, train.images.shape[-1])  # again: the "auto" learning rate scales with the batch
+    check_step_memory(cfg, method, view_kwargs["size"], device, world)  # else the OOM killer ends it without a word
+    if world > 1 and cfg.run.sync_bn:  # after --batch-size auto, whose try runs each process alone
+        torch.nn.SyncBatchNorm.convert_sync_batchnorm(module)  # swaps the method's BN layers in place
     # Buffers are not broadcast: MoCo's queue is kept equal on every rank by its own gather, and
     # batch-norm running statistics (used only for evaluation) are rank 0's, as saved.
     model = (
@@ -138,7 +150,6 @@ def prepare(cfg: TrainConfig, run: RunDir, resume: bool) -> Session:
         if world > 1
         else module
     )
-    amp_dtype = autocast_dtype(cfg.optim.precision, device)
     optimizer = build_optimizer(
         module,
         cfg.optim.optimizer,
@@ -167,11 +178,13 @@ def prepare(cfg: TrainConfig, run: RunDir, resume: bool) -> Session:
         view_kwargs=view_kwargs,
         generator=generator,
         arch=arch,
-        steps_per_epoch=len(train) // cfg.optim.batch_size,
+        steps_per_epoch=len(train) // batch,
         skipped=train.skipped,
         workers=0 if on_device else workers,
     )
     s.notes.extend(train.notes)  # what the folder scan skipped, the held-out fifth, no cache
+    if auto_note:
+        s.notes.append(auto_note)
     s.notes.extend(f"warning: {w}" for w in warnings(cfg, len(train)))
     if cfg.run.compile:
         s.compiled = torch.compile(model)

@@ -11,6 +11,7 @@ from simclr_core.embeddings import Embeddings
 from simclr_core.errors import UserError
 from simclr_core.explorer import compute as explore
 from simclr_core.explorer import probe, projection
+from simclr_core.explorer.specs import MapSpec
 from simclr_core.runs.rundir import RunDir
 
 from tests.conftest import tiny_config
@@ -29,17 +30,8 @@ def run(trained, tmp_path) -> RunDir:
 
 
 def map_spec(run, **kw):
-    return {
-        "run": str(run.path),
-        "split": "test",
-        "feature": "h",
-        "method": "pca",
-        "dims": 2,
-        "params": {},
-        "max_points": None,
-        "thumbs": None,
-        **kw,
-    }
+    """A PCA map of the test split, as the page asks for it (a job file's JSON)."""
+    return {**MapSpec(run=str(run.path), split="test", feature="h", method="pca", dims=2).to_dict(), **kw}
 
 
 def test_map_products(run, tmp_path):

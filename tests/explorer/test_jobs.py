@@ -16,6 +16,7 @@ from simclr_core.errors import UserError
 from simclr_core.evaluation.run import job_spec
 from simclr_core.explorer import compute as explore
 from simclr_core.explorer import jobs, probe
+from simclr_core.explorer.specs import MapSpec
 from simclr_core.runs.rundir import RunDir
 
 from tests.conftest import REPO, tiny_config
@@ -129,17 +130,8 @@ def test_a_real_worker_process_runs_queued_jobs(trained, tmp_path, monkeypatch):
     run = RunDir(shutil.copytree(trained, tmp_path / "tiny"))
     d = tmp_path / ".jobs"
     monkeypatch.setenv("SIMCLR_UMAP_WARM_UP", "0")
-    spec = {
-        "run": str(run.path),
-        "split": "test",
-        "feature": "h",
-        "method": "pca",
-        "dims": 2,
-        "params": {},
-        "max_points": None,
-        "thumbs": None,
-    }
-    jid = jobs.submit(d, "map", spec)
+    spec = MapSpec(run=str(run.path), split="test", feature="h", method="pca", dims=2)
+    jid = jobs.submit(d, spec.kind, spec.to_dict())
     pid = json.loads((d / "worker.json").read_text())["pid"]
     deadline = time.time() + 180
     while jobs.status(d, jid)["state"] in jobs.ACTIVE and time.time() < deadline:
