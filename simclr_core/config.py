@@ -279,6 +279,20 @@ class ViewConfig:
         label="Solarize probability",
         step=0.05,
     )
+    # Progressive resolution (Kocyigit, Hospedales, Bilen 2022, arXiv 2212.05611): small views early make
+    # early epochs cheap; the side grows linearly to the full view size.
+    progressive_start: float = _f(
+        1.0,
+        "progressive resolution: the view side at the start of training, as a share of the full view size "
+        "(1: off); it grows to the full size over --progressive-share of the run, in steps of 8 px",
+        gt=0,
+        max=1,
+        label="Starting view size (share)",
+        step=0.05,
+    )
+    progressive_share: float = _f(
+        0.5, "progressive resolution: the share of the run over which views grow to the full size", gt=0, max=1
+    )
 
     @classmethod
     def cifar(cls) -> ViewConfig:
@@ -301,6 +315,15 @@ class ViewConfig:
             jitter_strength=auto["jitter_strength"] if self.jitter_strength is None else self.jitter_strength,
             blur_prob=auto["blur_prob"] if self.blur_prob is None else self.blur_prob,
         )
+
+    def size_at(self, progress: float) -> int:
+        """The view side at ``progress`` (0 to 1) through the run, of a :meth:`resolved` config: the full size,
+        or with progressive resolution a multiple of 8 px growing to it (few shapes, for cuDNN and compile)."""
+        full = resolved(self.crop_size, "views.crop_size")
+        if self.progressive_start >= 1:
+            return full
+        grown = self.progressive_start + (1 - self.progressive_start) * min(1.0, progress / self.progressive_share)
+        return max(8, min(full, round(full * grown / 8) * 8))
 
     def kwargs(self) -> dict[str, Any]:
         """Keyword arguments for :func:`simclr_core.views.simclr_view`, of a :meth:`resolved` config."""

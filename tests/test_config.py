@@ -385,3 +385,15 @@ def test_the_upper_bounds_keep_real_sizes():
     )  # fmt: skip
     assert (cfg.data.image_size, cfg.views.crop_size, cfg.run.seed) == (2048, 1024, 2**32 - 1)
     assert cfg.optim.default_lr() == pytest.approx(76.8)
+
+
+def test_progressive_resolution_grows_the_view_side_in_steps_of_8_px():
+    full = ViewConfig(crop_size=32).resolved(32)
+    assert [full.size_at(p) for p in (0.0, 0.5, 1.0)] == [32, 32, 32]  # off by default
+    grow = ViewConfig(crop_size=32, progressive_start=0.5, progressive_share=0.5).resolved(32)
+    sides = [grow.size_at(i / 20) for i in range(21)]
+    assert sides[0] == 16 and sides[5] == 24 and sides[10:] == [32] * 11  # full from half the run on
+    assert sides == sorted(sides) and set(sides) == {16, 24, 32}  # three shapes: few recompiles
+    assert ViewConfig(crop_size=16, progressive_start=0.1).resolved(16).size_at(0.0) == 8  # never below 8 px
+    with pytest.raises(UserError, match="--progressive-start must be"):
+        TrainConfig.from_dict({"views": {"progressive_start": 0}})

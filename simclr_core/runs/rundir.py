@@ -3,6 +3,11 @@
 ``checkpoints/<run>/`` holds ``config.json``, ``metrics.jsonl`` (appended line by line),
 ``status.json`` (running / finished / stopped / failed + message), ``last.pt``, ``backbone.pt``
 with ``backbone.json``, ``train.log`` and, while a stop is asked for, ``STOP``.
+
+A little over our 450-line guide on purpose: :class:`RunDir` is the one owner of these files, their
+atomic writes and the writer lock, and who is alive (a local process, or a run on another machine seen
+through a shared folder); split, the rules on liveness would be read in pieces. What the app shows of a
+run's progress lives beside it, in :mod:`simclr_core.runs.progress`.
 """
 
 from __future__ import annotations

@@ -77,7 +77,9 @@ def train_step(s: Session, x: torch.Tensor) -> torch.Tensor:
 
     :mod:`simclr_core.training.estimate` times this same step.
     """
-    v1, v2 = two_views(x, generator=s.generator, **s.view_kwargs)  # (B, 3, S, S) float each
+    # the view side from the step alone (progressive resolution), so a resumed run draws the same views
+    size = s.cfg.views.size_at(s.step / s.total_steps)
+    v1, v2 = two_views(x, generator=s.generator, **{**s.view_kwargs, "size": size})  # (B, 3, S, S) float each
     if s.device.type == "cuda":
         v1, v2 = (v.contiguous(memory_format=torch.channels_last) for v in (v1, v2))
     s.lr = lr_at(s.step, s.total_steps, s.warmup_steps, resolved(s.cfg.optim.lr, "optim.lr"))

@@ -102,3 +102,23 @@ def test_compiled_run_matches_eager_closely(tmp_path):
     la = [m["epoch_loss"] for m in compiled.metrics("epoch")]
     lb = [m["epoch_loss"] for m in eager.metrics("epoch")]
     assert la == pytest.approx(lb, rel=1e-3)
+
+
+def test_progressive_resolution_trains_on_growing_views(tmp_path, monkeypatch):
+    """Early steps see small views, later ones the full size; the size follows the step, so a resume agrees."""
+    from simclr_core.training import loop
+
+    sizes = []
+    real = loop.two_views
+
+    def recording(x, **kw):
+        sizes.append(kw["size"])
+        return real(x, **kw)
+
+    monkeypatch.setattr(loop, "two_views", recording)
+    cfg = tiny_config(tmp_path, epochs=4)  # 64 digits at 16 px, 2 steps per epoch: 8 steps
+    cfg.views.progressive_start, cfg.views.progressive_share = 0.5, 0.5
+    run = train(cfg)
+    assert sizes == [8, 8, 16, 16, 16, 16, 16, 16]  # 8 px, then 16 px from half the run on
+    assert run.status()["state"] == "finished"
+    assert RunDir(run.path).config().views.progressive_start == 0.5  # config.json records it
