@@ -531,7 +531,8 @@ class RunConfig:
     probe: bool = _f(
         True,
         "at every monitor epoch, embed a fixed probe subset into <run>/probe/ (the app's "
-        "'over training' view) and log its label-free health: RankMe, alignment, uniformity",
+        "'over training' view) and log its label-free health: RankMe, alpha-ReQ, LiDAR, alignment, uniformity, "
+        "pseudo-label kNN",
     )
     probe_size: int = _f(
         2000,

@@ -182,13 +182,7 @@ def health(rows: list[dict], cfg: TrainConfig) -> None:
     epochs = [m["epoch"] for m in rows]
     c1, c2, c3 = st.columns(3)
     with c1:
-        fig = line(epochs, [m["rankme_h"] for m in rows], "RankMe: effective rank (higher is better)", "epoch", "rank")
-        fig.data[0].name = "h (backbone)"
-        fig.add_trace(
-            go.Scatter(x=epochs, y=[m.get("rankme_z") for m in rows], name="z (projection)", mode=fig.data[0].mode)
-        )
-        fig.update_layout(legend=dict(orientation="h", y=-0.35))
-        st.plotly_chart(fig, key="tf_rankme")
+        h_and_z(rows, "rankme", "RankMe: effective rank (higher is better)", "rank")
     with c2:
         st.plotly_chart(
             line(
@@ -211,12 +205,34 @@ def health(rows: list[dict], cfg: TrainConfig) -> None:
             ),
             key="tf_uniformity",
         )
+    if any("lidar_h" in m or "areq_h" in m or "pseudo_knn_h" in m for m in rows):  # runs of before issue 20 lack them
+        c1, c2, c3 = st.columns(3)
+        with c1:
+            h_and_z(rows, "lidar", "LiDAR: rank of the views' discriminant (higher is better)", "rank")
+        with c2:
+            h_and_z(rows, "areq", "α-ReQ: eigenvalue decay α", "α")
+        with c3:
+            h_and_z(rows, "pseudo_knn", "kNN on k-means pseudo-labels (higher is better)", "accuracy")
     st.caption(
         f"Measured on the run's probe subset ({cfg.run.probe_size:,} images at most) at every monitor epoch, "
         "no labels needed: "
         "RankMe (Garrido et al. 2023) falls towards 1 when the embeddings collapse; alignment and uniformity "
-        "(Wang & Isola 2020) on the normalised projections z."
+        "(Wang & Isola 2020) on the normalised projections z; LiDAR (Thilak et al. 2024) over several views of "
+        "each image; α-ReQ (Agrawal et al. 2022), the power-law decay of the spectrum; and the kNN accuracy of "
+        "k-means pseudo-labels. Which of them to trust for choosing runs is still to be measured."
     )
+
+
+def h_and_z(rows: list[dict], key: str, title: str, unit: str) -> None:
+    """One health signal per monitor epoch, for the backbone (h) and the projection (z)."""
+    shown = [m for m in rows if f"{key}_h" in m]
+    epochs = [m["epoch"] for m in shown]
+    fig = line(epochs, [m[f"{key}_h"] for m in shown], title, "epoch", unit)
+    fig.data[0].name = "h (backbone)"
+    z = [m.get(f"{key}_z") for m in shown]
+    fig.add_trace(go.Scatter(x=epochs, y=z, name="z (projection)", mode=fig.data[0].mode))
+    fig.update_layout(legend=dict(orientation="h", y=-0.35))
+    st.plotly_chart(fig, key=f"tf_{key}")
 
 
 def live_view(run: RunDir) -> None:

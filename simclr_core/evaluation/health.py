@@ -9,15 +9,36 @@
   embeddings: alignment E||f(x) - f(x+)||^2 over positive pairs (lower is better; 0 for identical
   views), uniformity log E exp(-2 ||f(x) - f(y)||^2) over all pairs (lower is better; 0 means
   every image sits on the same point).
+- :func:`areq`: α-ReQ (Agrawal et al., NeurIPS 2022), the power-law decay exponent of the
+  covariance's eigenvalue spectrum.
+- :func:`lidar`: LiDAR (Thilak et al., ICLR 2024), the effective rank of the linear discriminant matrix
+  whose classes are source images and whose samples are augmented views of them.
+- :func:`pseudo_knn`: cluster learnability, the "CL" of CLID (Lu et al. 2023): the leave-one-out kNN
+  accuracy of k-means pseudo-labels.
 - :func:`collapse_alarm`: a message when these say the encoder has collapsed, else None.
 """
 
 from __future__ import annotations
 
+import math
+import warnings
+
 import torch
 import torch.nn.functional as F
 
-__all__ = ["COLLAPSED_RANK", "alignment", "collapse_alarm", "health", "rankme", "uniformity"]
+from simclr_core.explorer.scores import kmeans_clusters
+
+__all__ = [
+    "COLLAPSED_RANK",
+    "alignment",
+    "areq",
+    "collapse_alarm",
+    "health",
+    "lidar",
+    "pseudo_knn",
+    "rankme",
+    "uniformity",
+]
 
 COLLAPSED_RANK = 2.0  # below this effective rank, all embeddings lie (nearly) on one line
 COLLAPSED_UNIFORMITY = -0.05  # above this, all normalised embeddings sit (nearly) on one point
@@ -28,10 +49,15 @@ def rankme(x: torch.Tensor, eps: float = 1e-7) -> float:
     """Effective rank of (N, D) embeddings, in [1, min(N, D)]; RankMe's eps guards log(0)."""
     if x.dim() != 2 or x.shape[0] < 1:
         raise ValueError(f"rankme needs a non-empty (N, D) matrix, got {tuple(x.shape)}")
-    s = torch.linalg.svdvals(x.double())
-    if float(s.sum()) == 0.0:
+    return _entropy_rank(torch.linalg.svdvals(x.double()), eps)
+
+
+def _entropy_rank(values: torch.Tensor, eps: float = 1e-7) -> float:
+    """RankMe's effective rank of non-negative values: exp of the entropy of values / sum (+ eps)."""
+    values = values.double().clamp_min(0)  # eigvalsh rounds a zero eigenvalue to a tiny negative one
+    if float(values.sum()) == 0.0:
         return 1.0  # all zeros: one point, rank 1 by the same reading
-    p = s / s.sum() + eps
+    p = values / values.sum() + eps
     return float(torch.exp(-(p * p.log()).sum()))
 
 
@@ -54,6 +80,104 @@ def uniformity(z: torch.Tensor, t: float = 2.0) -> float:
     return float(torch.logsumexp(-t * sq.double(), dim=0) - torch.log(torch.tensor(float(sq.numel()))))
 
 
+AREQ_RTOL = 1e-6  # eigenvalues below this fraction of the largest are round-off or a dead direction, not spectrum
+
+
+@torch.no_grad()
+def areq(x: torch.Tensor, rtol: float = AREQ_RTOL) -> float:
+    """α-ReQ of (N, D) embeddings: the decay exponent α of the covariance's eigenvalues, λ_i ∝ i^-α.
+
+    Agrawal et al. 2022, "α-ReQ: Assessing representation quality in self-supervised learning by
+    measuring eigenspectrum decay": "the eigenspectrum of the empirical feature covariance can be well
+    approximated with the family of power-law distribution ... the decay coefficient α serves as a
+    measure of representation quality"; α near 1 goes with good linear readout, α near 0 with white
+    (noise-like) features, a large α with a few dominant directions.
+
+    The fit: least squares of log λ_i on log i over i = 1..K, where K counts the eigenvalues of the
+    (float64, centred, 1/(N-1)) covariance above ``rtol`` x λ_1; K <= min(N - 1, D), the rank a sample
+    covariance can have. A rank-deficient matrix is thus fitted over its non-zero spectrum only (the
+    known blind spot of α-ReQ: a flat low-rank spectrum reads as small α). NaN when K < 2 (collapsed:
+    no spectrum to fit).
+    """
+    if x.dim() != 2 or x.shape[0] < 2:
+        raise ValueError(f"areq needs an (N, D) matrix with N >= 2, got {tuple(x.shape)}")
+    x = x.double()
+    x = x - x.mean(0)
+    lam = torch.linalg.eigvalsh(x.T @ x / (x.shape[0] - 1) if x.shape[1] <= x.shape[0] else x @ x.T / (x.shape[0] - 1))
+    lam = lam.flip(0)  # descending; the Gram matrix shares the covariance's non-zero eigenvalues
+    if float(lam[0]) <= 0:
+        return math.nan
+    lam = lam[: min(x.shape[0] - 1, x.shape[1])]
+    lam = lam[lam > rtol * lam[0]]
+    if len(lam) < 2:
+        return math.nan
+    log_i = torch.log(torch.arange(1, len(lam) + 1, dtype=torch.float64))
+    log_l = lam.log()
+    slope = ((log_i - log_i.mean()) * (log_l - log_l.mean())).sum() / ((log_i - log_i.mean()) ** 2).sum()
+    return float(-slope)
+
+
+@torch.no_grad()
+def lidar(views: torch.Tensor, delta: float = 1e-6, eps: float = 1e-7) -> float:
+    """LiDAR of (n, q, D) embeddings: q augmented views of each of n source images; in [1, min(n - 1, D)].
+
+    Thilak et al. 2024, "LiDAR: Sensing linear probing performance in joint embedding SSL
+    architectures": each source image is a class of the LDA and its views are the class's samples;
+    Σ_b is the covariance of the class means, Σ_w the mean within-class covariance plus δI, and LiDAR
+    is the effective rank (RankMe's entropy formula, with its ε) of Σ_w^{-1/2} Σ_b Σ_w^{-1/2}. High
+    when the images differ in many directions that their views agree on; low when the views' spread
+    swamps the differences between images in all but a few directions. As in the paper, Σ_b is not
+    corrected for the views' own spread, so every direction keeps a floor of about 1/q: noise views
+    (independent of the image) read as flat, like white noise for RankMe, and more views lower the floor.
+
+    δ here is ``delta`` times the mean within-class variance (tr Σ_w / D), where the paper adds a fixed
+    small δ to its features: LDA is scale-free, and so the measure stays comparable between a backbone
+    h of large norm and a projection z of small norm. δ only keeps Σ_w invertible; it should stay well
+    below the smallest real within-class variance, so n (q - 1) >= D views are needed for a Σ_w of full
+    rank. Computed in float64.
+    """
+    if views.dim() != 3 or views.shape[0] < 2 or views.shape[1] < 2:
+        raise ValueError(f"lidar needs (n >= 2 images, q >= 2 views, D) embeddings, got {tuple(views.shape)}")
+    e = views.double()
+    n, q, d = e.shape
+    means = e.mean(1)  # (n, D) class means
+    cb = means - means.mean(0)
+    sigma_b = cb.T @ cb / (n - 1)
+    cw = (e - means[:, None]).reshape(n * q, d)
+    sigma_w = cw.T @ cw / (n * (q - 1))
+    scale = float(sigma_w.trace()) / d or float(sigma_b.trace()) / d or 1.0  # views all equal: δ on Σ_b's scale
+    w_val, w_vec = torch.linalg.eigh(sigma_w + delta * scale * torch.eye(d, dtype=torch.float64))
+    w_isqrt = (w_vec * w_val.clamp_min(1e-300).rsqrt()) @ w_vec.T
+    return _entropy_rank(torch.linalg.eigvalsh(w_isqrt @ sigma_b @ w_isqrt), eps)
+
+
+@torch.no_grad()
+def pseudo_knn(x: torch.Tensor, clusters: int = 10, k: int = 10, seed: int = 0) -> float:
+    """Cluster learnability of (N, D) embeddings, in [0, 1]: how well a kNN recovers their own k-means clusters.
+
+    Lu et al. 2023, "Using representation expressiveness and learnability to evaluate self-supervised
+    learning methods" (CLID): "CL is measured in terms of the performance of a KNN classifier trained
+    to predict labels obtained by clustering the representations with K-means". Here: k-means with
+    ``clusters`` centres (the explorer's :func:`~simclr_core.explorer.scores.kmeans_clusters`, seeded
+    with ``seed``) on the L2-normalised embeddings, then the leave-one-out accuracy of a majority vote
+    of the ``k`` nearest other embeddings (cosine; ties to the lower label). Near 1 for well separated
+    clusters; for structureless noise it falls towards chance (1 / clusters), though k-means' own cells
+    keep it above. 1.0 when all rows are equal (one cluster: read with RankMe, which says collapsed).
+    """
+    if x.dim() != 2 or x.shape[0] < 2:
+        raise ValueError(f"pseudo_knn needs an (N, D) matrix with N >= 2, got {tuple(x.shape)}")
+    u = F.normalize(x.float(), dim=1)
+    clusters, k = max(1, min(clusters, len(u))), max(1, min(k, len(u) - 1))
+    with warnings.catch_warnings():  # collapsed embeddings give fewer distinct clusters: that is the reading
+        warnings.simplefilter("ignore")
+        labels = torch.from_numpy(kmeans_clusters(u.numpy(), clusters, seed=seed)).long()
+    sim = u @ u.T
+    sim.fill_diagonal_(-math.inf)  # leave one out: a point is never its own neighbour
+    nb = sim.topk(k, dim=1).indices  # (N, k); topk breaks ties by index, so the result is deterministic
+    votes = torch.zeros(len(u), clusters).scatter_add_(1, labels[nb], torch.ones(nb.shape))
+    return float((votes.argmax(1) == labels).float().mean())
+
+
 def collapse_alarm(rank: float, unif: float | None = None) -> str | None:
     """Why the representation looks collapsed, or None when it does not."""
     if rank < COLLAPSED_RANK:
@@ -70,11 +194,25 @@ def collapse_alarm(rank: float, unif: float | None = None) -> str | None:
     return None
 
 
-def health(h: torch.Tensor, z: torch.Tensor, z1: torch.Tensor, z2: torch.Tensor) -> dict[str, float | str]:
-    """The metrics line of one probe: RankMe of h and z, alignment of the two views' z, uniformity of z.
+def health(
+    h: torch.Tensor,
+    z: torch.Tensor,
+    z1: torch.Tensor,
+    z2: torch.Tensor,
+    views_h: torch.Tensor | None = None,
+    views_z: torch.Tensor | None = None,
+) -> dict[str, float | str]:
+    """The metrics line of one probe: each label-free signal, for the backbone h and the projection z.
 
-    Returns keys ``rankme_h``, ``rankme_z``, ``alignment``, ``uniformity`` and, when collapsed,
-    ``collapse`` (the alarm's message).
+    Args:
+        h, z: (N, F) and (N, D) embeddings of the probe images.
+        z1, z2: (N, D) projections of two views of them (alignment).
+        views_h, views_z: (n, q, F) and (n, q, D) embeddings of q views of n of them (LiDAR), or None.
+
+    Returns keys ``rankme_h``, ``rankme_z``, ``alignment``, ``uniformity``, ``areq_h``, ``areq_z``,
+    ``pseudo_knn_h``, ``pseudo_knn_z``, ``lidar_h`` and ``lidar_z`` (with views) and, when collapsed,
+    ``collapse`` (the alarm's message). A signal that is undefined (α-ReQ of a collapsed matrix) is left
+    out, so metrics.jsonl keeps to strict JSON.
     """
     out: dict[str, float | str] = {
         "rankme_h": rankme(h),
@@ -82,6 +220,10 @@ def health(h: torch.Tensor, z: torch.Tensor, z1: torch.Tensor, z2: torch.Tensor)
         "alignment": alignment(z1, z2),
         "uniformity": uniformity(z),
     }
+    signals = {"areq_h": areq(h), "areq_z": areq(z), "pseudo_knn_h": pseudo_knn(h), "pseudo_knn_z": pseudo_knn(z)}
+    if views_h is not None and views_z is not None:
+        signals.update(lidar_h=lidar(views_h), lidar_z=lidar(views_z))
+    out.update({k: v for k, v in signals.items() if math.isfinite(v)})
     alarm = collapse_alarm(min(float(out["rankme_h"]), float(out["rankme_z"])), float(out["uniformity"]))
     if alarm:
         out["collapse"] = alarm

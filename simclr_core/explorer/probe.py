@@ -7,8 +7,9 @@ A run with the probe on writes ``checkpoints/<run>/probe/``:
   Each frame appears atomically (temp file + rename); a resumed run rewrites the frames of the
   epochs it redoes and drops those past its checkpoint, so no epoch is ever there twice.
 
-:func:`record` also returns the label-free health of the frame (RankMe, alignment, uniformity;
-:mod:`simclr_core.evaluation.health`), which training appends to ``metrics.jsonl``. :func:`read_frames`
+:func:`record` also returns the label-free health of the frame (RankMe, α-ReQ, LiDAR, alignment,
+uniformity, the k-means pseudo-label kNN score, for h and z; :mod:`simclr_core.evaluation.health`),
+which training appends to ``metrics.jsonl``. :func:`read_frames`
 returns the complete frames only: a file that does not hold a whole (N, F) array (a killed
 writer, a full disk) is left out.
 """
@@ -24,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from simclr_core.embeddings import batch_for, extract, extract_both
+from simclr_core.embeddings import batch_for, extract_both
 from simclr_core.evaluation.health import health
 from simclr_core.files import write_error
 from simclr_core.models import Encoder
@@ -34,6 +35,9 @@ __all__ = ["Probe", "choose", "drop_frames_after", "frame_epochs", "frame_path",
 
 # The probe's own view generator: its views are the same at every epoch, and training's RNG is untouched.
 PROBE_SEED = 12345
+# Views per probe image for LiDAR (the first two also give alignment). Each view past the second is one more
+# forward pass of every probe image; 4 keeps the whole probe near 1% of a CIFAR epoch (CHANGELOG, issue 20).
+LIDAR_VIEWS = 4
 _FRAME = re.compile(r"^epoch-(\d{4,})\.npy$")
 
 
@@ -117,24 +121,40 @@ def record(
     epoch: int,
     device: torch.device,
     batch_size: int = 512,
+    views: int = LIDAR_VIEWS,
 ) -> dict[str, float | str]:
     """Embed the probe images after ``epoch``, write the frame, and return its health metrics.
 
     Args:
         images: (N, 3, H, W) uint8 probe images (any device).
-        view_kwargs: the run's view settings; two views of each image measure alignment.
+        view_kwargs: the run's view settings; two views of each image measure alignment, ``views``
+            (>= 2) of them LiDAR.
 
-    Cost: one forward pass of the images and one of each view (3N images), no gradients.
+    Cost: one forward pass of the images and one of each view ((1 + views) N images), no gradients,
+    and the signals' linear algebra on the CPU.
     """
+    if views < 2:
+        raise ValueError(f"the probe needs at least 2 views per image, got {views}")
     size = view_kwargs["size"]
     batch_size = batch_for(max(size, images.shape[-1]), batch_size)  # the views of a batch are made at once
     h, z = extract_both(encoder, images, size=size, device=device, batch_size=batch_size)
     g = torch.Generator(device=device).manual_seed(PROBE_SEED)
-    z1, z2 = [], []
+    # The views past the first two draw from their own generator, so alignment's two views do not
+    # depend on how many LiDAR views there are.
+    g_more = torch.Generator(device=device).manual_seed(PROBE_SEED + 1)
+    hv: list[torch.Tensor] = []  # (b, views, F) per batch
+    zv: list[torch.Tensor] = []
     for start in range(0, len(images), batch_size):
-        v1, v2 = two_views(images[start : start + batch_size].to(device), generator=g, **view_kwargs)
-        z1.append(extract(encoder, v1, feature="z", device=device, batch_size=batch_size))
-        z2.append(extract(encoder, v2, feature="z", device=device, batch_size=batch_size))
+        batch = images[start : start + batch_size].to(device)
+        hs, zs = [], []
+        for pair in range((views + 1) // 2):  # two at a time: a batch's memory as before
+            for v in two_views(batch, generator=g if pair == 0 else g_more, **view_kwargs)[: views - 2 * pair]:
+                vh, vz = extract_both(encoder, v, device=device, batch_size=batch_size)
+                hs.append(vh)
+                zs.append(vz)
+        hv.append(torch.stack(hs, 1))
+        zv.append(torch.stack(zs, 1))
+    views_h, views_z = torch.cat(hv), torch.cat(zv)
     path = frame_path(run_path, epoch)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.npy")
@@ -146,7 +166,7 @@ def record(
         raise (err or e) from None
     finally:  # a half frame must not keep the disk full
         tmp.unlink(missing_ok=True)
-    return health(h, z, torch.cat(z1), torch.cat(z2))
+    return health(h, z, views_z[:, 0], views_z[:, 1], views_h, views_z)
 
 
 def frame_epochs(run_path: Path) -> list[int]:

@@ -60,7 +60,9 @@ class Curves:
 
     steps: list[dict[str, Any]]  # loss and lr per logged step
     knn: list[dict[str, Any]]  # the kNN monitor's epochs (``knn_top1``)
-    health: list[dict[str, Any]]  # the probe's label-free health per monitor epoch (``rankme_h``, ...)
+    # the probe's label-free health per monitor epoch: whole epoch lines, so every signal on them
+    # (``rankme_h``, ``areq_h``, ``lidar_z``, ``pseudo_knn_h``, ...; evaluation/health.py) comes along
+    health: list[dict[str, Any]]
 
 
 def curves(metrics: list[dict[str, Any]]) -> Curves:

@@ -24,6 +24,8 @@ EPOCH_TAGS = {
     "rankme_z": "health/rankme_z",
     "alignment": "health/alignment",
     "uniformity": "health/uniformity",
+    # issue 20's label-free signals, each for the backbone h and the projection z
+    **{f"{sig}_{f}": f"health/{sig}_{f}" for sig in ("areq", "lidar", "pseudo_knn") for f in ("h", "z")},
 }
 
 

@@ -34,6 +34,7 @@ import torch
 from simclr_core import distributed
 from simclr_core.config import TrainConfig
 from simclr_core.errors import UserError
+from simclr_core.explorer import probe
 from simclr_core.explorer.specs import EstimateSpec
 from simclr_core.hardware import describe as describe_device
 from simclr_core.runs.rundir import RunDir
@@ -306,8 +307,9 @@ def _time_monitor(s: Session, budget: float) -> tuple[float, float]:
 
 
 def _passes(knn: tuple | None, probe_images: torch.Tensor | None) -> int:
-    """Images through the encoder in a monitor pass: bank, queries, and the probe's images and both their views."""
-    return (len(knn[0]) + len(knn[1]) if knn else 0) + 3 * (len(probe_images) if probe_images is not None else 0)
+    """Images through the encoder in a monitor pass: bank, queries, and the probe's images and their views."""
+    probed = len(probe_images) if probe_images is not None else 0
+    return (len(knn[0]) + len(knn[1]) if knn else 0) + (1 + probe.LIDAR_VIEWS) * probed
 
 
 def _endless(s: Session) -> Generator[torch.Tensor, None, None]:

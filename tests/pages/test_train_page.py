@@ -309,7 +309,10 @@ def test_finished_run_shows_list_curves_and_resume(finished_run):
         "tf_rankme",
         "tf_alignment",
         "tf_uniformity",
-    ]  # and the label-free health
+        "tf_lidar",
+        "tf_areq",
+        "tf_pseudo_knn",
+    ]  # and the label-free health, with issue 20's signals for h and z
     assert at.button(key="tf_resume")
     assert at.number_input(key="tf_resume_epochs.tiny").value == 2 + 10
     assert not errors(at)
