@@ -126,7 +126,10 @@ with left:
     for key, (names, label) in KNOBS.items():
         setting_slider(st, "views", names, key, label)
 
-views_values = {"crop_size": None if st.session_state["aug_crop_size"] == side else st.session_state["aug_crop_size"]}
+# settings with no knob here (progressive resolution) stay as the run's, or the defaults, had them
+views_values = {**vars(base_views), "crop_size": None}
+if st.session_state["aug_crop_size"] != side:
+    views_values["crop_size"] = st.session_state["aug_crop_size"]
 for key, (names, *_) in KNOBS.items():
     v = st.session_state[key]
     views_values.update(zip(names, v if len(names) == 2 else (v,), strict=False))
