@@ -1,7 +1,8 @@
-"""Evaluate and compare runs: kNN and linear-probe accuracy, confusion matrix, config differences, curves.
+"""Evaluate and compare runs: kNN and linear-probe accuracy, confusion matrix, the runs ranked without labels,
+config differences, curves.
 
 The evaluation itself is an "evaluate" job of the background worker (simclr_core.explorer.jobs); this page submits it,
-follows its progress and reads the results it saved.
+follows its progress and reads the results it saved. The runs' label-free ranking is ui.ranking.
 """
 
 from __future__ import annotations
@@ -15,13 +16,21 @@ import plotly.express as px
 import streamlit as st
 
 from simclr_core.errors import UserError
-from simclr_core.evaluation.compare import config_differences, epoch_curves, latest_results, load_results, result_label
+from simclr_core.evaluation.compare import (
+    config_differences,
+    epoch_curves,
+    labelled,
+    latest_results,
+    load_results,
+    result_label,
+)
 from simclr_core.evaluation.run import check_settings, job_spec
 from simclr_core.explorer import jobs
 from simclr_core.runs.rundir import RunDir
 from simclr_core.training import precheck
 from ui.jobs import job_progress
 from ui.live import fragment_rerun
+from ui.ranking import ranking
 from ui.runs import current_run, run_names, runs_dir
 from ui.shell import routed
 from ui.widgets import user_errors
@@ -134,12 +143,112 @@ def outcome(job: dict[str, Any]) -> None:
     )
 
 
+def evaluation(picked: list[str]) -> None:
+    """The kNN / linear-probe form, the progress of its jobs and the results they saved."""
+    with st.form("eval_form", border=True):
+        c1, c2, c3, c4 = st.columns(4)
+        k = c1.number_input("kNN k", 1, 1000, 200, key="eval_k", help="Neighbours that vote (the paper's 200).")
+        probe_epochs = c2.number_input(
+            "Probe epochs",
+            1,
+            1000,
+            100,
+            key="eval_probe_epochs",
+            help="Training epochs of the linear probe; fewer are faster but less exact.",
+        )
+        max_bank = c3.number_input(
+            "Max bank images (0: all)",
+            0,
+            10_000_000,
+            0,
+            500,
+            key="eval_max_bank",
+            help="Use a fixed random subset of the training split: quicker on a CPU.",
+        )
+        baseline = c4.checkbox(
+            "Include random-init baseline",
+            key="eval_baseline",
+            help="Also evaluate an untrained network of the same architecture.",
+        )
+        go_ = st.form_submit_button("Run evaluation", type="primary", icon=":material/play_arrow:", key="eval_submit")
+    if go_:
+        submit(picked, baseline, int(k), int(probe_epochs), int(max_bank) or None)
+
+    # The jobs' own files say what is going on, so a reload or another tab finds a running evaluation again.
+    evaluations = jobs.find(jobs.jobs_dir(runs_dir()), "evaluate")
+    active = [j for j in evaluations if j["state"] in jobs.ACTIVE]
+    if active:
+        st.fragment(run_every=1.0)(in_progress)(active)  # polls only while there is something to follow
+    last = next((j for j in evaluations if j["state"] in ("done", "failed") and set(job_runs(j)) & set(picked)), None)
+    if last:
+        outcome(last)
+
+    st.subheader("Results")
+    results = latest_results([r for n in picked for r in load_results(RunDir(runs_dir() / n))])
+    if not results:
+        st.caption(
+            "No evaluations of these runs yet: press **Run evaluation**. Results are saved in each run's "
+            "eval.json and shown here next time without recomputing."
+        )
+    else:
+        table = results_table(results)
+        st.dataframe(
+            table,
+            hide_index=True,
+            key="eval_table",
+            column_config={
+                "result": "Model",
+                "run": None,
+                "epoch": "Checkpoint epoch",
+                "n_bank": "Bank images",
+                "n_query": "Query images",
+                **{m: st.column_config.NumberColumn(lbl, format="%.1f") for m, lbl in METRICS.items()},
+            },
+        )
+        long = table.melt(id_vars="result", value_vars=list(METRICS), var_name="metric", value_name="accuracy")
+        long["metric"] = long["metric"].map(METRICS)
+        fig = px.bar(
+            long.dropna(),
+            x="metric",
+            y="accuracy",
+            color="result",
+            barmode="group",
+            labels={"accuracy": "accuracy (%)", "metric": "", "result": "model"},
+            range_y=[0, 100],
+        )
+        st.plotly_chart(fig, key="eval_bars")
+
+        st.subheader("Confusion matrix (kNN)")
+        by_label = {label_of(r): r for r in results if r.get("knn_confusion")}
+        choice = st.selectbox("Model", list(by_label), key="eval_confusion")
+        if choice:
+            r = by_label[choice]
+            classes = [str(c) for c in r.get("classes") or range(len(r["knn_confusion"]))]
+            heat = px.imshow(
+                r["knn_confusion"],
+                x=classes,
+                y=classes,
+                color_continuous_scale="Blues",
+                text_auto=len(classes) <= 20,
+                aspect="auto",
+                labels={"x": "predicted class", "y": "true class", "color": "images"},
+            )
+            heat.update_xaxes(type="category", side="top")
+            heat.update_yaxes(type="category")
+            st.plotly_chart(heat, key="eval_heat")
+            st.caption(
+                "Rows are true classes, columns the kNN's predictions: off-diagonal cells are the classes "
+                "the features confuse."
+            )
+
+
 st.title("Evaluate & compare")
 st.caption(
     "How useful are the learned features? Both tests freeze the encoder and use its backbone features h: "
     "**kNN** labels each test image by its nearest training images, the **linear probe** trains one "
     "linear layer on top. The **random-init baseline** is the same network untrained: the gap is "
-    "what self-supervised training learned."
+    "what self-supervised training learned. Both need labels; **Rank without labels** orders runs, on any "
+    "images, by a measure of the features alone."
 )
 
 names = run_names()
@@ -157,101 +266,20 @@ if not picked:
     st.info("Pick at least one run above.")
     st.stop()
 
-with st.form("eval_form", border=True):
-    c1, c2, c3, c4 = st.columns(4)
-    k = c1.number_input("kNN k", 1, 1000, 200, key="eval_k", help="Neighbours that vote (the paper's 200).")
-    probe_epochs = c2.number_input(
-        "Probe epochs",
-        1,
-        1000,
-        100,
-        key="eval_probe_epochs",
-        help="Training epochs of the linear probe; fewer are faster but less exact.",
-    )
-    max_bank = c3.number_input(
-        "Max bank images (0: all)",
-        0,
-        10_000_000,
-        0,
-        500,
-        key="eval_max_bank",
-        help="Use a fixed random subset of the training split: quicker on a CPU.",
-    )
-    baseline = c4.checkbox(
-        "Include random-init baseline",
-        key="eval_baseline",
-        help="Also evaluate an untrained network of the same architecture.",
-    )
-    go_ = st.form_submit_button("Run evaluation", type="primary", icon=":material/play_arrow:", key="eval_submit")
-if go_:
-    submit(picked, baseline, int(k), int(probe_epochs), int(max_bank) or None)
-
-# The jobs' own files say what is going on, so a reload or another tab finds a running evaluation again.
-evaluations = jobs.find(jobs.jobs_dir(runs_dir()), "evaluate")
-active = [j for j in evaluations if j["state"] in jobs.ACTIVE]
-if active:
-    st.fragment(run_every=1.0)(in_progress)(active)  # polls only while there is something to follow
-last = next((j for j in evaluations if j["state"] in ("done", "failed") and set(job_runs(j)) & set(picked)), None)
-if last:
-    outcome(last)
-
-st.subheader("Results")
-results = latest_results([r for n in picked for r in load_results(RunDir(runs_dir() / n))])
-if not results:
-    st.caption(
-        "No evaluations of these runs yet: press **Run evaluation**. Results are saved in each run's "
-        "eval.json and shown here next time without recomputing."
+# Runs whose monitor ran without a kNN value were trained on images without labels: kNN and the probe cannot
+# measure them, so the page offers only what needs no labels.
+epoch_lines = {n: RunDir(runs_dir() / n).metrics("epoch") for n in picked}  # read once: a long run's take time
+unlabelled = all(labelled(lines) is False for lines in epoch_lines.values())
+if unlabelled:
+    st.info(
+        f"{'This run was' if len(picked) == 1 else 'These runs were'} trained on images without labels (no class "
+        "sub-folders), so kNN and the linear probe cannot measure them. They are ranked below by a measure that "
+        "needs no labels.",
+        icon=":material/label_off:",
     )
 else:
-    table = results_table(results)
-    st.dataframe(
-        table,
-        hide_index=True,
-        key="eval_table",
-        column_config={
-            "result": "Model",
-            "run": None,
-            "epoch": "Checkpoint epoch",
-            "n_bank": "Bank images",
-            "n_query": "Query images",
-            **{m: st.column_config.NumberColumn(lbl, format="%.1f") for m, lbl in METRICS.items()},
-        },
-    )
-    long = table.melt(id_vars="result", value_vars=list(METRICS), var_name="metric", value_name="accuracy")
-    long["metric"] = long["metric"].map(METRICS)
-    fig = px.bar(
-        long.dropna(),
-        x="metric",
-        y="accuracy",
-        color="result",
-        barmode="group",
-        labels={"accuracy": "accuracy (%)", "metric": "", "result": "model"},
-        range_y=[0, 100],
-    )
-    st.plotly_chart(fig, key="eval_bars")
-
-    st.subheader("Confusion matrix (kNN)")
-    by_label = {label_of(r): r for r in results if r.get("knn_confusion")}
-    choice = st.selectbox("Model", list(by_label), key="eval_confusion")
-    if choice:
-        r = by_label[choice]
-        classes = [str(c) for c in r.get("classes") or range(len(r["knn_confusion"]))]
-        heat = px.imshow(
-            r["knn_confusion"],
-            x=classes,
-            y=classes,
-            color_continuous_scale="Blues",
-            text_auto=len(classes) <= 20,
-            aspect="auto",
-            labels={"x": "predicted class", "y": "true class", "color": "images"},
-        )
-        heat.update_xaxes(type="category", side="top")
-        heat.update_yaxes(type="category")
-        st.plotly_chart(heat, key="eval_heat")
-        st.caption(
-            "Rows are true classes, columns the kNN's predictions: off-diagonal cells are the classes "
-            "the features confuse."
-        )
+    evaluation(picked)
+ranking(epoch_lines)
 
 st.subheader("Compare runs")
 configs, curves = {}, []
@@ -261,7 +289,7 @@ for name in picked:
         configs[name] = run.config()
     except UserError as e:
         st.warning(f"{name}: {e}", icon=":material/warning:")
-    curves += [{"run": name, **row} for row in epoch_curves(run.metrics())]
+    curves += [{"run": name, **row} for row in epoch_curves(epoch_lines[name])]
 
 if len(configs) >= 2:
     all_fields = st.toggle(
@@ -312,6 +340,10 @@ if curves:
             key="eval_knn_curves",
         )
     else:
-        c2.caption("No kNN monitor values: the runs were trained with --knn-every 0.")
+        c2.caption(
+            "No kNN values: these runs' images have no labels (their label-free ranking is above)."
+            if unlabelled
+            else "No kNN monitor values: the runs were trained with --knn-every 0."
+        )
 else:
     st.caption("No finished epochs yet in these runs: their curves appear after the first epoch.")

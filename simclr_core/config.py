@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from simclr_core.errors import UserError
+from simclr_core.evaluation.label_free import SIGNALS as LABEL_FREE_SIGNALS
 
 T = TypeVar("T")
 
@@ -75,6 +76,10 @@ WEIGHT_DECAY = {"lars": 1e-6, "sgd": 5e-4}
 WARMUP_EPOCHS, WARMUP_SHARE = 10.0, 0.1  # at most 10 epochs, and at most a tenth of the run
 AUTO_BATCH_FREE = 0.15  # --batch-size auto on a GPU: the share of its memory a step leaves for the kNN monitor
 AUTO_BATCH_CPU = 256  # --batch-size auto off CUDA: what a GPU run's default is; a CPU cannot be probed by running out
+# --keep-best: a label-free signal of the probe (simclr_core.evaluation.label_free, which must import nothing
+# of simclr_core at module level: this module imports it), or the kNN monitor's
+# top-1 for labelled data; each epoch's metrics line holds them under these keys
+KEEP_BEST_SIGNALS = (*LABEL_FREE_SIGNALS, "knn_top1")
 
 
 @dataclass(frozen=True)
@@ -442,6 +447,14 @@ class MethodConfig:
         label="BYOL predictor hidden width",
         step=64,
     )
+    # Off only to watch a run collapse on purpose (the collapse alarm's test): "removing the predictor ... leads
+    # to a collapsed representation" (Grill et al. 2020, section 5 and table 5a).
+    predictor: bool = _f(
+        True,
+        "byol: the online network's predictor q; without it BYOL collapses (Grill et al. 2020, table 5a), "
+        "so turn it off only to see a collapse",
+        label="BYOL predictor",
+    )
 
 
 @dataclass
@@ -539,6 +552,14 @@ class RunConfig:
         "images in the probe subset, from the kNN query split, stratified by class "
         "(the training split when there are no labels)",
         min=1,
+    )
+    keep_best: str | None = _f(
+        None,
+        "keep the checkpoint of the monitor epoch with the best value of this signal as best.pt beside last.pt "
+        "(label-free: " + ", ".join(LABEL_FREE_SIGNALS) + "; knn_top1 needs labels); simclr-export, "
+        "simclr-embed and simclr-evaluate read it with --checkpoint best (default: none)",
+        choices=KEEP_BEST_SIGNALS,
+        label="Keep the best checkpoint by",
     )
     log_every: int = _f(10, "append a metrics line every N steps", min=1)
     tensorboard: bool = _f(
@@ -641,6 +662,11 @@ class TrainConfig:
             raise UserError("--dataset folder needs --data-path DIR (a folder of images or class sub-folders)")
         if self.run.name is not None:
             check_run_name(self.run.name)
+        best = self.run.keep_best
+        if best is not None and not self.run.knn_every:
+            raise UserError(f"--keep-best {best} compares monitor epochs; --knn-every 0 runs none: set --knn-every 1")
+        if best in LABEL_FREE_SIGNALS and not self.run.probe:
+            raise UserError(f"--keep-best {best} is measured on the probe, which --no-probe turns off; drop --no-probe")
 
 
 def sets_fields(d: Any) -> bool:

@@ -223,17 +223,21 @@ WRITERS: dict[str, Callable[[nn.Module, dict[str, Any], Path], None]] = {
 }
 
 
-def export_backbone(run: RunDir | str | Path, fmt: str, out: str | Path | None = None) -> Path:
+def export_backbone(
+    run: RunDir | str | Path, fmt: str, out: str | Path | None = None, checkpoint: str | Path = "last"
+) -> Path:
     """Write the run's backbone in ``fmt`` (one of :data:`FORMATS`); returns the file.
 
     Args:
         run: a :class:`RunDir`, a run folder or a run's name.
-        out: the file to write (default: ``<run>/export/<run name><suffix>``).
+        out: the file to write (default: ``<run>/export/<run name><suffix>``, with ``-best`` (or the
+            checkpoint file's stem) after the name for another checkpoint than the last).
+        checkpoint: "last", "best" (best.pt, kept by ``--keep-best``) or a training checkpoint's path.
     """
     if fmt not in WRITERS:
         raise UserError(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
     run = resolve_run(run)
-    trunk, meta = checkpoints.run_trunk(run)
+    trunk, meta = checkpoints.run_trunk(run, checkpoint)
     if out is None:
         try:
             run.export_dir.mkdir(exist_ok=True)
@@ -246,7 +250,8 @@ def export_backbone(run: RunDir | str | Path, fmt: str, out: str | Path | None =
                 f"cannot create {run.export_dir} ({e.strerror or e}); pass --out FILE in a writable folder"
             ) from None
         remove_stale_temps(run.export_dir)  # of exports that were killed, or aborted by a full disk
-        path = run.export_dir / f"{run.name}{SUFFIX[fmt]}"
+        which = "" if str(checkpoint) == "last" else f"-{Path(checkpoint).stem}"
+        path = run.export_dir / f"{run.name}{which}{SUFFIX[fmt]}"
     else:
         path = Path(out)
     WRITERS[fmt](trunk.eval(), meta, path)

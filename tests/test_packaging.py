@@ -50,6 +50,9 @@ def installed(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("wheel")
     src = tmp / "src"
     shutil.copytree(REPO, src, ignore=SKIP)  # building writes build/ and egg-info: not into the checkout
+    study = src / "simclr_core" / "evaluation" / "label_free_study.json"
+    if not study.exists():  # until bench/label_free.py has written it: the wheel must carry it all the same
+        study.write_text('{"best": {"runs": "lidar_h"}}')
     run(
         [
             sys.executable,
@@ -105,6 +108,7 @@ def test_the_wheel_holds_every_subpackage_and_the_app(installed):
         "static/.gitkeep",
     ):
         assert f"simclr_core/_app/{f}" in names, f
+    assert "simclr_core/evaluation/label_free_study.json" in names  # package data: the app reads it
     meta = zipfile.ZipFile(wheel).read(next(n for n in names if n.endswith("METADATA"))).decode()
     assert "Requires-Dist: torch>=2.4" in meta and "Requires-Dist: faiss-cpu>=1.8" in meta
     assert 'Requires-Dist: timm>=1.0; extra == "export"' in meta

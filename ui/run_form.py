@@ -49,6 +49,7 @@ FORM_FIELDS = (
         ("model", "proj_hidden_dim"),
         ("model", "proj_out_dim"),
         ("run", "knn_every"),
+        ("run", "keep_best"),
         ("run", "name"),
     ]
     + [("views", k) for k in VIEW_KNOBS]
@@ -62,6 +63,7 @@ TEXT_FIELDS = {("data", "data_path"), ("optim", "lr"), ("run", "name")}  # text 
 # field names it (never its CLI flag).
 LABELS = {spec.option: spec.label for spec in (widget_spec(section, name) for section, name in FORM_FIELDS)}
 STEMS = {None: "auto", True: "on", False: "off"}
+NONE_CHOICE = {"ema_schedule": "auto", "keep_best": "none"}  # what a select box shows for the field's None
 SLIDERS = ("crop_scale_min", "jitter_prob", "grayscale_prob")  # the view knobs shown as sliders
 GPUS_HELP = (
     "more than one starts the run under torchrun, one process per GPU (DDP, negatives gathered from "
@@ -96,8 +98,8 @@ def to_widget(section: str, name: str, value):
     """A config value as its widget holds it: text for the text inputs, "auto" for None where a select box shows it."""
     if (section, name) in TEXT_FIELDS:
         return "" if value is None else str(value)
-    if name == "ema_schedule":
-        return value or "auto"
+    if name in ("ema_schedule", "keep_best"):
+        return value or NONE_CHOICE[name]
     return STEMS[value] if name == "cifar_stem" else value
 
 
@@ -105,8 +107,8 @@ def from_widget(section: str, name: str, value):
     """A widget's value back as the config field's (the inverse of :func:`to_widget`); a UserError for a bad number."""
     if name == "cifar_stem":
         return next(b for b, label in STEMS.items() if label == value)
-    if name == "ema_schedule":
-        return None if value == "auto" else value
+    if name in ("ema_schedule", "keep_best"):
+        return None if value == NONE_CHOICE[name] else value
     if (section, name) not in TEXT_FIELDS:
         return value
     value = value.strip()
@@ -297,6 +299,12 @@ def new_run_form() -> None:
         ("run", "knn_every"),
     ):
         number(c3, section, name)
+    c3.selectbox(
+        LABELS["keep_best"],
+        ["none", *widget_spec("run", "keep_best").choices],
+        key=k("run", "keep_best"),
+        help=h("run", "keep_best") + " · which signal to trust: the Evaluate page's ranking and BENCHMARKS.md",
+    )
     with st.expander("View strengths (augmentations)"):
         cols = st.columns(2)
         for i, name in enumerate(SLIDERS):

@@ -12,6 +12,7 @@ import time
 import streamlit as st
 
 from simclr_core.errors import UserError
+from simclr_core.evaluation import label_free
 from simclr_core.runs import manage
 from simclr_core.runs.progress import summarize
 from simclr_core.runs.rundir import RunDir
@@ -20,7 +21,9 @@ from ui.runs import run_states, runs_dir
 
 
 def run_list(states: dict[str, str]) -> None:
-    """Every run's state, progress and best numbers."""
+    """Every run's state, progress and best numbers, with the label-free signal the Evaluate page ranks by."""
+    signal, _ = label_free.chosen_signal(label_free.load_study(), "runs")
+    column = f"{label_free.signal_name(signal)}, last epoch"
     hidden = [n for n, s in states.items() if manage.is_failed(s)] if st.session_state.get("hide_failed") else []
     rows = []
     for name in states:
@@ -36,10 +39,13 @@ def run_list(states: dict[str, str]) -> None:
                 "epochs": f"{s.epoch}/{s.epochs}",
                 "last loss": "–" if s.last_loss is None else f"{s.last_loss:.4f}",
                 "best kNN top-1 %": "–" if s.best_knn is None else f"{s.best_knn:.2f}",  # text: no "None" cells
+                column: f"{s.signals[signal]:.3g}" if signal in s.signals else "–",
                 "message": for_form(s.message),
                 "notes": manage.read_notes(run).strip().split("\n")[0][:80],
             }
         )
+    if all(r["best kNN top-1 %"] == "–" for r in rows):  # images without labels: a column of dashes says nothing
+        rows = [{k: v for k, v in r.items() if k != "best kNN top-1 %"} for r in rows]
     st.dataframe(rows, hide_index=True)
     more = f" {len(hidden)} failed run(s) hidden (sidebar: *Hide failed runs*)." if hidden else ""
     st.caption("Pick a run in the sidebar to watch, stop or resume it." + more)

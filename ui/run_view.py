@@ -17,6 +17,7 @@ import streamlit as st
 from simclr_core import exporters, files, hardware
 from simclr_core.config import TrainConfig
 from simclr_core.errors import UserError
+from simclr_core.evaluation import label_free
 from simclr_core.explorer import jobs
 from simclr_core.explorer.specs import ExportSpec
 from simclr_core.exporters import HOW_TO_LOAD
@@ -163,6 +164,12 @@ def plot_curves(metrics: list[dict], cfg: TrainConfig) -> None:
                 line([m["epoch"] for m in knn], [m["knn_top1"] for m in knn], "kNN top-1 (%)", "epoch", "top-1 %"),
                 key="tf_knn",
             )
+        elif series.health:  # the monitor ran and measured no kNN: the images have no labels
+            st.info(
+                "No kNN: this run's images have no labels (no class sub-folders). The health charts below need "
+                "none, and the Evaluate page ranks runs by them.",
+                icon=":material/label_off:",
+            )
         elif cfg.run.knn_every:
             st.info(f"No kNN yet: the monitor runs every {cfg.run.knn_every} epoch(s).")
         else:
@@ -171,7 +178,8 @@ def plot_curves(metrics: list[dict], cfg: TrainConfig) -> None:
 
 
 def health(rows: list[dict], cfg: TrainConfig) -> None:
-    """Label-free health of the probe subset per monitor epoch: RankMe, alignment, uniformity, collapse alarm."""
+    """Label-free health of the probe subset per monitor epoch: RankMe, alignment, uniformity, LiDAR, α-ReQ,
+    pseudo-label kNN, the collapse alarm, and the epoch the study's best epoch signal prefers (a dotted rule)."""
     if not rows:
         if cfg.run.probe and cfg.run.knn_every:
             st.caption("Health without labels (RankMe, alignment, uniformity) appears after the first monitor epoch.")
@@ -179,52 +187,56 @@ def health(rows: list[dict], cfg: TrainConfig) -> None:
     alarm = rows[-1].get("collapse")
     if alarm:
         st.error(f"Collapse at epoch {rows[-1]['epoch']}: {alarm}", icon=":material/warning:")
+    study = label_free.load_study()
+    signal, _ = label_free.chosen_signal(study, "epochs")
+    pick = label_free.preferred_epoch(rows, signal)
+    best = pick[0] if pick else None
+    if pick:
+        value = f"{pick[1]:.3g}"
+        st.markdown(
+            f"**Epoch {best} is the best by {label_free.signal_name(signal)}** ({value}; the dotted line below). "
+            f"{label_free.trust(study, signal, 'epochs')}"
+        )
     epochs = [m["epoch"] for m in rows]
     c1, c2, c3 = st.columns(3)
     with c1:
-        h_and_z(rows, "rankme", "RankMe: effective rank (higher is better)", "rank")
+        h_and_z(rows, "rankme", "RankMe: effective rank (higher is better)", "rank", best)
     with c2:
-        st.plotly_chart(
-            line(
-                epochs,
-                [m["alignment"] for m in rows],
-                "Alignment of two views (lower is better)",
-                "epoch",
-                "E ||z1 - z2||²",
-            ),
-            key="tf_alignment",
-        )
+        align = [m["alignment"] for m in rows]
+        fig = line(epochs, align, "Alignment of two views (lower is better)", "epoch", "E ||z1 - z2||²")
+        st.plotly_chart(mark_epoch(fig, best), key="tf_alignment")
     with c3:
-        st.plotly_chart(
-            line(
-                epochs,
-                [m["uniformity"] for m in rows],
-                "Uniformity (lower is better)",
-                "epoch",
-                "log E exp(-2||zi - zj||²)",
-            ),
-            key="tf_uniformity",
-        )
+        unif = [m["uniformity"] for m in rows]
+        fig = line(epochs, unif, "Uniformity (lower is better)", "epoch", "log E exp(-2||zi - zj||²)")
+        st.plotly_chart(mark_epoch(fig, best), key="tf_uniformity")
     if any("lidar_h" in m or "areq_h" in m or "pseudo_knn_h" in m for m in rows):  # runs of before issue 20 lack them
         c1, c2, c3 = st.columns(3)
         with c1:
-            h_and_z(rows, "lidar", "LiDAR: rank of the views' discriminant (higher is better)", "rank")
+            h_and_z(rows, "lidar", "LiDAR: rank of the views' discriminant (higher is better)", "rank", best)
         with c2:
-            h_and_z(rows, "areq", "α-ReQ: eigenvalue decay α", "α")
+            h_and_z(rows, "areq", "α-ReQ: eigenvalue decay α", "α", best)
         with c3:
-            h_and_z(rows, "pseudo_knn", "kNN on k-means pseudo-labels (higher is better)", "accuracy")
+            h_and_z(rows, "pseudo_knn", "kNN on k-means pseudo-labels (higher is better)", "accuracy", best)
     st.caption(
         f"Measured on the run's probe subset ({cfg.run.probe_size:,} images at most) at every monitor epoch, "
         "no labels needed: "
         "RankMe (Garrido et al. 2023) falls towards 1 when the embeddings collapse; alignment and uniformity "
         "(Wang & Isola 2020) on the normalised projections z; LiDAR (Thilak et al. 2024) over several views of "
         "each image; α-ReQ (Agrawal et al. 2022), the power-law decay of the spectrum; and the kNN accuracy of "
-        "k-means pseudo-labels. Which of them to trust for choosing runs is still to be measured."
+        "k-means pseudo-labels. The Evaluate page ranks runs by them."
     )
 
 
-def h_and_z(rows: list[dict], key: str, title: str, unit: str) -> None:
-    """One health signal per monitor epoch, for the backbone (h) and the projection (z)."""
+def mark_epoch(fig: go.Figure, epoch: int | None) -> go.Figure:
+    """A dotted vertical rule at the preferred epoch (none when there is none)."""
+    if epoch is not None:
+        fig.add_vline(x=epoch, line_dash="dot", line_color="#2e7d32", line_width=2)
+    return fig
+
+
+def h_and_z(rows: list[dict], key: str, title: str, unit: str, best: int | None = None) -> None:
+    """One health signal per monitor epoch, for the backbone (h) and the projection (z); ``best``: the epoch
+    to mark."""
     shown = [m for m in rows if f"{key}_h" in m]
     epochs = [m["epoch"] for m in shown]
     fig = line(epochs, [m[f"{key}_h"] for m in shown], title, "epoch", unit)
@@ -232,7 +244,7 @@ def h_and_z(rows: list[dict], key: str, title: str, unit: str) -> None:
     z = [m.get(f"{key}_z") for m in shown]
     fig.add_trace(go.Scatter(x=epochs, y=z, name="z (projection)", mode=fig.data[0].mode))
     fig.update_layout(legend=dict(orientation="h", y=-0.35))
-    st.plotly_chart(fig, key=f"tf_{key}")
+    st.plotly_chart(mark_epoch(fig, best), key=f"tf_{key}")
 
 
 def live_view(run: RunDir) -> None:

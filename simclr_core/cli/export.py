@@ -27,7 +27,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="safetensors (weights + metadata), timm (timm state dict), onnx (onnxruntime, normalisation "
         "inside), torchscript (traced, normalisation inside)",
     )
-    p.add_argument("--out", help="output file [default: <run>/export/<run><suffix>]")
+    p.add_argument(
+        "--checkpoint",
+        default="last",
+        help="'last', 'best' (best.pt, kept by a run trained with --keep-best) or a checkpoint path [default: last]",
+    )
+    p.add_argument("--out", help="output file [default: <run>/export/<run><suffix>, <run>-best<suffix> for best]")
     return p
 
 
@@ -35,7 +40,7 @@ def main(argv: list[str] | None = None) -> int:
     def go() -> int:
         args = build_parser().parse_args(argv)
         run = open_run(args.runs_dir, args.run)
-        path = export_backbone(run, args.fmt, args.out)
+        path = export_backbone(run, args.fmt, args.out, checkpoint=args.checkpoint)
         print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB)")
         print(HOW_TO_LOAD[args.fmt].format(path=path))
         return 0

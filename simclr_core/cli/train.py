@@ -36,6 +36,7 @@ RESUMABLE = {
     "runs_dir",
     "probe",
     "tensorboard",
+    "keep_best",  # which checkpoint is kept beside last.pt; a new signal starts best.pt afresh
     # the way out of a diverged run: the next steps differ, the run is still one
     # (config.json keeps the new value)
     "lr",
@@ -48,8 +49,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = Parser(
         prog="python -m simclr_core.train",
         description="Pre-train SimCLR on an image dataset. Writes checkpoints/<name>/ with config.json, "
-        "metrics.jsonl, status.json, last.pt and backbone.pt. Ctrl-C, SIGTERM or a STOP file in "
-        "the run folder stop cleanly after a checkpoint; --resume NAME continues exactly.",
+        "metrics.jsonl, status.json, last.pt and backbone.pt (and best.pt with --keep-best). Ctrl-C, SIGTERM "
+        "or a STOP file in the run folder stop cleanly after a checkpoint; --resume NAME continues exactly.",
     )
     p.add_argument(
         "--config", help="JSON or YAML file with sections data/views/model/optim/run; flags given here override it"

@@ -15,26 +15,37 @@
   whose classes are source images and whose samples are augmented views of them.
 - :func:`pseudo_knn`: cluster learnability, the "CL" of CLID (Lu et al. 2023): the leave-one-out kNN
   accuracy of k-means pseudo-labels.
-- :func:`collapse_alarm`: a message when these say the encoder has collapsed, else None.
+- :func:`collapse_alarm`: a message when these say the encoder has collapsed, else None; with
+  :func:`likely_causes` of the run's settings (BYOL without its predictor, no momentum, a temperature or a
+  learning rate far from its method's usual) it names the cause and the flags that undo it.
 """
 
 from __future__ import annotations
 
 import math
 import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
 
 from simclr_core.explorer.scores import kmeans_clusters
 
+if TYPE_CHECKING:
+    from simclr_core.config import TrainConfig
+
 __all__ = [
     "COLLAPSED_RANK",
+    "Cause",
     "alignment",
     "areq",
     "collapse_alarm",
+    "explain",
     "health",
     "lidar",
+    "likely_causes",
     "pseudo_knn",
     "rankme",
     "uniformity",
@@ -178,20 +189,101 @@ def pseudo_knn(x: torch.Tensor, clusters: int = 10, k: int = 10, seed: int = 0) 
     return float((votes.argmax(1) == labels).float().mean())
 
 
-def collapse_alarm(rank: float, unif: float | None = None) -> str | None:
-    """Why the representation looks collapsed, or None when it does not."""
+@dataclass(frozen=True)
+class Cause:
+    """A setting that likely made a run collapse or diverge, and the flags that undo it."""
+
+    what: str  # the setting, and how far it is from its method's usual
+    fix: str  # command-line flags that undo it
+    resumable: bool  # the fix may be passed with --resume (simclr_core.cli.train.RESUMABLE); else a new run
+
+
+TEMPERATURE_FLOOR = 0.05  # at or below: the softmax is nearly a hard max, one negative takes the whole gradient
+LR_FAR_ABOVE = 4  # times the linear-scaling rate (config.LR_PER_256): beyond it steps overshoot, not learn
+EMA_FLOOR = 0.1  # below: the target/key encoder is (nearly) the online one; m = 0 fails in BYOL's and MoCo's papers
+
+
+def likely_causes(cfg: TrainConfig) -> list[Cause]:
+    """The settings of ``cfg`` (resolved, or as given) that are known to collapse or blow up a run, most
+    likely first; [] when none is far from its method's usual.
+
+    - BYOL without its predictor: "removing the predictor ... leads to a collapsed representation"
+      (Grill et al. 2020, table 5a);
+    - a momentum ``--ema`` below :data:`EMA_FLOOR` for BYOL or MoCo v2 (BYOL at tau = 0: 0.3% top-1, its
+      table 5a; MoCo at m = 0: "the training loss oscillates and fails to converge", He et al. 2020);
+    - a ``--temperature`` at or below :data:`TEMPERATURE_FLOOR` for SimCLR or MoCo v2;
+    - an ``--lr`` above :data:`LR_FAR_ABOVE` times the linear-scaling rate of its optimiser and batch.
+    """
+    from simclr_core.methods import method_class  # the methods' own defaults; methods import the config
+
+    m, o = cfg.method, cfg.optim
+    usual = method_class(m.name).defaults
+    causes = []
+    if m.name == "byol" and not m.predictor:
+        causes.append(
+            Cause(
+                "BYOL without its predictor (--no-predictor), which collapses (Grill et al. 2020, table 5a)",
+                "--predictor",
+                resumable=False,
+            )
+        )
+    if "ema" in usual and m.ema is not None and m.ema < EMA_FLOOR:
+        causes.append(
+            Cause(
+                f"--ema {m.ema:g}: the {'target' if m.name == 'byol' else 'key'} encoder follows the online one "
+                f"with next to no momentum (usual: {usual['ema']:g})",
+                f"--ema {usual['ema']:g}",
+                resumable=False,
+            )
+        )
+    if "temperature" in usual and m.temperature is not None and m.temperature <= TEMPERATURE_FLOOR:
+        causes.append(
+            Cause(
+                f"--temperature {m.temperature:g} is far below {m.name}'s usual {usual['temperature']:g}",
+                f"--temperature {usual['temperature']:g}",
+                resumable=True,
+            )
+        )
+    if o.lr is not None and o.batch_size is not None and o.lr > LR_FAR_ABOVE * o.default_lr():
+        # halving a wild --lr takes a resume per halving (twenty from 1e6): go back to the recipe's rate at once
+        causes.append(
+            Cause(
+                f"--lr {o.lr:g} is {o.lr / o.default_lr():,.0f}x the usual {o.default_lr():.3g} for {o.optimizer} "
+                f"at batch {o.batch_size}",
+                f"--lr {o.default_lr():.3g}",
+                resumable=True,
+            )
+        )
+    return causes
+
+
+def explain(causes: Sequence[Cause], run: str | None = None) -> str:
+    """``causes`` (not empty) in a sentence that names the fix: "likely cause: ...; resume with --resume RUN
+    --temperature 0.5", or "...; start a new run with --predictor" when a fix cannot be resumed."""
+    why = "; ".join(c.what for c in causes)
+    flags = " ".join(c.fix for c in causes)
+    if all(c.resumable for c in causes):
+        return f"likely cause: {why}; resume with {f'--resume {run} ' if run else ''}{flags}"
+    return f"likely cause: {why}; start a new run with {flags}"
+
+
+def collapse_alarm(
+    rank: float, unif: float | None = None, causes: Sequence[Cause] = (), run: str | None = None
+) -> str | None:
+    """Why the representation looks collapsed, or None when it does not; ``causes`` (:func:`likely_causes`
+    of the run's settings) replace the general advice with the likely cause and its fix (:func:`explain`)."""
     if rank < COLLAPSED_RANK:
-        return (
+        finding = (
             f"the representation has collapsed: its effective rank is {rank:.2f}, so every image maps to "
-            "(nearly) the same direction. Lower the learning rate or raise the temperature, and check the "
-            "views are not too weak"
+            "(nearly) the same direction"
         )
-    if unif is not None and unif > COLLAPSED_UNIFORMITY:
-        return (
-            f"the representation has collapsed: uniformity is {unif:.3f} (0 means one point for every image). "
-            "Lower the learning rate or raise the temperature"
-        )
-    return None
+        advice = "Lower the learning rate or raise the temperature, and check the views are not too weak"
+    elif unif is not None and unif > COLLAPSED_UNIFORMITY:
+        finding = f"the representation has collapsed: uniformity is {unif:.3f} (0 means one point for every image)"
+        advice = "Lower the learning rate or raise the temperature"
+    else:
+        return None
+    return f"{finding}. {explain(causes, run) if causes else advice}"
 
 
 def health(

@@ -23,7 +23,8 @@ class BYOL(nn.Module):
 
     The encoder carries BYOL's projector (:class:`~simclr_core.heads.BYOLProjectionHead`, built
     from the config's ``head``); the predictor has its shape, z -> hidden -> z, with the
-    projector's hidden width unless ``pred_hidden_dim`` is given.
+    projector's hidden width unless ``pred_hidden_dim`` is given. ``predictor=False`` leaves it out (the
+    identity), the paper's ablation that collapses; the collapse alarm's tests run it on purpose.
     """
 
     loss_name: ClassVar[str] = "BYOL loss (normalised MSE)"  # what the app titles its loss curve
@@ -33,20 +34,32 @@ class BYOL(nn.Module):
     head: ClassVar[str] = "byol"
 
     def __init__(
-        self, encoder: Encoder, ema: float = 0.99, ema_schedule: str = "cosine", pred_hidden_dim: int | None = None
+        self,
+        encoder: Encoder,
+        ema: float = 0.99,
+        ema_schedule: str = "cosine",
+        pred_hidden_dim: int | None = None,
+        predictor: bool = True,
     ):
         super().__init__()
         self.encoder = encoder
         self.target = copy.deepcopy(encoder).requires_grad_(False)
         dim = encoder.out_dim
         # "the predictor q uses the same architecture as g": the projector's hidden width by default
-        self.predictor = BYOLPredictionHead(dim, pred_hidden_dim or encoder.hidden_dim, dim)
+        self.predictor: nn.Module = (
+            BYOLPredictionHead(dim, pred_hidden_dim or encoder.hidden_dim, dim) if predictor else nn.Identity()
+        )
         self.ema, self.ema_schedule = ema, ema_schedule
 
     @staticmethod
     def warnings(cfg: MethodConfig, train_images: int) -> list[str]:
-        """Nothing about these settings needs saying."""
-        return []
+        """A run without the predictor is a run meant to collapse."""
+        if cfg.predictor:
+            return []
+        return [
+            "--no-predictor: BYOL without its predictor collapses (Grill et al. 2020, table 5a); the collapse "
+            "alarm will say so. Start a new run with --predictor to train for real"
+        ]
 
     @classmethod
     def from_config(cls, cfg: MethodConfig, encoder: Encoder) -> BYOL:
@@ -56,6 +69,7 @@ class BYOL(nn.Module):
             ema=resolved(cfg.ema, "ema"),
             ema_schedule=resolved(cfg.ema_schedule, "ema_schedule"),
             pred_hidden_dim=cfg.pred_hidden_dim,
+            predictor=cfg.predictor,
         )
 
     def forward(self, view1: torch.Tensor, view2: torch.Tensor) -> torch.Tensor:

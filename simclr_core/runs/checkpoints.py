@@ -4,8 +4,9 @@ The one reader of weights: training's ``last.pt``, the trunk's ``backbone.pt``, 
 that :func:`load_backbone` gives users from a run, a ``backbone.pt`` or an exported ``.safetensors``
 (:mod:`simclr_core.exporters` only writes).
 
-``last.pt`` holds everything exact resume needs; ``backbone.pt`` is a plain torchvision ResNet
-state dict (fc removed) with ``backbone.json`` saying how to build the module it fits.
+``last.pt`` holds everything exact resume needs; ``best.pt`` (``--keep-best``) the weights of the best
+monitor epoch, without the optimiser; ``backbone.pt`` is a plain torchvision ResNet state dict (fc
+removed) with ``backbone.json`` saying how to build the module it fits.
 """
 
 from __future__ import annotations
@@ -75,7 +76,7 @@ def load(path: str | Path, map_location: str | torch.device = "cpu") -> Any:
         ) from None
 
 
-TRAINING_KEYS = ("model", "arch", "epoch", "step")  # what every last.pt holds, whatever its method
+TRAINING_KEYS = ("model", "arch", "epoch", "step")  # what every last.pt (and best.pt) holds, whatever its method
 # What a resume reads besides (training/state.py: restore), with the type each must have.
 RESUME_FIELDS: dict[str, type] = {
     "optimizer": dict,
@@ -291,13 +292,30 @@ def load_trunk(path: str | Path) -> nn.Module:
     return net
 
 
-def run_trunk(run: RunDir) -> tuple[nn.Module, dict[str, Any]]:
-    """The trunk of a run's newest checkpoint (backbone.pt, written every epoch) and its metadata."""
-    if not run.backbone_path.is_file():
-        raise UserError(f"run '{run.name}' has no checkpoint yet: train it for an epoch first")
-    trunk, meta = _from_backbone_pt(run.backbone_path)
+def run_trunk(run: RunDir, checkpoint: str | Path = "last") -> tuple[nn.Module, dict[str, Any]]:
+    """The trunk of a run's checkpoint and its metadata: "last", the newest (backbone.pt, written every epoch),
+    "best" (best.pt, kept by --keep-best) or a training checkpoint's path (:meth:`RunDir.checkpoint_file`)."""
     cfg = run.config()
-    meta.update(run=run.name, config=cfg.to_dict(), epoch=run.status().get("epoch"))
+    if str(checkpoint) == "last":
+        if not run.backbone_path.is_file():
+            raise UserError(f"run '{run.name}' has no checkpoint yet: train it for an epoch first")
+        trunk, meta = _from_backbone_pt(run.backbone_path)
+        epoch = run.status().get("epoch")
+    else:
+        path = run.checkpoint_file(checkpoint)
+        ckpt = load_training(path)
+        arch = ckpt["arch"]
+        # a checkpoint of another model must not be exported under this run's name
+        mine = {"backbone": cfg.model.backbone, "cifar_stem": cfg.model.cifar_stem}
+        check_architecture(arch, {k: v for k, v in mine.items() if v is not None}, path)
+        if not isinstance(arch.get("backbone"), str) or not isinstance(arch.get("cifar_stem"), bool):
+            raise UserError(f"checkpoint {path} is damaged (its arch names no backbone and stem); use another")
+        trunk, _ = build_backbone(arch["backbone"], arch["cifar_stem"])
+        state = encoder_state(ckpt["model"])
+        load_state(trunk, {k.removeprefix("backbone."): v for k, v in state.items() if k.startswith("backbone.")}, path)
+        meta = {"format": FORMAT, "backbone": arch["backbone"], "cifar_stem": arch["cifar_stem"]}
+        epoch = ckpt["epoch"]
+    meta.update(run=run.name, config=cfg.to_dict(), epoch=epoch)
     meta.setdefault("image_size", cfg.views.crop_size or cfg.data.image_size)  # backbone.json of older runs lacks it
     return trunk, meta
 

@@ -6,10 +6,11 @@ Read from the files :class:`~simclr_core.runs.rundir.RunDir` owns; nothing here 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from simclr_core.errors import UserError
+from simclr_core.evaluation.label_free import SIGNALS, finite
 from simclr_core.runs.rundir import RunDir, _number, is_epoch_line
 
 __all__ = ["Curves", "RunSummary", "curves", "eta", "summarize"]
@@ -28,6 +29,8 @@ class RunSummary:
     last_loss: float | None
     best_knn: float | None
     updated: float
+    # the label-free signals at the last monitor epoch ({"rankme_h": 61.2, ...}; evaluation/label_free.py)
+    signals: dict[str, float] = field(default_factory=dict)
 
 
 def summarize(run: RunDir) -> RunSummary:
@@ -36,6 +39,7 @@ def summarize(run: RunDir) -> RunSummary:
     metrics = run.metrics()
     losses = [m["loss"] for m in metrics if isinstance(m.get("loss"), (int, float))]
     knns = [m["knn_top1"] for m in metrics if isinstance(m.get("knn_top1"), (int, float))]
+    monitored = [m for m in metrics if any(finite(m.get(s)) for s in SIGNALS)]
     try:
         cfg = run.config()
         epochs, method = cfg.optim.epochs, cfg.method.name
@@ -51,6 +55,7 @@ def summarize(run: RunDir) -> RunSummary:
         last_loss=losses[-1] if losses and math.isfinite(losses[-1]) else None,
         best_knn=max(knns) if knns else None,
         updated=float(st.get("updated", 0.0)),
+        signals={s: float(v) for s in SIGNALS if finite(v := monitored[-1].get(s))} if monitored else {},
     )
 
 

@@ -2,7 +2,8 @@
 
 ``checkpoints/<run>/`` holds ``config.json``, ``metrics.jsonl`` (appended line by line),
 ``status.json`` (running / finished / stopped / failed + message), ``last.pt``, ``backbone.pt``
-with ``backbone.json``, ``train.log`` and, while a stop is asked for, ``STOP``.
+with ``backbone.json``, ``train.log``, with ``--keep-best`` ``best.pt`` and ``best.json`` (which epoch it
+holds, and its signal's value) and, while a stop is asked for, ``STOP``.
 
 A little over our 450-line guide on purpose: :class:`RunDir` is the one owner of these files, their
 atomic writes and the writer lock, and who is alive (a local process, or a run on another machine seen
@@ -31,8 +32,10 @@ from simclr_core.heads import LEGACY_HEAD
 __all__ = [
     "KINDS",
     "STATES",
+    "CHECKPOINT_CHOICES",
     "CheckpointInfo",
     "RunDir",
+    "best_record",
     "default_runs_dir",
     "is_epoch_line",
     "line_kind",
@@ -57,6 +60,20 @@ KINDS = ("step", "epoch")
 
 def _number(v: Any) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+CHECKPOINT_CHOICES = ("last", "best")  # what --checkpoint names besides a path (RunDir.checkpoint_file)
+
+
+def best_record(obj: Any) -> dict[str, Any] | None:
+    """``obj`` as the record of a best.pt ({"signal", "value", "epoch", "step"}), or None when it is not one
+    (a damaged best.json, a checkpoint saved before --keep-best)."""
+    if not isinstance(obj, dict) or not isinstance(obj.get("signal"), str) or not _number(obj.get("value")):
+        return None
+    counts = [obj.get("epoch"), obj.get("step")]
+    if not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in counts):
+        return None
+    return {"signal": obj["signal"], "value": float(obj["value"]), "epoch": obj["epoch"], "step": obj["step"]}
 
 
 LOCK_NAME = ".writer.lock"
@@ -125,6 +142,8 @@ class RunDir:
     log_path = property(lambda self: self.path / "train.log")
     stop_path = property(lambda self: self.path / "STOP")
     checkpoint_info_path = property(lambda self: self.path / "last.json")  # last.pt's epoch and step
+    best_ckpt = property(lambda self: self.path / "best.pt")  # --keep-best: the best monitor epoch's weights
+    best_info_path = property(lambda self: self.path / "best.json")  # best.pt's epoch, signal and value
     embeddings_dir = property(lambda self: self.path / "embeddings")
     export_dir = property(lambda self: self.path / "export")  # simclr-export's files
 
@@ -340,6 +359,34 @@ class RunDir:
         say "epoch 5" without loading the checkpoint."""
         write_json_atomic(self.checkpoint_info_path, {**asdict(info), "key": key})
 
+    def checkpoint_file(self, which: str | Path = "last") -> Path:
+        """The file a ``--checkpoint`` choice names: "last" (``last.pt``), "best" (``best.pt``, kept by
+        ``--keep-best``) or a path; a UserError when the run has no such checkpoint yet."""
+        if str(which) == "best":
+            if not self.best_ckpt.is_file():
+                raise UserError(
+                    f"run '{self.name}' has no best.pt: it is kept by runs trained with --keep-best SIGNAL, from "
+                    f"their first monitor epoch on; resume it with --keep-best, or use --checkpoint last"
+                )
+            return self.best_ckpt
+        path = self.last_ckpt if str(which) == "last" else Path(which)
+        if not path.is_file():
+            raise UserError(f"run '{self.name}' has no checkpoint {path.name} yet: train it for an epoch first")
+        return path
+
+    def write_best_info(self, record: dict[str, Any], key: str) -> None:
+        """Record which epoch the ``best.pt`` just written holds, by which signal and value (``key``: its size
+        and mtime), so that a page or a resume can tell without loading it."""
+        write_json_atomic(self.best_info_path, {**record, "key": key})
+
+    def best_info(self, key: str) -> dict[str, Any] | None:
+        """The :func:`best_record` of the best.pt named ``key``, if ``best.json`` describes it (None: unknown)."""
+        try:
+            info = json.loads(self.best_info_path.read_bytes())
+        except (OSError, ValueError):
+            return None
+        return best_record(info) if isinstance(info, dict) and info.get("key") == key else None
+
     def checkpoint_info(self, key: str) -> CheckpointInfo | None:
         """Where the checkpoint named ``key`` stands, if ``last.json`` describes it (None: unknown, or another one)."""
         try:
@@ -450,7 +497,7 @@ def new_run(runs_dir: str | Path, name: str) -> RunDir:
             raise UserError(
                 f"run '{name}' already exists in {runs_dir}: resume it (--resume {name}) or choose another name"
             )
-        for stale in (run.metrics_path, run.status_path, run.config_path):
+        for stale in (run.metrics_path, run.status_path, run.config_path, run.best_ckpt, run.best_info_path):
             stale.unlink(missing_ok=True)
     run.path.mkdir(parents=True, exist_ok=True)
     return run

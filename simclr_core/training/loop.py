@@ -2,7 +2,8 @@
 
 One page to read: :func:`train_step` (views, lr, forward under autocast, backward, the momentum
 update); every ``log_every`` steps a metrics line (a CPU-GPU sync point, so not every step); at each
-epoch's end the :func:`monitor` (kNN, the probe frame) and the checkpoint. :mod:`simclr_core.training.estimate`
+epoch's end the :func:`monitor` (kNN, the probe frame, the collapse alarm with its likely cause) and the
+checkpoint, with ``best.pt`` when ``--keep-best``'s signal improved. :mod:`simclr_core.training.estimate`
 times the same step, monitor and checkpoint.
 """
 
@@ -20,12 +21,13 @@ from simclr_core import distributed
 from simclr_core.config import TrainConfig, resolved
 from simclr_core.embeddings import extract
 from simclr_core.evaluation.classifiers import knn_accuracy
+from simclr_core.evaluation.health import collapse_alarm, likely_causes
 from simclr_core.explorer import probe
 from simclr_core.hardware import autocast
 from simclr_core.optim import lr_at
 from simclr_core.training.batches import batches
 from simclr_core.training.session import Session
-from simclr_core.training.state import diverged, save_checkpoint
+from simclr_core.training.state import best_candidate, diverged, save_checkpoint
 from simclr_core.views import two_views
 
 
@@ -150,7 +152,8 @@ def log_step(s: Session, epoch: int, bar: tqdm) -> None:
 
 
 def end_epoch(s: Session) -> None:
-    """kNN monitor, the epoch's metrics line, then ``last.pt`` and ``backbone.pt``."""
+    """kNN monitor, the epoch's metrics line, then ``last.pt`` and ``backbone.pt`` (and ``best.pt`` when
+    this epoch beat it)."""
     loss = distributed.mean(torch.stack(s.epoch_losses).mean()).item()
     seconds = time.perf_counter() - s.epoch_start
     images = (s.step - s.epoch_start_step) * s.batch_size
@@ -181,7 +184,10 @@ def end_epoch(s: Session) -> None:
     s.log(msg)
     if "collapse" in record:
         s.log(f"warning: {record['collapse']}")
-    save_checkpoint(s)
+    best = best_candidate(s, record) if distributed.is_main() else None  # rank 0 alone holds the monitor's record
+    save_checkpoint(s, best)
+    if best is not None:
+        s.log(f"best.pt: epoch {s.epoch}, {best['signal']} {best['value']:.4g}")
     # The monitor and the checkpoint do not count as training time.
     s.epoch_start = s.window_start = time.perf_counter()
     s.epoch_start_step = s.step
@@ -203,6 +209,10 @@ def monitor(s: Session) -> dict[str, Any]:
         with autocast(s.device, s.amp_dtype):
             record.update(probe.record(s.method.encoder, s.probe_images, s.view_kwargs, s.run.path, s.epoch, s.device))
         s.method.train()
+        if "collapse" in record:  # the probe sees the numbers; the run's settings name the likely cause
+            rank = min(record["rankme_h"], record["rankme_z"])
+            causes = likely_causes(s.cfg)
+            record["collapse"] = collapse_alarm(rank, record["uniformity"], causes, s.run.name) or record["collapse"]
     return record
 
 

@@ -67,6 +67,7 @@ class Session:
     epoch_start_step: int = 0
     notes: list = field(default_factory=list)  # said in train.log once it is open
     saved_at: tuple[int, int] | None = None  # (epoch, step) of the last.pt on disk, written or restored
+    best: dict[str, Any] | None = None  # --keep-best: what best.pt holds (signal, value, epoch, step: best_record)
 
     @property
     def batch_size(self) -> int:
@@ -116,6 +117,11 @@ def prepare(cfg: TrainConfig, run: RunDir, resume: bool) -> Session:
             raise UserError("--sync-bn needs CUDA GPUs (torch's SyncBatchNorm does not run on the CPU); drop it")
     d = cfg.data
     pretrain, bank_split, query_split = data.default_splits(d.dataset, d.data_path)
+    if cfg.run.keep_best == "knn_top1" and bank_split is None:  # every rank sees it: none waits for the others
+        raise UserError(
+            "--keep-best knn_top1 needs labelled images for the kNN monitor and this dataset has none; "
+            "choose a label-free signal such as --keep-best rankme_h"
+        )
     train = data.pretrain_split(d, d.train_split or pretrain, subset=d.subset, seed=cfg.run.seed)
     if batch is not None and batch > len(train):
         raise UserError(

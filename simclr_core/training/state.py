@@ -1,9 +1,11 @@
-"""What a checkpoint holds and how a session gets it back: exact resume, and never a non-finite weight."""
+"""What a checkpoint holds and how a session gets it back: exact resume, never a non-finite weight, and
+``--keep-best``'s ``best.pt``."""
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -11,18 +13,26 @@ from simclr_core import distributed
 from simclr_core.config import resolved
 from simclr_core.embeddings import checkpoint_key
 from simclr_core.errors import UserError
+from simclr_core.evaluation import label_free
+from simclr_core.evaluation.health import explain, likely_causes
 from simclr_core.methods.base import as_module
 from simclr_core.runs import checkpoints
-from simclr_core.runs.rundir import CheckpointInfo
+from simclr_core.runs.rundir import CheckpointInfo, best_record
 
 if TYPE_CHECKING:
     from simclr_core.training.session import Session
 
 
-def save_checkpoint(s: Session) -> None:
+# What best.pt holds of last.pt: what evaluate, embed and export read (no optimiser or RNG state)
+BEST_KEYS = ("format", "method", "arch", "model", "epoch", "step", "steps_per_epoch")
+
+
+def save_checkpoint(s: Session, best: dict[str, Any] | None = None) -> None:
     """Write ``last.pt`` (exact-resume state) and ``backbone.pt`` atomically; every rank calls it, rank 0 writes.
 
-    Weights with inf or NaN are never written: the last good checkpoint stays.
+    ``best``: this epoch beat ``best.pt`` (:func:`best_candidate`); it is written first, then ``best.json``,
+    then ``last.pt`` with the new record, so a kill between them leaves a best.pt that a resume reads
+    correctly (:func:`restore_best`). Weights with inf or NaN are never written: the last good checkpoints stay.
     """
     bad = nonfinite(as_module(s.method))
     if distributed.any_rank(bad is not None, s.device):
@@ -47,8 +57,13 @@ def save_checkpoint(s: Session) -> None:
         "view_generators": generators,
         "epoch_losses": losses,
         "rng": checkpoints.rng_state(),
+        "best": best or s.best,  # what best.pt holds: a resume keeps comparing with it
     }
     try:
+        if best is not None:
+            checkpoints.save_atomic({**{k: state[k] for k in BEST_KEYS}, "best": best}, s.run.best_ckpt)
+            s.best = best
+            s.run.write_best_info(best, checkpoint_key(s.run.best_ckpt))
         checkpoints.save_atomic(state, s.run.last_ckpt)
         s.saved_at = (s.epoch, s.step)  # the message of a failure below must name the last.pt now on disk
         s.run.write_checkpoint_info(CheckpointInfo(s.epoch, s.step, s.steps_per_epoch), checkpoint_key(s.run.last_ckpt))
@@ -56,7 +71,9 @@ def save_checkpoint(s: Session) -> None:
     except OSError as e:  # a full disk, or a folder made read-only: the previous last.pt is intact
         kept = f"last.pt still holds epoch {s.saved_at[0]}, step {s.saved_at[1]}" if s.saved_at else "no checkpoint yet"
         what = "the checkpoint"
-        if s.saved_at == (s.epoch, s.step):  # last.pt was written, backbone.pt (or last.json) was not
+        if best is not None and s.best is not best:  # best.pt itself failed: last.pt was not touched
+            what = "best.pt"
+        elif s.saved_at == (s.epoch, s.step):  # last.pt was written, backbone.pt (or last.json) was not
             what, kept = "backbone.pt", f"last.pt holds epoch {s.epoch}, step {s.step}"
         raise UserError(
             f"cannot write {what} of epoch {s.epoch}, step {s.step} in {s.run.path} "
@@ -100,6 +117,47 @@ def restore(s: Session) -> None:
             "the data order continues exactly, the random views from new seeded streams"
         )
     s.epoch_losses = list(ckpt["epoch_losses"].to(s.device))
+    s.best = restore_best(s, best_record(ckpt.get("best")))
+
+
+def keep_best_direction(signal: str) -> int:
+    """+1 when a higher value of a ``--keep-best`` signal is better, -1 when a lower one is."""
+    return 1 if signal == "knn_top1" else label_free.direction(signal)
+
+
+def best_candidate(s: Session, record: dict[str, Any]) -> dict[str, Any] | None:
+    """The best.pt record of the epoch just ended (its metrics line ``record``) when ``--keep-best``'s signal
+    is measured there and beats the kept one; else None. Ties keep the earlier epoch."""
+    signal = s.cfg.run.keep_best
+    value = record.get(signal) if signal else None
+    if signal is None or not isinstance(value, int | float) or not math.isfinite(value):
+        return None  # not a monitor epoch, or the signal is undefined there (alpha-ReQ of a collapsed matrix)
+    kept = s.best
+    if kept is not None and kept["signal"] == signal and keep_best_direction(signal) * (value - kept["value"]) <= 0:
+        return None
+    return {"signal": signal, "value": float(value), "epoch": s.epoch, "step": s.step}
+
+
+def restore_best(s: Session, saved: dict[str, Any] | None) -> dict[str, Any] | None:
+    """What ``best.pt`` holds, for a resume to compare with: ``best.json``'s record of the file on disk, else
+    the one last.pt saved (``saved``) while best.pt is there; None without best.pt, or when it was kept by
+    another signal (the next monitor epoch replaces it, said in the log).
+
+    best.json wins over last.pt: a kill after best.pt was written and before last.pt leaves last.pt's record
+    one epoch behind the file.
+    """
+    path = s.run.best_ckpt
+    if not path.is_file():
+        return None
+    record = s.run.best_info(checkpoint_key(path)) or saved
+    signal = s.cfg.run.keep_best
+    if record is not None and signal is not None and record["signal"] != signal:
+        s.notes.append(
+            f"note: best.pt holds the best epoch by {record['signal']} (epoch {record['epoch']}); --keep-best "
+            f"{signal} replaces it at the next monitor epoch"
+        )
+        return None
+    return record
 
 
 def _damaged(path: Path, part: str, e: BaseException) -> UserError:
@@ -128,9 +186,6 @@ def nonfinite(module: torch.nn.Module) -> str | None:
     return next(n for n, t in tensors if not bool(torch.isfinite(t).all()))
 
 
-LR_FAR_ABOVE = 4  # a learning rate this many times the default is advised back to the default, not halved
-
-
 def diverged(s: Session, what: str) -> UserError:
     """The error for a run whose numbers blew up: which checkpoint survives, and a resume that can work."""
     kept = (
@@ -138,13 +193,11 @@ def diverged(s: Session, what: str) -> UserError:
         if s.saved_at
         else "no checkpoint was written before it"
     )
+    causes = likely_causes(s.cfg)
+    if causes:  # a setting far from its method's usual: say which, and the flags that undo it
+        return UserError(f"{what}; {kept}; {explain(causes, s.run.name)}")
     optim = s.cfg.optim
-    lr = resolved(optim.lr, "optim.lr")
-    if lr > LR_FAR_ABOVE * optim.default_lr():
-        # halving a wild --lr takes a resume per halving (twenty from 1e6): go back to the recipe's rate at once
-        fix = f"--lr {optim.default_lr():.3g} (the default for {optim.optimizer} at batch {optim.batch_size})"
-    else:
-        fix = f"--lr {lr / 2:.3g}"
+    fix = f"--lr {resolved(optim.lr, 'optim.lr') / 2:.3g}"
     if s.cfg.method.temperature is not None:
         fix += f" (or a higher --temperature than {s.cfg.method.temperature:g})"
     return UserError(f"{what}; {kept}; resume with a lower learning rate: --resume {s.run.name} {fix}")

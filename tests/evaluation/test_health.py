@@ -58,3 +58,67 @@ def test_bad_shapes_are_errors():
         uniformity(torch.zeros(1, 3))
     with pytest.raises(ValueError):
         alignment(torch.zeros(2, 3), torch.zeros(3, 3))
+
+
+def test_likely_causes_name_each_setting_far_from_its_methods_usual():
+    from simclr_core.config import TrainConfig
+    from simclr_core.evaluation.health import likely_causes
+
+    cfg = TrainConfig()
+    cfg.optim.batch_size = 64  # sgd's usual lr: 0.06 x 64 / 256 = 0.015
+    assert likely_causes(cfg) == []  # the defaults ("auto") name nothing
+    cfg.method.temperature, cfg.optim.lr = 0.5, 0.06  # 4x the usual: still not "far above"
+    assert likely_causes(cfg) == []
+    cfg.method.temperature, cfg.optim.lr = 0.05, 10.0
+    temperature, lr = likely_causes(cfg)
+    assert (
+        temperature.what == "--temperature 0.05 is far below simclr's usual 0.5"
+        and temperature.fix == "--temperature 0.5"
+    )
+    assert lr.what == "--lr 10 is 667x the usual 0.015 for sgd at batch 64" and lr.fix == "--lr 0.015"
+    assert temperature.resumable and lr.resumable
+
+    cfg = TrainConfig()
+    cfg.method.name, cfg.method.predictor, cfg.method.ema = "byol", False, 0.0
+    predictor, ema = likely_causes(cfg)
+    assert "BYOL without its predictor (--no-predictor)" in predictor.what and predictor.fix == "--predictor"
+    assert ema.what.startswith("--ema 0: the target encoder") and ema.fix == "--ema 0.99"
+    assert not predictor.resumable and not ema.resumable
+    cfg.method.name = "moco_v2"  # MoCo has no predictor; its key encoder without momentum is named
+    (ema,) = likely_causes(cfg)
+    assert ema.what.startswith("--ema 0: the key encoder") and ema.fix == "--ema 0.99"
+    cfg.method.name = "simclr"  # neither setting means anything to SimCLR
+    assert likely_causes(cfg) == []
+
+
+def test_a_cause_is_resumable_exactly_when_its_flag_may_change_on_resume():
+    from simclr_core.cli.train import RESUMABLE
+    from simclr_core.config import TrainConfig
+    from simclr_core.evaluation.health import likely_causes
+
+    cfg = TrainConfig()
+    cfg.method.name, cfg.method.predictor, cfg.method.ema = "byol", False, 0.0
+    cfg.optim.batch_size, cfg.optim.lr = 256, 100.0
+    causes = likely_causes(cfg)
+    cfg.method.name, cfg.method.temperature = "moco_v2", 0.01
+    causes += likely_causes(cfg)
+    assert {c.fix.split()[0] for c in causes} == {"--predictor", "--ema", "--lr", "--temperature"}
+    for c in causes:
+        assert c.resumable == (c.fix.split()[0].removeprefix("--") in RESUMABLE), c
+
+
+def test_the_alarm_names_the_cause_in_place_of_the_general_advice():
+    from simclr_core.evaluation.health import Cause
+
+    temperature = Cause("--temperature 0.01 is far below simclr's usual 0.5", "--temperature 0.5", resumable=True)
+    predictor = Cause("BYOL without its predictor (--no-predictor)", "--predictor", resumable=False)
+    assert collapse_alarm(1.1, -0.5, [temperature], run="r") == (
+        "the representation has collapsed: its effective rank is 1.10, so every image maps to (nearly) the same "
+        "direction. likely cause: --temperature 0.01 is far below simclr's usual 0.5; resume with --resume r "
+        "--temperature 0.5"
+    )
+    both = collapse_alarm(30.0, -0.01, [predictor, temperature], run="r")
+    assert both.startswith("the representation has collapsed: uniformity is -0.010")
+    assert both.endswith("start a new run with --predictor --temperature 0.5")  # one fix needs a new run: all do
+    assert "Lower the learning rate" in collapse_alarm(1.1, -0.5)  # no cause known: the general advice
+    assert collapse_alarm(30.0, -1.0, [temperature]) is None  # a cause alone raises nothing: the numbers decide

@@ -1,15 +1,35 @@
 import json
 import shutil
 
+import pytest
+
+from simclr_core.evaluation import label_free
 from simclr_core.explorer import jobs
 from simclr_core.runs.rundir import RunDir
 
+from tests.evaluation.label_free_runs import fabricate, study
 from tests.pages.conftest import app, plotly_specs
+
+
+@pytest.fixture(autouse=True)
+def study_file(tmp_path, monkeypatch):
+    """Where the page reads the label-free study: absent (not run) unless a test writes it."""
+    path = tmp_path / "label_free_study.json"
+    monkeypatch.setattr(label_free, "STUDY_FILE", path)
+    return path
 
 
 def charts(at):
     """Plotly figures on the page by key, as spec dicts."""
     return dict(plotly_specs(at))
+
+
+TABLES = {"eval_rank_table": "preferred_epoch", "eval_config_diff": "field"}  # a column only that table has
+
+
+def table(at, key):
+    """The page's table ``key`` as a pandas DataFrame (AppTest gives a st.dataframe no key; its columns tell)."""
+    return next(d.value for d in at.dataframe if TABLES[key] in d.value.columns)
 
 
 def test_no_runs_shows_guidance(runs_dir):
@@ -28,6 +48,9 @@ def test_finished_run_shows_form_and_curves(finished_run):
     loss = specs["eval_loss_curves"]["data"][0]
     assert loss["x"] == [1, 2] and len(loss["y"]) == 2  # the two epochs of the tiny run
     assert "eval_knn_curves" in specs
+    # a real run's label-free ranking, its kNN monitor beside it (digits have labels)
+    [row] = table(at, "eval_rank_table").to_dict("records")
+    assert row["run"] == "tiny" and row["epoch"] == 2 and row["value"] > 1 and 0 < row["knn_top1"] <= 100
 
 
 def _evaluate(at, baseline: bool):
@@ -121,12 +144,71 @@ def test_compare_two_runs_shows_differing_fields(finished_run, runs_dir):
     cfg_path.write_text(json.dumps(cfg))
     at = app("evaluate", eval_runs=["tiny", "tiny2"])
     assert not at.exception
-    diff = at.dataframe[0].value
+    diff = table(at, "eval_config_diff")
     assert diff["field"].tolist() == ["method.temperature"]
     assert diff[["tiny", "tiny2"]].values.tolist() == [["0.5", "0.2"]]
     assert [t["name"] for t in charts(at)["eval_loss_curves"]["data"]] == ["tiny", "tiny2"]
 
     at.toggle(key="eval_all_fields").set_value(True).run()
-    full = at.dataframe[0].value
+    full = table(at, "eval_config_diff")
     fields = full["field"].tolist()
     assert len(fields) > 30 and "method.temperature" in fields and "model.backbone" in fields
+
+
+RANKED = ["simclr-t02", "simclr-t05", "byol-lr1"]  # by RankMe (h) at the last epoch: 71.2, 60.4, 26.0
+
+
+def test_an_unlabelled_folders_runs_are_ranked_with_no_labels_anywhere(runs_dir):
+    fabricate(runs_dir)
+    at = app("evaluate", eval_runs=RANKED)
+    assert not at.exception and not at.error
+    assert any("trained on images without labels" in i.value for i in at.info)
+    assert not at.get("form") and not [b for b in at.button if b.key == "eval_submit"]  # no kNN / probe form
+    ranked = table(at, "eval_rank_table")
+    assert ranked["run"].tolist() == RANKED and ranked["rank"].tolist() == [1, 2, 3]
+    assert ranked["value"].tolist() == [71.2, 60.4, 26.0] and ranked["preferred_epoch"].tolist() == [4, 3, 2]
+    for frame in at.dataframe:  # no kNN, probe or label column in any table of the page
+        assert not [c for c in frame.value.columns if "knn" in c.lower() or "probe" in c.lower()]
+    assert at.selectbox(key="eval_rank_signal").value == "rankme_h"
+    trust = " ".join(m.value for m in at.markdown)
+    assert "How far to trust this order." in trust and "RankMe (h): not measured" in trust  # no study yet
+    curves = charts(at)["eval_rank_curves"]["data"]
+    star = curves[-1]
+    assert star["x"] == [4, 3, 2] and star["y"] == [71.2, 61.9, 30.1] and star["text"] == RANKED
+    assert "eval_knn_curves" not in charts(at)
+    assert any("images have no labels" in c.value for c in at.caption)
+
+
+def test_the_studys_best_signal_ranks_and_its_rho_says_how_far_to_trust_it(runs_dir, study_file):
+    study_file.write_text(json.dumps(study(runs="lidar_h", epochs="rankme_h")))
+    fabricate(runs_dir)
+    at = app("evaluate", eval_runs=RANKED)
+    assert not at.exception
+    assert at.selectbox(key="eval_rank_signal").value == "lidar_h"
+    ranked = table(at, "eval_rank_table")
+    assert ranked["run"].tolist() == ["simclr-t05", "simclr-t02", "byol-lr1"]  # LiDAR (h): 190.4, 176.5, 95.2
+    trust = " ".join(m.value for m in at.markdown)
+    assert "LiDAR (h): Spearman ρ = 0.42 with the final kNN accuracy over the study's 24 runs on CIFAR-10" in trust
+    assert "compare runs of the same method" in trust  # simclr and byol mixed: 0.86 and 0.79 within each
+    assert any("median Spearman ρ = 0.62" in c.value for c in at.caption)  # RankMe (h) picks the epochs
+
+    # one method only: the ρ within it; read at each run's best epoch
+    at.multiselect(key="eval_runs").set_value(["simclr-t05", "simclr-t02"])
+    at.radio(key="eval_rank_at").set_value("preferred").run()
+    ranked = table(at, "eval_rank_table")
+    assert ranked[["run", "epoch"]].values.tolist() == [["simclr-t05", 3], ["simclr-t02", 4]]
+    assert ranked["value"].tolist() == [188.0, 176.5]
+    assert "ρ = 0.86 with the final kNN accuracy among the simclr runs" in " ".join(m.value for m in at.markdown)
+
+
+def test_a_labelled_split_shows_knn_beside_the_signal_and_whether_they_agree(runs_dir):
+    fabricate(runs_dir, labelled=True)
+    at = app("evaluate", eval_runs=RANKED)
+    assert not at.exception
+    assert at.button(key="eval_submit")  # kNN and the probe can measure these
+    ranked = table(at, "eval_rank_table")
+    assert ranked["knn_top1"].tolist() == [49.3, 45.1, 25.8] and ranked["knn_rank"].tolist() == [1, 2, 3]
+    assert any("RankMe (h) and the kNN monitor **agree**: Spearman ρ = 1.00" in c.value for c in at.caption)
+    at.selectbox(key="eval_rank_signal").set_value("alignment").run()
+    assert table(at, "eval_rank_table")["run"].tolist() == ["byol-lr1", "simclr-t05", "simclr-t02"]
+    assert any("alignment and the kNN monitor **disagree**: Spearman ρ = -1.00" in c.value for c in at.caption)

@@ -131,11 +131,13 @@ def test_valid_submit_launches_the_form_values_and_selects_the_run(runs_dir, lau
         optim__lr="0.1",
         model__proj_out_dim=32,
         views__jitter_strength=0.4,
+        run__keep_best="uniformity",
         run__name="mine",
     )
     assert not at.exception and not errors(at)
     assert len(launches) == 1
     cfg = launches[0]
+    assert cfg.run.keep_best == "uniformity"  # best.pt by the signal the label-free study trusts
     assert (cfg.run.name, cfg.run.runs_dir) == ("mine", str(runs_dir))
     assert (cfg.optim.epochs, cfg.method.temperature, cfg.optim.lr) == (3, 0.2, 0.1)
     assert (cfg.model.proj_out_dim, cfg.views.jitter_strength) == (32, 0.4)
@@ -552,3 +554,32 @@ def test_estimate_measures_the_forms_settings_in_the_background(runs_dir, queue,
     assert line.startswith(":material/timer: about ") and "s per step x" in line and "measured just now" in line
     at.number_input(key="tf.optim.epochs").set_value(7).run()  # other settings: the estimate no longer holds
     assert any("The last estimate was for other settings" in c.value for c in at.caption)
+
+
+def test_an_unlabelled_runs_health_charts_mark_the_epoch_the_study_prefers(runs_dir, tmp_path, monkeypatch):
+    from simclr_core.evaluation import label_free
+
+    from tests.evaluation.label_free_runs import fabricate, study
+
+    path = tmp_path / "label_free_study.json"
+    monkeypatch.setattr(label_free, "STUDY_FILE", path)  # not run yet: the stated default, RankMe (h)
+    fabricate(runs_dir, names=("simclr-t05",))  # RankMe (h) 38.2, 55.7, 61.9, 60.4; LiDAR (h) highest at epoch 4
+    at = app("train")
+    assert not at.exception and not errors(at)
+    said = " ".join(m.value for m in at.markdown)
+    assert "**Epoch 3 is the best by RankMe (h)** (61.9; the dotted line below)" in said
+    assert "RankMe (h): not measured" in said
+    health = {k: s for k, s in plotly_specs(at) if k in ("tf_rankme", "tf_alignment", "tf_lidar", "tf_areq")}
+    assert len(health) == 4
+    for spec in health.values():
+        [rule] = spec["layout"]["shapes"]
+        assert rule["x0"] == rule["x1"] == 3 and rule["line"]["dash"] == "dot"
+    assert any("this run's images have no labels" in i.value for i in at.info)
+    [row] = at.dataframe[0].value.to_dict("records")  # the run list: the signal, and no kNN column of dashes
+    assert row["RankMe (h), last epoch"] == "60.4" and "best kNN top-1 %" not in row
+
+    path.write_text(json.dumps(study(runs="rankme_h", epochs="lidar_h")))
+    at.run()
+    said = " ".join(m.value for m in at.markdown)
+    assert "**Epoch 4 is the best by LiDAR (h)** (190;" in said and "median Spearman ρ = 0.91" in said
+    assert all(s["layout"]["shapes"][0]["x0"] == 4 for k, s in plotly_specs(at) if k in health)

@@ -280,3 +280,35 @@ def test_a_stop_folder_is_not_removed(tmp_path):
     with pytest.raises(UserError, match=r"STOP is a folder, where a STOP file asks the run to stop; move it out"):
         run.clear_stop()
     assert run.stop_path.is_dir()
+
+
+def test_checkpoint_file_and_best_json(tmp_path):
+    from simclr_core.runs.rundir import best_record
+
+    run = new_run(tmp_path, "b")
+    with pytest.raises(UserError, match="has no checkpoint last.pt yet"):
+        run.checkpoint_file("last")
+    with pytest.raises(UserError, match="has no best.pt: .* --keep-best SIGNAL"):
+        run.checkpoint_file("best")
+    run.last_ckpt.write_bytes(b"x")
+    run.best_ckpt.write_bytes(b"y")
+    other = tmp_path / "elsewhere.pt"
+    other.write_bytes(b"z")
+    assert [run.checkpoint_file(w) for w in ("last", "best", other)] == [run.last_ckpt, run.best_ckpt, other]
+    record = {"signal": "rankme_h", "value": 5, "epoch": 2, "step": 4}
+    run.write_best_info(record, key="k1")
+    assert run.best_info("k1") == {**record, "value": 5.0} and run.best_info("k2") is None  # another best.pt
+    run.best_info_path.write_text("{broken")
+    assert run.best_info("k1") is None
+    for bad in (None, [], {**record, "epoch": -1}, {**record, "value": "5"}, {**record, "step": True}):
+        assert best_record(bad) is None
+
+
+def test_a_failed_start_takes_no_stale_best_pt_into_the_new_run(tmp_path):
+    run = new_run(tmp_path, "f")
+    TrainConfig().save(run.config_path)
+    run.write_status("failed", "killed between best.pt and last.pt of epoch 1")
+    run.best_ckpt.write_bytes(b"old")
+    run.write_best_info({"signal": "rankme_h", "value": 1.0, "epoch": 1, "step": 2}, key="k")
+    run = new_run(tmp_path, "f")
+    assert not run.best_ckpt.exists() and not run.best_info_path.exists()

@@ -172,8 +172,12 @@ def test_nan_advice_after_a_wild_lr_is_the_recipes_rate_not_half(tmp_path):
     cfg.optim.lr = 1e6
     message = str(diverged(s, "loss became nan at epoch 2, step 3"))
     assert message == (
-        "loss became nan at epoch 2, step 3; kept the last good checkpoint (epoch 1, step 2); resume with a "
-        "lower learning rate: --resume tiny --lr 0.0075 (the default for sgd at batch 32)"
+        "loss became nan at epoch 2, step 3; kept the last good checkpoint (epoch 1, step 2); likely cause: "
+        "--lr 1e+06 is 133,333,333x the usual 0.0075 for sgd at batch 32; resume with --resume tiny --lr 0.0075"
     )
     cfg.optim.lr = 0.02  # near the default (0.0075): halving is the small step that fits
-    assert "--resume tiny --lr 0.01" in str(diverged(s, "loss became nan"))
+    assert "resume with a lower learning rate: --resume tiny --lr 0.01" in str(diverged(s, "loss became nan"))
+    cfg.method.temperature = 0.01  # a NaN at a tiny temperature names the temperature, not the learning rate
+    assert str(diverged(s, "loss became nan")).endswith(
+        "likely cause: --temperature 0.01 is far below simclr's usual 0.5; resume with --resume tiny --temperature 0.5"
+    )
