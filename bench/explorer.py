@@ -1,19 +1,22 @@
-"""The explorer's numbers: map renderers in a real browser, nearest-neighbour search, and UMAP start-up.
+"""The explorer's numbers: the map in a real browser at up to a million points, search, and UMAP start-up.
 
-    python bench/explorer.py                        # every part
-    python bench/explorer.py --parts search umap    # some parts
+    python bench/explorer.py --points 50000 200000 1000000   # the WebGL map at each size (last line: JSON)
+    python bench/explorer.py --parts deckgl --points 50000 1000000
+    python bench/explorer.py --parts page search umap        # the other parts
 
 Parts:
-- ``renderers``: Plotly WebGL and deck.gl (``st.pydeck_chart``) draw the same 10,000 / 50,000
-  points in headless Chromium (Playwright, as the browser test): seconds from opening the page
-  until the map has drawn (two equal, non-blank screenshots of it in a row), and from resting the
-  pointer on a point until its thumbnail has loaded (deck.gl's HTML tooltip) or, for Plotly, whose
-  hover labels take no images, until its text label shows and from a click until st.image shows the
-  picture. Apple's embedding-atlas is tried too: its Streamlit component loads DuckDB-WASM from a
-  CDN, which the bench answers with the copy the package ships, and its map needs WebGPU with
-  ``shader-f16``; where the browser has none, this part reports what the component says.
-- ``page``: the same two timings on the real Embeddings page (``streamlit run app.py``) for a run
-  whose 10,000 / 50,000-image split is already embedded and projected.
+- ``--points N ...`` (:func:`scale`): the Embeddings page's map (ui/scatter.py) in the harness
+  bench/explorer_app.py, fed N clustered points (10 Gaussian blobs) and real CIFAR-10 thumbnails tiled
+  to N (sprite atlases, simclr_core.explorer.thumbnails): column bytes, first draw, hover-to-thumbnail,
+  click-to-neighbours, colour change, a 10,000-point box selection, reruns caused by hover / pan / zoom,
+  and the page server's peak RSS. With ``--backend``, bench/explorer_backend.py's graph, projection and
+  scores times for clustered 512-d embeddings of that size.
+- ``deckgl``: pydeck's own deck.gl bundle (a ScatterplotLayer fed the same binary columns) against
+  ui/scatter.js in a bare page: script load, first draw, and one hover pick (deck.gl picks on the GPU).
+  The renderers measured before this map existed (Plotly WebGL, ``st.pydeck_chart`` with JSON points,
+  embedding-atlas) are in BENCHMARKS.md, issue 9, with the commit that measured them.
+- ``page``: the real Embeddings page (``streamlit run app.py``) for a run whose 10,000 / 50,000-image
+  CIFAR-10 split is already embedded: first visit, draw, hover-to-thumbnail, click-to-neighbours.
 - ``search``: query time of :class:`simclr_core.explorer.neighbours.NeighbourIndex` over 10k / 60k / 1M
   random 512-d embeddings (isotropic Gaussian: the worst case for an index, and clustered: like
   real embeddings), exact and through faiss indexes, with their recall@10 against exact search.
@@ -27,7 +30,6 @@ bound of what a machine with a GPU shows.
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import os
 import shutil
@@ -50,73 +52,6 @@ def start_streamlit(
 ) -> tuple[subprocess.Popen, str]:
     """``streamlit run script`` on a free port, serving static files (``flags``: more server options)."""
     return start_server(script, cwd, dict(env or {}), ["--server.enableStaticServing=true", *(flags or [])], 90)
-
-
-def drawn(page, selector: str, timeout: float = 300) -> float:
-    """Seconds until the element's screenshot is non-blank and the same twice in a row (the map has drawn)."""
-    from PIL import Image
-
-    t0, prev = time.perf_counter(), None
-    while time.perf_counter() - t0 < timeout:
-        el = page.locator(selector).first
-        if el.count():
-            try:
-                shot = el.screenshot(timeout=5000)
-            except Exception:  # noqa: BLE001 - detached while Streamlit re-renders: try again
-                shot = None
-            if shot is not None:
-                px = np.asarray(Image.open(io.BytesIO(shot)).convert("L"))
-                inked = int((px < 230).sum())
-                if inked > 500 and shot == prev:
-                    return time.perf_counter() - t0
-                prev = shot
-        page.wait_for_timeout(100)
-    raise TimeoutError(f"{selector} did not draw in {timeout} s")
-
-
-def hover_time(
-    page, canvas: str, done_js: str, shown_js: str | None = None, repeats: int = 3, timeout_ms: int = 60_000
-) -> list[float]:
-    """Seconds from moving the pointer onto a point of ``canvas`` until ``done_js`` holds, for ``repeats`` points.
-
-    Positions spiral out from the centre; before each move the pointer rests on an empty corner until
-    nothing shows, so each timing starts from no tooltip. A position showing nothing within 2.5 s
-    (``shown_js``: a tooltip of any kind) is skipped, as is one landing on a point already timed.
-    """
-    shown_js = shown_js or done_js
-    box = page.locator(canvas).first.bounding_box()
-    cx, cy = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
-    spiral = [(r * dx, r * dy) for r in range(0, 200, 9) for dx, dy in ((1, 0), (0, 1), (-1, 0), (0, -1), (1, 1))]
-    times: list[float] = []
-    seen: set[str] = set()
-    for dx, dy in spiral:
-        page.mouse.move(box["x"] + 2, box["y"] + 2)
-        page.wait_for_function(f"() => !({shown_js})()", timeout=timeout_ms, polling="raf")
-        page.wait_for_timeout(200)
-        t0 = time.perf_counter()
-        page.mouse.move(cx + dx, cy + dy)
-        try:
-            page.wait_for_function(shown_js, timeout=2500, polling="raf")
-        except Exception:  # noqa: BLE001, S112 - no point under the pointer here
-            continue
-        page.wait_for_function(done_js, timeout=timeout_ms, polling="raf")
-        elapsed = time.perf_counter() - t0
-        text = page.evaluate("() => (document.querySelector('.deck-tooltip, .hovertext') || {}).textContent || ''")
-        if text in seen:
-            continue
-        seen.add(text)
-        times.append(round(elapsed, 3))
-        if len(times) == repeats:
-            break
-    return times
-
-
-THUMB_LOADED = (
-    "() => { const t = document.querySelector('.deck-tooltip');"
-    " const i = t && t.style.display !== 'none' && t.querySelector('img');"
-    " return !!i && i.complete && i.naturalWidth > 0; }"
-)
-TOOLTIP_SHOWN = "() => { const t = document.querySelector('.deck-tooltip'); return !!t && t.style.display !== 'none'; }"
 
 
 def cifar_images(n: int, data: Path):
@@ -144,119 +79,54 @@ def cifar_images(n: int, data: Path):
 # ---------------------------------------------------------------- parts
 
 
-def renderers(data: Path, which: tuple[str, ...] = ("pydeck", "plotly", "atlas")) -> dict:
-    from playwright.sync_api import sync_playwright
+MAP = ".map[data-drawn]:not([data-preview])"  # ui/scatter.js's map once drawn (CSS pierces its shadow root)
 
-    from simclr_core.explorer.thumbnails import write_thumbnails
 
-    out: dict = {}
-    with tempfile.TemporaryDirectory() as tmp:
-        home = Path(tmp)
-        shutil.copy(REPO / "bench" / "explorer_app.py", home / "explorer_app.py")
-        thumbs = write_thumbnails(cifar_images(50_000, data), home / "static" / "thumbs").name
-        proc, url = start_streamlit(home / "explorer_app.py", home)
-        try:
-            with sync_playwright() as p:
-                browser = p.chromium.launch(executable_path=CHROMIUM, args=list(CHROMIUM_FLAGS))
-                for renderer in which:
-                    for n in (10_000, 50_000):
-                        page = browser.new_page(viewport={"width": 1400, "height": 1000})
-                        page.set_default_timeout(120_000)
-                        if renderer == "atlas":
-                            serve_duckdb_from_the_package(page)
-                        t0 = time.perf_counter()
-                        page.goto(f"{url}/?renderer={renderer}&n={n}&thumbs={thumbs}")
-                        row: dict = {}
-                        sel = {
-                            "pydeck": '[data-testid="stDeckGlJsonChart"]',
-                            "plotly": '[data-testid="stPlotlyChart"]',
-                            "atlas": "iframe",
-                        }[renderer]
-                        try:
-                            page.locator(sel).first.wait_for(timeout=120_000)
-                            row["drawn_s"] = (time.perf_counter() - t0) + drawn(
-                                page, sel, timeout=60 if renderer == "atlas" else 300
-                            )
-                            if renderer == "atlas" and (says := atlas_message(page)):
-                                row["map_drawn"] = False  # the frame drew its table and panels, not the map
-                                row["atlas_says"] = says
-                            if renderer == "pydeck":
-                                row["hover_to_thumbnail_s"] = hover_time(
-                                    page, sel + " canvas", THUMB_LOADED, TOOLTIP_SHOWN
-                                )
-                            elif renderer == "plotly":
-                                row["hover_to_label_s"] = hover_time(
-                                    page, sel + " .nsewdrag", "() => !!document.querySelector('.hovertext')"
-                                )
-                                t1 = time.perf_counter()
-                                box = page.locator(sel + " .nsewdrag").first.bounding_box()
-                                page.mouse.click(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
-                                page.locator('[data-testid="stImage"] img').first.wait_for(timeout=60_000)
-                                page.wait_for_function(
-                                    "() => { const i = document.querySelector("
-                                    "'[data-testid=\"stImage\"] img'); return i.complete && "
-                                    "i.naturalWidth > 0; }"
-                                )
-                                row["click_to_image_s"] = time.perf_counter() - t1
-                        except Exception as e:  # noqa: BLE001 - report and go on
-                            row["error"] = f"{type(e).__name__}: {str(e).splitlines()[0][:160]}"
-                            if renderer == "atlas":
-                                row["atlas_says"] = atlas_message(page)
-                        print(f"  {renderer:<7} {n:>6} points: {json.dumps(row)}", flush=True)
-                        out[f"{renderer}-{n}"] = row
-                        page.close()
-                browser.close()
-        finally:
-            proc.terminate()
-            proc.wait(timeout=30)
+def page_hover_and_click(pg) -> dict:
+    """On the real Embeddings page: five hovers (ms from the pointer event to the thumbnail shown, measured in
+    the page), frames the browser sent meanwhile (a rerun needs one), and a click until its neighbours show."""
+    sent: list[int] = []
+    pg.context.pages[0].on("websocket", lambda ws: ws.on("framesent", lambda f: sent.append(1)))
+    box = pg.locator(MAP).first.bounding_box()
+    cx, cy = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
+    hovers: list[float] = []
+    spots: list[tuple[float, float, str]] = []  # where a point is, and its row
+    for r in range(0, 300, 11):
+        for dx, dy in ((r, 0), (0, r), (-r, 0), (0, -r)):
+            pg.mouse.move(box["x"] + 3, box["y"] + box["height"] - 3)
+            pg.mouse.move(cx + dx, cy + dy)
+            try:
+                pg.locator(".map .tip[data-ready]").first.wait_for(timeout=1500)
+            except Exception:  # noqa: BLE001, S112 - no point under the pointer here
+                continue
+            tip = pg.locator(".map .tip").first
+            hovers.append(float(tip.get_attribute("data-ready-ms")))
+            if all(row != tip.get_attribute("data-row") for *_, row in spots):
+                spots.append((cx + dx, cy + dy, tip.get_attribute("data-row")))
+            if len(hovers) >= 5 and len(spots) >= 2:
+                break
+        if len(hovers) >= 5 and len(spots) >= 2:
+            break
+    out: dict = {"hover_ms": round(float(np.median(hovers)), 1) if hovers else None, "hover_ms_all": hovers}
+    out["frames_sent_on_hover"] = len(sent)
+    # the first click also redraws the panels below (their tag choices gain "the picked image"); later ones
+    # redraw only the map and its neighbours (a fragment)
+    for name, (x, y, row) in zip(("first_click_ms", "click_ms"), spots[:2], strict=False):
+        pg.mouse.move(x, y)
+        pg.locator(".map .tip[data-ready]").first.wait_for(timeout=5000)
+        t0 = time.perf_counter()
+        pg.mouse.down()
+        pg.mouse.up()
+        pg.get_by_text(f"#{row} · ").first.wait_for()  # the neighbours panel's heading
+        pg.locator(".map[data-marked='10']").first.wait_for()
+        out[name] = round(1000 * (time.perf_counter() - t0))
+        pg.locator('[data-testid="stStatusWidget"]').wait_for(state="detached")
     return out
 
 
-def serve_duckdb_from_the_package(page) -> None:
-    """embedding-atlas's Streamlit component fetches DuckDB-WASM from cdn.jsdelivr.net, which this machine
-    cannot reach; answer those requests with the copies the package ships for its own app, as if online."""
-    try:
-        import embedding_atlas
-    except ImportError:
-        return
-    assets = Path(embedding_atlas.__file__).parent / "static" / "assets"
-    local = {}
-    for stem in ("duckdb-browser-eh.worker", "duckdb-browser-mvp.worker", "duckdb-eh", "duckdb-mvp"):
-        ext = ".js" if stem.endswith("worker") else ".wasm"
-        found = sorted(assets.glob(f"{stem}-*{ext}"))
-        if found:
-            local[stem + ext] = found[0]
-
-    def serve(route) -> None:
-        name = route.request.url.rsplit("/", 1)[-1]
-        if name not in local:
-            route.abort()
-            return
-        route.fulfill(
-            body=local[name].read_bytes(),
-            headers={"access-control-allow-origin": "*"},
-            content_type="application/wasm" if name.endswith(".wasm") else "text/javascript",
-        )
-
-    page.route("https://cdn.jsdelivr.net/**", serve)
-
-
-def atlas_message(page) -> str:
-    """What embedding-atlas's frame says when it has not drawn its map (e.g. that it needs WebGPU)."""
-    import re
-
-    for frame in page.frames:
-        try:  # get_by_text also looks inside shadow roots, where the component writes
-            hit = frame.get_by_text(re.compile("WebGPU")).first
-            if hit.count():
-                return hit.inner_text(timeout=2000).strip()[:200]
-        except Exception:  # noqa: BLE001, S112 - a frame that went away
-            continue
-    return ""
-
-
 def page(data: Path) -> dict:
-    """The real Embeddings page, for runs whose 10,000 / 50,000-image CIFAR-10 split is embedded already.
+    """The real Embeddings page, for runs whose 10,000 / 50,000-image CIFAR-10 split is embedded already:
+    seconds until the map has drawn, hover-to-thumbnail, click-to-neighbours, and reruns caused by hover.
 
     The embeddings are synthetic (64-d, clustered by the real labels) and written where training's
     would be, so the page's own work is measured, not the encoder's; the projection is PCA.
@@ -305,17 +175,15 @@ def page(data: Path) -> dict:
                     link = f"{url}/embeddings?run={split}&view=map&split={split}&projection=pca&points=0"
                     t0 = time.perf_counter()
                     pg.goto(link)
-                    sel = '[data-testid="stDeckGlJsonChart"]'
+                    sel = MAP
                     pg.locator(sel).first.wait_for()  # the worker builds the graph and thumbnails once
                     prepared = time.perf_counter() - t0
                     pg.goto(link)  # now as a user sees it every later time
                     t0 = time.perf_counter()
                     pg.locator(sel).first.wait_for()
-                    row = {
-                        "first_visit_s": round(prepared, 1),
-                        "drawn_s": round(time.perf_counter() - t0 + drawn(pg, sel), 2),
-                    }
-                    row["hover_to_thumbnail_s"] = hover_time(pg, sel + " canvas", THUMB_LOADED, TOOLTIP_SHOWN)
+                    row = {"first_visit_s": round(prepared, 1), "drawn_s": round(time.perf_counter() - t0, 2)}
+                    pg.wait_for_timeout(1000)
+                    row.update(page_hover_and_click(pg))
                     print(f"  Embeddings page, {split} split: {json.dumps(row)}", flush=True)
                     out[f"page-{split}"] = row
                     pg.close()
@@ -453,13 +321,308 @@ def umap_startup() -> dict:
     return out
 
 
+# ---------------------------------------------------------------- scale: the WebGL map at 50k / 200k / 1M
+
+
+def blobs(n: int) -> tuple[np.ndarray, np.ndarray]:
+    """n points in 10 Gaussian blobs (a clustered 2-D map) and each one's blob as its class; point 0 at the centre."""
+    rng = np.random.default_rng(0)
+    centres = rng.normal(size=(10, 2)) * 6
+    label = rng.integers(0, 10, n)
+    xy = (centres[label] + rng.normal(size=(n, 2))).astype(np.float32)
+    xy[0] = 0.0  # a point near the middle of the map
+    return xy, label
+
+
+def _rss_peak_mb(pid: int) -> float:
+    """A process's peak resident memory (VmHWM), MB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def _box_of(xy: np.ndarray, want: int) -> tuple[float, float, float, float]:
+    """A square around the densest blob's centre holding about ``want`` points: (x0, y0, x1, y1)."""
+    centre = np.median(xy[: min(len(xy), 20_000)], axis=0)
+    lo, hi = 0.0, float(np.abs(xy - centre).max())
+    for _ in range(40):
+        half = (lo + hi) / 2
+        inside = int((np.abs(xy - centre) <= half).all(1).sum())
+        lo, hi = (half, hi) if inside < want else (lo, half)
+    cx, cy = float(centre[0]), float(centre[1])
+    return cx - hi, cy - hi, cx + hi, cy + hi
+
+
+def scale(sizes: list[int], data: Path, backend: bool = False, shots: Path | None = None) -> list[dict]:
+    """The Embeddings page's WebGL map (ui/scatter.py, in the harness bench/explorer_app.py) at each size:
+    column bytes, first draw, hover-to-thumbnail, click-to-neighbours, colour change, a 10k-point box
+    selection, reruns caused by hover / pan / zoom, and the page server's peak RSS; with ``backend``, the
+    graph, projection and scores times of bench/explorer_backend.py on clustered 512-d embeddings."""
+    from sklearn.neighbors import NearestNeighbors
+
+    from simclr_core.explorer.thumbnails import ThumbnailStore
+
+    rows: list[dict] = []
+    for n in sizes:
+        row: dict = {"points": n}
+        with tempfile.TemporaryDirectory() as tmp:
+            home = Path(tmp)
+            shutil.copy(REPO / "bench" / "explorer_app.py", home / "explorer_app.py")
+            xy, label = blobs(n)
+            # each point's 10 nearest on the map: what a click reads (the page reads the worker's k-NN graph)
+            graph = NearestNeighbors(n_neighbors=11).fit(xy).kneighbors(xy, return_distance=False)[:, 1:]
+            np.savez(home / f"points-{n}.npz", graph=graph.astype(np.int32))
+            t0 = time.perf_counter()
+            atlas = ThumbnailStore(home / "static" / "thumbs").write(cifar_images(n, data)).name
+            row["thumbs_s"] = round(time.perf_counter() - t0, 1)
+            row["thumbs_mb"] = round(sum(f.stat().st_size for f in (home / "static/thumbs").rglob("*")) / 2**20, 1)
+            proc, url = start_streamlit(home / "explorer_app.py", home)
+            try:
+                row.update(_drive(url, n, xy, atlas, home / "static" / "maps", shots))
+                row["peak_rss_mb"] = round(_rss_peak_mb(proc.pid))
+            finally:
+                proc.terminate()
+                proc.wait(30)
+        if backend:
+            from explorer_backend import backend_times  # type: ignore[import-not-found]
+
+            emb = np.random.default_rng(1).normal(size=(10, 512)).astype(np.float32)[label]
+            emb += 0.35 * np.random.default_rng(2).normal(size=emb.shape).astype(np.float32)
+            row["backend"] = backend_times(emb, label)
+        print(json.dumps(row), flush=True)
+        rows.append(row)
+    return rows
+
+
+def _drive(url: str, n: int, xy: np.ndarray, atlas: str, maps: Path, shots: Path | None) -> dict:
+    """Open the harness in headless Chromium and time what a user does on the map."""
+    from playwright.sync_api import sync_playwright
+
+    out: dict = {}
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=list(CHROMIUM_FLAGS))
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        page.set_default_timeout(300_000)
+        fetched: list[str] = []  # column files the browser fetched (their bytes: the files' sizes)
+        page.on("response", lambda r: fetched.append(r.url.rsplit("/", 1)[1]) if "/static/maps/" in r.url else None)
+
+        def size(names: list[str]) -> int:
+            return sum((maps / name).stat().st_size for name in set(names))
+
+        sent: list[float] = []
+        page.on("websocket", lambda ws: ws.on("framesent", lambda f: sent.append(time.perf_counter())))
+        page.goto(f"{url}/?n=1000")  # the server imports its modules once, as a running app has
+        page.locator(".map[data-drawn]").wait_for()
+        fetched.clear()
+        t0 = time.perf_counter()
+        page.goto(f"{url}/?n={n}&atlas={atlas}")
+        page.locator(".map[data-drawn]").wait_for()
+        out["first_draw_s"] = round(time.perf_counter() - t0, 2)
+        out["payload_bytes"] = size(fetched)
+        page.wait_for_timeout(1000)
+        box = page.locator(".map").first
+        bb = box.bounding_box()
+
+        def on_screen(i: int) -> tuple[float, float]:
+            v = json.loads(box.get_attribute("data-view"))
+            return (
+                bb["x"] + v["w"] / 2 + (float(xy[i, 0]) - v["cx"]) * v["k"],
+                bb["y"] + v["h"] / 2 - (float(xy[i, 1]) - v["cy"]) * v["k"],
+            )
+
+        # hover: five points in different parts of the split (different atlas files), from an empty corner
+        before = len(sent)
+        hover = []
+        for i in np.linspace(0, n - 1, 6).astype(int)[1:]:
+            page.mouse.move(bb["x"] + 3, bb["y"] + bb["height"] - 3)
+            page.wait_for_timeout(150)
+            page.mouse.move(*on_screen(int(i)))
+            page.locator(".map .tip[data-ready]").wait_for(timeout=30_000)
+            hover.append(float(page.locator(".map .tip").first.get_attribute("data-ready-ms")))
+        out["hover_ms"] = round(float(np.median(hover)), 1)
+        out["hover_ms_all"] = hover
+        # pan and zoom: drags and wheel turns, all in the browser
+        cx, cy = bb["x"] + bb["width"] / 2, bb["y"] + bb["height"] / 2
+        page.mouse.move(cx, cy)
+        page.mouse.down()
+        page.mouse.move(cx + 80, cy + 40, steps=8)
+        page.mouse.up()
+        page.mouse.wheel(0, -300)
+        page.wait_for_timeout(500)
+        page.mouse.wheel(0, 300)
+        page.wait_for_timeout(500)
+        out["reruns_on_hover"] = len(sent) - before
+        if shots:
+            page.screenshot(path=str(shots / f"map-{n}-hover.png"))
+        page.locator(".map .tools button[data-act=fit]").click()
+        page.wait_for_timeout(300)
+        # click: a point, until its 10 neighbours are ringed (one rerun of the page)
+        page.mouse.move(*on_screen(0))
+        page.locator(".map .tip[data-ready]").wait_for(timeout=30_000)
+        t0 = time.perf_counter()
+        page.mouse.down()
+        page.mouse.up()
+        page.locator(".map[data-marked='10']").wait_for()
+        out["click_ms"] = round(1000 * (time.perf_counter() - t0))
+        # colour change: a new colour column, the positions stay
+        drawn_before = box.get_attribute("data-drawn")
+        fetched.clear()
+        t0 = time.perf_counter()
+        page.get_by_text("shifted").click()
+        while box.get_attribute("data-drawn") == drawn_before:  # the map lives in a shadow root: poll it here
+            page.wait_for_timeout(10)
+        out["colour_ms"] = round(1000 * (time.perf_counter() - t0))
+        out["colour_bytes"] = size(fetched)
+        # a box around ~10,000 points
+        page.locator(".map .tools button[data-mode=box]").click()
+        x0, y0, x1, y1 = _box_of(xy, 10_000)
+        v = json.loads(box.get_attribute("data-view"))
+
+        def to_s(x: float, y: float) -> tuple[float, float]:
+            return bb["x"] + v["w"] / 2 + (x - v["cx"]) * v["k"], bb["y"] + v["h"] / 2 - (y - v["cy"]) * v["k"]
+
+        t0 = time.perf_counter()
+        page.mouse.move(*to_s(x0, y1))
+        page.mouse.down()
+        page.mouse.move(*to_s(x1, y0), steps=5)
+        page.mouse.up()
+        page.locator(".map[data-selected]").wait_for()
+        picked = int(box.get_attribute("data-selected"))
+        page.get_by_text(f"selected: {picked}").first.wait_for()
+        out["lasso_ms"] = round(1000 * (time.perf_counter() - t0))
+        out["lasso_points"] = picked
+        out["select_in_browser_ms"] = float(box.get_attribute("data-select-ms"))
+        if shots:
+            page.screenshot(path=str(shots / f"map-{n}-box.png"))
+        browser.close()
+    return out
+
+
+# ---------------------------------------------------------------- deckgl: pydeck's bundle against ui/scatter.js
+
+DECK_PAGE = """<html><body style="margin:0"><div id="c" style="position:relative;width:1200px;height:700px"></div>
+<script src="deck.js"></script><script>
+(async () => {
+  const t0 = performance.now();
+  const [xy, rgba] = await Promise.all(["xy.f32", "rgba.u8"].map((u) => fetch(u).then((r) => r.arrayBuffer())));
+  const p = new Float32Array(xy), c = new Uint8Array(rgba), n = p.length / 2;
+  let done = false;
+  const d = new deck.Deck({
+    parent: document.getElementById("c"), width: 1200, height: 700, views: new deck.OrthographicView(),
+    initialViewState: { target: [0, 0, 0], zoom: 4 }, controller: true,
+    layers: [new deck.ScatterplotLayer({ id: "p", data: { length: n, attributes: {
+      getPosition: { value: p, size: 2 }, getFillColor: { value: c, size: 4, normalized: true } } },
+      radiusUnits: "pixels", getRadius: 1, pickable: true })],
+    onAfterRender: () => {
+      if (done) return;
+      done = true;
+      const gl = d.getCanvas().getContext("webgl2");
+      gl.readPixels(0, 0, 1, 1, gl.RGBA, gl.UNSIGNED_BYTE, new Uint8Array(4));  // the draw has finished
+      window.result = { draw_ms: performance.now() - t0 };
+      const picks = [];
+      for (let i = 0; i < 5; i++) {
+        const s = performance.now();
+        d.pickObject({ x: 560 + 10 * i, y: 350, radius: 4 });
+        picks.push(performance.now() - s);
+      }
+      window.result.pick_ms = picks;
+    },
+  });
+})();
+</script></body></html>"""
+
+OWN_PAGE = """<html><body style="margin:0"><div id="c" style="position:relative;width:1200px;height:700px"></div>
+<script type="module">
+import render from "./scatter.js";
+const t0 = performance.now(), root = document.getElementById("c");
+render({ data: { xy: "xy.f32", rgba: "rgba.u8", rows: null, columns: {}, paths: null, thumbs: null, focus: null,
+  marked: [], point_px: 2, view_key: "v", transition_ms: 0, note: "" }, parentElement: root,
+  setTriggerValue() {}, setStateValue() {} });
+const wait = () => root.querySelector(".map[data-drawn]") ? done() : requestAnimationFrame(wait);
+const done = () => {
+  window.result = { draw_ms: performance.now() - t0 };
+  const picks = [];
+  for (let i = 0; i < 5; i++) {
+    const s = performance.now();
+    root.__scatter.pick(560 + 10 * i, 350);
+    picks.push(performance.now() - s);
+  }
+  window.result.pick_ms = picks;
+};
+wait();
+</script></body></html>"""
+
+
+def deck_vs_own(sizes: list[int]) -> list[dict]:
+    """pydeck's deck.gl bundle (a ScatterplotLayer fed the same binary columns) against the app's own map:
+    seconds to load the script, milliseconds from data fetch to a finished first draw, and per hover pick."""
+    import functools
+    import http.server
+    import threading
+
+    import pydeck
+    from playwright.sync_api import sync_playwright
+
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        home = Path(tmp)
+        shutil.copy(Path(pydeck.__file__).parent / "nbextension" / "static" / "index.js", home / "deck.js")
+        shutil.copy(REPO / "ui" / "scatter.js", home / "scatter.js")
+        (home / "deck.html").write_text(DECK_PAGE)
+        (home / "own.html").write_text(OWN_PAGE)
+
+        class Quiet(http.server.SimpleHTTPRequestHandler):
+            def log_message(self, *args: object) -> None:  # no line per request in the bench's output
+                pass
+
+        handler = functools.partial(Quiet, directory=str(home))
+        httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        threading.Thread(target=httpd.serve_forever, daemon=True).start()
+        base = f"http://127.0.0.1:{httpd.server_address[1]}"
+        try:
+            with sync_playwright() as p:
+                browser = p.chromium.launch(executable_path=CHROMIUM, args=list(CHROMIUM_FLAGS))
+                for n in sizes:
+                    xy, label = blobs(n)
+                    palette = np.random.default_rng(0).integers(0, 256, (10, 4)).astype(np.uint8)
+                    palette[:, 3] = 220
+                    (home / "xy.f32").write_bytes(xy.astype("<f4").tobytes())
+                    (home / "rgba.u8").write_bytes(palette[label].tobytes())
+                    for name in ("deck", "own"):
+                        page = browser.new_page(viewport={"width": 1200, "height": 700})
+                        t0 = time.perf_counter()
+                        page.goto(f"{base}/{name}.html")
+                        page.wait_for_function("() => window.result && window.result.pick_ms", timeout=600_000)
+                        r = page.evaluate("() => window.result")
+                        script_s = page.evaluate(
+                            "() => performance.getEntriesByType('resource').filter(e => e.name.endsWith"
+                            "('.js')).map(e => e.duration).reduce((a, b) => a + b, 0) / 1000"
+                        )
+                        row = {
+                            "renderer": "pydeck bundle" if name == "deck" else "ui/scatter.js",
+                            "points": n,
+                            "script_fetch_s": round(script_s, 2),
+                            "page_to_drawn_s": round(time.perf_counter() - t0, 2),
+                            "draw_ms": round(r["draw_ms"]),
+                            "pick_ms": round(float(np.median(r["pick_ms"])), 2),
+                        }
+                        print(json.dumps(row), flush=True)
+                        rows.append(row)
+                        page.close()
+                browser.close()
+        finally:
+            httpd.shutdown()
+    return rows
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument(
         "--parts",
         nargs="+",
-        default=["renderers", "page", "search", "umap"],
-        choices=["renderers", "page", "search", "umap"],
+        default=["page", "search", "umap"],
+        choices=["page", "search", "umap", "deckgl"],
     )
     p.add_argument(
         "--data",
@@ -467,14 +630,15 @@ def main() -> None:
         default=REPO.parent / "shared" / "data" / "cifar10-jpg.tar.gz",
         help="CIFAR-10 JPEG folder or .tar.gz, for real thumbnails",
     )
-    p.add_argument(
-        "--renderers",
-        nargs="+",
-        default=["pydeck", "plotly", "atlas"],
-        choices=["pydeck", "plotly", "atlas"],
-        help="renderers part: which to measure",
-    )
     p.add_argument("--sizes", type=int, nargs="+", default=[10_000, 60_000, 1_000_000])
+    p.add_argument(
+        "--points",
+        type=int,
+        nargs="+",
+        help="only the WebGL map at these sizes (e.g. 50000 200000 1000000); the last line is a JSON list",
+    )
+    p.add_argument("--backend", action="store_true", help="with --points: also graph, projection and scores")
+    p.add_argument("--shots", type=Path, default=None, help="with --points: save screenshots in this folder")
     p.add_argument(
         "--run",
         type=Path,
@@ -483,13 +647,16 @@ def main() -> None:
     )
     args = p.parse_args()
     sys.path.insert(0, str(REPO / "bench"))
+    if args.points and "deckgl" not in args.parts:
+        print(json.dumps(scale(args.points, args.data, args.backend, args.shots)))
+        return
     results: dict = {}
     for part in args.parts:
         print(f"{part}:", flush=True)
-        if part == "renderers":
-            results[part] = renderers(args.data, tuple(args.renderers))
-        elif part == "page":
+        if part == "page":
             results[part] = page(args.data)
+        elif part == "deckgl":
+            results[part] = deck_vs_own(args.points or [50_000, 200_000, 1_000_000])
         elif part == "search":
             results[part] = search(args.sizes, run=args.run)
         else:

@@ -1,25 +1,25 @@
-"""The renderer harness of bench/explorer.py: N points drawn by one of three map renderers, with thumbnails.
+"""The map harness of bench/explorer.py: N points on the Embeddings page's map (ui/scatter.py), with thumbnails.
 
-    streamlit run bench/explorer_app.py  ->  http://localhost:PORT/?renderer=pydeck&n=50000
+    streamlit run bench/explorer_app.py  ->  http://localhost:PORT/?n=50000&atlas=<set>
 
-Not part of the app: bench/explorer.py copies it into a scratch folder next to a static/ folder of
-thumbnails and drives it in headless Chromium, to choose the Embeddings page's renderer by
-measurement. Each renderer gets the same points (10 Gaussian blobs) and the same thumbnail URLs.
+Not part of the app: ``bench/explorer.py --points`` copies it into a scratch folder next to a static/ folder
+of thumbnail atlases and column files, and drives it in headless Chromium. The points are 10 Gaussian
+blobs (bench.explorer.blobs); a click rings the clicked point's 10 nearest points on the map, read before
+anything is drawn, as the Embeddings page reads a click; a radio swaps the colours (a new colour column).
 """
 
+import json
+from pathlib import Path
+
 import numpy as np
-import pandas as pd
 import streamlit as st
 
+from bench.explorer import blobs  # the checkout is on PYTHONPATH (simclr_core.cli.studio.start_server)
+from ui.scatter import column, rgba, scatter_map
+
 st.set_page_config(layout="wide")
-renderer = st.query_params.get("renderer", "pydeck")
 n = int(st.query_params.get("n", 10_000))
-thumbs = st.query_params.get("thumbs", "")  # folder under static/thumbs/
-rng = np.random.default_rng(0)
-centres = rng.normal(size=(10, 2)) * 6
-label = rng.integers(0, 10, n)
-xy = (centres[label] + rng.normal(size=(n, 2))).astype(np.float32)
-xy[0] = 0.0  # a point at the centre of the view, where the bench hovers
+xy, label = st.cache_data(max_entries=2)(blobs)(n)
 palette = np.array(
     [
         [31, 119, 180],
@@ -34,56 +34,34 @@ palette = np.array(
         [23, 190, 207],
     ]
 )
-url = f"app/static/thumbs/{thumbs}/"
-
-if renderer == "pydeck":
-    import pydeck as pdk
-
-    df = pd.DataFrame({"x": xy[:, 0], "y": xy[:, 1], "i": np.arange(n), "c": palette[label].tolist()})
-    layer = pdk.Layer(
-        "ScatterplotLayer",
-        df,
-        id="points",
-        get_position=["x", "y"],
-        get_fill_color="c",
-        get_radius=2,
-        radius_units="'pixels'",
-        pickable=True,
-    )
-    deck = pdk.Deck(
-        layers=[layer],
-        map_provider=None,
-        views=[pdk.View(type="OrthographicView", controller=True)],
-        initial_view_state=pdk.ViewState(target=[0, 0, 0], zoom=4.5),
-        tooltip={
-            "html": f"<img class='thumb' src='{url}{{i}}.png' width=96 style='image-rendering:pixelated'><br>#{{i}}"
-        },
-    )
-    st.pydeck_chart(deck, on_select="rerun", selection_mode="single-object", key="map", height=700)
-elif renderer == "plotly":
-    import plotly.graph_objects as go
-
-    fig = go.Figure(
-        go.Scattergl(
-            x=xy[:, 0],
-            y=xy[:, 1],
-            mode="markers",
-            customdata=np.arange(n),
-            marker=dict(size=4, color=label, colorscale="Turbo"),
-            hovertemplate="#%{customdata}<extra></extra>",
-        )
-    )
-    fig.update_layout(height=700, xaxis=dict(range=[-20, 20]), yaxis=dict(range=[-15, 15]))
-    event = st.plotly_chart(fig, on_select="rerun", selection_mode="points", key="map")
-    points = (event or {}).get("selection", {}).get("points", []) if event else []
-    if points:  # Plotly's hover labels take no <img>: a click, a rerun and st.image are the way to a picture
-        base = st.context.url.split("?")[0].rstrip("/") + "/"
-        st.image(f"{base}{url}{points[0]['customdata']}.png", width=96)
-else:
-    from embedding_atlas.streamlit import embedding_atlas
-
-    base = st.context.url.split("?")[0].rstrip("/") + "/"
-    df = pd.DataFrame(
-        {"x": xy[:, 0], "y": xy[:, 1], "label": label.astype(str), "image": [f"{base}{url}{i}.png" for i in range(n)]}
-    )
-    embedding_atlas(df, x="x", y="y", text="label", image="image", key="map")
+home = Path(__file__).resolve().parent
+maps = home / "static" / "maps"
+saved = home / f"points-{n}.npz"  # written by bench/explorer.py --points: each point's 10 nearest on the map
+graph = st.cache_resource(lambda p: np.load(p)["graph"] if Path(p).is_file() else None)(str(saved))
+mode = st.radio("Colour", ["class", "shifted"], horizontal=True, key="colour")
+colours = palette[label] if mode == "class" else palette[(label + 3) % 10]
+state = st.session_state.get("map")
+click = state.get("click") if hasattr(state, "get") else None
+if isinstance(click, dict):
+    st.session_state["focus"] = int(click["row"])
+focus = st.session_state.get("focus")
+marked = xy[graph[focus]].ravel().tolist() if focus is not None and graph is not None else []
+atlas = st.query_params.get("atlas")  # a set folder under static/thumbs/ (simclr_core.explorer.thumbnails)
+manifest = None
+if atlas:
+    manifest = json.loads((home / "static" / "thumbs" / atlas / "atlas.json").read_text())
+    manifest["base"] = f"app/static/thumbs/{atlas}/"
+st.session_state["runs"] = st.session_state.get("runs", 0) + 1
+event = scatter_map(
+    "map",
+    column(xy, "f32", maps),
+    column(rgba(colours, None), "u8", maps),
+    columns={"label": {"url": column(label, "i16", maps), "dtype": "int16", "names": [str(i) for i in range(10)]}},
+    thumbs=manifest,
+    focus=xy[focus].tolist() if focus is not None else None,
+    marked=marked,
+    point_px=3.0 if n < 20_000 else 2.0 if n < 300_000 else 1.5,
+    view_key=str(n),
+    height=700,
+)
+st.markdown(f"runs: {st.session_state['runs']} · selected: {len(event.selected)} · focus: {focus}")

@@ -1,6 +1,6 @@
 """Embeddings: explore how a run's encoder arranges a split, and watch that arrangement form over training.
 
-**Map**: every image of a split as a point of a UMAP / t-SNE / PCA projection (deck.gl, WebGL). Hovering
+**Map**: every image of a split as a point of a UMAP / t-SNE / PCA projection (WebGL 2, ui.scatter). Hovering
 shows the image; clicking finds its nearest neighbours; colours show class, the leave-one-out kNN
 prediction, its correctness and confidence, k-means clusters, and two scores per image (possible label
 error, outlier), with the 100 highest of each as a grid. **Over training**: the run's probe frames,
@@ -15,21 +15,24 @@ over-training view ui.over_training.
 
 from __future__ import annotations
 
+import numpy as np
 import streamlit as st
 
 from simclr_core.runs.rundir import RunDir
-from ui.explorer_focus import focus_from_link, picked
+from ui.explorer_focus import focus_from_link, picked, picked_row
 from ui.explorer_map import (
+    ColourSpec,
+    MapControls,
+    area_selection,
     colour_controls,
     draw_map,
-    hover_card,
-    hover_points,
     load_map,
     map_caption,
     map_colouring,
     map_controls,
     show_legend,
     split_scores,
+    take_click,
 )
 from ui.explorer_panels import (
     downloads,
@@ -40,13 +43,34 @@ from ui.explorer_panels import (
     tags_panel,
     worst_lists,
 )
-from ui.map_points import highlighted, highlighted_rows
+from ui.map_points import Colouring, MapData, highlighted, highlighted_rows
 from ui.over_training import over_training
 from ui.runs import newer_checkpoint, run_with_checkpoint
 from ui.shell import routed
 from ui.widgets import keep
 
 routed()
+
+
+@st.fragment
+def map_and_neighbours(
+    run: RunDir, spec: MapControls, m: MapData, look: ColourSpec, s: dict, keep_rows: np.ndarray, colouring: Colouring
+) -> None:
+    """The map beside the picked image's neighbours: a fragment, so a click on the map (or the Find box) reruns
+    only this part, not the grids and tables below. A new area selection, or a first pick, which the panels
+    below list as tags to save, reruns the whole page."""
+    had_focus = picked_row(spec.split) is not None
+    take_click(spec)
+    p = picked(run, spec.splits, spec.split, m, look.k, spec.dims)
+    left, right = st.columns([3, 2], gap="medium")
+    with left:
+        lasso = draw_map(spec, m, look, s, colouring, p)
+        show_legend(colouring.legend)
+        map_caption(run, spec, m, keep_rows)
+    with right:
+        neighbours_panel(spec.split, m, p)
+    if st.session_state.get("emb_lasso_drawn") != lasso or (p.row is not None and not had_focus):
+        st.rerun(scope="app")
 
 
 def map_view(run: RunDir) -> None:
@@ -59,16 +83,10 @@ def map_view(run: RunDir) -> None:
     s = split_scores(m, look.k)
     keep_rows = highlighted(m.emb.labels, m.emb.classes, look.classes, m.tag_rows, look.tags)
     colouring = map_colouring(m, look, s, keep_rows)
-    points, lines = hover_points(spec, m, look, s, colouring)
-    tip = hover_card(m.result, lines)
+    lasso = area_selection(spec)
+    st.session_state["emb_lasso_drawn"] = lasso  # what the panels below show (the fragment compares)
+    map_and_neighbours(run, spec, m, look, s, keep_rows, colouring)
     p = picked(run, spec.splits, spec.split, m, look.k, spec.dims)
-    left, right = st.columns([3, 2], gap="medium")
-    with left:
-        lasso = draw_map(spec, m, points, tip, p)
-        show_legend(colouring.legend)
-        map_caption(run, spec, m, keep_rows)
-    with right:
-        neighbours_panel(spec.split, m, p)
     selected_images(spec.split, m, lasso)
     linked_table(spec.split, lasso or highlighted_rows(keep_rows), m, s)
     top = worst_lists(spec.split, m, s, keep_rows)

@@ -74,6 +74,15 @@ def test_embed_cli_writes_npz(finished_run, tmp_path, capsys):
     assert Embeddings.load_npz(out).classes == [str(i) for i in range(10)]
 
 
+def test_embed_cli_copies_the_cache_and_takes_the_torchrun_spelling(finished_run, tmp_path, capsys):
+    out, runs = tmp_path / "e.npz", str(finished_run.path.parent)
+    # --run-name: torchrun stops at --run, which it takes for an abbreviation of its --run-path
+    assert embed_main(["--run-name", finished_run.name, "--runs-dir", runs, "--split", "test", "--out", str(out)]) == 0
+    assert capsys.readouterr().out == f"wrote {out}: 360 x 256 h embeddings of {finished_run.name}/test\n"
+    assert out.read_bytes() == emb_mod.embedding_cache(finished_run, "test", "h").read_bytes()
+    assert not [p for p in tmp_path.iterdir() if ".tmp" in p.name]
+
+
 def test_embed_cli_errors(finished_run, tmp_path, capsys):
     runs = str(finished_run.path.parent)
     assert embed_main(["--run", "missing", "--runs-dir", runs, "--out", str(tmp_path / "x.npz")]) == 2
@@ -109,11 +118,12 @@ def test_read_only_run_folder_still_embeds_and_evaluates(finished_run, tmp_path,
         if finished_run.path in Path(path).resolve().parents:
             raise OSError(errno.EROFS, "Read-only file system", str(path))
 
-    real_json, real_npz = write_json_atomic, Embeddings.save_npz
+    real_json, real_npz, real_writer = write_json_atomic, Embeddings.save_npz, emb_mod._NpzWriter
     monkeypatch.setattr(
         "simclr_core.runs.rundir.write_json_atomic", lambda path, obj: refuse_in_run(path) or real_json(path, obj)
     )
     monkeypatch.setattr(Embeddings, "save_npz", lambda self, path: refuse_in_run(path) or real_npz(self, path))
+    monkeypatch.setattr(emb_mod, "_NpzWriter", lambda path, images: refuse_in_run(path) or real_writer(path, images))
     shutil.rmtree(finished_run.embeddings_dir, ignore_errors=True)
     out, runs = tmp_path / "e.npz", str(finished_run.path.parent)
     assert embed_main(["--run", finished_run.name, "--runs-dir", runs, "--split", "test", "--out", str(out)]) == 0
@@ -223,3 +233,140 @@ def test_embed_on_a_device_that_is_not_there(finished_run, tmp_path, capsys, dev
     argv = ["--run", finished_run.name, "--runs-dir", runs, "--split", "test", "--out", str(tmp_path / "e.npz")]
     assert embed_main([*argv, "--device", device]) == 2
     assert capsys.readouterr().err == f"error: {message}\n"
+
+
+# ---- issue 19: chunked, bounded, sharded ----------------------------------------------------------------
+
+
+def test_chunked_embedding_equals_one_shot_and_honours_the_chunk_size(finished_run, monkeypatch):
+    one_shot = embed_split(finished_run, "test", "z", chunk_rows=10**9)
+    cache = emb_mod.embedding_cache(finished_run, "test", "z")
+    cache.unlink()
+    real_extract, seen, ticks = emb_mod.extract, [], []
+
+    def spy(encoder, images, **kw):
+        seen.append(len(images))
+        return real_extract(encoder, images, **kw)
+
+    monkeypatch.setattr(emb_mod, "extract", spy)
+    chunked = embed_split(finished_run, "test", "z", chunk_rows=100, progress=lambda d, t: ticks.append((d, t)))
+    assert seen == [100, 100, 100, 60]  # never more than a chunk of rows embedded (and held) at once
+    assert ticks[-1] == (360, 360) and [d for d, _ in ticks] == sorted(d for d, _ in ticks)
+    assert np.allclose(chunked.embeddings, one_shot.embeddings, atol=1e-5)
+    assert np.array_equal(chunked.labels, one_shot.labels) and chunked.classes == one_shot.classes
+    assert emb_mod.cached_shape(cache) == (360, 32) and not [p for p in cache.parent.iterdir() if ".tmp" in p.name]
+    with np.load(cache) as z:  # the same arrays save_npz writes, readable by anything that reads those
+        assert set(z.files) == {"embeddings", "labels", "indices", "classes"} and z["embeddings"].dtype == np.float32
+
+
+def test_a_cache_file_of_before_is_still_read(finished_run, monkeypatch):
+    first = embed_split(finished_run, "test", "h")
+    cache = emb_mod.embedding_cache(finished_run, "test", "h")
+    first.save_npz(cache)  # np.savez's file, as every cache was written before chunks
+    monkeypatch.setattr(emb_mod, "extract", lambda *a, **k: pytest.fail("recomputed"))
+    assert np.array_equal(embed_split(finished_run, "test", "h").embeddings, first.embeddings)
+
+
+def test_a_half_written_cache_is_detected_and_written_again(finished_run):
+    first = embed_split(finished_run, "test", "h", chunk_rows=128)
+    cache = emb_mod.embedding_cache(finished_run, "test", "h")
+    whole = cache.read_bytes()
+    for cut in (len(whole) // 2, len(whole) - 30):  # in the middle of a chunk; only the zip's directory lost
+        cache.write_bytes(whole[:cut])
+        assert emb_mod.cached_shape(cache) is None
+        assert emb_mod.load_cached(cache) is None and not cache.exists()  # deleted: computed again, no traceback
+        cache.write_bytes(whole[:cut])
+        again = embed_split(finished_run, "test", "h", chunk_rows=128)
+        assert np.allclose(again.embeddings, first.embeddings, atol=1e-5) and emb_mod.cached_shape(cache) == (360, 256)
+
+
+def test_a_writer_killed_mid_file_leaves_only_a_temp_that_is_cleared(finished_run, monkeypatch):
+    cache = emb_mod.embedding_cache(finished_run, "test", "h")
+    cache.unlink(missing_ok=True)
+    calls = []
+
+    def dies(encoder, images, **kw):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt  # as a kill between chunks
+        return torch.zeros(len(images), 256)
+
+    monkeypatch.setattr(emb_mod, "extract", dies)
+    with pytest.raises(KeyboardInterrupt):
+        embed_split(finished_run, "test", "h", chunk_rows=100)
+    assert not cache.exists() and not [p for p in cache.parent.iterdir() if ".tmp" in p.name]
+    # a kill -9 leaves the temp file: named with the dead writer's pid, cleared by the next writer
+    stale = cache.with_name(f".{cache.stem}.999999999.tmp.npz")
+    stale.write_bytes(b"PK half")
+    monkeypatch.undo()
+    embed_split(finished_run, "test", "h")
+    assert not stale.exists() and emb_mod.cached_shape(cache) == (360, 256)
+
+
+def test_shard_bounds_cover_every_row_once():
+    for n in (0, 1, 5, 360):
+        for world in (1, 2, 3, 7):
+            bounds = [emb_mod.shard_bounds(n, world, r) for r in range(world)]
+            assert bounds[0][0] == 0 and bounds[-1][1] == n
+            assert all(a[1] == b[0] for a, b in zip(bounds, bounds[1:], strict=False))
+            assert max(hi - lo for lo, hi in bounds) - min(hi - lo for lo, hi in bounds) <= 1
+
+
+def shard_worker(rank: int, world: int, port: int, run_path: str, out: str) -> None:
+    import torch.distributed as dist
+
+    from simclr_core.runs.rundir import RunDir
+
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
+    try:
+        seen = []
+        real = emb_mod.extract
+
+        def spy(encoder, images, **kw):
+            seen.append(len(images))
+            return real(encoder, images, **kw)
+
+        emb_mod.extract = spy
+        emb = embed_split(RunDir(run_path), "test", "h", device="cpu", chunk_rows=64)
+        np.save(f"{out}-{rank}.npy", emb.embeddings)
+        Path(f"{out}-{rank}.json").write_text(str(sum(seen)))
+    finally:
+        dist.destroy_process_group()
+
+
+def test_two_ranks_embed_shards_and_rank_0_joins_them(finished_run, tmp_path):
+    import socket
+
+    import torch.multiprocessing as mp
+
+    one = embed_split(finished_run, "test", "h")
+    cache = emb_mod.embedding_cache(finished_run, "test", "h")
+    cache.unlink()
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    out = str(tmp_path / "rank")
+    mp.spawn(shard_worker, args=(2, port, str(finished_run.path), out), nprocs=2, join=True)
+    assert [Path(f"{out}-{r}.json").read_text() for r in range(2)] == ["180", "180"]  # half the rows each
+    for r in range(2):  # every rank gets the whole split back, equal to one process's
+        assert np.allclose(np.load(f"{out}-{r}.npy"), one.embeddings, atol=1e-5)
+    joined = Embeddings.load_npz(cache)
+    assert np.allclose(joined.embeddings, one.embeddings, atol=1e-5) and np.array_equal(joined.labels, one.labels)
+    assert not [p for p in cache.parent.iterdir() if ".tmp" in p.name]  # the shard files are gone
+
+
+def test_a_missing_shard_is_said_not_a_traceback(finished_run, tmp_path):
+    first = embed_split(finished_run, "test", "h")
+    images = emb_mod.data.split_of(finished_run.config().data, "test")
+    cache = tmp_path / "joined.npz"
+    shards = [tmp_path / f".joined.shard{r}of2.1.tmp.npy" for r in range(2)]
+    np.save(shards[0], first.embeddings[:180])
+    with pytest.raises(UserError, match="rank 1's shard .* is missing or half written"):
+        emb_mod._join_shards(shards, images, cache, 64)
+    np.save(shards[1], first.embeddings[180:300])
+    with pytest.raises(UserError, match=r"rank 1's shard .* holds \(120, 256\), not 180 rows"):
+        emb_mod._join_shards(shards, images, cache, 64)
+    assert not cache.exists() and [p.name for p in tmp_path.iterdir() if ".tmp.npz" in p.name] == []
+    np.save(shards[1], first.embeddings[180:])
+    emb_mod._join_shards(shards, images, cache, 64)
+    assert np.array_equal(Embeddings.load_npz(cache).embeddings, first.embeddings)

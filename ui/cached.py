@@ -13,6 +13,7 @@ from simclr_core.data import datasets as data
 from simclr_core.data.preview import to_uint8_hwc
 from simclr_core.embeddings import Embeddings, load_cached
 from simclr_core.errors import UserError
+from simclr_core.explorer.compute import Graph, load_graph
 from simclr_core.explorer.neighbours import NeighbourIndex
 from simclr_core.explorer.thumbnails import ThumbnailStore
 from simclr_core.runs.rundir import RunDir
@@ -21,13 +22,15 @@ from ui.shell import THUMBS_DIR, THUMBS_URL
 from ui.widgets import user_errors
 
 
-def thumbnails(result: dict[str, Any]) -> str | None:
-    """The hover card's image URLs of a map job's result ("prefix|ext", ui.mapview.tooltip), or None without
-    them; marks the set as in use, so the store's cap evicts other sets first (simclr_core.explorer.thumbnails)."""
-    if not result.get("thumbs"):
+def thumbnails(result: dict[str, Any]) -> dict[str, Any] | None:
+    """The map job's thumbnail atlas (simclr_core.explorer.thumbnails: ``tile``, ``cols``, ``count``, ``ext``) with
+    ``base``, the URL of its folder, or None without one; marks the set as in use, so the store's cap evicts
+    other sets first."""
+    atlas = result.get("atlas")
+    if not result.get("thumbs") or not isinstance(atlas, dict):
         return None
     ThumbnailStore(THUMBS_DIR).touch(result["thumbs"])
-    return f"{THUMBS_URL}/{result['thumbs']}/|{result['thumbs_ext']}"
+    return {**atlas, "base": f"{THUMBS_URL}/{result['thumbs']}/"}
 
 
 @st.cache_data(ttl=10, show_spinner=False, max_entries=32)
@@ -64,9 +67,10 @@ def run_images(run: RunDir, split: str) -> data.ImageSet:
     return images_of(d.dataset, split, d.data_path, d.data_dir, d.image_size)
 
 
-@st.cache_data(show_spinner=False, max_entries=16)
+@st.cache_resource(show_spinner=False, max_entries=4)
 def load_embeddings(path: str) -> Embeddings:
-    """An embeddings file a job wrote (named by its checkpoint, so a path never changes content)."""
+    """An embeddings file a job wrote (named by its checkpoint, so a path never changes content); one copy
+    shared by every rerun and session, not a copy per rerun (2 GB at a million 512-d rows): read only."""
     with user_errors():
         emb = load_cached(path)  # a damaged file is deleted, so the embedding job runs again
         if emb is None:
@@ -79,6 +83,12 @@ def load_embeddings(path: str) -> Embeddings:
 
 
 @st.cache_resource(show_spinner=False, max_entries=8)
+def neighbour_graph(path: str) -> Graph:
+    """A split's k-NN graph file (simclr_core.explorer.compute), read once and kept."""
+    return load_graph(path)
+
+
+@st.cache_resource(show_spinner=False, max_entries=4)
 def neighbour_index(path: str) -> NeighbourIndex:
     """A search index over an embeddings file, built once per file and kept for every rerun and session."""
     return NeighbourIndex(load_embeddings(path).embeddings)

@@ -17,9 +17,10 @@ import pandas as pd
 import streamlit as st
 
 from simclr_core.data import datasets as data
+from simclr_core.explorer.compute import GRAPH_K
 from simclr_core.explorer.tables import class_names
 from simclr_core.runs.rundir import RunDir
-from ui.cached import neighbour_index, run_images, to_hwc
+from ui.cached import neighbour_graph, neighbour_index, run_images, to_hwc
 from ui.map_points import MapData, on_map
 
 
@@ -34,6 +35,13 @@ class Picked:
     caption: str
     marked: pd.DataFrame  # the neighbours' coordinates among the plotted points: orange rings
     query: pd.DataFrame  # the picked image's coordinates, when plotted: a black ring
+
+
+def picked_row(split: str) -> int | None:
+    """The split row picked in ``split``, if any (not the Search page's outside query)."""
+    focus = st.session_state.get("emb_focus")
+    row = focus.get("row") if isinstance(focus, dict) and focus.get("split") == split else None
+    return row if isinstance(row, int) else None
 
 
 def set_focus(split: str, row: int) -> None:
@@ -103,6 +111,9 @@ def picked(run: RunDir, splits: list[str], split: str, m: MapData, k: int, dims:
         found = zip(focus.get("sims", []), focus["neighbours"], strict=False)
         pairs = [(float(c), int(r)) for c, r in found if 0 <= int(r) < m.n]
         nbr_sims, nbr_rows = [c for c, _ in pairs], [r for _, r in pairs]
+    elif row is not None and m.n > 1 and k <= GRAPH_K and m.result.get("graph"):
+        g = neighbour_graph(m.result["graph"])  # the worker's k-NN graph: a click reads one row of it
+        nbr_sims, nbr_rows = g.sims[row, :k].tolist(), g.rows[row, :k].tolist()
     elif row is not None and m.n > 1:
         sims, idx = neighbour_index(m.result["embeddings"]).search(m.emb.embeddings[row], k + 1)
         hits = [(float(a), int(b)) for a, b in zip(sims[0], idx[0], strict=False) if int(b) != row][:k]

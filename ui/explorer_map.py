@@ -1,9 +1,10 @@
 """The Embeddings page's map of one split, in three parts: the settings that decide what the background
 worker computes and what the points show (:func:`map_controls` gives a :class:`MapControls`,
 :func:`colour_controls` a :class:`ColourSpec`); the colouring, a pure function (ui.map_points.colour_points)
-that :func:`map_colouring` feeds with the split's scores and clusters; and the chart (:func:`draw_map`:
-deck.gl, or Plotly for a lasso; :func:`show_legend`, :func:`map_caption`). It also holds the cached reads of
-the worker's files and the names of the projections and colour modes, which the over-training view shares.
+that :func:`map_colouring` feeds with the split's scores and clusters; and the chart (:func:`draw_map`: the
+WebGL map of ui.scatter in 2-D, deck.gl in 3-D; :func:`show_legend`, :func:`map_caption`). It also holds the
+cached reads of the worker's files and the names of the projections and colour modes, which the
+over-training view shares.
 """
 
 from __future__ import annotations
@@ -18,18 +19,19 @@ import streamlit as st
 
 from simclr_core.data import datasets as data
 from simclr_core.explorer import scores, specs
-from simclr_core.explorer.compute import GRAPH_K, load_graph
+from simclr_core.explorer.compute import GRAPH_K, first_coords_path, load_first_map
 from simclr_core.explorer.projection import DEFAULTS
 from simclr_core.explorer.tables import class_names
 from simclr_core.explorer.tags import load_tags
 from simclr_core.runs.rundir import RunDir
 from ui import mapview
-from ui.cached import load_embeddings, run_images, thumbnails
+from ui.cached import load_embeddings, neighbour_graph, run_images, thumbnails
 from ui.explorer_focus import Picked, find_image, follow_handoff, set_focus
 from ui.explorer_panels import path_of
 from ui.jobs import job_result, waited
 from ui.map_points import Colouring, Legend, MapData, colour_points, points_frame
 from ui.runs import checkpoint_label, pinned_key
+from ui.scatter import column, rgba, scatter_map, selection
 from ui.shell import THUMBS_DIR
 from ui.widgets import keep, user_errors
 
@@ -54,7 +56,7 @@ NEEDS_LABELS = ("class", "pred", "correct", "confidence", "label_error")
 @st.cache_data(show_spinner=False, max_entries=8)
 def graph_scores(graph_path: str, emb_path: str, k: int) -> dict[str, np.ndarray]:
     """Leave-one-out kNN prediction and confidence, and the three per-image scores, over the whole split."""
-    g = load_graph(graph_path)
+    g = neighbour_graph(graph_path)
     emb = load_embeddings(emb_path)
     n_cls = max(len(emb.classes), int(emb.labels.max()) + 1 if len(emb.labels) else 0)
     pred, conf = scores.knn_vote(g.sims, g.rows, emb.labels, n_cls, k)
@@ -74,6 +76,13 @@ def clusters(emb_path: str, rows: tuple[int, ...] | None, k: int) -> np.ndarray:
     """k-means cluster of each plotted row (normalised embeddings)."""
     x = load_embeddings(emb_path).embeddings
     return scores.kmeans_clusters(x if rows is None else x[list(rows)], k)
+
+
+@st.cache_resource(show_spinner=False, max_entries=4)
+def split_names(emb_path: str) -> list[str]:
+    """The class name of each row of a split (a Python list: built once, not at every rerun)."""
+    emb = load_embeddings(emb_path)
+    return class_names(emb.labels, emb.classes)
 
 
 @st.cache_data(show_spinner=False, max_entries=16)
@@ -186,14 +195,38 @@ def map_controls(run: RunDir) -> MapControls:
 def load_map(run: RunDir, spec: MapControls) -> MapData:
     """The map job's result for ``spec``, read (the page waits here while the worker computes it)."""
     what = f"Preparing the {METHOD_NAMES[spec.method]} map of the {spec.split} split of run {run.name}"
-    result = job_result(spec.job(run), what, slot=session_slot("map"))
+    result = job_result(spec.job(run), what, slot=session_slot("map"), preview=lambda: first_map(run, spec))
     wait = waited()
     emb = load_embeddings(result["embeddings"])
     images = run_images(run, spec.split)
     rows = np.asarray(result["rows"], np.int64)
     coords = coords_of(result["coords"])
-    names = class_names(emb.labels, emb.classes)
+    names = split_names(result["embeddings"])
     return MapData(result, wait, emb, images, rows, coords, names, load_tags(run, spec.split))
+
+
+def first_map(run: RunDir, spec: MapControls) -> None:
+    """While the worker projects: its quick first map (PCA of the same points, simclr_core.explorer.compute), in
+    class colours, with hover; replaced by the chosen projection when the job ends."""
+    path = first_coords_path(spec.job(run).to_dict())
+    if spec.dims != 2 or spec.method == "pca" or not path.is_file():
+        return
+    try:
+        rows, coords = load_first_map(path)
+    except (OSError, ValueError, KeyError):
+        return  # being written: the next poll reads it
+    labels = run_images(run, spec.split).labels.numpy()[rows]
+    st.caption(f"A first map (PCA) of the {len(rows):,} points while {METHOD_NAMES[spec.method]} runs.")
+    scatter_map(
+        f"{spec.chart}.first",
+        column(coords[:, :2], "f32"),
+        column(rgba(mapview.categorical(labels), None), "u8"),
+        rows=column(rows, "i32"),
+        point_px=2.0,
+        view_key=str(path),
+        height=480,
+        preview=True,
+    )
 
 
 @dataclass(frozen=True)
@@ -274,7 +307,7 @@ def map_colouring(m: MapData, look: ColourSpec, s: dict[str, np.ndarray], keep_r
 def hover_points(
     spec: MapControls, m: MapData, look: ColourSpec, s: dict[str, np.ndarray], colouring: Colouring
 ) -> tuple[pd.DataFrame, list[str]]:
-    """The points to draw, with the fields their hover card shows, and the card's lines naming those fields."""
+    """The 3-D map's points (deck.gl), with the fields their hover card shows, and the card's lines naming them."""
     df = points_frame(m.coords, colouring.rgb, m.rows, [m.names[i] for i in m.rows], colouring.alpha, spec.dims)
     lines = ["<b>#{row}</b> · {label}"]
     if m.labelled and s:
@@ -287,36 +320,74 @@ def hover_points(
     if m.images.paths is not None:
         df["path"] = [path_of(m.images, i) for i in m.rows]
         lines.append("<span style='color:#666'>{path}</span>")
+    atlas = thumb_atlas(m.result)
+    if atlas:
+        df = df.assign(**mapview.atlas_fields(atlas, df["row"].to_numpy()))
     return df, lines
 
 
-def hover_card(result: dict[str, Any], lines: list[str]) -> dict[str, Any]:
-    """The deck.gl tooltip: the thumbnail above ``lines``; without static serving, no thumbnail, and a note why."""
-    thumbs = thumbnails(result)
-    if not st.get_option("server.enableStaticServing"):
-        thumbs = None
+@st.cache_data(show_spinner=False, max_entries=4)
+def paths_column(emb_path: str, split: str, rows_digest: str, _images: data.ImageSet, _rows: np.ndarray) -> str | None:
+    """The URL of the plotted images' file paths, one per line (folder datasets), else None."""
+    del emb_path, split, rows_digest  # the cache key
+    if _images.paths is None:
+        return None
+    return column("\n".join(path_of(_images, int(i)) for i in _rows), "txt")
+
+
+@st.cache_data(show_spinner=False, max_entries=8)
+def xy_column(coords_path: str) -> str:
+    """The URL of a projection's (x, y) pairs as float32."""
+    return column(coords_of(coords_path)[:, :2], "f32")
+
+
+def tooltip_columns(m: MapData, look: ColourSpec, s: dict[str, np.ndarray]) -> dict[str, dict[str, Any]]:
+    """The 2-D map's tooltip fields as binary columns: class, kNN prediction and confidence, the coloured score."""
+    cols: dict[str, dict[str, Any]] = {}
+    names = [data.printable(c) for c in m.emb.classes]
+    if m.labelled:
+        cols["label"] = {"url": column(m.emb.labels[m.rows], "i16"), "dtype": "int16", "names": names}
+        if s:
+            cols["pred"] = {"url": column(s["pred"][m.rows], "i16"), "dtype": "int16", "names": names}
+            conf = np.rint(100 * np.nan_to_num(s["confidence"][m.rows])).astype(np.uint8)
+            cols["conf"] = {"url": column(conf, "u8"), "dtype": "uint8"}
+    if look.colour in ("label_error", "outlier") and look.colour in s:
+        score = s[look.colour][m.rows]
+        cols["score"] = {"url": column(score, "f32"), "dtype": "float32", "name": COLOURS[look.colour].lower()}
+    return cols
+
+
+def thumb_atlas(result: dict[str, Any]) -> dict[str, Any] | None:
+    """The map's thumbnail atlas with its URL, or None (no thumbnails, or static serving off: then a note why)."""
+    atlas = thumbnails(result)
+    if atlas and not st.get_option("server.enableStaticServing"):
         st.caption(
             "Thumbnails are off: start the app with `--server.enableStaticServing true` (the repo's "
             ".streamlit/config.toml sets it) to see each image on hover."
         )
-    return mapview.tooltip(thumbs, lines)
+        return None
+    return atlas
 
 
 # ---- 3. the chart -----------------------------------------------------------------------------------------
 
 
-def draw_map(spec: MapControls, m: MapData, points: pd.DataFrame, tip: dict[str, Any], p: Picked) -> list[int]:
-    """The lasso toggle and the Find box, then the map: deck.gl (a click picks an image) or, with the lasso on,
-    Plotly. Returns the rows a lasso or box selected."""
-    keep("emb_area", False, url="lasso")
-    a1, a2 = st.columns([1, 1], vertical_alignment="bottom")
-    area = a1.toggle(
-        "Select an area (lasso, Plotly)",
-        key="emb_area",
-        disabled=spec.dims == 3,
-        help="deck.gl shows images on hover; Plotly can select an area with a lasso or box",
-    )
-    a2.text_input(
+def take_click(spec: MapControls) -> None:
+    """A click on the map picks its image before anything is drawn, so one rerun draws its neighbours."""
+    state = st.session_state.get(spec.chart)
+    click = state.get("click") if hasattr(state, "get") else None
+    if isinstance(click, dict) and isinstance(click.get("row"), int):
+        set_focus(spec.split, click["row"])
+
+
+def area_selection(spec: MapControls) -> list[int]:
+    """The split rows of the map's last Lasso or Box selection (the component's state; [] when none)."""
+    return selection(st.session_state.get(spec.chart))[0]
+
+
+def find_box(spec: MapControls, m: MapData) -> None:
+    """The "Find an image" box above the map."""
+    st.text_input(
         "Find an image",
         key="emb_find",
         on_change=find_image,
@@ -327,30 +398,46 @@ def draw_map(spec: MapControls, m: MapData, points: pd.DataFrame, tip: dict[str,
     note = st.session_state.pop("emb_find_note", None)
     if note:
         st.caption(note)
-    if area and spec.dims == 2:
-        return mapview.lasso_map(points, key=f"emb_lasso.{spec.split}")
-    event = st.pydeck_chart(
-        mapview.deck(
-            points,
-            marked=p.marked,
-            focus=p.query,
-            tip=tip,
-            dims=spec.dims,
-            point_px=3.0 if len(points) < 20_000 else 2.0,
-        ),
-        on_select="rerun",
-        selection_mode="single-object",
-        key=spec.chart,
-        height=640,
+
+
+def draw_map(
+    spec: MapControls, m: MapData, look: ColourSpec, s: dict[str, np.ndarray], c: Colouring, p: Picked
+) -> list[int]:
+    """The Find box, then the map: the WebGL map in 2-D (hover shows the image, a click picks it, Lasso and Box
+    select an area), deck.gl in 3-D. Returns the split rows a lasso or box selected."""
+    find_box(spec, m)
+    if spec.dims == 3:
+        points, lines = hover_points(spec, m, look, s, c)
+        st.pydeck_chart(
+            mapview.deck(
+                points, marked=p.marked, focus=p.query, tip=mapview.tooltip(thumb_atlas(m.result), lines), dims=3
+            ),
+            on_select="rerun",
+            selection_mode="single-object",
+            key=spec.chart,
+            height=640,
+        )
+        picked_3d = mapview.picked_row(st.session_state.get(spec.chart))
+        if picked_3d is not None and picked_3d != st.session_state.get("emb_click_3d"):
+            st.session_state["emb_click_3d"] = picked_3d
+            set_focus(spec.split, picked_3d)
+            st.rerun()
+        return []
+    subset = len(m.rows) < m.n
+    event = scatter_map(
+        spec.chart,
+        xy_column(m.result["coords"]),
+        column(rgba(c.rgb, c.alpha), "u8"),
+        rows=column(m.rows, "i32") if subset else None,
+        columns=tooltip_columns(m, look, s),
+        paths=paths_column(m.result["embeddings"], spec.split, str(len(m.rows)), m.images, m.rows),
+        thumbs=thumb_atlas(m.result),
+        focus=p.query[["x", "y"]].to_numpy()[0].tolist() if len(p.query) else None,
+        marked=p.marked[["x", "y"]].to_numpy().ravel().tolist(),
+        point_px=3.0 if len(m.rows) < 20_000 else 2.0 if len(m.rows) < 300_000 else 1.5,
+        view_key=f"{spec.chart}|{m.result['coords']}",
     )
-    clicked = mapview.picked_row(event)
-    seen = st.session_state.setdefault("emb_clicks", {})
-    if clicked != seen.get(spec.chart):  # a new click on this chart (a rerun repeats the last one)
-        seen[spec.chart] = clicked
-        if clicked is not None:
-            set_focus(spec.split, clicked)
-            st.rerun()  # mark its neighbours on the map
-    return []
+    return event.selected
 
 
 def show_legend(legend: Legend) -> None:
@@ -373,5 +460,7 @@ def map_caption(run: RunDir, spec: MapControls, m: MapData, keep_rows: np.ndarra
     shown = keep_rows[m.rows]
     caption = f"{int(shown.sum()):,} of {m.n:,} images highlighted" if not shown.all() else f"{m.n:,} images"
     caption += f" · {len(m.rows):,} plotted · {m.emb.embeddings.shape[1]}-d {spec.feature}"
+    if len(m.rows) < m.n:
+        caption += f" (a random sample: set Points to 0 to plot all {m.n:,})"
     caption += f" · {METHOD_NAMES[spec.method]} · {checkpoint_label(run)}"
     st.caption(caption + (f" · ready after {m.wait:.0f} s" if m.wait else " · from the run folder's cache"))

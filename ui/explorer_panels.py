@@ -198,7 +198,7 @@ def selections(
     found = {
         "lasso": (f"the lasso's {len(lasso)} images", lasso, "lasso"),
         "neighbours": (
-            f"#{p.row} and its {len(p.nbr_rows)} neighbours",
+            f"the picked image and its {len(p.nbr_rows)} neighbours",  # not its number: a click redraws only the map
             around,
             f"neighbours of #{p.row} (k={len(p.nbr_rows)})",
         ),
@@ -259,21 +259,24 @@ def tags_panel(run: RunDir, split: str, m: MapData, selected: Selections) -> Non
 
 def downloads(stem: str, m: MapData, s: dict) -> None:
     """The plotted points (coordinates, embedding, labels, scores) as CSV and NPZ files named ``stem``."""
-    part = take(m.emb, m.rows)
-    extra: dict[str, list] = {}
-    if m.images.paths is not None:
-        extra["path"] = [m.images.paths[i] for i in m.rows]
-    if m.labelled and s:
-        extra["knn_pred"] = class_names(s["pred"][m.rows], m.emb.classes)
-        extra["knn_confidence"] = [f"{v:.4f}" for v in s["confidence"][m.rows]]
-        extra["label_error"] = [f"{v:.4f}" for v in s["label_error"][m.rows]]
-    if "outlier" in s:
-        extra["outlier"] = [f"{v:.4f}" for v in s["outlier"][m.rows]]
+
+    def extra() -> dict[str, list]:  # built only when a download is asked for: seconds at a million rows
+        out: dict[str, list] = {}
+        if m.images.paths is not None:
+            out["path"] = [m.images.paths[i] for i in m.rows]
+        if m.labelled and s:
+            out["knn_pred"] = class_names(s["pred"][m.rows], m.emb.classes)
+            out["knn_confidence"] = [f"{v:.4f}" for v in s["confidence"][m.rows]]
+            out["label_error"] = [f"{v:.4f}" for v in s["label_error"][m.rows]]
+        if "outlier" in s:
+            out["outlier"] = [f"{v:.4f}" for v in s["outlier"][m.rows]]
+        return out
+
     st.subheader("Download the map")
     d1, d2, _ = st.columns([1, 1, 3])
     d1.download_button(
         "Download CSV",
-        lambda: to_csv(part, m.coords, extra),
+        lambda: to_csv(take(m.emb, m.rows), m.coords, extra()),
         f"{stem}.csv",
         "text/csv",
         key="emb_csv",
@@ -283,7 +286,7 @@ def downloads(stem: str, m: MapData, s: dict) -> None:
     )
     d2.download_button(
         "Download NPZ",
-        lambda: to_npz(part, m.coords),
+        lambda: to_npz(take(m.emb, m.rows), m.coords),
         f"{stem}.npz",
         "application/octet-stream",
         key="emb_npz",

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable
 from typing import Any
 
 import streamlit as st
@@ -29,21 +30,25 @@ def start_worker() -> int:
 WAITS = "_job_waits"  # session key: {job id: [first asked, first shown]} (time.time())
 
 
-def job_result(spec: JobSpec, what: str, slot: str | None = None) -> dict[str, Any]:
+def job_result(
+    spec: JobSpec, what: str, slot: str | None = None, preview: Callable[[], None] | None = None
+) -> dict[str, Any]:
     """The result of a background job (:mod:`simclr_core.explorer.jobs`), submitted if needed; until it is done the
-    page shows its progress (:func:`background`) and stops here. :func:`waited` then says how long the user
-    waited for it."""
-    result = background(spec, what, slot)
+    page shows its progress (:func:`background`), and ``preview`` below it, and stops here. :func:`waited` then
+    says how long the user waited for it."""
+    result = background(spec, what, slot, preview=preview)
     if result is None:
         st.stop()
     return result
 
 
-def background(spec: JobSpec, what: str, slot: str | None = None, submit: bool = True) -> dict[str, Any] | None:
+def background(
+    spec: JobSpec, what: str, slot: str | None = None, submit: bool = True, preview: Callable[[], None] | None = None
+) -> dict[str, Any] | None:
     """A background job's result when it is done; else None, after drawing its progress (and the jobs ahead of
     it) in a fragment that polls the job's file every second and draws the whole page again when it ends. A
     failed job shows its message and a *Try again* button. ``submit`` False only looks for the job (None,
-    drawing nothing, when nobody asked for it yet)."""
+    drawing nothing, when nobody asked for it yet). ``preview`` draws what the job has made so far (each poll)."""
     directory, kind, payload = jobs.jobs_dir(runs_dir()), spec.kind, spec.to_dict()
     if submit:
         with user_errors():
@@ -67,6 +72,8 @@ def background(spec: JobSpec, what: str, slot: str | None = None, submit: bool =
             if now["state"] not in jobs.ACTIVE:
                 st.rerun()  # done or failed: draw the whole page again
             job_progress(now, what, jobs.ahead(directory, jid), since=asked[0])
+            if preview:
+                preview()
 
         wait()
         return None

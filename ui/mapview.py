@@ -1,10 +1,7 @@
-"""The explorer's map, shared by the Embeddings page's two views: colours, legend and the deck.gl chart.
+"""The explorer's colours and legends, and the 3-D map (deck.gl), shared by the Embeddings page's two views.
 
-Not a page (app.py's st.navigation does not list it). deck.gl was chosen by measurement over Plotly
-WebGL and embedding-atlas (BENCHMARKS.md, bench/explorer.py): it is the one of the three whose hover
-can show a picture, and it draws 50,000 points. Each point carries only its coordinates, colour,
-row number and a few words; its tooltip's image is a URL of a thumbnail file (ui.shell.THUMBS_URL),
-which the browser fetches once and keeps, so no rerun sends pixels again.
+2-D maps are drawn by ui.scatter (WebGL 2, binary columns, up to millions of points); the 3-D map stays on
+pydeck's deck.gl, whose OrbitView the WebGL map does not have, with the same thumbnail atlas on hover.
 """
 
 from __future__ import annotations
@@ -14,7 +11,6 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import plotly.graph_objects as go
 import pydeck as pdk
 import streamlit as st
 
@@ -143,41 +139,6 @@ def outlier_range(out: np.ndarray) -> tuple[float, float]:
     return float(np.nanpercentile(out, 1)), float(np.nanpercentile(out, 99))
 
 
-def lasso_map(df: pd.DataFrame, key: str) -> list[int]:
-    """The points in a Plotly WebGL scatter, for box / lasso selection; returns the selected rows."""
-    fig = go.Figure(
-        go.Scattergl(
-            x=df["x"],
-            y=df["y"],
-            mode="markers",
-            customdata=df["row"],
-            marker=dict(
-                size=4, color=[f"rgb({r},{g},{b})" for r, g, b in zip(df["r"], df["g"], df["b"], strict=False)]
-            ),
-            hovertemplate="#%{customdata} · %{text}<extra></extra>",
-            text=df["label"],
-        )
-    )
-    fig.update_layout(height=640, margin=dict(l=10, r=10, t=10, b=10), dragmode="lasso")
-    event = st.plotly_chart(fig, on_select="rerun", selection_mode=("box", "lasso"), key=key)
-    return selected_rows(event) or selected_rows(st.session_state.get(key))
-
-
-def selected_rows(event: Any) -> list[int]:
-    """Split rows of the points a box or lasso selected (each point's customdata), without repeats."""
-    try:
-        points = (event["selection"] if event else {}).get("points") or []
-    except (KeyError, TypeError, AttributeError):
-        return []
-    out = []
-    for p in points:
-        cd = p.get("customdata")
-        cd = cd[0] if isinstance(cd, (list, tuple)) and cd else cd
-        if isinstance(cd, (int, float)):
-            out.append(int(cd))
-    return list(dict.fromkeys(out))
-
-
 def legend_categorical(names: list[str], ids: list[int]) -> None:
     """A row of colour swatches with names."""
     cells = [
@@ -200,18 +161,25 @@ def legend_continuous(label: str, lo: float, hi: float) -> None:
     )
 
 
-def tooltip(thumbs: str | None, lines: list[str]) -> dict[str, Any]:
-    """The hover card: the point's thumbnail, enlarged with sharp pixels, above its text lines.
+def atlas_fields(atlas: dict[str, Any], rows: np.ndarray) -> dict[str, np.ndarray]:
+    """Each row's tile in the thumbnail atlas, as the 3-D tooltip's fields: file ``tf`` and CSS offsets ``tx``, ``ty``
+    (of the tile enlarged to THUMB_SIDE)."""
+    cols = int(atlas["cols"])
+    r = np.asarray(rows, np.int64)
+    j = r % (cols * cols)
+    return {"tf": r // (cols * cols), "tx": -(j % cols) * THUMB_SIDE, "ty": -(j // cols) * THUMB_SIDE}
 
-    ``thumbs`` is the thumbnails' URL prefix (``.../<digest>/``) plus the extension, as "prefix|ext";
-    ``lines`` are HTML lines that may name point fields as ``{field}``.
-    """
+
+def tooltip(atlas: dict[str, Any] | None, lines: list[str]) -> dict[str, Any]:
+    """The deck.gl hover card: the point's thumbnail (a tile of ``atlas``, ui.cached.thumbnails; the points
+    need :func:`atlas_fields`), enlarged with sharp pixels, above ``lines`` (HTML naming fields as ``{field}``)."""
     img = ""
-    if thumbs:
-        prefix, ext = thumbs.split("|")
+    if atlas:
+        width = atlas["cols"] * THUMB_SIDE
         img = (
-            f"<img src='{prefix}{{row}}.{ext}' width={THUMB_SIDE} height={THUMB_SIDE} "
-            "style='image-rendering:pixelated;display:block;margin-bottom:4px'>"
+            f"<div style='width:{THUMB_SIDE}px;height:{THUMB_SIDE}px;image-rendering:pixelated;margin-bottom:4px;"
+            f"background:url({atlas['base']}atlas-{{tf}}.{atlas['ext']}) {{tx}}px {{ty}}px / {width}px auto no-repeat'>"
+            "</div>"
         )
     return {
         "html": img + "<br>".join(lines),

@@ -1,7 +1,9 @@
 """The Embeddings page's "Over training" view: the run's probe frames (the same few hundred images
 embedded at every monitor epoch, simclr_core.explorer.probe), projected by the background worker and
-aligned so points move smoothly from frame to frame, on a map with an epoch slider and a play button,
-beside that epoch's kNN accuracy and RankMe. While the run trains, new frames appear as they are written.
+aligned and morphed from frame to frame on the WebGL map (ui.scatter), with an epoch slider and a play
+button, beside that epoch's kNN accuracy and RankMe. Colours: class, the probe's own kNN right / wrong at
+each epoch, or k-means clusters; a class highlight dims the others; hover shows the image and its file.
+While the run trains, new frames appear as they are written.
 """
 
 from __future__ import annotations
@@ -16,14 +18,13 @@ from simclr_core.data import datasets as data
 from simclr_core.explorer import probe, scores
 from simclr_core.explorer.compute import load_trajectory
 from simclr_core.explorer.specs import TrajectorySpec
-from simclr_core.explorer.tables import class_names
 from simclr_core.runs.launch import is_active
 from simclr_core.runs.rundir import RunDir
-from ui import mapview
-from ui.cached import thumbnails
+from ui.cached import run_images, thumbnails
 from ui.explorer_map import COLOURS, METHOD_NAMES, session_slot, show_legend
 from ui.jobs import job_result
-from ui.map_points import colour_points, points_frame
+from ui.map_points import colour_points, highlighted
+from ui.scatter import column, rgba, scatter_map
 from ui.shell import THUMBS_DIR
 from ui.widgets import keep
 
@@ -33,6 +34,13 @@ def trajectory_of(path: str, stamp: float) -> tuple[np.ndarray, np.ndarray]:
     del stamp  # the file grows while a run trains: its mtime is part of the key
     epochs, coords, _ = load_trajectory(path)
     return epochs, coords
+
+
+@st.cache_data(show_spinner=False, max_entries=4)
+def probe_predictions(run_path: str, rows: int, epochs: tuple[int, ...], labels: tuple[int, ...]) -> np.ndarray:
+    """(E, N) kNN class of each probe image at each frame (``epochs`` keys the cache)."""
+    del epochs
+    return probe.frame_predictions(probe.read_frames(run_path, rows), np.asarray(labels, np.int64))
 
 
 @st.cache_data(show_spinner=False, max_entries=4)
@@ -62,7 +70,7 @@ def over_training(run: RunDir) -> None:
         if active:
             st.fragment(run_every=3)(lambda: st.rerun() if probe.frame_epochs(run.path) else None)()
         return
-    c1, c2, _ = st.columns([1, 1, 2])
+    c1, c2, c3 = st.columns([1, 1, 2])
     keep("traj_method", "umap", lambda v: v in METHOD_NAMES, url="traj_projection")
     method = c1.selectbox(
         "Projection",
@@ -74,9 +82,24 @@ def over_training(run: RunDir) -> None:
     )
     labelled = bool(chosen.classes) and bool((chosen.labels >= 0).any())
     classes = [data.printable(c) for c in chosen.classes]
-    modes = ["class", "cluster"] if labelled else ["cluster"]
+    modes = ["class", "correct", "cluster"] if labelled else ["cluster"]
     keep("traj_colour", modes[0], lambda v: v in modes, url="traj_colour")
-    colour = c2.selectbox("Colour by", modes, format_func=COLOURS.get, key="traj_colour")
+    colour = c2.selectbox(
+        "Colour by",
+        modes,
+        format_func=COLOURS.get,
+        key="traj_colour",
+        help="kNN right / wrong: each probe image's kNN vote among the other probe images, at that epoch",
+    )
+    keep("traj_classes", [], lambda v: set(v) <= set(classes), url="traj_classes")
+    chosen_classes = c3.multiselect(
+        "Highlight classes",
+        classes,
+        key="traj_classes",
+        placeholder="all classes",
+        disabled=not labelled,
+        help="the other points are dimmed",
+    )
     spec = TrajectorySpec(
         run=str(run.path), method=method, dims=2, params={}, thumbs=str(THUMBS_DIR), frames=epochs_on_disk
     )
@@ -85,13 +108,16 @@ def over_training(run: RunDir) -> None:
     path = result["trajectory"]
     epochs, coords = trajectory_of(path, os.stat(path).st_mtime)
     metrics = {int(m["epoch"]): m for m in run.metrics("epoch")}
-    view = mapview.fit_view(coords.reshape(-1, 2))
-    names = class_names(chosen.labels, classes)
     thumbs = thumbnails(result)
-    # clusters of the newest frame: where the points end up
-    cl = None if colour == "class" else probe_clusters(str(run.path), len(chosen.rows), max(epochs_on_disk))
-    colouring = colour_points(colour, chosen.labels, classes, {}, np.arange(len(chosen.rows)), cl)
     epoch_list = [int(e) for e in epochs]
+    shown = highlighted(chosen.labels, classes, chosen_classes, {}, [])
+    images = run_images(run, chosen.split)
+    paths = "\n".join(data.printable(images.paths[int(r)]) for r in chosen.rows) if images.paths is not None else None
+    # clusters of the newest frame: where the points end up
+    cl = probe_clusters(str(run.path), len(chosen.rows), max(epochs_on_disk)) if colour == "cluster" else None
+    preds = None
+    if colour == "correct":
+        preds = probe_predictions(str(run.path), len(chosen.rows), tuple(epoch_list), tuple(chosen.labels.tolist()))
     keep("traj_epoch", epoch_list[-1], lambda v: v in epoch_list, url="epoch")
 
     def toggle() -> None:
@@ -128,14 +154,24 @@ def over_training(run: RunDir) -> None:
         if len(epoch_list) > 1:
             b2.select_slider("Epoch", options=epoch_list, key="traj_epoch")
         epoch = st.session_state["traj_epoch"]
-        df = points_frame(coords[epoch_list.index(epoch)], colouring.rgb, chosen.rows, names)
+        at = epoch_list.index(epoch)
+        s = {"pred": preds[at]} if preds is not None else {}
+        colouring = colour_points(colour, chosen.labels, classes, s, np.arange(len(chosen.rows)), cl, None, shown)
         left, right = st.columns([3, 1])
         with left:
-            st.pydeck_chart(
-                mapview.deck(
-                    df, tip=mapview.tooltip(thumbs, ["<b>#{row}</b> · {label}"]), view=view, transition_ms=600
-                ),
-                key="traj_map",
+            label = {"url": column(chosen.labels, "i16"), "dtype": "int16", "names": classes}
+            cols = {"label": label} if labelled else {}
+            scatter_map(
+                "traj_map",
+                column(coords[at][:, :2], "f32"),
+                column(rgba(colouring.rgb, colouring.alpha), "u8"),
+                rows=column(chosen.rows, "i32"),
+                columns=cols,
+                paths=column(paths, "txt") if paths is not None else None,
+                thumbs=thumbs,
+                point_px=5.0,
+                view_key=f"traj|{path}",  # one view for every frame: points move, the camera stays
+                transition_ms=600,
                 height=600,
             )
             show_legend(colouring.legend)

@@ -18,6 +18,8 @@ APP_DIR = Path(__file__).resolve().parents[1]
 # the explorer's thumbnails live there, so a browser fetches each image once and keeps it in its cache.
 THUMBS_DIR = APP_DIR / "static" / "thumbs"
 THUMBS_URL = "app/static/thumbs"
+MAPS_DIR = APP_DIR / "static" / "maps"  # the map's binary columns (simclr_core.explorer.columns)
+MAPS_URL = "app/static/maps"
 
 
 def routed() -> None:

@@ -29,15 +29,15 @@ from typing import Any
 import numpy as np
 
 from simclr_core.data import datasets as data
-from simclr_core.embeddings import Embeddings, embed_split, embedding_cache
+from simclr_core.embeddings import Embeddings, cache_embeddings, embed_split, embedding_cache
 from simclr_core.errors import UserError
 from simclr_core.evaluation.run import evaluate_job
 from simclr_core.explorer import probe
 from simclr_core.explorer.neighbours import NeighbourIndex
-from simclr_core.explorer.projection import cache_path, cached_project, trajectory
+from simclr_core.explorer.projection import DEFAULTS, cache_path, cached_project, first_map, graph_of_rows, trajectory
 from simclr_core.explorer.specs import EmbedSpec, ExportSpec, MapSpec, TrajectorySpec
 from simclr_core.explorer.tables import subsample, take
-from simclr_core.explorer.thumbnails import ThumbnailStore, extension
+from simclr_core.explorer.thumbnails import ThumbnailStore
 from simclr_core.exporters import export_backbone
 from simclr_core.runs.rundir import RunDir
 from simclr_core.training.estimate import estimate_job
@@ -48,6 +48,8 @@ __all__ = [
     "Progress",
     "embed_products",
     "export_products",
+    "first_coords_path",
+    "load_first_map",
     "load_graph",
     "load_trajectory",
     "map_products",
@@ -107,27 +109,69 @@ def _graph(emb: Embeddings, path: Path, progress: Progress) -> Path:
                 return path
         except (OSError, ValueError, KeyError, EOFError):
             pass  # damaged: build it again
-    progress("finding every image's neighbours", 0, len(emb.embeddings))
-    sims, rows = NeighbourIndex(emb.embeddings).graph(GRAPH_K)
+    stage = "finding every image's neighbours"
+    progress(f"{stage}: building the index", 0, len(emb.embeddings))
+    index = NeighbourIndex(emb.embeddings)
+    sims, rows = index.graph(GRAPH_K, lambda d, t: progress(stage, d, t))
+    del index  # the bank's normalised copy and faiss's: 4 GB at 1M x 512, not needed by the projection
     _save_npz(path, sims=sims, rows=rows.astype(np.int32))
     return path
 
 
-def _thumbnails(run: RunDir, split: str, root: str | None, progress: Progress) -> dict[str, str]:
+def first_coords_path(spec: dict[str, Any]) -> Path:
+    """Where :func:`map_products` writes the quick first map of ``spec`` (a :class:`MapSpec`'s dict).
+
+    Computable while the job runs (it names the split's embeddings file, which depends on the checkpoint
+    only): the page can show this map as soon as it exists and replace it with ``coords`` when the job ends.
+    Read it with :func:`load_first_map`.
+    """
+    s = MapSpec.from_dict(spec)
+    emb_file = embedding_cache(RunDir(s.run), s.split, s.feature, key=s.ckpt)
+    return emb_file.with_name(f"first-{emb_file.stem}-{int(s.dims)}d-{_digest([s.max_points or None, SEED])}.npz")
+
+
+def load_first_map(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
+    """(rows (n,) of the split, coords (n, dims)) of :func:`first_coords_path`; ValueError when damaged."""
+    with np.load(path, allow_pickle=False) as z:
+        rows, coords = z["rows"].astype(np.int64), z["coords"].astype(np.float32)
+    if coords.ndim != 2 or len(coords) != len(rows):
+        raise ValueError(f"{path} is not a first map")
+    return rows, coords
+
+
+def _first_map(path: Path, x: np.ndarray, rows: np.ndarray, dims: int, progress: Progress) -> None:
+    """PCA of the plotted rows (seconds at 1M), written before the final projection starts."""
+    if path.is_file():
+        try:
+            if np.array_equal(load_first_map(path)[0], rows):
+                return
+        except (OSError, ValueError, KeyError, EOFError):
+            pass  # damaged: draw it again
+    progress("drawing a first map (PCA)", 0, 1)
+    _save_npz(path, rows=rows, coords=first_map(x, dims))
+
+
+def _thumbnails(run: RunDir, split: str, root: str | None, progress: Progress) -> dict[str, Any]:
+    """{"thumbs": the set's name, "thumbs_dir": its folder, "atlas": its manifest} of the split's sprite
+    atlases (:class:`~simclr_core.explorer.thumbnails.ThumbnailStore`); {} when no thumbnails were asked for."""
     if not root:
         return {}
     images = data.split_of(run.config().data, split)
-    folder = ThumbnailStore(root).write(images, lambda d, t: progress("writing thumbnails", d, t))
+    store = ThumbnailStore(root)
+    folder = store.write(images, lambda d, t: progress("writing thumbnails", d, t))
     # thumbs_dir: the set's folder, which the store may evict (least recently used) to keep its cap
-    return {"thumbs": folder.name, "thumbs_ext": extension(images), "thumbs_dir": str(folder)}
+    return {"thumbs": folder.name, "thumbs_dir": str(folder), "atlas": store.manifest(folder.name)}
 
 
 def map_products(spec: dict[str, Any], progress: Progress = _noop) -> dict[str, Any]:
     """Embeddings, graph, projection and thumbnails of one map (``spec``: a :class:`MapSpec`'s dict).
 
+    Progress stages: embedding, the graph (rows done of all), the first map (:func:`first_coords_path`,
+    PCA, written before the final projection so the page can show it), the projection, thumbnails.
+
     Returns:
-        {"embeddings", "graph", "coords"} file paths, ``rows`` (the plotted rows of the split,
-        as a list), and ``thumbs`` / ``thumbs_ext`` / ``thumbs_dir`` (the set's folder name, file
+        {"embeddings", "graph", "coords"} file paths, ``first`` (the first map's file), ``rows`` (the plotted
+        rows of the split, as a list), and ``thumbs`` / ``thumbs_ext`` / ``thumbs_dir`` (the set's folder name, file
         extension and path, :class:`~simclr_core.explorer.thumbnails.ThumbnailStore`) when thumbnails were asked for.
     """
     s = MapSpec.from_dict(spec)
@@ -140,15 +184,24 @@ def map_products(spec: dict[str, Any], progress: Progress = _noop) -> dict[str, 
     emb_file = embedding_cache(run, split, feature, key=key)
     graph = _graph(emb, graph_path(emb_file), progress)
     rows = subsample(len(emb.labels), s.max_points or None, SEED)
-    part = take(emb, rows)
+    part = emb if len(rows) == len(emb.labels) else take(emb, rows)  # all rows: no 2 GB copy at 1M x 512
     method, dims, params = s.method, int(s.dims), dict(s.params or {})
+    if len(rows) >= dims + 2:  # fewer: project() below says how many are needed
+        _first_map(first_coords_path(spec), part.embeddings, rows, dims, progress)
+    knn = None
+    if method == "umap":  # UMAP reads the split's graph instead of searching neighbours again
+        g = load_graph(graph)
+        n_neighbors = int(min(int({**DEFAULTS["umap"], **params}["n_neighbors"]), max(len(rows) - 1, 1)))
+        knn = graph_of_rows(rows, g.rows, g.sims, n_neighbors - 1) if n_neighbors > 1 else None
+        del g
     progress(f"projecting {len(rows):,} points with {method.upper()}", 0, 1)
-    cached_project(part.embeddings, run.embeddings_dir, part.key, method, dims, SEED, **params)
-    coords = cache_path(run.embeddings_dir, part.key, method, dims, SEED, **params)
+    cached_project(part.embeddings, run.embeddings_dir, part.key, method, dims, SEED, knn=knn, **params)
+    coords = cache_path(run.embeddings_dir, part.key, method, dims, SEED, graph=knn is not None, **params)
     out: dict[str, Any] = {
         "embeddings": str(emb_file),
         "graph": str(graph),
         "coords": str(coords),
+        "first": str(first_coords_path(spec)),
         "rows": rows.tolist(),
     }
     out.update(_thumbnails(run, split, s.thumbs, progress))
@@ -160,14 +213,15 @@ def embed_products(spec: dict[str, Any], progress: Progress = _noop) -> dict[str
     s = EmbedSpec.from_dict(spec)
     run, split, random_init = RunDir(s.run), s.split, bool(s.random_init)
     key = None if random_init else s.ckpt
-    embed_split(
-        run,
-        split,
-        s.feature,
-        random_init=random_init,
-        progress=lambda d, t: progress(f"embedding the {split} split", d, t),
-        key=key,
-    )
+
+    def report(done: int, total: int) -> None:
+        progress(f"embedding the {split} split", done, total)
+
+    # written chunk by chunk, never held whole (a million 512-d rows are 2 GB); a read-only run folder
+    # cannot hold the file, and the page then embeds in memory (embed_split) as before
+    path = cache_embeddings(run, split, s.feature, random_init=random_init, progress=report, key=key)
+    if path is None:
+        embed_split(run, split, s.feature, random_init=random_init, progress=report, key=key)
     return {"embeddings": str(embedding_cache(run, split, s.feature, random_init=random_init, key=key))}
 
 

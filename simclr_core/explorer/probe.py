@@ -211,3 +211,18 @@ def drop_frames_after(run_path: Path, epoch: int) -> None:
         m = _FRAME.match(p.name)
         if (m and int(m.group(1)) > epoch) or (p.name.startswith(".") and ".tmp" in p.name):
             p.unlink(missing_ok=True)
+
+
+def frame_predictions(frames: list[tuple[int, np.ndarray]], labels: np.ndarray, k: int = 10) -> np.ndarray:
+    """(E, N) leave-one-out kNN class of every probe image at each frame, among the other probe images
+    (cosine, weighted vote as the explorer's map); -1 where none of its neighbours has a label."""
+    from simclr_core.explorer.neighbours import NeighbourIndex
+    from simclr_core.explorer.scores import knn_vote
+
+    classes = int(labels.max()) + 1 if len(labels) else 0
+    out = np.full((len(frames), len(labels)), -1, np.int64)
+    for e, (_, x) in enumerate(frames):
+        if len(x) > 1:
+            sims, rows = NeighbourIndex(x).graph(k)
+            out[e] = knn_vote(sims, rows, labels, classes, k)[0]
+    return out

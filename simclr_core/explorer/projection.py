@@ -3,6 +3,10 @@
 :func:`trajectory` projects a sequence of frames (the probe's embeddings epoch by epoch) so that
 points move smoothly: UMAP and t-SNE start each frame from the previous frame's coordinates, and
 every frame is rotated onto the previous one (:func:`align`, orthogonal Procrustes).
+
+At a million rows (``bench/explorer_backend.py``, BENCHMARKS.md issue 19): UMAP is fed the split's k-NN
+graph (``knn``, from :class:`~simclr_core.explorer.neighbours.NeighbourIndex`) instead of searching
+neighbours again, and :func:`first_map` (PCA, seconds) gives the page a picture while UMAP runs.
 """
 
 from __future__ import annotations
@@ -10,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -23,10 +28,27 @@ DEFAULTS: dict[str, dict[str, Any]] = {
     "pca": {},
 }
 PROJECTIONS = tuple(DEFAULTS)  # the map's methods: umap, tsne, pca
+FIRST_CHUNK = 65_536  # rows per block in first_map: its memory is the output plus one normalised block
+Knn = tuple[np.ndarray, np.ndarray]  # (rows (N, K), cosine sims (N, K)): each row's nearest *other* rows
+
+
+def _check(n: int, method: str, dims: int) -> None:
+    if method not in PROJECTIONS:
+        raise UserError(f"unknown projection {method!r}; choose one of {', '.join(PROJECTIONS)}")
+    if dims not in (2, 3):
+        raise UserError(f"projections are 2-D or 3-D, not {dims}-D")
+    if n < dims + 2:
+        raise UserError(f"need at least {dims + 2} points to project, got {n}")
 
 
 def project(
-    x: np.ndarray, method: str = "umap", dims: int = 2, seed: int = 0, init: np.ndarray | None = None, **params: Any
+    x: np.ndarray,
+    method: str = "umap",
+    dims: int = 2,
+    seed: int = 0,
+    init: np.ndarray | None = None,
+    knn: Knn | None = None,
+    **params: Any,
 ) -> np.ndarray:
     """Project (N, F) embeddings to (N, dims) float32 coordinates.
 
@@ -37,15 +59,13 @@ def project(
         dims: 2 or 3.
         init: (N, dims) starting coordinates for UMAP and t-SNE (e.g. the previous epoch's), which
             then need fewer iterations; ignored by PCA.
+        knn: the k-NN graph of exactly these rows (:meth:`NeighbourIndex.graph` or :func:`graph_of_rows`),
+            used by UMAP in place of its own neighbour search when it holds >= n_neighbors - 1 neighbours;
+            UMAP then starts from PCA (its spectral start costs minutes at 1M rows). Ignored by t-SNE and PCA.
         params: the method's parameters; missing ones take :data:`DEFAULTS`.
     """
-    if method not in PROJECTIONS:
-        raise UserError(f"unknown projection {method!r}; choose one of {', '.join(PROJECTIONS)}")
-    if dims not in (2, 3):
-        raise UserError(f"projections are 2-D or 3-D, not {dims}-D")
     n = len(x)
-    if n < dims + 2:
-        raise UserError(f"need at least {dims + 2} points to project, got {n}")
+    _check(n, method, dims)
     p = {**DEFAULTS[method], **params}
     x = np.asarray(x, dtype=np.float32)
     x = x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
@@ -65,17 +85,99 @@ def project(
         n_neighbors = int(min(p["n_neighbors"], n - 1))
         # From its last layout, a gentle refinement (a tenth of the learning rate, half the epochs): at
         # UMAP's own settings the same frame re-projected moved its clusters by half the picture.
-        extra = {} if init is None else {"init": _umap_init(init), "n_epochs": 100, "learning_rate": 0.1}
-        out = umap.UMAP(
-            n_components=dims,
-            n_neighbors=n_neighbors,
-            min_dist=float(p["min_dist"]),
-            metric="euclidean",
-            random_state=seed,
-            n_jobs=1,
-            **extra,
-        ).fit_transform(x)
+        extra: dict[str, Any] = (
+            {} if init is None else {"init": _umap_init(init), "n_epochs": 100, "learning_rate": 0.1}
+        )
+        pre = _umap_knn(knn, n, n_neighbors)
+        if pre is not None:
+            extra["precomputed_knn"] = pre
+            extra.setdefault("init", "pca")
+        with warnings.catch_warnings():
+            # without an NNDescent index UMAP warns that .transform is unavailable; nothing here calls it
+            warnings.filterwarnings("ignore", message=".*knn_search_index.*")
+            out = umap.UMAP(
+                n_components=dims,
+                n_neighbors=n_neighbors,
+                min_dist=float(p["min_dist"]),
+                metric="euclidean",
+                random_state=seed,
+                n_jobs=1,
+                **extra,
+            ).fit_transform(x)
     return np.asarray(out, dtype=np.float32)
+
+
+def _umap_knn(knn: Knn | None, n: int, n_neighbors: int) -> tuple[np.ndarray, np.ndarray, None] | None:
+    """UMAP's ``precomputed_knn`` from a graph without self-loops: itself first at distance 0, then the
+    graph's nearest n_neighbors - 1, as Euclidean distances of unit rows (sqrt(2 - 2 cos)). None when the
+    graph does not fit these rows or is too shallow."""
+    if knn is None:
+        return None
+    rows, sims = np.asarray(knn[0]), np.asarray(knn[1])
+    if rows.shape != sims.shape or rows.ndim != 2 or len(rows) != n or rows.shape[1] < n_neighbors - 1:
+        return None
+    m = n_neighbors - 1  # pruned here: umap-learn skips its own pruning below 4,096 rows
+    idx = np.concatenate([np.arange(n, dtype=np.int64)[:, None], rows[:, :m].astype(np.int64)], axis=1)
+    dist = np.concatenate(
+        [np.zeros((n, 1), np.float32), np.sqrt(np.clip(2 - 2 * sims[:, :m].astype(np.float32), 0, None))], axis=1
+    )
+    return idx, dist, None
+
+
+def graph_of_rows(rows: np.ndarray, graph_rows: np.ndarray, graph_sims: np.ndarray, k: int) -> Knn | None:
+    """The k-NN graph among a subset of rows, cut from the whole split's graph; None when it is too thin.
+
+    Each kept row's neighbours are its split neighbours that are also in ``rows``, renumbered to
+    positions in ``rows``; None unless every row keeps at least ``k``. With all rows this is the graph
+    itself; with a sample of a fraction f, a 50-NN graph keeps ~50 f, so samples below ~half the split
+    let UMAP search its own neighbours.
+    """
+    rows = np.asarray(rows, np.int64)
+    n_all = len(graph_rows)
+    if k < 1 or graph_rows.shape[1] < k:
+        return None
+    if len(rows) == n_all and np.array_equal(rows, np.arange(n_all)):
+        return graph_rows[:, :k], graph_sims[:, :k]
+    where = np.full(n_all, -1, np.int64)
+    where[rows] = np.arange(len(rows))
+    local = where[graph_rows[rows]]  # (n, K), -1 for neighbours outside the subset
+    keep = local >= 0
+    if keep.sum(1).min(initial=k) < k:
+        return None
+    order = np.argsort(~keep, axis=1, kind="stable")[:, :k]  # the first k kept, in similarity order
+    return np.take_along_axis(local, order, 1), np.take_along_axis(graph_sims[rows], order, 1)
+
+
+def first_map(x: np.ndarray, dims: int = 2) -> np.ndarray:
+    """A quick (N, dims) map to show while the final projection runs: PCA of the L2-normalised rows.
+
+    Blocked: the covariance is summed over blocks of :data:`FIRST_CHUNK` rows, so memory is the output
+    and one block; 32 CPU-s at 1M x 512 on the 2-core dev CPU (UMAP: minutes at 100k). Coordinates are
+    scaled to UMAP's range. It shows the broad layout only: few of a point's 10 nearest neighbours stay
+    near it on the map (0.2% at 100k clustered x 512, against UMAP's 4.2%; BENCHMARKS.md, issue 19).
+    """
+    x = np.asarray(x)
+    _check(len(x), "pca", dims)
+    d = x.shape[1]
+    total, cov = np.zeros(d, np.float64), np.zeros((d, d), np.float64)
+    for s in range(0, len(x), FIRST_CHUNK):
+        b = _unit_block(x[s : s + FIRST_CHUNK])
+        total += b.sum(0)
+        cov += b.T.astype(np.float64) @ b
+    mean = total / len(x)
+    cov = cov / len(x) - np.outer(mean, mean)
+    _, vecs = np.linalg.eigh(cov)
+    axes = vecs[:, ::-1][:, :dims].astype(np.float32)  # largest variance first
+    axes *= np.where(axes.sum(0) < 0, -1, 1).astype(np.float32)  # a fixed sign, so reruns agree
+    out = np.empty((len(x), dims), np.float32)
+    for s in range(0, len(x), FIRST_CHUNK):
+        out[s : s + FIRST_CHUNK] = (_unit_block(x[s : s + FIRST_CHUNK]) - mean.astype(np.float32)) @ axes
+    return _umap_init(out)
+
+
+def _unit_block(b: np.ndarray) -> np.ndarray:
+    b = np.asarray(b, np.float32)
+    return b / np.maximum(np.linalg.norm(b, axis=1, keepdims=True), 1e-12)
 
 
 def _umap_init(coords: np.ndarray) -> np.ndarray:
@@ -138,24 +240,44 @@ def trajectory(
 
 
 def cache_path(
-    cache_dir: str | Path, key: str, method: str = "umap", dims: int = 2, seed: int = 0, **params: Any
+    cache_dir: str | Path,
+    key: str,
+    method: str = "umap",
+    dims: int = 2,
+    seed: int = 0,
+    *,
+    graph: bool = False,
+    **params: Any,
 ) -> Path:
-    """The file :func:`cached_project` reads or writes for these arguments (exists once computed)."""
+    """The file :func:`cached_project` reads or writes for these arguments (exists once computed).
+
+    ``graph``: the projection was fed a k-NN graph (``knn``); a different picture, so a different file.
+    """
     p = {**DEFAULTS.get(method, {}), **params}
-    tag = hashlib.sha1(json.dumps([key, method, dims, seed, sorted(p.items())]).encode()).hexdigest()[:16]
+    parts: list[Any] = [key, method, dims, seed, sorted(p.items())] + (["graph"] if graph else [])
+    tag = hashlib.sha1(json.dumps(parts).encode()).hexdigest()[:16]
     return Path(cache_dir) / f"proj-{method}-{dims}d-{tag}.npy"
 
 
 def cached_project(
-    x: np.ndarray, cache_dir: str | Path, key: str, method: str = "umap", dims: int = 2, seed: int = 0, **params: Any
+    x: np.ndarray,
+    cache_dir: str | Path,
+    key: str,
+    method: str = "umap",
+    dims: int = 2,
+    seed: int = 0,
+    *,
+    knn: Knn | None = None,
+    **params: Any,
 ) -> np.ndarray:
     """:func:`project`, computed once per (embeddings key, method, dims, params) and then read from disk.
 
     ``key`` must name the rows of ``x`` (e.g. :attr:`Embeddings.key` plus any subsampling): the
     file is found by key alone, so different rows under one key would read a wrong projection.
+    ``knn``: as :func:`project`'s (the file is :func:`cache_path` with ``graph=True``).
     """
     p = {**DEFAULTS.get(method, {}), **params}
-    path = cache_path(cache_dir, key, method, dims, seed, **p)
+    path = cache_path(cache_dir, key, method, dims, seed, graph=knn is not None, **p)
     if path.is_file():
         try:
             out = np.load(path)
@@ -163,7 +285,7 @@ def cached_project(
             out = None
         if out is not None and out.shape == (len(x), dims):
             return out
-    out = project(x, method, dims, seed, **p)
+    out = project(x, method, dims, seed, knn=knn, **p)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.npy")  # per process: two app sessions may race
     np.save(tmp, out)

@@ -51,6 +51,9 @@ class MapSpec(JobSpec):
     max_points: int | None = None  # None: every image of the split
     thumbs: str | None = None  # the folder for hover thumbnails (None: none)
     ckpt: str | None = None  # the pinned checkpoint's key (None: the newest)
+    # what the result holds: 2 adds the thumbnails' atlas and the first map; a result of an older version
+    # (kept in the jobs folder) is another job's, so a page asking for 2 never reads one without them
+    version: int = 2
 
 
 @dataclass(frozen=True)
@@ -76,6 +79,7 @@ class TrajectorySpec(JobSpec):
     params: dict[str, Any] = field(default_factory=dict)
     thumbs: str | None = None
     frames: list[int] | None = None  # the epochs on disk when asked: a new frame is a new job
+    version: int = 2  # as MapSpec's: 2 has the thumbnails' atlas
 
 
 @dataclass(frozen=True)

@@ -1,11 +1,22 @@
-"""One small image file per image of a split, for a browser to fetch when the pointer rests on a point.
+"""The map's thumbnails as sprite atlases: a few large images per split, for a browser to fetch when the
+pointer rests on a point.
 
-The explorer's map sends only coordinates and row numbers; a point's tooltip names
-``<folder>/<row>.<ext>``, which the browser loads once and then keeps in its cache. So the pixels
-cross the network once per split, however often the page reruns. Lossless PNG at zlib level 1 for
-small images (the map enlarges them with sharp pixels), JPEG above 64 px. Each file takes one
-file-system block whatever its format (a 32 px PNG is 2.2 KB, lossless WebP 1.6 KB, a block 4 KiB;
-BENCHMARKS.md), so the folder's size is set by the number of images, and held by the cap below.
+The explorer's map sends only coordinates and row numbers. A split's thumbnails are written once, by the
+background worker, into a set folder ``<root>/<name>/``::
+
+    atlas.json     {"tile": T, "cols": C, "count": N, "files": K, "ext": "png" | "jpg" | "webp"}
+    atlas-0.<ext>  rows 0 .. C*C-1
+    atlas-1.<ext>  rows C*C .. 2*C*C-1, ...
+
+Row ``r`` lives in ``atlas-<r // (C*C)>``, at tile ``j = r % (C*C)``: pixels ``x = (j % C) * T``,
+``y = (j // C) * T``, ``T`` by ``T``. Every atlas is ``C*T`` pixels wide; the last one has only the rows
+of tiles it needs. The browser fetches an atlas once and then crops every tooltip from it. A million
+CIFAR images are 977 atlases and 2.06 GB, written in about 2 CPU-minutes (one PNG per image was a
+million files of a 4 KiB block each, 4 GB; BENCHMARKS.md, "Issue 19"). ``T`` is the image side up to
+:data:`TILE_MAX` (CIFAR 32, digits native), images above are downscaled to it; ``C`` makes an atlas
+:data:`ATLAS_PX` pixels wide, small enough to come and decode within the 100 ms a hover may take.
+Lossless PNG at zlib level 1 for tiles of native pixels (the map enlarges them with sharp pixels), JPEG
+for downscaled photos.
 
 :class:`ThumbnailStore` owns the folder (the app's ``static/thumbs``): one set per split's pixels,
 written once, and the whole folder held under a cap (``SIMCLR_THUMBS_MAX_MB``, default 1024 MB) by
@@ -17,27 +28,51 @@ from __future__ import annotations
 
 import errno
 import hashlib
+import json
 import math
 import os
 import re
 import shutil
 import time
 from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+import torch
+import torch.nn.functional as F
 from PIL import Image
 
 from simclr_core.data.datasets import ImageSet
 from simclr_core.errors import UserError
 from simclr_core.files import remove_stale_temps
 
-__all__ = ["MAX_MB_ENV", "ThumbSet", "ThumbnailStore", "cap_bytes", "digest", "extension", "write_thumbnails"]
+__all__ = [
+    "MAX_MB_ENV",
+    "ThumbSet",
+    "ThumbnailStore",
+    "atlas_layout",
+    "cap_bytes",
+    "digest",
+    "extension",
+    "write_thumbnails",
+]
 
-LOSSLESS_MAX = 64  # PNG up to this side (CIFAR, digits); JPEG above (STL-10, photos)
+TILE_MAX = 64  # tiles of native pixels up to this side (CIFAR, digits), lossless PNG; larger images shrink to it
+ATLAS_PX = 1024  # an atlas's width and most height: 1024 CIFAR tiles, 2.1 MB of PNG (BENCHMARKS.md)
+MANIFEST = "atlas.json"
+FORMAT = "atlas1"  # in every set's name: a set of another layout (one file per row, before) is not read as one
+# Pillow's options per format; PNG level 1 is the fastest and about as small as level 9 here (BENCHMARKS.md)
+SAVE_OPTIONS: dict[str, dict[str, Any]] = {
+    "png": {"compress_level": 1, "optimize": False},
+    "jpg": {"quality": 90},
+    "webp": {"lossless": True, "method": 0},
+}
+WRITERS = 4  # atlases encoded at once; Pillow's encoders release the GIL, so threads use the cores
 MAX_MB_ENV = "SIMCLR_THUMBS_MAX_MB"
-DEFAULT_MAX_MB = 1024  # five CIFAR-10 train sets (197 MB each on a 4 KiB-block disk)
+DEFAULT_MAX_MB = 1024  # ten CIFAR-10 train sets (103 MB of atlases each); a 1M-image set alone is 2 GB
 MB = 2**20  # as `du -m` counts
 IN_USE_S = 600.0  # a set written or touched this recently is on someone's map: never evicted
 SET_NAME = re.compile(r"^[0-9a-f]{16}$")  # what digest() names; nothing else in the folder is ours to delete
@@ -47,13 +82,20 @@ def digest(images: ImageSet) -> str:
     """A name for this split's pixels: its name, shape and a sample of rows (changes when they change)."""
     x = images.images
     sample = x[:: max(1, len(x) // 64)].numpy().tobytes() if len(x) else b""
-    h = hashlib.sha1(f"{images.name}|{tuple(x.shape)}".encode() + sample)
+    h = hashlib.sha1(f"{FORMAT}|{images.name}|{tuple(x.shape)}".encode() + sample)
     return h.hexdigest()[:16]
 
 
 def extension(images: ImageSet) -> str:
-    """The file extension :meth:`ThumbnailStore.write` uses for this split."""
-    return "png" if images.images.shape[-1] <= LOSSLESS_MAX else "jpg"
+    """The atlases' file extension for this split: lossless "png" for native pixels, "jpg" for downscaled."""
+    return "png" if max(images.images.shape[-2:], default=0) <= TILE_MAX else "jpg"
+
+
+def atlas_layout(n: int, side: int, atlas_px: int = ATLAS_PX) -> dict[str, int]:
+    """{"tile", "cols", "count", "files"} of ``n`` images of ``side`` pixels (the manifest less "ext")."""
+    tile = max(1, min(side, TILE_MAX))
+    cols = max(1, atlas_px // tile)
+    return {"tile": tile, "cols": cols, "count": n, "files": -(-n // (cols * cols))}
 
 
 def cap_bytes() -> int:
@@ -92,6 +134,22 @@ def _folder_bytes(folder: Path) -> tuple[int, int]:
     return total, files
 
 
+def _atlas(rows: torch.Tensor, tile: int, cols: int) -> np.ndarray:
+    """(H, cols*tile, 3) uint8 (or (H, W) for one channel) of up to cols*cols images (k, C, h, w), row-major,
+    H as many tile rows as they fill; images of another side than ``tile`` are resized to it first."""
+    k, channels = rows.shape[0], rows.shape[1]
+    if tuple(rows.shape[-2:]) != (tile, tile):  # one batched resize (antialiased), not one per image
+        small = F.interpolate(rows.float(), size=(tile, tile), mode="bilinear", align_corners=False, antialias=True)
+        rows = small.round_().clamp_(0, 255).to(torch.uint8)
+    lines = -(-k // cols)
+    grid = np.zeros((lines * cols, tile, tile, channels), dtype=np.uint8)
+    grid[:k] = rows.numpy().transpose(0, 2, 3, 1)
+    # (lines, cols, T, T, C) -> (lines, T, cols, T, C): tile j at tile-row j // cols, tile-column j % cols
+    out = grid.reshape(lines, cols, tile, tile, channels).transpose(0, 2, 1, 3, 4)
+    out = out.reshape(lines * tile, cols * tile, channels)
+    return np.ascontiguousarray(out[..., 0] if channels == 1 else out)
+
+
 @dataclass(frozen=True)
 class ThumbSet:
     """One split's thumbnails in the store."""
@@ -125,16 +183,19 @@ class ThumbnailStore:
         return cap_bytes() if self._max_bytes is None else self._max_bytes
 
     def write(self, images: ImageSet, progress: Callable[[int, int], None] | None = None) -> Path:
-        """``root/<digest>/<row>.<ext>`` for every row of ``images``, written once; returns the folder.
+        """The atlases of ``images`` in ``root/<digest>/`` (the module's layout), written once; returns the folder.
 
-        The files go to a temporary folder that is renamed into place when complete, so a reader never
-        finds half a set, and a set that exists is not written again (only its use is recorded). After
-        a new set is written, older sets are evicted to keep the folder under the cap.
+        ``progress`` is called with (images written, total) after each atlas. The files go to a temporary
+        folder that is renamed into place when complete, so a reader never finds half a set, and a set
+        that exists is not written again (only its use is recorded). After a new set is written, older
+        sets are evicted to keep the folder under the cap.
         """
         name = digest(images)
         out = self.root / name
         if self.touch(name):
-            return out
+            if self.manifest(name) is not None:
+                return out
+            self._remove(out)  # a set without its manifest (emptied by hand): written again
         cap = self.max_bytes  # a mistyped SIMCLR_THUMBS_MAX_MB fails here, before minutes of writing
         self.remove_stale_temps()  # space a killed writer left, before a new set takes more
         tmp = self.root / f".{name}.{os.getpid()}.tmp"
@@ -162,15 +223,44 @@ class ThumbnailStore:
 
     @staticmethod
     def _write_files(images: ImageSet, folder: Path, ext: str, progress: Callable[[int, int], None] | None) -> None:
-        n = len(images)
-        for i in range(n):
-            pic = Image.fromarray(np.ascontiguousarray(images.images[i].numpy().transpose(1, 2, 0)))
-            if ext == "png":  # level 1: the fastest, and as small as level 9 on CIFAR (BENCHMARKS.md)
-                pic.save(folder / f"{i}.png", optimize=False, compress_level=1)
-            else:
-                pic.save(folder / f"{i}.jpg", quality=90)
-            if progress and (i % 1000 == 999 or i == n - 1):
-                progress(i + 1, n)
+        """The atlases and then the manifest of ``images`` into ``folder``, :data:`WRITERS` atlases at a time.
+
+        Each atlas is one array, its tiles pasted by a reshape, encoded whole: memory is an atlas per
+        thread (4 MB for CIFAR), and the time is the encoder's (no per-image save).
+        """
+        x = images.images
+        n = len(x)
+        layout = atlas_layout(n, int(max(x.shape[-2:], default=1)), ATLAS_PX)
+        per = layout["cols"] ** 2
+
+        def one(i: int) -> int:
+            rows = x[i * per : (i + 1) * per]
+            pic = Image.fromarray(_atlas(rows, layout["tile"], layout["cols"]))
+            path = folder / f"atlas-{i}.{ext}"
+            pic.save(path, **SAVE_OPTIONS[ext])
+            return len(rows)
+
+        done = 0
+        with ThreadPoolExecutor(max_workers=max(1, min(WRITERS, os.cpu_count() or 1))) as pool:
+            # map submits every atlas up front but each thread slices its rows itself, so the queue holds
+            # only numbers; results come back in order, so progress counts whole atlases
+            for k in pool.map(one, range(layout["files"])):
+                done += k
+                if progress:
+                    progress(done, n)
+        (folder / MANIFEST).write_text(json.dumps({**layout, "ext": ext}))
+
+    def manifest(self, name: str) -> dict[str, Any] | None:
+        """The ``atlas.json`` of set ``name`` ({"tile", "cols", "count", "files", "ext"}); None when there is
+        no such set or it is not one of atlases (evicted meanwhile, or written before atlases)."""
+        if not SET_NAME.match(name):
+            return None
+        try:
+            m = json.loads((self.root / name / MANIFEST).read_text())
+        except (OSError, ValueError):
+            return None
+        ok = isinstance(m, dict) and all(type(m.get(k)) is int for k in ("tile", "cols", "count", "files"))
+        return m if ok and m.get("ext") in ("png", "jpg", "webp") else None
 
     def touch(self, name: str) -> bool:
         """Record that set ``name`` is used now (the page shows it); False if there is no such set."""
@@ -230,17 +320,23 @@ class ThumbnailStore:
                 break
             if s.name in keep or now - s.used < self.in_use_s:
                 continue
-            # renamed first, so a browser asking meanwhile gets a missing file, never half a set; the
-            # temp name carries our pid, so a kill mid-delete leaves what remove_stale_temps clears
-            gone = self.root / f".{s.name}.evicted.{os.getpid()}.tmp"
-            try:
-                os.rename(s.path, gone)
-            except OSError:  # another process evicted it first
+            if not self._remove(s.path):  # another process evicted it first
                 continue
-            shutil.rmtree(gone, ignore_errors=True)
             over -= s.bytes
             removed.append(s.name)
         return removed
+
+    def _remove(self, path: Path) -> bool:
+        """Delete a set; False if it was gone already."""
+        # renamed first, so a browser asking meanwhile gets a missing file, never half a set; the
+        # temp name carries our pid, so a kill mid-delete leaves what remove_stale_temps clears
+        gone = self.root / f".{path.name}.evicted.{os.getpid()}.tmp"
+        try:
+            os.rename(path, gone)
+        except OSError:
+            return False
+        shutil.rmtree(gone, ignore_errors=True)
+        return True
 
     def remove_stale_temps(self) -> int:
         """Delete the temp folders of writers (and evictions) whose process has died; returns how many."""

@@ -45,7 +45,9 @@ def test_map_products(run, tmp_path):
     assert not (g.rows == np.arange(360)[:, None]).any()
     assert len(out["rows"]) == 100 and np.load(out["coords"]).shape == (100, 2)
     thumbs = tmp_path / "thumbs" / out["thumbs"]
-    assert out["thumbs_ext"] == "png" and len(list(thumbs.glob("*.png"))) == 360
+    assert out["atlas"] == {"tile": 16, "cols": 64, "count": 360, "files": 1, "ext": "png"}  # 16 px digits
+    assert out["thumbs_dir"] == str(thumbs)
+    assert sorted(p.name for p in thumbs.iterdir()) == ["atlas-0.png", "atlas.json"]
     assert any("embedding" in s for s in stages) and any("thumbnails" in s for s in stages)
     # a second call reads every file back: nothing is computed again
     again = explore.map_products(

@@ -87,3 +87,32 @@ def test_image_from_bytes_rejects_non_images():
     Image.new("L", (50, 20), 128).save(buf, "PNG")
     t = image_from_bytes(buf.getvalue(), 16)
     assert t.shape == (1, 3, 16, 16) and t.dtype == torch.uint8
+
+
+def test_graph_reports_progress_and_the_forced_index_matches_exact(clustered):
+    x, _ = clustered
+    calls = []
+    ann = NeighbourIndex(x[:5000], kind="ivf")
+    assert not ann.exact
+    sims, rows = ann.graph(10, lambda d, t: calls.append((d, t)))
+    assert calls[0] == (0, 5000) and calls[-1] == (5000, 5000)
+    assert all(a[0] <= b[0] for a, b in zip(calls, calls[1:], strict=False))
+    exact = NeighbourIndex(x[:5000], kind="exact").graph(10)[1]
+    assert np.mean([len(set(a) & set(b)) / 10 for a, b in zip(rows, exact, strict=True)]) >= 0.95
+    assert np.all(np.diff(sims, axis=1) <= 1e-6)
+
+
+@pytest.mark.parametrize("n", [1, 2, 3])
+def test_tiny_banks_through_the_forced_index_never_answer_minus_one(n):
+    x = np.random.default_rng(n).standard_normal((n, 8)).astype(np.float32)
+    index = NeighbourIndex(x, kind="ivf")  # one cell: faiss pads missing answers with -1
+    sims, rows = index.search(x, 10)  # k larger than the bank: clamped
+    assert rows.shape == (n, n) and rows.min() >= 0 and rows.max() < n
+    g_sims, g_rows = index.graph(50)
+    assert g_rows.shape == (n, n - 1) and (g_rows.size == 0 or g_rows.min() >= 0)
+    assert not (g_rows == np.arange(n)[:, None]).any()
+
+
+def test_unknown_index_kind():
+    with pytest.raises(ValueError, match="kind"):
+        NeighbourIndex(np.eye(3), kind="hnsw")

@@ -119,3 +119,92 @@ def test_trajectory_aligns_each_frame_to_the_previous(blobs, method):
     # extending with previous= continues from the last frame
     [c] = projection.trajectory(frames[1:], method, 2, seed=0, previous=b, **params)
     assert np.linalg.norm(c - b, axis=1).mean() < 0.35 * spread
+
+
+def clustered_bank(n: int = 600, d: int = 16, seed: int = 0) -> np.ndarray:
+    """n points around 6 centres, each spread along its own 3-D subspace: neighbours with structure."""
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(size=(6, d)) * 3
+    basis = rng.normal(size=(6, 3, d))
+    lab = rng.integers(0, 6, n)
+    return (centres[lab] + np.einsum("nl,nld->nd", rng.normal(size=(n, 3)), basis[lab])).astype(np.float32)
+
+
+def knn10(x: np.ndarray) -> np.ndarray:
+    d = ((x[:, None, :] - x[None, :, :]) ** 2).sum(-1)
+    np.fill_diagonal(d, np.inf)
+    return np.argsort(d, axis=1)[:, :10]
+
+
+def test_umap_fed_the_graph_keeps_neighbours(monkeypatch):
+    from simclr_core.explorer.neighbours import NeighbourIndex
+
+    x = clustered_bank()
+    sims, rows = NeighbourIndex(x).graph(20)
+    seen = {}
+    import umap
+
+    real = umap.UMAP.__init__
+
+    def spy(self, *a, **kw):
+        seen.update(kw)
+        real(self, *a, **kw)
+
+    monkeypatch.setattr(umap.UMAP, "__init__", spy)
+    y = project(x, "umap", 2, knn=(rows, sims), n_neighbors=10)
+    assert y.shape == (600, 2) and y.dtype == np.float32 and np.isfinite(y).all()
+    idx, dist, _ = seen["precomputed_knn"]
+    assert idx.shape == dist.shape == (600, 10)  # itself plus 9 graph neighbours
+    assert np.array_equal(idx[:, 0], np.arange(600)) and np.array_equal(idx[:, 1:], rows[:, :9])
+    assert np.allclose(dist[:, 1:] ** 2, 2 - 2 * sims[:, :9], atol=1e-5)
+    xn = x / np.linalg.norm(x, axis=1, keepdims=True)
+    kept = np.mean([len(set(a) & set(b)) / 10 for a, b in zip(knn10(xn), knn10(y), strict=True)])
+    assert kept > 0.3  # chance: 10 / 599 = 0.017
+
+
+def test_a_graph_that_does_not_fit_is_ignored(blobs):
+    rows = np.zeros((59, 3), np.int64)  # one row short
+    y = project(blobs, "umap", 2, knn=(rows, np.ones((59, 3), np.float32)), n_neighbors=10)
+    assert y.shape == (60, 2)  # UMAP searched its own neighbours
+
+
+def test_graph_of_rows_cuts_the_split_graph():
+    from simclr_core.explorer.neighbours import NeighbourIndex
+
+    x = clustered_bank(400)
+    sims, rows = NeighbourIndex(x).graph(50)
+    same = projection.graph_of_rows(np.arange(400), rows, sims, 14)
+    assert same is not None and np.array_equal(same[0], rows[:, :14])
+    half = np.arange(0, 400, 2)
+    cut = projection.graph_of_rows(half, rows, sims, 10)
+    assert cut is not None and cut[0].shape == (200, 10)
+    # renumbered to positions in `half`, and the same as the graph of those rows alone
+    exact = NeighbourIndex(x[half]).graph(10)[1]
+    assert np.array_equal(cut[0], exact)
+    assert projection.graph_of_rows(np.arange(0, 400, 40), rows, sims, 10) is None  # a tenth: too thin
+
+
+@pytest.mark.parametrize("dims", [2, 3])
+def test_first_map_is_pca_of_the_normalised_rows(dims, monkeypatch):
+    x = clustered_bank(500) * np.random.default_rng(1).uniform(0.5, 3, (500, 1)).astype(np.float32)
+    monkeypatch.setattr(projection, "FIRST_CHUNK", 64)  # several blocks
+    y = projection.first_map(x, dims)
+    ref = project(x, "pca", dims)
+    assert y.shape == (500, dims) and np.abs(y).max() == pytest.approx(10)  # UMAP's range
+    for a in range(dims):  # the same axes up to sign and scale
+        assert abs(np.corrcoef(y[:, a], ref[:, a])[0, 1]) > 0.999
+
+
+@pytest.mark.parametrize("n", [1, 2, 3])
+def test_first_map_of_a_tiny_split_says_how_many_are_needed(n):
+    with pytest.raises(UserError, match="at least 4 points"):
+        projection.first_map(np.ones((n, 5)), 2)
+
+
+def test_the_graph_fed_projection_has_its_own_cache_file(blobs, tmp_path):
+    from simclr_core.explorer.neighbours import NeighbourIndex
+
+    sims, rows = NeighbourIndex(blobs).graph(10)
+    cached_project(blobs, tmp_path, "k", "umap", knn=(rows, sims), n_neighbors=10)
+    assert cache_path(tmp_path, "k", "umap", graph=True, n_neighbors=10).is_file()
+    assert not cache_path(tmp_path, "k", "umap", n_neighbors=10).is_file()

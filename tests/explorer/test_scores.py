@@ -95,3 +95,39 @@ def test_bad_k():
         scores.knn_vote(np.zeros((3, 2)), np.zeros((3, 2), int), np.zeros(3, int), 1, k=0)
     with pytest.raises(UserError, match="at least 2 images"):
         scores.outlier_score(np.zeros((1, 0)))
+
+
+def test_votes_match_a_hand_count():
+    # row 0's neighbours: rows 1 (class 0) and 2 (class 1); row 1's: 0 and 2; row 2's: 0 (class 0) and 1
+    sims = np.array([[0.9, 0.5], [0.9, 0.2], [0.5, 0.2]])
+    rows = np.array([[1, 2], [0, 2], [0, 1]])
+    labels = np.array([0, 0, 1])
+    pred, conf = scores.knn_vote(sims, rows, labels, 2, k=2, temperature=1.0)
+    w = np.exp(np.array([0.9, 0.5]) - 1)
+    assert pred.tolist() == [0, 0, 0]
+    assert conf[0] == pytest.approx(w[0] / w.sum())
+    assert conf[2] == pytest.approx(1.0)  # both neighbours say class 0
+    err = scores.label_error_score(sims, rows, labels, 2, k=2, temperature=1.0)
+    assert err[2] == pytest.approx(1.0) and err[0] < 0
+
+
+@pytest.mark.parametrize("n", [1, 2, 3])
+def test_tiny_splits_get_scores_or_a_message(n):
+    x = np.random.default_rng(n).standard_normal((n, 8))
+    sims, rows = NeighbourIndex(x).graph(50)  # k larger than the split: clamped to n - 1
+    labels = np.arange(n) % 2
+    pred, conf = scores.knn_vote(sims, rows, labels, 2, k=20)
+    assert pred.shape == conf.shape == (n,)
+    err = scores.label_error_score(sims, rows, labels, 2, k=20)
+    assert err.shape == (n,)
+    if n == 1:
+        assert pred[0] == -1 and err[0] == 0  # nobody to vote: neither agreement nor disagreement
+        with pytest.raises(UserError, match="at least 2 images"):
+            scores.outlier_score(sims, 10)
+        with pytest.raises(UserError, match="at least 2 images"):
+            scores.duplicate_score(sims)
+    else:
+        assert scores.outlier_score(sims, 10).shape == scores.duplicate_score(sims).shape == (n,)
+    assert scores.kmeans_clusters(x, n).shape == (n,)
+    with pytest.raises(UserError, match="k-means needs"):
+        scores.kmeans_clusters(x, n + 1)

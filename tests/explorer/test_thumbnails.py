@@ -1,6 +1,7 @@
-"""Thumbnail files: one per image, written once, lossless for small images; the folder under a cap."""
+"""Thumbnails as sprite atlases: a set per split, written once, lossless for small images; the folder under a cap."""
 
 import errno
+import json
 import os
 import subprocess
 import sys
@@ -14,7 +15,16 @@ from PIL import Image
 
 from simclr_core.data.datasets import ImageSet
 from simclr_core.errors import UserError
-from simclr_core.explorer.thumbnails import IN_USE_S, MAX_MB_ENV, ThumbnailStore, cap_bytes, digest, write_thumbnails
+from simclr_core.explorer import thumbnails
+from simclr_core.explorer.thumbnails import (
+    IN_USE_S,
+    MAX_MB_ENV,
+    ThumbnailStore,
+    atlas_layout,
+    cap_bytes,
+    digest,
+    write_thumbnails,
+)
 
 
 def images(n: int, side: int, seed: int = 0) -> ImageSet:
@@ -27,21 +37,87 @@ def images(n: int, side: int, seed: int = 0) -> ImageSet:
     )
 
 
-def test_one_lossless_png_per_image(tmp_path):
-    imgs = images(12, 32)
-    out = write_thumbnails(imgs, tmp_path)
-    assert out.name == digest(imgs) and sorted(p.name for p in out.iterdir()) == sorted(f"{i}.png" for i in range(12))
-    back = np.asarray(Image.open(out / "7.png"))
-    assert np.array_equal(back, imgs.images[7].numpy().transpose(1, 2, 0))  # pixel for pixel
+def tile(folder: Path, manifest: dict, row: int) -> np.ndarray:
+    """Row ``row``'s pixels, cropped from its atlas as the map's JavaScript does (the manifest's contract)."""
+    t, c = manifest["tile"], manifest["cols"]
+    j = row % (c * c)
+    pic = np.asarray(Image.open(folder / f"atlas-{row // (c * c)}.{manifest['ext']}"))
+    assert pic.shape[1] == c * t  # every atlas is C*T wide
+    x, y = (j % c) * t, (j // c) * t
+    return pic[y : y + t, x : x + t]
+
+
+def test_atlases_hold_every_image_exactly_where_the_manifest_says(tmp_path, monkeypatch):
+    monkeypatch.setattr(thumbnails, "ATLAS_PX", 4 * 32)  # 4 x 4 tiles an atlas: 16 images, so 37 need 3
+    imgs = images(37, 32)
+    store = ThumbnailStore(tmp_path)
+    out = store.write(imgs)
+    m = store.manifest(out.name)
+    assert m == {"tile": 32, "cols": 4, "count": 37, "files": 3, "ext": "png"}
+    assert json.loads((out / "atlas.json").read_text()) == m
+    assert sorted(p.name for p in out.iterdir()) == ["atlas-0.png", "atlas-1.png", "atlas-2.png", "atlas.json"]
+    for row in range(37):  # pixel for pixel: lossless, and at the tile the manifest names
+        assert np.array_equal(tile(out, m, row), imgs.images[row].numpy().transpose(1, 2, 0)), row
+    # full atlases are C*T square; the last has only the tile rows it needs (5 images: 2 rows of 4)
+    assert [Image.open(out / f"atlas-{i}.png").size for i in range(3)] == [(128, 128), (128, 128), (128, 64)]
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temp folder left
 
 
-def test_large_images_are_jpeg_and_a_set_is_written_once(tmp_path):
-    imgs = images(3, 96)
-    out = write_thumbnails(imgs, tmp_path)
-    assert (out / "0.jpg").is_file() and Image.open(out / "2.jpg").size == (96, 96)
-    stamp = (out / "0.jpg").stat().st_mtime_ns
-    assert write_thumbnails(imgs, tmp_path) == out and (out / "0.jpg").stat().st_mtime_ns == stamp
+@pytest.mark.parametrize("n", [1, 2, 3])
+def test_tiny_splits_get_one_short_atlas(tmp_path, n):
+    imgs = images(n, 32, seed=n)
+    store = ThumbnailStore(tmp_path)
+    m = store.manifest(store.write(imgs).name)
+    assert m == {"tile": 32, "cols": thumbnails.ATLAS_PX // 32, "count": n, "files": 1, "ext": "png"}
+    out = tmp_path / digest(imgs)
+    assert Image.open(out / "atlas-0.png").size == (thumbnails.ATLAS_PX, 32)  # one tile row
+    for row in range(n):
+        assert np.array_equal(tile(out, m, row), imgs.images[row].numpy().transpose(1, 2, 0))
+
+
+def test_layout_counts_atlases_and_caps_the_tile():
+    assert atlas_layout(0, 32) == {"tile": 32, "cols": 32, "count": 0, "files": 0}
+    assert atlas_layout(1024, 32)["files"] == 1 and atlas_layout(1025, 32)["files"] == 2
+    assert atlas_layout(1_000_000, 32)["files"] == 977  # 1M images: a thousand files, not a million
+    assert atlas_layout(10, 8) == {"tile": 8, "cols": 128, "count": 10, "files": 1}  # digits stay native
+    assert atlas_layout(10, 96) == {"tile": 64, "cols": 16, "count": 10, "files": 1}  # photos shrink to 64
+
+
+def test_progress_counts_images_atlas_by_atlas(tmp_path, monkeypatch):
+    monkeypatch.setattr(thumbnails, "ATLAS_PX", 2 * 32)  # 4 images an atlas
+    calls = []
+    write_thumbnails(images(10, 32), tmp_path, lambda done, total: calls.append((done, total)))
+    assert calls == [(4, 10), (8, 10), (10, 10)]
+
+
+def test_large_images_shrink_to_jpeg_tiles_and_a_set_is_written_once(tmp_path):
+    ramp = torch.linspace(0, 200, 96).expand(96, 96)  # smooth pictures, as photos are: JPEG keeps them close
+    x = torch.stack([torch.stack([ramp + 20 * k, ramp.T, torch.full((96, 96), 80.0 * k)]) for k in range(3)])
+    imgs = ImageSet(x.to(torch.uint8), torch.zeros(3, dtype=torch.long), [], "photos")
+    store = ThumbnailStore(tmp_path)
+    out = store.write(imgs)
+    m = store.manifest(out.name)
+    assert m == {"tile": 64, "cols": thumbnails.ATLAS_PX // 64, "count": 3, "files": 1, "ext": "jpg"}
+    assert Image.open(out / "atlas-0.jpg").size == (thumbnails.ATLAS_PX, 64)
+    want = torch.nn.functional.interpolate(x, size=(64, 64), mode="area").numpy()
+    for row in range(3):  # each tile is its image, downscaled (JPEG moves pixels a little)
+        got = tile(out, m, row).astype(np.float32).transpose(2, 0, 1)
+        assert np.abs(got - want[row]).mean() < 3
+    stamp = (out / "atlas-0.jpg").stat().st_mtime_ns
+    assert write_thumbnails(imgs, tmp_path) == out and (out / "atlas-0.jpg").stat().st_mtime_ns == stamp
+
+
+def test_one_channel_images_and_manifests_that_are_not_sets(tmp_path):
+    gray = ImageSet(torch.randint(0, 256, (5, 1, 8, 8), dtype=torch.uint8), torch.zeros(5, dtype=torch.long), [], "g")
+    store = ThumbnailStore(tmp_path)
+    out = store.write(gray)
+    m = store.manifest(out.name)
+    assert m is not None and m["tile"] == 8 and np.array_equal(tile(out, m, 4), gray.images[4, 0].numpy())
+    (out / "atlas.json").write_text("{not json")
+    assert store.manifest(out.name) is None and store.manifest("../x") is None and store.manifest("0" * 16) is None
+    # a set that lost its manifest is written again, not served half-described
+    again = store.write(gray)
+    assert again == out and store.manifest(out.name) == m
 
 
 def test_other_pixels_get_another_folder():
@@ -94,7 +170,7 @@ def test_size_counts_whole_blocks_of_every_file_as_du_does(tmp_path):
     on_disk = sum(os.stat(Path(d) / f).st_blocks * 512 for d, dirs, files in os.walk(tmp_path) for f in files + dirs)
     assert store.size() == on_disk
     sets = store.sets()
-    assert sorted(s.files for s in sets) == [5, 12] and sum(s.bytes for s in sets) == store.size()
+    assert sorted(s.files for s in sets) == [2, 2] and sum(s.bytes for s in sets) == store.size()  # atlas + json
     assert all(s.bytes >= s.files * 512 for s in sets)  # a file takes at least a block, however small
 
 

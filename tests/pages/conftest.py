@@ -82,9 +82,59 @@ def _decode(obj):
     return obj
 
 
+def map_data(at: AppTest) -> list[tuple[str | None, dict]]:
+    """The page's WebGL maps (ui/scatter.py) as (key, data the browser gets)."""
+    maps = [c for c in at.get("bidi_component") if c.proto.component_name == "simclr_studio.scatter"]
+    return [(c.key, json.loads(c.proto.json)) for c in maps]
+
+
+def read_column(url: str, dtype: str | None) -> np.ndarray | str:
+    """A map column as the browser reads it (from the app's static/maps folder)."""
+    from ui.shell import MAPS_DIR
+
+    raw = (MAPS_DIR / url.rsplit("/", 1)[1]).read_bytes()
+    return raw.decode() if dtype is None else np.frombuffer(raw, dtype=dtype)
+
+
+def as_layers(d: dict) -> dict:
+    """A WebGL map's columns as deck.gl-like layers of point dicts ("points", "neighbours", "query"), so
+    tests read both maps alike: x, y, r, g, b, a, row, label (class name or "unlabelled"), path, and the
+    tooltip's other columns by name (pred, conf, score) as numbers."""
+    xy = read_column(d["xy"], "<f4").reshape(-1, 2)
+    rgba = read_column(d["rgba"], "u1").reshape(-1, 4)
+    rows = read_column(d["rows"], "<i4") if d["rows"] else np.arange(len(xy))
+    label = d["columns"].get("label")
+    ids = read_column(label["url"], "<i2") if label else np.full(len(xy), -1)
+    names = label["names"] if label else []
+    paths = read_column(d["paths"], None).split("\n") if d["paths"] else None
+    dtypes = {"int16": "<i2", "uint8": "u1", "float32": "<f4"}
+    more = {k: read_column(c["url"], dtypes[c["dtype"]]) for k, c in d["columns"].items() if k != "label"}
+    points = [
+        {
+            "x": float(xy[i, 0]),
+            "y": float(xy[i, 1]),
+            "r": int(rgba[i, 0]),
+            "g": int(rgba[i, 1]),
+            "b": int(rgba[i, 2]),
+            "a": int(rgba[i, 3]),
+            "row": int(rows[i]),
+            "label": names[ids[i]] if 0 <= ids[i] < len(names) else "unlabelled",
+            **({"path": paths[i]} if paths else {}),
+            **{k: v[i].item() for k, v in more.items()},
+        }
+        for i in range(len(xy))
+    ]
+    m = d["marked"]
+    marked = [{"x": m[i], "y": m[i + 1]} for i in range(0, len(m), 2)]
+    query = [{"x": d["focus"][0], "y": d["focus"][1]}] if d["focus"] else []
+    layers = [{"id": "points", "data": points}, {"id": "neighbours", "data": marked}, {"id": "query", "data": query}]
+    return {"layers": layers, "map": d}
+
+
 def deck_specs(at: AppTest) -> list[tuple[str | None, dict]]:
-    """The page's deck.gl charts as (key, spec dict)."""
-    return [(c.key, json.loads(c.proto.json)) for c in at.get("deck_gl_json_chart")]
+    """The page's maps as (key, spec dict): deck.gl charts (3-D) and the WebGL maps (2-D, see as_layers)."""
+    decks = [(c.key, json.loads(c.proto.json)) for c in at.get("deck_gl_json_chart")]
+    return decks + [(key, as_layers(d)) for key, d in map_data(at)]
 
 
 def layer(spec: dict, layer_id: str) -> list[dict]:

@@ -9,7 +9,7 @@ from simclr_core.data import datasets as data
 from simclr_core.explorer import probe
 from simclr_core.explorer.compute import GRAPH_K
 
-from tests.pages.conftest import app, deck_specs, layer, plotly_specs
+from tests.pages.conftest import app, deck_specs, layer, read_column
 
 PCA = dict(emb_method="pca")
 
@@ -66,15 +66,26 @@ def test_map_has_every_test_image_with_its_thumbnail(finished_run):
     assert sorted(p["row"] for p in points) == list(range(360))  # the whole test split, each with its row
     labels = labels_of(finished_run)
     assert all(p["label"] == str(labels[p["row"]]) for p in points)
-    assert all(p["pred"] in [str(c) for c in range(10)] and p["conf"].endswith("%") for p in points)
-    # the tooltip shows the thumbnail file of the hovered row, enlarged with sharp pixels
-    html = at.get("deck_gl_json_chart")[0].proto.tooltip
-    tip = json.loads(html)["html"]
-    assert "<img src='app/static/thumbs/" in tip and "{row}.png" in tip and "pixelated" in tip
-    folder = tip.split("app/static/thumbs/")[1].split("/")[0]
+    cols = spec["map"]["columns"]
+    pred, conf = read_column(cols["pred"]["url"], "<i2"), read_column(cols["conf"]["url"], "u1")
+    assert set(pred.tolist()) <= set(range(10)) and len(pred) == 360 and conf.max() <= 100
+    # the hover card's thumbnail: a tile of the split's sprite atlas, the very pixels of that image
+    thumbs = spec["map"]["thumbs"]
+    assert thumbs["base"].startswith("app/static/thumbs/") and thumbs["count"] == 360
+    from PIL import Image
+
     from ui.shell import THUMBS_DIR
 
-    assert len(list((THUMBS_DIR / folder).glob("*.png"))) == 360
+    folder = THUMBS_DIR / thumbs["base"].split("/")[-2]
+    row = 123
+    per, t, c = thumbs["cols"] ** 2, thumbs["tile"], thumbs["cols"]
+    sheet = np.asarray(Image.open(folder / f"atlas-{row // per}.{thumbs['ext']}").convert("RGB"))
+    j = row % per
+    tile = sheet[(j // c) * t : (j // c + 1) * t, (j % c) * t : (j % c + 1) * t]
+    d = finished_run.config().data
+    image = data.load_split(d.dataset, "test", data_dir=d.data_dir, image_size=d.image_size).images[row]
+    if thumbs["ext"] == "png" and t == image.shape[-1]:
+        assert np.array_equal(tile, image.numpy().transpose(1, 2, 0))
     assert any("360 images · 360 plotted" in c.value for c in at.caption)
     assert [b.label for b in at.get("download_button")] == ["Download CSV", "Download NPZ"]
 
@@ -82,7 +93,7 @@ def test_map_has_every_test_image_with_its_thumbnail(finished_run):
 def test_without_static_serving_the_page_says_how_to_get_thumbnails(finished_run):
     at = app("embeddings", static_serving=False, **PCA)
     assert not at.exception
-    assert "<img" not in json.loads(at.get("deck_gl_json_chart")[0].proto.tooltip)["html"]
+    assert the_map(at)["map"]["thumbs"] is None
     assert any("enableStaticServing" in c.value for c in at.caption)
 
 
@@ -153,7 +164,6 @@ def test_3d_map(finished_run):
     spec = the_map(at)
     assert spec["views"][0]["@@type"] == "OrbitView"
     assert all(isinstance(p["z"], float) for p in layer(spec, "points")) and layer(spec, "neighbours")
-    assert at.toggle(key="emb_area").disabled  # the lasso is 2-D only
 
 
 def test_k_larger_than_the_split_is_clamped(finished_run):
@@ -163,11 +173,9 @@ def test_k_larger_than_the_split_is_clamped(finished_run):
 
 def test_lasso_selection_shows_the_selected_images(finished_run):
     picked = [3, 17, 200, 17]
-    selection = {"selection": {"points": [{"customdata": i} for i in picked], "box": [], "lasso": []}}
-    at = app("embeddings", **PCA, emb_area=True, **{"emb_lasso.test": selection})
+    selection = {"selection": {"rows": picked, "how": "lasso"}}  # what the map's Lasso sends (ui/scatter.js)
+    at = app("embeddings", **PCA, **{"emb_map.test.h.pca.2d.10000": selection})
     assert not at.exception
-    [(key, spec)] = plotly_specs(at)
-    assert key == "emb_lasso.test" and len(spec["data"][0]["x"]) == 360
     labels = labels_of(finished_run)
     assert grid(at, "sel-") == [(i, f"{labels[i]}") for i in (3, 17, 200)]
     assert any("**3** points selected" in m.value for m in at.markdown)
@@ -190,7 +198,6 @@ def test_unlabelled_split_turns_off_the_label_modes_and_says_why(finished_run, t
     assert any("no labels" in c.value and "class sub-folders" in c.value for c in at.caption)
     points = layer(the_map(at), "points")
     assert len(points) == 30 and all(p["path"].startswith(str(folder)) for p in points)
-    assert "{path}" in json.loads(at.get("deck_gl_json_chart")[0].proto.tooltip)["html"]
 
 
 def test_file_and_class_names_that_are_not_utf8_are_shown_escaped(finished_run, tmp_path):
@@ -218,12 +225,13 @@ def test_file_and_class_names_that_are_not_utf8_are_shown_escaped(finished_run, 
     assert not at.exception and at.session_state["emb_focus"]["row"] >= 0
 
 
-def test_a_split_too_small_to_project_is_a_message(finished_run, tmp_path):
+@pytest.mark.parametrize("images", [1, 2, 3])
+def test_a_split_too_small_to_project_is_a_message(finished_run, tmp_path, images):
     from PIL import Image
 
     folder = tmp_path / "few" / "a"
     folder.mkdir(parents=True)
-    for i in range(3):
+    for i in range(images):
         Image.new("RGB", (16, 16), (80 * i, 0, 0)).save(folder / f"{i}.png")
     cfg = json.loads(finished_run.config_path.read_text())
     cfg["data"].update(dataset="folder", data_path=str(tmp_path / "few"), subset=None)
@@ -356,7 +364,7 @@ def test_every_setting_keeps_its_value_through_a_wait_for_the_worker(finished_ru
     labels = labels_of(finished_run)
     _, conf = scores.knn_vote(g.sims, g.rows, labels, 10, 7)
     points = layer(the_map(at), "points")
-    assert [p["conf"] for p in points] == [f"{conf[p['row']]:.0%}" for p in points]
+    assert [p["conf"] for p in points] == [int(np.rint(100 * conf[p["row"]])) for p in points]  # percent
 
 
 def test_settings_come_back_after_a_visit_to_another_page_and_from_the_address(finished_run):
@@ -395,7 +403,7 @@ def test_save_a_selection_as_a_tag_then_highlight_colour_export_and_delete_it(fi
 
     at = app("embeddings", **PCA, emb_k=5, emb_focus={"split": "test", "row": 12})
     what = at.selectbox(key="emb_tag_what")
-    assert what.value == "neighbours" and "#12 and its 5 neighbours" in what.format_func(what.value)
+    assert what.value == "neighbours" and "the picked image and its 5 neighbours" in what.format_func(what.value)
     at.text_input(key="emb_tag_name").input("near twelve")
     at.button(key="emb_tag_save").click().run()
     assert not at.exception and not at.error
@@ -445,3 +453,49 @@ def test_the_selection_as_a_table_linked_to_the_map(finished_run):
     at.run()
     assert not at.exception and at.session_state["emb_focus"] == {"split": "test", "row": threes[2]}
     assert len(layer(the_map(at), "query")) == 1
+
+
+def test_a_click_on_the_map_picks_the_image_and_rings_its_graph_neighbours_in_one_run(finished_run):
+    """What the map sends on a click (ui/scatter.js: trigger ``click``) is read before anything is drawn."""
+    at = app("embeddings", **PCA, **{"emb_map.test.h.pca.2d.10000": {"click": {"row": 42}}})
+    assert not at.exception
+    assert at.session_state["emb_focus"] == {"split": "test", "row": 42}
+    spec = the_map(at)
+    assert len(layer(spec, "query")) == 1 and len(layer(spec, "neighbours")) == 10
+    # the rings sit on the neighbours the worker's graph lists for row 42, nearest first
+    from simclr_core.explorer.compute import load_graph
+
+    [graph] = [p for p in finished_run.embeddings_dir.glob("graph-*.npz") if "test" in p.name]
+    g = load_graph(graph)
+    points = {p["row"]: (p["x"], p["y"]) for p in layer(spec, "points")}
+    assert [(q["x"], q["y"]) for q in layer(spec, "neighbours")] == [points[int(r)] for r in g.rows[42, :10]]
+    assert any("10 nearest neighbours in the test split" in c.value for c in at.caption)
+
+
+def test_while_the_worker_projects_the_page_shows_its_first_map(finished_run, queue):
+    """Issue 19: the worker writes a quick PCA map before UMAP / t-SNE; the waiting page draws it."""
+    from simclr_core.explorer.compute import first_coords_path, load_first_map
+
+    at = app("embeddings", **PCA)  # the split's embeddings and graph, made once
+    queue.hold()
+    at.selectbox(key="emb_method").set_value("tsne").run()
+    assert any("Preparing the t-SNE map" in p.proto.text for p in at.get("progress"))
+    from simclr_core.explorer import jobs
+
+    [job] = [j for j in jobs.find(jobs.jobs_dir(finished_run.path.parent), "map") if j["spec"]["method"] == "tsne"]
+    path = first_coords_path(job["spec"])  # the PCA map job made it already: the same points' PCA
+    path.unlink()
+    at.run()
+    assert not [k for k, _ in deck_specs(at) if k and k.endswith(".first")]  # nothing to show yet
+    rows = np.arange(0, 360, 2)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.savez(path, rows=rows, coords=np.random.default_rng(0).normal(size=(len(rows), 2)).astype(np.float32))
+    assert len(load_first_map(path)[0]) == 180
+    at.run()
+    assert not at.exception
+    [first] = [layer(spec, "points") for key, spec in deck_specs(at) if key and key.endswith(".first")]
+    assert sorted(p["row"] for p in first) == rows.tolist()
+    assert any("A first map (PCA) of the 180 points while t-SNE runs" in c.value for c in at.caption)
+    queue.work()
+    at.run()
+    assert not at.exception and not [k for k, _ in deck_specs(at) if k and k.endswith(".first")]
