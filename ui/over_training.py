@@ -109,6 +109,8 @@ def over_training(run: RunDir) -> None:
     epochs, coords = trajectory_of(path, os.stat(path).st_mtime)
     metrics = {int(m["epoch"]): m for m in run.metrics("epoch")}
     thumbs = thumbnails(result)
+    every = coords.reshape(-1, coords.shape[-1])[:, :2]
+    frames_box = [*np.percentile(every, 0.5, axis=0), *np.percentile(every, 99.5, axis=0)]  # all frames in view
     epoch_list = [int(e) for e in epochs]
     shown = highlighted(chosen.labels, classes, chosen_classes, {}, [])
     images = run_images(run, chosen.split)
@@ -171,6 +173,7 @@ def over_training(run: RunDir) -> None:
                 thumbs=thumbs,
                 point_px=5.0,
                 view_key=f"traj|{path}",  # one view for every frame: points move, the camera stays
+                bounds=frames_box,
                 transition_ms=600,
                 height=600,
             )

@@ -135,8 +135,13 @@ function inside(xy, n, poly) {
   return out;
 }
 
-// The view that frames the 0.5-99.5th percentile box of (a sample of) the points.
-function fit(xy, n, w, h) {
+// The view that frames a box [x0, y0, x1, y1] (given: e.g. every frame of an animation), else the 0.5-99.5th
+// percentile box of (a sample of) the points.
+function fit(xy, n, w, h, box) {
+  if (box) {
+    const k = 0.9 * Math.min(w / (box[2] - box[0] || 1), h / (box[3] - box[1] || 1));
+    return { cx: (box[0] + box[2]) / 2, cy: (box[1] + box[3]) / 2, k };
+  }
   const step = Math.max(1, Math.floor(n / 20000)), xs = [], ys = [];
   for (let i = 0; i < n; i += step) xs.push(xy[2 * i]), ys.push(xy[2 * i + 1]);
   if (!xs.length) return { cx: 0, cy: 0, k: 1 };
@@ -222,7 +227,7 @@ class ScatterMap {
     const dpr = window.devicePixelRatio || 1, r = this.box.getBoundingClientRect();
     this.w = Math.max(1, r.width), this.h = Math.max(1, r.height), this.dpr = dpr;
     for (const c of [this.canvas, this.overlay]) (c.width = Math.round(this.w * dpr)), (c.height = Math.round(this.h * dpr));
-    if (this.fitted && this.xy) this.view = fit(this.xy, this.n, this.w, this.h); // untouched views follow the size
+    if (this.fitted && this.xy) this.view = fit(this.xy, this.n, this.w, this.h, this.d.bounds); // untouched views follow the size
     this.request();
   }
 
@@ -259,7 +264,7 @@ class ScatterMap {
       }
       this.rows = rowsBuf ? new Int32Array(rowsBuf) : null;
       const points = [d.xy, d.rgba, d.point_px, d.view_key].join("|"); // what the GL pass draws; rings: the overlay
-      if (!this.view || d.view_key !== this.viewKey) (this.view = fit(this.xy, this.n, this.w, this.h)), (this.fitted = true);
+      if (!this.view || d.view_key !== this.viewKey) (this.view = fit(this.xy, this.n, this.w, this.h, this.d.bounds)), (this.fitted = true);
       this.viewKey = d.view_key;
       this.info = await this.loadInfo(d);
       if (token !== this.token) return;
@@ -393,7 +398,7 @@ class ScatterMap {
     box.querySelector(".tools").addEventListener("click", (e) => {
       const b = e.target.closest("button");
       if (!b) return;
-      if (b.dataset.act === "fit") (this.view = fit(this.xy || [], this.n, this.w, this.h)), (this.fitted = true), this.request();
+      if (b.dataset.act === "fit") (this.view = fit(this.xy || [], this.n, this.w, this.h)), (this.fitted = !this.d.bounds), this.request(); // the points now shown
       if (b.dataset.mode) {
         this.mode = b.dataset.mode;
         for (const o of box.querySelectorAll(".tools button[data-mode]")) o.setAttribute("aria-pressed", String(o === b));

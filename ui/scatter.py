@@ -60,6 +60,7 @@ def scatter_map(
     note: str = "",
     height: int = 640,
     preview: bool = False,
+    bounds: Sequence[float] | None = None,
 ) -> MapEvent:
     """Draw the map and return what the user did.
 
@@ -74,6 +75,8 @@ def scatter_map(
         view_key: the view is fitted to the points again when this changes (a new map, not a recolouring).
         transition_ms: with the same number of points and view_key, new positions morph from the old.
         preview: a stand-in drawn while the real map is computed (marked ``data-preview`` on the map).
+        bounds: the box (x0, y0, x1, y1) the view frames, e.g. every frame of an animation (default: the
+            0.5-99.5th percentiles of these points).
     """
     data = {
         "xy": xy,
@@ -89,6 +92,7 @@ def scatter_map(
         "transition_ms": transition_ms,
         "note": note,
         "preview": preview,
+        "bounds": [float(v) for v in bounds] if bounds is not None else None,
     }
     result = _scatter(key=key, data=data, height=height, on_click_change=lambda: None, on_selection_change=lambda: None)
     click = result.get("click") if hasattr(result, "get") else getattr(result, "click", None)
