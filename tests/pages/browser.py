@@ -29,3 +29,13 @@ def chromium_page(timeout_ms: int) -> Iterator:
         pg.set_default_timeout(timeout_ms)
         yield pg
         browser.close()
+
+
+def settle(page, text: str, ready: str | None = None, timeout_ms: int = 120_000) -> None:
+    """Wait until ``text`` (and the ``ready`` selector, if given) shows and the script has stopped running."""
+    page.get_by_text(text, exact=False).first.wait_for()
+    if ready:
+        page.locator(ready).first.wait_for(timeout=timeout_ms)
+    # The toolbar's status widget ("Running...", "Stop") is there only while a script runs.
+    page.locator('[data-testid="stStatusWidget"]').wait_for(state="detached")
+    page.wait_for_timeout(500)

@@ -18,7 +18,7 @@ import pytest
 
 from simclr_core.cli.studio import server_flags, start_server
 
-from tests.pages.browser import chromium_page, require_chromium
+from tests.pages.browser import chromium_page, require_chromium, settle
 
 REPO = Path(__file__).resolve().parents[2]
 SHOTS = REPO / "test-output" / "browser"
@@ -54,16 +54,6 @@ def server(app_server):
 @pytest.fixture(scope="module")
 def page(server):
     yield from chromium_page(120_000)
-
-
-def settle(page, text: str, ready: str | None = None, timeout_ms: int = 120_000) -> None:
-    """Wait until ``text`` (and the ``ready`` selector, if given) shows and the script has stopped running."""
-    page.get_by_text(text, exact=False).first.wait_for()
-    if ready:
-        page.locator(ready).first.wait_for(timeout=timeout_ms)
-    # The toolbar's status widget ("Running...", "Stop") is there only while a script runs.
-    page.locator('[data-testid="stStatusWidget"]').wait_for(state="detached")
-    page.wait_for_timeout(500)
 
 
 def idle(page) -> None:

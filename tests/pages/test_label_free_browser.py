@@ -17,7 +17,7 @@ from simclr_core.evaluation import label_free
 from simclr_core.runs.rundir import RunDir
 
 from tests.evaluation.label_free_runs import SIGNALS, fabricate
-from tests.pages.browser import chromium_page, require_chromium
+from tests.pages.browser import chromium_page, require_chromium, settle
 
 REPO = Path(__file__).resolve().parents[2]
 SHOTS = REPO / "test-output" / "browser"
@@ -45,13 +45,6 @@ def server(tmp_path_factory):
 @pytest.fixture(scope="module")
 def page(server):
     yield from chromium_page(60_000)
-
-
-def settle(page, text: str) -> None:
-    """Wait until ``text`` shows and no script runs."""
-    page.get_by_text(text, exact=False).first.wait_for()
-    page.locator('[data-testid="stStatusWidget"]').wait_for(state="detached")
-    page.wait_for_timeout(500)
 
 
 def shot(page, name: str) -> None:
