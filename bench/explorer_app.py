@@ -15,7 +15,7 @@ import numpy as np
 import streamlit as st
 
 from bench.explorer import blobs  # the checkout is on PYTHONPATH (simclr_core.cli.studio.start_server)
-from ui.scatter import column, rgba, scatter_map
+from ui.scatter import clicked, column, rgba, scatter_map
 
 st.set_page_config(layout="wide")
 n = int(st.query_params.get("n", 10_000))
@@ -40,10 +40,8 @@ saved = home / f"points-{n}.npz"  # written by bench/explorer.py --points: each 
 graph = st.cache_resource(lambda p: np.load(p)["graph"] if Path(p).is_file() else None)(str(saved))
 mode = st.radio("Colour", ["class", "shifted"], horizontal=True, key="colour")
 colours = palette[label] if mode == "class" else palette[(label + 3) % 10]
-state = st.session_state.get("map")
-click = state.get("click") if hasattr(state, "get") else None
-if isinstance(click, dict):
-    st.session_state["focus"] = int(click["row"])
+if (row := clicked(st.session_state.get("map"))) is not None:  # read before drawing, as the Embeddings page does
+    st.session_state["focus"] = row
 focus = st.session_state.get("focus")
 marked = xy[graph[focus]].ravel().tolist() if focus is not None and graph is not None else []
 atlas = st.query_params.get("atlas")  # a set folder under static/thumbs/ (simclr_core.explorer.thumbnails)

@@ -31,7 +31,7 @@ from ui.explorer_panels import path_of
 from ui.jobs import job_result, waited
 from ui.map_points import Colouring, Legend, MapData, colour_points, points_frame
 from ui.runs import checkpoint_label, pinned_key
-from ui.scatter import column, rgba, scatter_map, selection
+from ui.scatter import clicked, column, rgba, scatter_map, selection
 from ui.shell import THUMBS_DIR
 from ui.widgets import keep, user_errors
 
@@ -374,10 +374,9 @@ def thumb_atlas(result: dict[str, Any]) -> dict[str, Any] | None:
 
 def take_click(spec: MapControls) -> None:
     """A click on the map picks its image before anything is drawn, so one rerun draws its neighbours."""
-    state = st.session_state.get(spec.chart)
-    click = state.get("click") if hasattr(state, "get") else None
-    if isinstance(click, dict) and isinstance(click.get("row"), int):
-        set_focus(spec.split, click["row"])
+    row = clicked(st.session_state.get(spec.chart))
+    if row is not None:
+        set_focus(spec.split, row)
 
 
 def area_selection(spec: MapControls) -> list[int]:

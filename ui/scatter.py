@@ -95,9 +95,14 @@ def scatter_map(
         "bounds": [float(v) for v in bounds] if bounds is not None else None,
     }
     result = _scatter(key=key, data=data, height=height, on_click_change=lambda: None, on_selection_change=lambda: None)
-    click = result.get("click") if hasattr(result, "get") else getattr(result, "click", None)
-    row = int(click["row"]) if isinstance(click, dict) and isinstance(click.get("row"), int) else None
-    return MapEvent(row, *selection(result))
+    return MapEvent(clicked(result), *selection(result))
+
+
+def clicked(state: Any) -> int | None:
+    """The split row a click on the map picked in this run, from its result or its ``st.session_state[key]``
+    (a page reads it there before drawing, so one rerun shows the pick); None without a click."""
+    click = state.get("click") if hasattr(state, "get") else None
+    return int(click["row"]) if isinstance(click, dict) and isinstance(click.get("row"), int) else None
 
 
 def selection(state: Any) -> tuple[list[int], str | None]:
