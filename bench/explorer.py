@@ -2,6 +2,7 @@
 
     python bench/explorer.py --points 50000 200000 1000000   # the WebGL map at each size (last line: JSON)
     python bench/explorer.py --parts deckgl --points 50000 1000000
+    python bench/explorer.py --parts page --points 50000 1000000  # the real Embeddings page
     python bench/explorer.py --parts page search umap        # the other parts
 
 Parts:
@@ -16,7 +17,8 @@ Parts:
   The renderers measured before this map existed (Plotly WebGL, ``st.pydeck_chart`` with JSON points,
   embedding-atlas) are in BENCHMARKS.md, issue 9, with the commit that measured them.
 - ``page``: the real Embeddings page (``streamlit run app.py``) for a run whose 10,000 / 50,000-image
-  CIFAR-10 split is already embedded: first visit, draw, hover-to-thumbnail, click-to-neighbours.
+  CIFAR-10 split (or ``--points N``: CIFAR-10's training images tiled to N) is already embedded: first
+  visit, draw, hover-to-thumbnail, click-to-neighbours, both processes' peak memory.
 - ``search``: query time of :class:`simclr_core.explorer.neighbours.NeighbourIndex` over 10k / 60k / 1M
   random 512-d embeddings (isotropic Gaussian: the worst case for an index, and clustered: like
   real embeddings), exact and through faiss indexes, with their recall@10 against exact search.
@@ -110,82 +112,168 @@ def page_hover_and_click(pg) -> dict:
     out: dict = {"hover_ms": round(float(np.median(hovers)), 1) if hovers else None, "hover_ms_all": hovers}
     out["frames_sent_on_hover"] = len(sent)
     # the first click also redraws the panels below (their tag choices gain "the picked image"); later ones
-    # redraw only the map and its neighbours (a fragment)
-    for name, (x, y, row) in zip(("first_click_ms", "click_ms"), spots[:2], strict=False):
+    # redraw only the map and its neighbours (a fragment). The first comes as soon as the thumbnail shows; before
+    # the second the pointer rests 300 ms on the point, as a hand does (the map reads ahead after 150 ms).
+    for name, (x, y, row) in zip(("first_click", "click"), spots[:2], strict=False):
         pg.mouse.move(x, y)
         pg.locator(".map .tip[data-ready]").first.wait_for(timeout=5000)
+        if name == "click":
+            pg.wait_for_timeout(300)
         t0 = time.perf_counter()
         pg.mouse.down()
         pg.mouse.up()
-        pg.get_by_text(f"#{row} · ").first.wait_for()  # the neighbours panel's heading
+        pg.get_by_text(f"#{row} · ").filter(visible=True).first.wait_for()  # the neighbours' heading (not the tooltip)
         pg.locator(".map[data-marked='10']").first.wait_for()
-        out[name] = round(1000 * (time.perf_counter() - t0))
+        out[f"{name}_ms"] = round(1000 * (time.perf_counter() - t0))
+        if pg.locator(".side[data-listed-ms]").count():  # listed by the map itself: timed in the page, from the click
+            side = pg.locator(f".side[data-ready='{row}'][data-painted-ms]").first
+            side.wait_for()  # to the list and rings in the page, on screen (the next frame), and their pictures
+            for what, attr in (("listed", "listed"), ("painted", "painted"), ("pictures", "ready")):
+                out[f"{name}_{what}_in_page_ms"] = float(side.get_attribute(f"data-{attr}-ms"))
+        t0 = time.perf_counter()
         pg.locator('[data-testid="stStatusWidget"]').wait_for(state="detached")
+        out[f"{name}_rerun_done_ms"] = out[f"{name}_ms"] + round(1000 * (time.perf_counter() - t0))
     return out
 
 
-def page(data: Path) -> dict:
-    """The real Embeddings page, for runs whose 10,000 / 50,000-image CIFAR-10 split is embedded already:
-    seconds until the map has drawn, hover-to-thumbnail, click-to-neighbours, and reruns caused by hover.
+def drag_box(pg, xy: np.ndarray, shown: str, want: int = 10_000) -> dict:
+    """A Box selection on the map around ``want`` points (``xy``: the map's coordinates), timed until its count
+    in the browser and until the page shows ``shown`` with that count in place of ``{n}`` (Python and back)."""
+    box = pg.locator(MAP).first
+    bb = box.bounding_box()
+    pg.locator(".map .tools button[data-mode=box]").first.click()
+    x0, y0, x1, y1 = _box_of(xy, want)
+    v = json.loads(box.get_attribute("data-view"))
 
-    The embeddings are synthetic (64-d, clustered by the real labels) and written where training's
-    would be, so the page's own work is measured, not the encoder's; the projection is PCA.
+    def to_s(x: float, y: float) -> tuple[float, float]:
+        return bb["x"] + v["w"] / 2 + (x - v["cx"]) * v["k"], bb["y"] + v["h"] / 2 - (y - v["cy"]) * v["k"]
+
+    t0 = time.perf_counter()
+    pg.mouse.move(*to_s(x0, y1))
+    pg.mouse.down()
+    pg.mouse.move(*to_s(x1, y0), steps=5)
+    pg.mouse.up()
+    pg.locator(".map[data-selected]").first.wait_for()
+    picked = int(box.get_attribute("data-selected"))
+    pg.get_by_text(shown.format(n=picked)).first.wait_for()
+    out = {"box_points": picked, "box_in_browser_ms": float(box.get_attribute("data-select-ms"))}
+    out["box_to_python_ms"] = round(1000 * (time.perf_counter() - t0))
+    return out
+
+
+def tiled_folder(cifar: Path, n: int, scratch: Path) -> Path:
+    """An image folder whose train/ split holds ``n`` images, CIFAR-10's training JPEGs repeated as hard links
+    (no disk or inodes spent per copy), beside CIFAR-10's own test/: the page at sizes CIFAR-10 lacks."""
+    out = scratch / f"cifar10-tiled-{n}"
+    if (out / ".complete").is_file():
+        return out
+    files = sorted((cifar / "train").glob("*/*.jpg"))
+    for d in {f.parent.name for f in files}:
+        (out / "train" / d).mkdir(parents=True, exist_ok=True)
+    for i in range(n):
+        src = files[i % len(files)]
+        dst = out / "train" / src.parent.name / f"{i // len(files)}-{src.name}"
+        if not dst.exists():
+            try:
+                os.link(src, dst)
+            except OSError:  # another file system, or no hard links: a copy
+                shutil.copyfile(src, dst)
+    if not (out / "test").exists():
+        (out / "test").symlink_to((cifar / "test").resolve(), target_is_directory=True)
+    (out / ".complete").write_text(str(n))
+    return out
+
+
+def _worker_peak_mb(server: int) -> float | None:
+    """The peak resident memory (VmHWM), MB, of the explorer worker the app server ``server`` started; None
+    when there is none."""
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            args = cmdline.read_bytes().split(b"\0")
+        except OSError:
+            continue
+        parent = args[args.index(b"--parent") + 1] if b"--parent" in args[:-1] else None
+        if b"simclr_core.explorer.jobs" in args and parent == str(server).encode():
+            return round(_rss_peak_mb(int(cmdline.parent.name)))
+    return None
+
+
+def page(data: Path, sizes: list[int], home: Path | None = None) -> dict:
+    """The real Embeddings page (``streamlit run app.py``) for a run whose split of ``n`` images is embedded
+    already, at each size: the first visit (the worker decodes the images, builds the k-NN graph, the
+    thumbnails and the map), then as a user sees it every later time: seconds until the map has drawn,
+    hover-to-thumbnail, click-to-neighbours, reruns caused by hover, a box of 10,000 points (:func:`drag_box`),
+    and both processes' peak memory.
+
+    10,000 and 50,000 are CIFAR-10's test and train splits; other sizes tile its training images
+    (:func:`tiled_folder`). The embeddings are synthetic (64-d, clustered by the real labels) and written
+    where training's would be, so the page's own work is measured, not the encoder's; the projection is
+    PCA. ``home``: keep the runs there, so a later call skips the first visit's work.
     """
     from playwright.sync_api import sync_playwright
 
     from simclr_core.config import DataConfig, ModelConfig, RunConfig, TrainConfig
     from simclr_core.data.datasets import load_split
     from simclr_core.embeddings import Embeddings, embedding_cache
+    from simclr_core.explorer import jobs
     from simclr_core.runs.rundir import RunDir
     from train_cifar import image_folder  # type: ignore[import-not-found]
 
     if not data.exists():
         print("  (page part skipped: it needs the CIFAR-10 JPEGs, --data)")
         return {}
-    folder = image_folder(data.resolve(), REPO / ".bench")
+    cifar = image_folder(data.resolve(), REPO / ".bench")
     out: dict = {}
-    rng = np.random.default_rng(0)
     with tempfile.TemporaryDirectory() as tmp:
-        home = Path(tmp)
+        home = home or Path(tmp)
         runs = home / "runs"
-        for split in ("test", "train"):
+        for n in sizes:
+            folder, split = (cifar, {10_000: "test", 50_000: "train"}.get(n)) if n in (10_000, 50_000) else (
+                tiled_folder(cifar, n, REPO / ".bench"), "train")  # fmt: skip
+            run = RunDir(runs / f"page-{n}")
+            if (run.path / "ready").is_file():
+                continue
             cfg = TrainConfig(
                 data=DataConfig(dataset="folder", data_path=str(folder), data_dir=str(REPO / ".bench" / "data")),
                 model=ModelConfig(backbone="resnet_mini"),
-                run=RunConfig(name=split, runs_dir=str(runs)),
+                run=RunConfig(name=run.name, runs_dir=str(runs)),
             )
-            run = RunDir(runs / split)
-            run.path.mkdir(parents=True)
+            run.path.mkdir(parents=True, exist_ok=True)
             cfg.save(run.config_path)
-            (run.path / "last.pt").write_bytes(b"placeholder: the embeddings below are already in the cache")
-            images = load_split("folder", split, path=str(folder), data_dir=cfg.data.data_dir)
-            labels = images.labels.numpy()
-            centres = rng.normal(size=(10, 64)) * 1.5
-            x = (centres[labels] + rng.normal(size=(len(labels), 64))).astype(np.float32)
-            Embeddings(x, labels, np.arange(len(labels)), list(images.classes), "").save_npz(
-                embedding_cache(run, split, "h")
-            )
+            (run.path / "last.pt").write_bytes(b"placeholder: the embeddings are already in the cache")
+            base = load_split("folder", split, path=str(cifar), data_dir=cfg.data.data_dir)  # tiled: train's labels
+            labels = np.resize(base.labels.numpy(), n)
+            rng = np.random.default_rng(0)
+            x = (rng.normal(size=(10, 64)) * 1.5)[labels].astype(np.float32)
+            x += rng.normal(size=x.shape).astype(np.float32)
+            Embeddings(x, labels, np.arange(n), list(base.classes), "").save_npz(embedding_cache(run, split, "h"))
+            (run.path / "ready").touch()  # a call stopped above starts the run again
         proc, url = start_streamlit(REPO / "app.py", home, env={"SIMCLR_RUNS_DIR": str(runs)})
         try:
             with sync_playwright() as p:
                 browser = p.chromium.launch(executable_path=CHROMIUM, args=list(CHROMIUM_FLAGS))
-                for split in ("test", "train"):
+                for n in sizes:
+                    split = "test" if n == 10_000 else "train"
                     pg = browser.new_page(viewport={"width": 1500, "height": 1100})
-                    pg.set_default_timeout(900_000)
-                    link = f"{url}/embeddings?run={split}&view=map&split={split}&projection=pca&points=0"
+                    pg.set_default_timeout(3_600_000)
+                    link = f"{url}/embeddings?run=page-{n}&view=map&split={split}&projection=pca&points=0"
                     t0 = time.perf_counter()
                     pg.goto(link)
-                    sel = MAP
-                    pg.locator(sel).first.wait_for()  # the worker builds the graph and thumbnails once
+                    pg.locator(MAP).first.wait_for()  # the worker decodes, builds the graph and thumbnails once
                     prepared = time.perf_counter() - t0
                     pg.goto(link)  # now as a user sees it every later time
                     t0 = time.perf_counter()
-                    pg.locator(sel).first.wait_for()
-                    row = {"first_visit_s": round(prepared, 1), "drawn_s": round(time.perf_counter() - t0, 2)}
+                    pg.locator(MAP).first.wait_for()
+                    drawn = round(time.perf_counter() - t0, 2)
+                    row = {"points": n, "first_visit_s": round(prepared, 1), "drawn_s": drawn}
                     pg.wait_for_timeout(1000)
                     row.update(page_hover_and_click(pg))
-                    print(f"  Embeddings page, {split} split: {json.dumps(row)}", flush=True)
-                    out[f"page-{split}"] = row
+                    [job] = [j for j in jobs.find(jobs.jobs_dir(runs), "map") if j["spec"]["run"].endswith(f"page-{n}")]
+                    row.update(drag_box(pg, np.load(job["result"]["coords"])[:, :2], "{n} points selected"))
+                    row["page_peak_rss_mb"] = round(_rss_peak_mb(proc.pid))
+                    row["worker_peak_rss_mb"] = _worker_peak_mb(proc.pid)
+                    print(f"  Embeddings page, {n:,} images: {json.dumps(row)}", flush=True)
+                    out[f"page-{n}"] = row
                     pg.close()
                 browser.close()
         finally:
@@ -371,8 +459,8 @@ def scale(sizes: list[int], data: Path, backend: bool = False, shots: Path | Non
             shutil.copy(REPO / "bench" / "explorer_app.py", home / "explorer_app.py")
             xy, label = blobs(n)
             # each point's 10 nearest on the map: what a click reads (the page reads the worker's k-NN graph)
-            graph = NearestNeighbors(n_neighbors=11).fit(xy).kneighbors(xy, return_distance=False)[:, 1:]
-            np.savez(home / f"points-{n}.npz", graph=graph.astype(np.int32))
+            dist, graph = NearestNeighbors(n_neighbors=11).fit(xy).kneighbors(xy)
+            np.savez(home / f"points-{n}.npz", graph=graph[:, 1:].astype(np.int32), sims=np.exp(-dist[:, 1:]))
             t0 = time.perf_counter()
             atlas = ThumbnailStore(home / "static" / "thumbs").write(cifar_images(n, data)).name
             row["thumbs_s"] = round(time.perf_counter() - t0, 1)
@@ -457,14 +545,21 @@ def _drive(url: str, n: int, xy: np.ndarray, atlas: str, maps: Path, shots: Path
             page.screenshot(path=str(shots / f"map-{n}-hover.png"))
         page.locator(".map .tools button[data-act=fit]").click()
         page.wait_for_timeout(300)
-        # click: a point, until its 10 neighbours are ringed (one rerun of the page)
+        # click: a point, until its 10 neighbours are listed beside the map and ringed on it (read from the
+        # graph's columns in the browser; Python learns of the click in a rerun meanwhile)
         page.mouse.move(*on_screen(0))
         page.locator(".map .tip[data-ready]").wait_for(timeout=30_000)
         t0 = time.perf_counter()
         page.mouse.down()
         page.mouse.up()
+        page.locator(".side[data-listed-ms]").wait_for()
         page.locator(".map[data-marked='10']").wait_for()
         out["click_ms"] = round(1000 * (time.perf_counter() - t0))
+        side = page.locator(".side[data-ready='0'][data-painted-ms]")
+        side.wait_for()
+        out["click_listed_in_page_ms"] = float(side.get_attribute("data-listed-ms"))
+        out["click_painted_in_page_ms"] = float(side.get_attribute("data-painted-ms"))
+        out["click_pictures_in_page_ms"] = float(side.get_attribute("data-ready-ms"))
         # colour change: a new colour column, the positions stay
         drawn_before = box.get_attribute("data-drawn")
         fetched.clear()
@@ -475,24 +570,10 @@ def _drive(url: str, n: int, xy: np.ndarray, atlas: str, maps: Path, shots: Path
         out["colour_ms"] = round(1000 * (time.perf_counter() - t0))
         out["colour_bytes"] = size(fetched)
         # a box around ~10,000 points
-        page.locator(".map .tools button[data-mode=box]").click()
-        x0, y0, x1, y1 = _box_of(xy, 10_000)
-        v = json.loads(box.get_attribute("data-view"))
-
-        def to_s(x: float, y: float) -> tuple[float, float]:
-            return bb["x"] + v["w"] / 2 + (x - v["cx"]) * v["k"], bb["y"] + v["h"] / 2 - (y - v["cy"]) * v["k"]
-
-        t0 = time.perf_counter()
-        page.mouse.move(*to_s(x0, y1))
-        page.mouse.down()
-        page.mouse.move(*to_s(x1, y0), steps=5)
-        page.mouse.up()
-        page.locator(".map[data-selected]").wait_for()
-        picked = int(box.get_attribute("data-selected"))
-        page.get_by_text(f"selected: {picked}").first.wait_for()
-        out["lasso_ms"] = round(1000 * (time.perf_counter() - t0))
-        out["lasso_points"] = picked
-        out["select_in_browser_ms"] = float(box.get_attribute("data-select-ms"))
+        picked = drag_box(page, xy, "selected: {n}")
+        out["lasso_ms"] = picked["box_to_python_ms"]
+        out["lasso_points"] = picked["box_points"]
+        out["select_in_browser_ms"] = picked["box_in_browser_ms"]
         if shots:
             page.screenshot(path=str(shots / f"map-{n}-box.png"))
         browser.close()
@@ -621,8 +702,9 @@ def main() -> None:
     p.add_argument(
         "--parts",
         nargs="+",
-        default=["page", "search", "umap"],
+        default=None,
         choices=["page", "search", "umap", "deckgl"],
+        help="default: page, search and umap; without --parts, --points measures the map in the harness",
     )
     p.add_argument(
         "--data",
@@ -635,8 +717,10 @@ def main() -> None:
         "--points",
         type=int,
         nargs="+",
-        help="only the WebGL map at these sizes (e.g. 50000 200000 1000000); the last line is a JSON list",
+        help="the WebGL map at these sizes (e.g. 50000 200000 1000000; the last line is a JSON list); with "
+        "--parts page or deckgl, their sizes",
     )
+    p.add_argument("--home", type=Path, default=None, help="page part: keep its runs here, for a faster second call")
     p.add_argument("--backend", action="store_true", help="with --points: also graph, projection and scores")
     p.add_argument("--shots", type=Path, default=None, help="with --points: save screenshots in this folder")
     p.add_argument(
@@ -647,14 +731,14 @@ def main() -> None:
     )
     args = p.parse_args()
     sys.path.insert(0, str(REPO / "bench"))
-    if args.points and "deckgl" not in args.parts:
+    if args.points and not args.parts:
         print(json.dumps(scale(args.points, args.data, args.backend, args.shots)))
         return
     results: dict = {}
-    for part in args.parts:
+    for part in args.parts or ["page", "search", "umap"]:
         print(f"{part}:", flush=True)
         if part == "page":
-            results[part] = page(args.data)
+            results[part] = page(args.data, args.points or [10_000, 50_000], args.home)
         elif part == "deckgl":
             results[part] = deck_vs_own(args.points or [50_000, 200_000, 1_000_000])
         elif part == "search":

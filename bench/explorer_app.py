@@ -4,8 +4,8 @@
 
 Not part of the app: ``bench/explorer.py --points`` copies it into a scratch folder next to a static/ folder
 of thumbnail atlases and column files, and drives it in headless Chromium. The points are 10 Gaussian
-blobs (bench.explorer.blobs); a click rings the clicked point's 10 nearest points on the map, read before
-anything is drawn, as the Embeddings page reads a click; a radio swaps the colours (a new colour column).
+blobs (bench.explorer.blobs); a click lists the clicked point's 10 nearest points beside the map and rings them,
+from the graph's columns, as on the Embeddings page; a radio swaps the colours (a new colour column).
 """
 
 import json
@@ -37,13 +37,24 @@ palette = np.array(
 home = Path(__file__).resolve().parent
 maps = home / "static" / "maps"
 saved = home / f"points-{n}.npz"  # written by bench/explorer.py --points: each point's 10 nearest on the map
-graph = st.cache_resource(lambda p: np.load(p)["graph"] if Path(p).is_file() else None)(str(saved))
+
+
+@st.cache_data(max_entries=2)
+def neighbour_columns(path: str) -> dict | None:
+    """The graph's columns for the map (ui.scatter's ``neighbours``), written once."""
+    if not Path(path).is_file():
+        return None
+    g = np.load(path)
+    names = [str(i) for i in range(10)]
+    rows, sims, classes = column(g["graph"], "i32", maps), column(g["sims"], "f32", maps), column(label, "i16", maps)
+    return {"rows": rows, "sims": sims, "k": 10, "labels": classes, "names": names, "split": "bench"}
+
+
 mode = st.radio("Colour", ["class", "shifted"], horizontal=True, key="colour")
 colours = palette[label] if mode == "class" else palette[(label + 3) % 10]
 if (row := clicked(st.session_state.get("map"))) is not None:  # read before drawing, as the Embeddings page does
     st.session_state["focus"] = row
 focus = st.session_state.get("focus")
-marked = xy[graph[focus]].ravel().tolist() if focus is not None and graph is not None else []
 atlas = st.query_params.get("atlas")  # a set folder under static/thumbs/ (simclr_core.explorer.thumbnails)
 manifest = None
 if atlas:
@@ -56,8 +67,8 @@ event = scatter_map(
     column(rgba(colours, None), "u8", maps),
     columns={"label": {"url": column(label, "i16", maps), "dtype": "int16", "names": [str(i) for i in range(10)]}},
     thumbs=manifest,
-    focus=xy[focus].tolist() if focus is not None else None,
-    marked=marked,
+    neighbours=neighbour_columns(str(saved)),
+    focus_row=focus,
     point_px=3.0 if n < 20_000 else 2.0 if n < 300_000 else 1.5,
     view_key=str(n),
     height=700,

@@ -1,7 +1,7 @@
 """Embeddings: explore how a run's encoder arranges a split, and watch that arrangement form over training.
 
 **Map**: every image of a split as a point of a UMAP / t-SNE / PCA projection (WebGL 2, ui.scatter). Hovering
-shows the image; clicking finds its nearest neighbours; colours show class, the leave-one-out kNN
+shows the image; clicking lists its nearest neighbours beside the map; colours show class, the leave-one-out kNN
 prediction, its correctness and confidence, k-means clusters, and two scores per image (possible label
 error, outlier), with the 100 highest of each as a grid. **Over training**: the run's probe frames,
 one per monitor epoch, aligned so points move smoothly, with a slider and a play button.
@@ -30,6 +30,7 @@ from ui.explorer_map import (
     map_caption,
     map_colouring,
     map_controls,
+    map_neighbours,
     show_legend,
     split_scores,
     take_click,
@@ -57,18 +58,21 @@ def map_and_neighbours(
     run: RunDir, spec: MapControls, m: MapData, look: ColourSpec, s: dict, keep_rows: np.ndarray, colouring: Colouring
 ) -> None:
     """The map beside the picked image's neighbours: a fragment, so a click on the map (or the Find box) reruns
-    only this part, not the grids and tables below. A new area selection, or a first pick, which the panels
-    below list as tags to save, reruns the whole page."""
+    only this part, not the grids and tables below. In 2-D with thumbnails the map lists the neighbours itself,
+    in the browser, at once; elsewhere a panel of this page does. A new area selection, or a first pick, which
+    the panels below list as tags to save, reruns the whole page."""
     had_focus = picked_row(spec.split) is not None
     take_click(spec)
     p = picked(run, spec.splits, spec.split, m, look.k, spec.dims)
-    left, right = st.columns([3, 2], gap="medium")
+    listed = map_neighbours(spec, m, look)
+    left, right = (st.container(), None) if listed else st.columns([3, 2], gap="medium")
     with left:
-        lasso = draw_map(spec, m, look, s, colouring, p)
+        lasso = draw_map(spec, m, look, s, colouring, p, listed)
         show_legend(colouring.legend)
         map_caption(run, spec, m, keep_rows)
-    with right:
-        neighbours_panel(spec.split, m, p)
+    if right is not None:
+        with right:
+            neighbours_panel(spec.split, m, p)
     if st.session_state.get("emb_lasso_drawn") != lasso or (p.row is not None and not had_focus):
         st.rerun(scope="app")
 

@@ -31,8 +31,8 @@ from ui.explorer_panels import path_of
 from ui.jobs import job_result, waited
 from ui.map_points import Colouring, Legend, MapData, colour_points, points_frame
 from ui.runs import checkpoint_label, pinned_key
-from ui.scatter import clicked, column, rgba, scatter_map, selection
-from ui.shell import THUMBS_DIR
+from ui.scatter import CLEARED, clicked, column, rgba, scatter_map, selection
+from ui.shell import THUMBS_DIR, static_serving_note
 from ui.widgets import keep, user_errors
 
 METHOD_NAMES = {"umap": "UMAP", "tsne": "t-SNE", "pca": "PCA"}
@@ -48,6 +48,9 @@ COLOURS = {
     "tag": "Tag",
 }
 NEEDS_LABELS = ("class", "pred", "correct", "confidence", "label_error")
+# A cached column's URL is written (touched) again this often, so the column store, which keeps files used in
+# the last IN_USE_S = 600 s, never evicts one an open map still reads (the graph's, at every click).
+COLUMN_TTL_S = 300
 
 
 # ---- cached reads (files written by the worker; a path names its content) -------------------------------
@@ -83,6 +86,21 @@ def split_names(emb_path: str) -> list[str]:
     """The class name of each row of a split (a Python list: built once, not at every rerun)."""
     emb = load_embeddings(emb_path)
     return class_names(emb.labels, emb.classes)
+
+
+@st.cache_data(show_spinner=False, max_entries=8, ttl=COLUMN_TTL_S)
+def graph_columns(graph_path: str, k: int) -> dict[str, Any]:
+    """The URLs of every split row's ``k`` nearest neighbours (int32 rows, float32 similarities, row-major), for
+    the map to read one row of each when a point is picked; ``k`` is the graph's width where it is narrower."""
+    g = neighbour_graph(graph_path)
+    k = min(k, g.rows.shape[1])
+    return {"rows": column(g.rows[:, :k], "i32"), "sims": column(g.sims[:, :k], "f32"), "k": k}
+
+
+@st.cache_data(show_spinner=False, max_entries=8, ttl=COLUMN_TTL_S)
+def labels_column(emb_path: str) -> str:
+    """The URL of every split row's class id (int16; -1: none)."""
+    return column(load_embeddings(emb_path).labels, "i16")
 
 
 @st.cache_data(show_spinner=False, max_entries=16)
@@ -326,7 +344,7 @@ def hover_points(
     return df, lines
 
 
-@st.cache_data(show_spinner=False, max_entries=4)
+@st.cache_data(show_spinner=False, max_entries=4, ttl=COLUMN_TTL_S)
 def paths_column(emb_path: str, split: str, rows_digest: str, _images: data.ImageSet, _rows: np.ndarray) -> str | None:
     """The URL of the plotted images' file paths, one per line (folder datasets), else None."""
     del emb_path, split, rows_digest  # the cache key
@@ -335,7 +353,7 @@ def paths_column(emb_path: str, split: str, rows_digest: str, _images: data.Imag
     return column("\n".join(path_of(_images, int(i)) for i in _rows), "txt")
 
 
-@st.cache_data(show_spinner=False, max_entries=8)
+@st.cache_data(show_spinner=False, max_entries=8, ttl=COLUMN_TTL_S)
 def xy_column(coords_path: str) -> str:
     """The URL of a projection's (x, y) pairs as float32."""
     return column(coords_of(coords_path)[:, :2], "f32")
@@ -361,10 +379,7 @@ def thumb_atlas(result: dict[str, Any]) -> dict[str, Any] | None:
     """The map's thumbnail atlas with its URL, or None (no thumbnails, or static serving off: then a note why)."""
     atlas = thumbnails(result)
     if atlas and not st.get_option("server.enableStaticServing"):
-        st.caption(
-            "Thumbnails are off: start the app with `--server.enableStaticServing true` (the repo's "
-            ".streamlit/config.toml sets it) to see each image on hover."
-        )
+        st.caption(static_serving_note())
         return None
     return atlas
 
@@ -375,13 +390,32 @@ def thumb_atlas(result: dict[str, Any]) -> dict[str, Any] | None:
 def take_click(spec: MapControls) -> None:
     """A click on the map picks its image before anything is drawn, so one rerun draws its neighbours."""
     row = clicked(st.session_state.get(spec.chart))
-    if row is not None:
+    if row == CLEARED:
+        st.session_state.pop("emb_focus", None)
+    elif row is not None:
         set_focus(spec.split, row)
 
 
 def area_selection(spec: MapControls) -> list[int]:
     """The split rows of the map's last Lasso or Box selection (the component's state; [] when none)."""
     return selection(st.session_state.get(spec.chart))[0]
+
+
+def map_neighbours(spec: MapControls, m: MapData, look: ColourSpec) -> dict[str, Any] | None:
+    """What the 2-D map needs to list a picked image's neighbours itself, beside the points (ui.scatter): the
+    split's k-NN graph as columns and each row's class. None where the panel beside the map lists them: in
+    3-D, without thumbnails or a graph, and for the Search page's own query and results."""
+    focus = st.session_state.get("emb_focus")
+    handed = isinstance(focus, dict) and focus.get("split") == spec.split and focus.get("neighbours") is not None
+    served = st.get_option("server.enableStaticServing")
+    if spec.dims != 2 or m.n < 2 or not m.result.get("graph") or handed or not served or not thumbnails(m.result):
+        return None
+    return {
+        **graph_columns(m.result["graph"], look.k),
+        "labels": labels_column(m.result["embeddings"]) if m.labelled else None,
+        "names": [data.printable(c) for c in m.emb.classes],
+        "split": spec.split,
+    }
 
 
 def find_box(spec: MapControls, m: MapData) -> None:
@@ -400,10 +434,17 @@ def find_box(spec: MapControls, m: MapData) -> None:
 
 
 def draw_map(
-    spec: MapControls, m: MapData, look: ColourSpec, s: dict[str, np.ndarray], c: Colouring, p: Picked
+    spec: MapControls,
+    m: MapData,
+    look: ColourSpec,
+    s: dict[str, np.ndarray],
+    c: Colouring,
+    p: Picked,
+    neighbours: dict[str, Any] | None = None,
 ) -> list[int]:
     """The Find box, then the map: the WebGL map in 2-D (hover shows the image, a click picks it, Lasso and Box
-    select an area), deck.gl in 3-D. Returns the split rows a lasso or box selected."""
+    select an area; with ``neighbours`` (:func:`map_neighbours`) it lists the pick's neighbours beside the
+    points), deck.gl in 3-D. Returns the split rows a lasso or box selected."""
     find_box(spec, m)
     if spec.dims == 3:
         points, lines = hover_points(spec, m, look, s, c)
@@ -431,10 +472,12 @@ def draw_map(
         columns=tooltip_columns(m, look, s),
         paths=paths_column(m.result["embeddings"], spec.split, str(len(m.rows)), m.images, m.rows),
         thumbs=thumb_atlas(m.result),
-        focus=p.query[["x", "y"]].to_numpy()[0].tolist() if len(p.query) else None,
-        marked=p.marked[["x", "y"]].to_numpy().ravel().tolist(),
+        focus=p.query[["x", "y"]].to_numpy()[0].tolist() if len(p.query) and not neighbours else None,
+        marked=p.marked[["x", "y"]].to_numpy().ravel().tolist() if not neighbours else (),
         point_px=3.0 if len(m.rows) < 20_000 else 2.0 if len(m.rows) < 300_000 else 1.5,
         view_key=f"{spec.chart}|{m.result['coords']}",
+        neighbours=neighbours,
+        focus_row=p.row,
     )
     return event.selected
 

@@ -5,12 +5,17 @@
 // kept, so a rerun that changes the colours fetches only the new colour column, and a click or a new
 // neighbour ring fetches nothing. Hover, pan, zoom, the tooltip and the rings happen here and never rerun
 // the page; only a click (trigger `click`: {row}) and a lasso or box (state `selection`: {rows, how}) go back to Python.
+// Given the split's k-NN graph as two columns (`neighbours`), the map also lists a picked point's neighbours
+// itself, beside the points: one HTTP range request per column reads the picked row, so a click shows its
+// neighbours in milliseconds at any size, while Python learns of the pick (one rerun) in the background.
 // Hover picking uses a uniform grid over the points (built once per position column), not a GPU picking
 // pass, so it costs well under a millisecond even where the GPU is software (SwiftShader).
 
 const COLUMNS = new Map(); // url -> Promise<ArrayBuffer>; the newest 12 are kept
-const ATLASES = new Map(); // url -> Promise<HTMLImageElement> (decoded)
+const ATLASES = new Map(); // url -> Promise<HTMLImageElement> (decoded, 4 MB each); the newest 48 are kept
 const THUMB = 128; // tooltip image side, CSS px
+const QUERY = 160, NBR = 94; // the side's picked image and its neighbours' sides, CSS px
+const PREFETCH_MS = 150; // a pointer resting this long on a point reads its neighbours ahead of a click
 const RING = { focus: "rgba(0,0,0,1)", marked: "rgba(255,140,0,1)", hover: "rgba(0,0,0,.55)" };
 
 function column(url) {
@@ -26,6 +31,18 @@ function column(url) {
   return COLUMNS.get(url);
 }
 
+// Bytes [start, start + bytes) of a column: an HTTP range request (206), or, from a server that sends the
+// whole file instead (200), a slice of the whole column, which is then kept like any other.
+async function slice(url, start, bytes) {
+  if (COLUMNS.has(url)) return (await COLUMNS.get(url)).slice(start, start + bytes);
+  const r = await fetch(url, { headers: { Range: `bytes=${start}-${start + bytes - 1}` } });
+  if (!r.ok) throw new Error(`${r.status} on ${url}`);
+  const b = await r.arrayBuffer();
+  if (r.status === 206) return b;
+  COLUMNS.set(url, Promise.resolve(b));
+  return b.slice(start, start + bytes);
+}
+
 function atlas(url) {
   if (!ATLASES.has(url)) {
     const img = new Image();
@@ -33,10 +50,23 @@ function atlas(url) {
     const p = img.decode().then(() => img);
     p.catch(() => ATLASES.delete(url));
     ATLASES.set(url, p);
-    while (ATLASES.size > 24) ATLASES.delete(ATLASES.keys().next().value);
+    while (ATLASES.size > 48) ATLASES.delete(ATLASES.keys().next().value);
   }
   return ATLASES.get(url);
 }
+
+// The atlas file of split row ``row`` and the CSS that shows its tile in a ``px``-wide box.
+function sprite(a, row, px) {
+  const per = a.cols * a.cols, f = Math.floor(row / per), j = row % per, s = px / a.tile;
+  const url = `${a.base}atlas-${f}.${a.ext}`;
+  return {
+    url,
+    css: `background-image:url("${url}");background-size:${a.cols * a.tile * s}px auto;` +
+      `background-position:-${(j % a.cols) * a.tile * s}px -${Math.floor(j / a.cols) * a.tile * s}px`,
+  };
+}
+
+const esc = (s) => String(s).replace(/[&<>"]/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;" })[c]);
 
 const VS = `#version 300 es
 in vec2 a_from; in vec2 a_to; in vec4 a_rgba;
@@ -153,7 +183,21 @@ function fit(xy, n, w, h, box) {
 }
 
 const CSS = `
-.map { position: relative; width: 100%; height: 100%; overflow: hidden; border: 1px solid #e6e6e6; border-radius: 6px;
+.wrap { display: flex; gap: 12px; width: 100%; height: 100%; font: 12px sans-serif; color: #222; }
+.side { flex: 2 1 0; min-width: 220px; overflow-y: auto; display: none; line-height: 1.35; }
+.wrap.with-side .side { display: block; }
+.side .head { font-weight: 600; font-size: 14px; margin-bottom: 4px; }
+.side .sprite { image-rendering: pixelated; background-repeat: no-repeat; background-color: #eee; border-radius: 3px; }
+.side .caption, .side .path { color: #666; margin: 4px 0 8px; }
+.side .path { word-break: break-all; }
+.side .grid { display: grid; grid-template-columns: repeat(auto-fill, 100px); gap: 6px; }
+.side .nbr { cursor: pointer; border: 1px solid transparent; border-radius: 4px; padding: 2px; background: none;
+  text-align: left; font: inherit; color: inherit; }
+.side .nbr:hover { border-color: #f08c00; }
+.side .nbr .sprite { width: ${NBR}px; height: ${NBR}px; }
+.side .clear { margin-top: 10px; font: 12px sans-serif; padding: 3px 10px; border: 1px solid #ccc; background: #fff;
+  border-radius: 4px; cursor: pointer; }
+.map { position: relative; flex: 3 1 0; min-width: 0; width: 100%; height: 100%; overflow: hidden; border: 1px solid #e6e6e6; border-radius: 6px;
   background: #fff; touch-action: none; user-select: none; font: 12px sans-serif; }
 .map canvas { position: absolute; left: 0; top: 0; width: 100%; height: 100%; }
 .map .tools { position: absolute; right: 6px; top: 6px; display: flex; gap: 2px; z-index: 2; }
@@ -176,6 +220,9 @@ class ScatterMap {
     const style = document.createElement("style");
     style.textContent = CSS;
     root.appendChild(style);
+    this.wrap = document.createElement("div");
+    this.wrap.className = "wrap";
+    root.appendChild(this.wrap);
     this.box = document.createElement("div");
     this.box.className = "map";
     this.box.innerHTML =
@@ -185,7 +232,16 @@ class ScatterMap {
       `<button data-mode="box" title="drag a box to select points">Box</button>` +
       `<button data-act="fit" title="show every point">Fit</button></div>` +
       `<div class="tip"><div class="thumb"></div><div class="text"></div></div><div class="note"></div>`;
-    root.appendChild(this.box);
+    this.wrap.appendChild(this.box);
+    this.side = document.createElement("div");
+    this.side.className = "side";
+    this.wrap.appendChild(this.side);
+    this.side.addEventListener("click", (e) => {
+      const b = e.target.closest("button");
+      if (b && b.dataset.row != null) this.pickRow(Number(b.dataset.row), true);
+      else if (b && b.classList.contains("clear")) this.pickRow(null, true);
+    });
+    this.focusRow = undefined; // the split row whose neighbours the side lists (null: none picked)
     this.canvas = this.box.querySelector("canvas.gl");
     this.overlay = this.box.querySelector("canvas.overlay");
     this.tip = this.box.querySelector(".tip");
@@ -238,6 +294,10 @@ class ScatterMap {
     this.d = d;
     for (const b of this.box.querySelectorAll(".tools button[data-mode]")) b.setAttribute("aria-pressed", String(b.dataset.mode === this.mode));
     this.note.textContent = d.note || "";
+    if (this.wrap.classList.contains("with-side") !== !!d.neighbours) {
+      this.wrap.classList.toggle("with-side", !!d.neighbours);
+      this.resize(); // the map is narrower beside the neighbours
+    }
     const gl = this.gl;
     if (!gl) return;
     const token = (this.token = {});
@@ -262,17 +322,23 @@ class ScatterMap {
         gl.bufferData(gl.ARRAY_BUFFER, new Uint8Array(rgbaBuf), gl.STATIC_DRAW);
         this.rgbaUrl = d.rgba;
       }
-      this.rows = rowsBuf ? new Int32Array(rowsBuf) : null;
+      if (d.rows !== this.rowsUrl) (this.rows = rowsBuf ? new Int32Array(rowsBuf) : null), (this.rowsUrl = d.rows), (this.inv = null);
       const points = [d.xy, d.rgba, d.point_px, d.view_key].join("|"); // what the GL pass draws; rings: the overlay
       if (!this.view || d.view_key !== this.viewKey) (this.view = fit(this.xy, this.n, this.w, this.h, this.d.bounds)), (this.fitted = true);
       this.viewKey = d.view_key;
       this.info = await this.loadInfo(d);
       if (token !== this.token) return;
+      if (d.neighbours) {
+        if (d.neighbours.labels) column(d.neighbours.labels); // every row's class (2 MB at 1M), before the first pick
+        const graph = `${d.neighbours.rows}|${d.neighbours.k}`, fresh = graph !== this.graph; // another k or split
+        this.graph = graph;
+        this.follow(d.focus_row ?? null, fresh);
+      }
       if (points !== this.drawnPoints || this.t < 1) this.draw(true);
       else this.drawOverlay(); // a click's new rings: a million points need not be drawn again
       this.drawnPoints = points;
       this.box.dataset.drawn = d.xy + "|" + d.rgba;
-      this.box.dataset.marked = String((d.marked || []).length / 2);
+      this.box.dataset.marked = String((d.neighbours ? this.rings().marked : d.marked || []).length / 2);
       this.box.dataset.points = String(this.n);
       if (d.preview) this.box.dataset.preview = "1"; // a stand-in while the real map is computed (tests skip it)
     } catch (e) {
@@ -291,6 +357,135 @@ class ScatterMap {
 
   row(i) {
     return this.rows ? this.rows[i] : i;
+  }
+
+  // The point of split row ``row`` (-1 when it is not plotted): the inverse of ``rows``, built once per column.
+  indexOf(row) {
+    if (row == null || row < 0) return -1;
+    if (!this.rows) return row < this.n ? row : -1;
+    if (!this.inv) {
+      let top = 0;
+      for (const r of this.rows) if (r > top) top = r;
+      this.inv = new Int32Array(top + 1).fill(-1);
+      this.rows.forEach((r, i) => (this.inv[r] = i));
+    }
+    return row < this.inv.length ? this.inv[row] : -1;
+  }
+
+  // ---- the picked point's neighbours (with `neighbours`) ---------------------------------------------------
+  // Python's pick (the Find box, a grid's button, a link, or the echo of a click here) is shown, unless it is
+  // the echo of an older click while the newest is on its way (it would flash the older pick back).
+  // ``fresh``: the graph's columns changed (another k), so the same pick is read again.
+  follow(row, fresh) {
+    if (this.sent !== undefined && performance.now() - this.sentAt < 10000) {
+      if (row === this.sent) this.sent = undefined;
+      if (!fresh) return;
+      row = this.focusRow;
+    }
+    this.sent = undefined;
+    if (row !== this.focusRow || fresh) this.pickRow(row, false);
+  }
+
+  // Pick split row ``row`` (null: clear): its ring at once, then its neighbours, read from the graph's columns
+  // (one range request each). ``fromUser``: a click here, which Python learns as trigger `click` ({row: -1}: cleared).
+  async pickRow(row, fromUser) {
+    const nb = this.d.neighbours, token = (this.pickToken = {}), t0 = performance.now();
+    this.focusRow = row;
+    this.hits = [];
+    if (fromUser) (this.sent = row), (this.sentAt = t0), this.trigger("click", { row: row ?? -1 });
+    this.drawOverlay();
+    for (const k of ["ready", "listedMs", "paintedMs"]) delete this.side.dataset[k];
+    if (row == null) return this.renderSide();
+    try {
+      const [hits, lb] = await Promise.all([this.neighboursOf(row), nb.labels ? column(nb.labels) : null, this.loadPaths()]);
+      if (token !== this.pickToken) return; // a newer pick
+      this.labels = lb ? new Int16Array(lb) : null;
+      this.hits = hits;
+      this.renderSide();
+      this.drawOverlay();
+      this.box.dataset.marked = String(this.rings().marked.length / 2);
+      this.side.dataset.listedMs = (performance.now() - t0).toFixed(1); // pick to neighbours listed and ringed (bench)
+      requestAnimationFrame(() => (this.side.dataset.paintedMs = (performance.now() - t0).toFixed(1))); // ... on screen
+      await this.atlasesOf(row, hits); // their pictures: often fetched already, while the pointer rested on the point
+      if (token !== this.pickToken) return;
+      this.side.dataset.ready = String(row);
+      this.side.dataset.readyMs = (performance.now() - t0).toFixed(1); // ... and their pictures shown (bench)
+    } catch (e) {
+      if (token === this.pickToken) this.side.innerHTML = `<div class="caption">The neighbours could not be read (${esc(e.message)}): reload the page.</div>`;
+    }
+  }
+
+  // Split row ``row``'s neighbours [{r, s}] from the graph's columns (one range request each), kept for the
+  // last 64 rows asked, so a click on a point the pointer rested on needs no request.
+  neighboursOf(row) {
+    const nb = this.d.neighbours, key = `${nb.rows}|${row}`;
+    if (!this.rowCache || this.rowCache.graph !== nb.rows) this.rowCache = { graph: nb.rows, rows: new Map() };
+    const cache = this.rowCache.rows;
+    if (!cache.has(key)) {
+      const k = nb.k, at = row * k * 4;
+      const p = Promise.all([slice(nb.rows, at, k * 4), slice(nb.sims, at, k * 4)]).then(([rb, sb]) => {
+        const rows = new Int32Array(rb), sims = new Float32Array(sb);
+        return Array.from(rows, (r, j) => ({ r, s: sims[j] })).filter((h) => h.r >= 0 && h.r !== row);
+      });
+      p.catch(() => cache.delete(key));
+      cache.set(key, p);
+      while (cache.size > 64) cache.delete(cache.keys().next().value);
+    }
+    return cache.get(key);
+  }
+
+  // The atlases holding the pictures of ``row`` and its neighbours, decoded.
+  atlasesOf(row, hits) {
+    const a = this.d.thumbs;
+    if (!a) return Promise.resolve();
+    const urls = new Set([row, ...hits.map((h) => h.r)].map((r) => sprite(a, r, 1).url));
+    return Promise.all([...urls].map((u) => atlas(u).catch(() => null)));
+  }
+
+  // The pointer rested on a point: read its neighbours and their pictures before a click asks for them.
+  prefetch(row) {
+    if (!this.d.neighbours) return;
+    this.neighboursOf(row).then((hits) => this.atlasesOf(row, hits), () => null);
+  }
+
+  // The picked point's ring and its plotted neighbours' rings (data coordinates; unplotted ones have none).
+  rings() {
+    const at = (r) => {
+      const i = this.indexOf(r);
+      return i >= 0 ? [this.xy[2 * i], this.xy[2 * i + 1]] : null;
+    };
+    const marked = [];
+    for (const h of this.hits || []) marked.push(...(at(h.r) || []));
+    return { focus: at(this.focusRow), marked };
+  }
+
+  // Beside the map: the picked image, its file, and its neighbours (similarity, class), each a button that picks it.
+  renderSide() {
+    const row = this.focusRow, nb = this.d.neighbours, a = this.d.thumbs, names = nb.names || [];
+    this.side.dataset.row = row == null ? "" : String(row);
+    if (row == null) {
+      this.side.innerHTML =
+        `<div class="head">Nearest neighbours</div><div class="caption">Click a point on the map, the button under ` +
+        `an image of a grid below, or find an image by its index, to see its nearest neighbours here and marked ` +
+        `on the map (orange rings).</div>`;
+      return;
+    }
+    const cls = (r) => (this.labels && this.labels[r] >= 0 ? names[this.labels[r]] ?? "" : "");
+    const pic = (r, px) => (a ? `<div class="sprite" style='width:${px}px;height:${px}px;${sprite(a, r, px).css}'></div>` : "");
+    const i = this.indexOf(row), path = i >= 0 && this.paths ? this.paths[i] : null, own = cls(row);
+    const hits = this.hits, ringed = this.rings().marked.length / 2;
+    let note = `${hits.length} nearest neighbours in the ${esc(nb.split)} split, with their cosine similarity`;
+    if (own) note += `; ${hits.filter((h) => cls(h.r) === own).length} share its label`;
+    if (ringed < hits.length) note += `; ${ringed} of them are among the plotted points (raise Points to see all)`;
+    const tiles = hits.map(
+      (h) => `<button class="nbr" data-row="${h.r}" title="#${h.r}: pick it (its neighbours here, a black ring on the map)">` +
+        `${pic(h.r, NBR)}<div>${h.s.toFixed(3)} · ${esc(cls(h.r))}</div><div class="caption">#${h.r}</div></button>`,
+    );
+    this.side.innerHTML =
+      `<div class="head">#${row}${own ? ` · ${esc(own)}` : ""}</div>${pic(row, QUERY)}` +
+      (path ? `<div class="path">${esc(path)}</div>` : "") +
+      `<div class="caption">${hits.length ? note : "The split holds no other image."}</div>` +
+      `<div class="grid">${tiles.join("")}</div><button class="clear">✕ Clear</button>`;
   }
 
   // ---- drawing ------------------------------------------------------------------------------------------
@@ -358,9 +553,9 @@ class ScatterMap {
       c.lineWidth = width;
       c.stroke();
     };
-    const m = d.marked || [];
+    const { focus, marked: m } = d.neighbours ? this.rings() : { focus: d.focus, marked: d.marked || [] };
     for (let i = 0; i + 1 < m.length; i += 2) ring(m[i], m[i + 1], px + 4, RING.marked, 2);
-    if (d.focus) ring(d.focus[0], d.focus[1], px + 8, RING.focus, 3);
+    if (focus) ring(focus[0], focus[1], px + 8, RING.focus, 3);
     if (this.hover >= 0) ring(this.xy[2 * this.hover], this.xy[2 * this.hover + 1], px + 3, RING.hover, 1.5);
     const path = this.path || this.lastPath;
     if (path && path.length > 1) {
@@ -446,7 +641,8 @@ class ScatterMap {
           this.drawOverlay();
           this.setState("selection", { rows: [], how: null });
         }
-        if (i >= 0) {
+        if (i >= 0 && this.d.neighbours) this.pickRow(this.row(i), true);
+        else if (i >= 0) {
           this.d = { ...this.d, focus: [this.xy[2 * i], this.xy[2 * i + 1]], marked: [] }; // the ring at once
           this.drawOverlay();
           this.trigger("click", { row: this.row(i) });
@@ -497,6 +693,8 @@ class ScatterMap {
       this.hoverT0 = performance.now();
       this.showTip(i);
       this.drawOverlay();
+      clearTimeout(this.resting);
+      this.resting = setTimeout(() => this.hover === i && this.prefetch(this.row(i)), PREFETCH_MS);
     }
     const left = sx + 16 + 300 > this.w ? sx - 16 - Math.min(300, this.tip.offsetWidth || 300) : sx + 16;
     this.tip.style.left = `${Math.max(0, left)}px`;
@@ -504,13 +702,13 @@ class ScatterMap {
   }
 
   hideTip() {
+    clearTimeout(this.resting);
     this.tip.style.display = "none";
     if (this.hover >= 0) (this.hover = -1), this.drawOverlay();
   }
 
   showTip(i) {
     const d = this.d, row = this.row(i), info = this.info || {}, lines = [];
-    const esc = (s) => String(s).replace(/[&<>"]/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;" })[c]);
     const named = (col) => (col ? (col.values[i] >= 0 ? col.names[col.values[i]] ?? "?" : null) : null);
     const label = named(info.label);
     lines.push(`<b>#${row}</b>` + (label != null ? ` · ${esc(label)}` : ""));
@@ -525,30 +723,34 @@ class ScatterMap {
     thumb.style.display = a ? "block" : "none";
     delete this.tip.dataset.ready;
     if (!a) return;
-    const per = a.cols * a.cols, f = Math.floor(row / per), j = row % per, s = THUMB / a.tile;
-    const url = `${a.base}atlas-${f}.${a.ext}`;
+    const { url, css } = sprite(a, row, THUMB);
     thumb.style.backgroundImage = "none";
     atlas(url).then(() => {
       if (this.tip.dataset.row !== String(row)) return; // the pointer moved on
-      thumb.style.backgroundImage = `url("${url}")`;
-      thumb.style.backgroundSize = `${a.cols * a.tile * s}px auto`;
-      thumb.style.backgroundPosition = `-${(j % a.cols) * a.tile * s}px -${Math.floor(j / a.cols) * a.tile * s}px`;
+      thumb.style.cssText += css;
       this.tip.dataset.ready = String(row);
       this.tip.dataset.readyMs = (performance.now() - this.hoverT0).toFixed(1); // pointer to picture (bench)
     }, () => (thumb.style.display = "none"));
   }
 
-  // File paths arrive as one newline-separated text column, fetched on the first hover that needs it.
-  showPath(i, text) {
+  // File paths arrive as one newline-separated text column, fetched on the first hover or pick that needs it.
+  // Never fails: without its paths, a tooltip or the side shows none (a later hover tries again).
+  loadPaths() {
     const url = this.d.paths;
+    if (!url) return Promise.resolve();
     if (this.pathsUrl !== url) {
       this.pathsUrl = url;
       this.paths = null;
-      column(url).then((b) => {
-        if (this.pathsUrl === url) this.paths = new TextDecoder().decode(b).split("\n");
-        if (this.hover >= 0) this.showTip(this.hover);
-      });
+      this.pathsLoaded = column(url).then(
+        (b) => this.pathsUrl === url && (this.paths = new TextDecoder().decode(b).split("\n")),
+        () => this.pathsUrl === url && (this.pathsUrl = null),
+      );
     }
+    return this.pathsLoaded;
+  }
+
+  showPath(i, text) {
+    if (!this.paths) this.loadPaths().then(() => this.paths && this.hover >= 0 && this.showTip(this.hover));
     if (this.paths && this.paths[i] != null) {
       const p = document.createElement("div");
       p.className = "path";

@@ -4,7 +4,10 @@ The page writes each column (positions, colours, rows, tooltip fields) once to t
 (:class:`simclr_core.explorer.columns.ColumnStore`) and hands the component their URLs in a few hundred
 bytes of JSON. Hover, pan, zoom, the thumbnail tooltip and the rings stay in the browser; a click comes
 back as ``MapEvent.click`` (one rerun) and a lasso or box as ``MapEvent.selected`` (kept across reruns
-until the next selection). Measured against the pydeck chart it replaces in BENCHMARKS.md (issue 19).
+until the next selection). Given the split's k-NN graph as columns (``neighbours``), the map lists a picked
+point's neighbours beside the points itself, reading that one row of the graph by an HTTP range request:
+a click shows them at once, at any size, and Python learns of it in the background. Measured against the
+pydeck chart it replaces in BENCHMARKS.md (issue 19).
 """
 
 from __future__ import annotations
@@ -20,6 +23,8 @@ import streamlit as st
 from simclr_core.explorer.columns import ColumnStore
 from ui.shell import MAPS_DIR, MAPS_URL
 
+CLEARED = -1  # MapEvent.click when the pick was cleared (the neighbours' Clear button)
+
 _scatter = st.components.v2.component("simclr_studio.scatter", js=Path(__file__).with_name("scatter.js").read_text())
 
 
@@ -27,7 +32,7 @@ _scatter = st.components.v2.component("simclr_studio.scatter", js=Path(__file__)
 class MapEvent:
     """What the user did on the map in this run: a click (a split row) and the current area selection."""
 
-    click: int | None
+    click: int | None  # the picked split row, CLEARED, or None
     selected: list[int]  # split rows inside the last lasso or box ([] when none)
     how: str | None  # "lasso" or "box"
 
@@ -61,6 +66,8 @@ def scatter_map(
     height: int = 640,
     preview: bool = False,
     bounds: Sequence[float] | None = None,
+    neighbours: dict[str, Any] | None = None,
+    focus_row: int | None = None,
 ) -> MapEvent:
     """Draw the map and return what the user did.
 
@@ -77,6 +84,10 @@ def scatter_map(
         preview: a stand-in drawn while the real map is computed (marked ``data-preview`` on the map).
         bounds: the box (x0, y0, x1, y1) the view frames, e.g. every frame of an animation (default: the
             0.5-99.5th percentiles of these points).
+        neighbours: the split's k-NN graph, for the map to list a pick's neighbours beside the points:
+            ``rows`` and ``sims`` (URLs of int32 split rows and float32 similarities, (N, k) row-major), ``k``,
+            ``labels`` (URL of int16 class ids of every split row, or None), ``names``, ``split``. The rings
+            then follow ``focus_row`` (the picked split row, None for none) and ``focus``/``marked`` are unused.
     """
     data = {
         "xy": xy,
@@ -93,6 +104,8 @@ def scatter_map(
         "note": note,
         "preview": preview,
         "bounds": [float(v) for v in bounds] if bounds is not None else None,
+        "neighbours": neighbours,
+        "focus_row": focus_row,
     }
     result = _scatter(key=key, data=data, height=height, on_click_change=lambda: None, on_selection_change=lambda: None)
     return MapEvent(clicked(result), *selection(result))
@@ -100,7 +113,7 @@ def scatter_map(
 
 def clicked(state: Any) -> int | None:
     """The split row a click on the map picked in this run, from its result or its ``st.session_state[key]``
-    (a page reads it there before drawing, so one rerun shows the pick); None without a click."""
+    (a page reads it there before drawing, so one rerun shows the pick), or CLEARED; None without a click."""
     click = state.get("click") if hasattr(state, "get") else None
     return int(click["row"]) if isinstance(click, dict) and isinstance(click.get("row"), int) else None
 

@@ -9,6 +9,9 @@ from typing import Any
 import streamlit as st
 from PIL import Image, ImageDraw
 
+from simclr_core.errors import UserError
+from simclr_core.explorer.columns import ColumnStore
+from simclr_core.explorer.thumbnails import ThumbnailStore
 from ui.jobs import start_worker
 from ui.live import IDLE_POLL_S, POLL_S, WATCH, follow_runs
 from ui.runs import STATE_ICONS, device_name, live_runs, run_states, runs_dir, shown_runs
@@ -20,6 +23,55 @@ THUMBS_DIR = APP_DIR / "static" / "thumbs"
 THUMBS_URL = "app/static/thumbs"
 MAPS_DIR = APP_DIR / "static" / "maps"  # the map's binary columns (simclr_core.explorer.columns)
 MAPS_URL = "app/static/maps"
+# Past this, Streamlit turns static serving off as the app starts (streamlit.web.bootstrap); the two stores'
+# default caps (640 + 320 MB) stay under it, but a set in use may outgrow them.
+STATIC_LIMIT = 2**30
+
+
+def trim_static(static: Path, maps: Path, thumbs: Path, limit: int = STATIC_LIMIT) -> tuple[int, int] | None:
+    """When ``static`` holds more than ``limit`` bytes (as Streamlit counts them), evict the map's columns
+    and thumbnails down to their caps, in use or not; (bytes before, bytes after), else None."""
+
+    def size() -> int:
+        return sum(p.stat().st_size for p in static.rglob("*") if p.is_file())
+
+    before = size() if static.is_dir() else 0
+    if before <= limit:
+        return None
+    ColumnStore(maps, in_use_s=0).evict()
+    ThumbnailStore(thumbs, in_use_s=0).evict()
+    return before, size()
+
+
+@st.cache_resource(show_spinner=False)
+def static_trimmed() -> tuple[int, int] | None:
+    """Once per server: if Streamlit started with static serving off because static/ was too big, trim it for
+    the next start (:func:`trim_static`); None when serving is on, or off by choice."""
+    if st.get_option("server.enableStaticServing"):
+        return None
+    try:
+        return trim_static(APP_DIR / "static", MAPS_DIR, THUMBS_DIR)
+    except UserError:  # a mistyped cap: the note on the map names it
+        return None
+
+
+def static_serving_note() -> str:
+    """Why the map shows no thumbnails (static serving is off), and what brings them back."""
+    trimmed = static_trimmed()
+    if trimmed is None:
+        return (
+            "Thumbnails are off: start the app with `--server.enableStaticServing true` (the repo's "
+            ".streamlit/config.toml sets it) to see each image on hover."
+        )
+    before, after = trimmed
+    note = (
+        f"Thumbnails are off: when the app started, its static/ folder held {before / 2**30:.1f} GB, over the "
+        f"1 GB past which Streamlit serves none of it. The map files used least recently were removed "
+        f"({after / 2**30:.1f} GB left): restart the app to see each image on hover."
+    )
+    if after > STATIC_LIMIT:
+        note += " It still holds more: lower SIMCLR_THUMBS_MAX_MB and SIMCLR_MAPS_MAX_MB (together under 1024)."
+    return note
 
 
 def routed() -> None:

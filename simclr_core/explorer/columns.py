@@ -6,8 +6,9 @@ positions instead of ~190 MB of JSON, and a new colouring sends only its 4 MB co
 name is a digest of its bytes, so the same column is written once and an URL always means the same data.
 
 :class:`ColumnStore` owns the folder: atomic writes, and a size cap (``SIMCLR_MAPS_MAX_MB``, default
-512 MB) held by deleting the files used least recently; a file used in the last
-:data:`IN_USE_S` seconds may be on someone's map and is kept.
+320 MB: with the thumbnails' 640 MB under the 1 GB of ``static/`` past which Streamlit serves none of it)
+held by deleting the files used least recently; a file used in the last :data:`IN_USE_S` seconds may be
+on someone's map and is kept.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from simclr_core.errors import UserError
 __all__ = ["DTYPES", "MAX_MB_ENV", "ColumnStore"]
 
 MAX_MB_ENV = "SIMCLR_MAPS_MAX_MB"
-DEFAULT_MAX_MB = 512
+DEFAULT_MAX_MB = 320
 IN_USE_S = 600.0
 # What the browser reads each kind of column as (ui/scatter.js): one typed array per file, little-endian.
 DTYPES = {"f32": np.float32, "u8": np.uint8, "i16": np.int16, "i32": np.int32, "txt": None}
@@ -36,13 +37,14 @@ NAME = re.compile(r"^[0-9a-f]{20}\.(f32|u8|i16|i32|txt)$")  # what put() names; 
 class ColumnStore:
     """Content-addressed column files under ``root`` (the app's ``static/maps``), held under a cap."""
 
-    def __init__(self, root: str | Path, max_bytes: int | None = None):
+    def __init__(self, root: str | Path, max_bytes: int | None = None, in_use_s: float = IN_USE_S):
         self.root = Path(root)
         self._max_bytes = max_bytes
+        self.in_use_s = in_use_s
 
     @property
     def max_bytes(self) -> int:
-        """The cap: as given, else ``SIMCLR_MAPS_MAX_MB`` megabytes, else 512 MB."""
+        """The cap: as given, else ``SIMCLR_MAPS_MAX_MB`` megabytes, else 320 MB."""
         if self._max_bytes is not None:
             return self._max_bytes
         raw = os.environ.get(MAX_MB_ENV, str(DEFAULT_MAX_MB))
@@ -95,7 +97,7 @@ class ColumnStore:
     def evict(self, keep: list[str] | tuple[str, ...] = ()) -> list[str]:
         """Delete the least recently used files until the folder fits the cap; returns their names.
 
-        Files in ``keep`` and those used within :data:`IN_USE_S` seconds are never deleted.
+        Files in ``keep`` and those used within ``in_use_s`` seconds are never deleted.
         """
         files = self.files()
         total = sum(p.stat().st_size for p in files)
@@ -104,7 +106,7 @@ class ColumnStore:
         for p in files:
             if total <= self.max_bytes:
                 break
-            if p.name in keep or now - p.stat().st_mtime < IN_USE_S:
+            if p.name in keep or now - p.stat().st_mtime < self.in_use_s:
                 continue
             size = p.stat().st_size
             p.unlink(missing_ok=True)

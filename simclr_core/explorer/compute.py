@@ -156,7 +156,8 @@ def _thumbnails(run: RunDir, split: str, root: str | None, progress: Progress) -
     atlases (:class:`~simclr_core.explorer.thumbnails.ThumbnailStore`); {} when no thumbnails were asked for."""
     if not root:
         return {}
-    images = data.split_of(run.config().data, split)
+    # a split never decoded before (embeddings made elsewhere) is decoded here: minutes at 1M, shown as such
+    images = data.split_of(run.config().data, split, progress=lambda d, t: progress("reading the images", d, t))
     store = ThumbnailStore(root)
     folder = store.write(images, lambda d, t: progress("writing thumbnails", d, t))
     # thumbs_dir: the set's folder, which the store may evict (least recently used) to keep its cap
@@ -186,7 +187,8 @@ def map_products(spec: dict[str, Any], progress: Progress = _noop) -> dict[str, 
     rows = subsample(len(emb.labels), s.max_points or None, SEED)
     part = emb if len(rows) == len(emb.labels) else take(emb, rows)  # all rows: no 2 GB copy at 1M x 512
     method, dims, params = s.method, int(s.dims), dict(s.params or {})
-    if len(rows) >= dims + 2:  # fewer: project() below says how many are needed
+    # the first map is a PCA, so a PCA map needs none; with fewer rows, project() below says how many it needs
+    if method != "pca" and len(rows) >= dims + 2:
         _first_map(first_coords_path(spec), part.embeddings, rows, dims, progress)
     knn = None
     if method == "umap":  # UMAP reads the split's graph instead of searching neighbours again

@@ -11,15 +11,16 @@ background worker, into a set folder ``<root>/<name>/``::
 Row ``r`` lives in ``atlas-<r // (C*C)>``, at tile ``j = r % (C*C)``: pixels ``x = (j % C) * T``,
 ``y = (j // C) * T``, ``T`` by ``T``. Every atlas is ``C*T`` pixels wide; the last one has only the rows
 of tiles it needs. The browser fetches an atlas once and then crops every tooltip from it. A million
-CIFAR images are 977 atlases and 2.06 GB, written in about 2 CPU-minutes (one PNG per image was a
+CIFAR images are 977 atlases: 2.06 GB as PNG, 0.43 GB as JPEG (one PNG per image was a
 million files of a 4 KiB block each, 4 GB; BENCHMARKS.md, "Issue 19"). ``T`` is the image side up to
 :data:`TILE_MAX` (CIFAR 32, digits native), images above are downscaled to it; ``C`` makes an atlas
 :data:`ATLAS_PX` pixels wide, small enough to come and decode within the 100 ms a hover may take.
-Lossless PNG at zlib level 1 for tiles of native pixels (the map enlarges them with sharp pixels), JPEG
-for downscaled photos.
+Lossless PNG at zlib level 1 for tiles of native pixels (the map enlarges them with sharp pixels) of up to
+:data:`PNG_MAX_ROWS` images, JPEG for downscaled photos and for larger splits: Streamlit stops serving an
+app's whole ``static/`` folder when it holds over 1 GB at start-up, and a million PNG tiles alone are 2 GB.
 
 :class:`ThumbnailStore` owns the folder (the app's ``static/thumbs``): one set per split's pixels,
-written once, and the whole folder held under a cap (``SIMCLR_THUMBS_MAX_MB``, default 1024 MB) by
+written once, and the whole folder held under a cap (``SIMCLR_THUMBS_MAX_MB``, default 640 MB) by
 evicting the sets used least recently. A set's last use is its folder's mtime, which
 :meth:`ThumbnailStore.write` and :meth:`ThumbnailStore.touch` set.
 """
@@ -67,12 +68,17 @@ FORMAT = "atlas1"  # in every set's name: a set of another layout (one file per 
 # Pillow's options per format; PNG level 1 is the fastest and about as small as level 9 here (BENCHMARKS.md)
 SAVE_OPTIONS: dict[str, dict[str, Any]] = {
     "png": {"compress_level": 1, "optimize": False},
-    "jpg": {"quality": 90},
+    # full-resolution colour (4:4:4): 4:2:0's smoothed colour bleeds a pixel into the next tile; a CIFAR
+    # atlas is then 0.44 MB against PNG's 2.0 MB, 1.2 levels off on average
+    "jpg": {"quality": 90, "subsampling": 0},
     "webp": {"lossless": True, "method": 0},
 }
 WRITERS = 4  # atlases encoded at once; Pillow's encoders release the GIL, so threads use the cores
 MAX_MB_ENV = "SIMCLR_THUMBS_MAX_MB"
-DEFAULT_MAX_MB = 1024  # ten CIFAR-10 train sets (103 MB of atlases each); a 1M-image set alone is 2 GB
+# six CIFAR-10 train sets (103 MB of atlases each); with the map's columns (simclr_core.explorer.columns,
+# 320 MB) under the 1 GB of static/ past which Streamlit serves none of it (checked when the app starts)
+DEFAULT_MAX_MB = 640
+PNG_MAX_ROWS = 100_000  # lossless PNG atlases up to this many images (CIFAR-10: 103 MB), JPEG above
 MB = 2**20  # as `du -m` counts
 IN_USE_S = 600.0  # a set written or touched this recently is on someone's map: never evicted
 SET_NAME = re.compile(r"^[0-9a-f]{16}$")  # what digest() names; nothing else in the folder is ours to delete
@@ -87,8 +93,10 @@ def digest(images: ImageSet) -> str:
 
 
 def extension(images: ImageSet) -> str:
-    """The atlases' file extension for this split: lossless "png" for native pixels, "jpg" for downscaled."""
-    return "png" if max(images.images.shape[-2:], default=0) <= TILE_MAX else "jpg"
+    """The atlases' file extension for this split: lossless "png" for native pixels, "jpg" for downscaled
+    images and past :data:`PNG_MAX_ROWS` images (a fifth of the bytes)."""
+    native = max(images.images.shape[-2:], default=0) <= TILE_MAX
+    return "png" if native and len(images) <= PNG_MAX_ROWS else "jpg"
 
 
 def atlas_layout(n: int, side: int, atlas_px: int = ATLAS_PX) -> dict[str, int]:
@@ -99,7 +107,7 @@ def atlas_layout(n: int, side: int, atlas_px: int = ATLAS_PX) -> dict[str, int]:
 
 
 def cap_bytes() -> int:
-    """The thumbnails' cap in bytes: ``SIMCLR_THUMBS_MAX_MB`` megabytes (2**20 bytes), or 1024 MB."""
+    """The thumbnails' cap in bytes: ``SIMCLR_THUMBS_MAX_MB`` megabytes (2**20 bytes), or 640 MB."""
     raw = os.environ.get(MAX_MB_ENV, "").strip()
     if not raw:
         return DEFAULT_MAX_MB * MB

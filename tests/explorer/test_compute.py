@@ -49,6 +49,7 @@ def test_map_products(run, tmp_path):
     assert out["thumbs_dir"] == str(thumbs)
     assert sorted(p.name for p in thumbs.iterdir()) == ["atlas-0.png", "atlas.json"]
     assert any("embedding" in s for s in stages) and any("thumbnails" in s for s in stages)
+    assert not Path(out["first"]).exists() and "drawing a first map (PCA)" not in stages  # PCA: the map itself
     # a second call reads every file back: nothing is computed again
     again = explore.map_products(
         map_spec(run, max_points=100, thumbs=str(tmp_path / "thumbs")), lambda s, d, t: stages.append(("again", s))
@@ -118,3 +119,20 @@ def test_tiny_splits_get_a_clear_message(tmp_path, n, match):
 def test_unknown_job_kind():
     with pytest.raises(UserError, match="unknown job kind"):
         explore.run_job("nope", {})
+
+
+def test_images_decoded_for_the_thumbnails_report_their_progress(run, tmp_path, monkeypatch):
+    """Embeddings made elsewhere leave a split undecoded: the thumbnails then decode it (minutes at 1M), and the
+    page says so instead of the previous stage."""
+    real = explore.data.split_of
+
+    def decoding(cfg, split, *, progress=None, **kw):
+        if progress is not None:
+            progress(5, 10)  # what decode_folder reports for a folder split
+        return real(cfg, split, **kw)
+
+    monkeypatch.setattr(explore.data, "split_of", decoding)
+    stages = []
+    explore.map_products(map_spec(run, thumbs=str(tmp_path / "thumbs")), lambda s, d, t: stages.append((s, d, t)))
+    assert ("reading the images", 5, 10) in stages
+    assert stages.index(("reading the images", 5, 10)) < [s for s, _, _ in stages].index("writing thumbnails")

@@ -99,7 +99,8 @@ def read_column(url: str, dtype: str | None) -> np.ndarray | str:
 def as_layers(d: dict) -> dict:
     """A WebGL map's columns as deck.gl-like layers of point dicts ("points", "neighbours", "query"), so
     tests read both maps alike: x, y, r, g, b, a, row, label (class name or "unlabelled"), path, and the
-    tooltip's other columns by name (pred, conf, score) as numbers."""
+    tooltip's other columns by name (pred, conf, score) as numbers. With ``neighbours`` the rings are what
+    the browser finds: the picked row of the graph's columns, where those points are plotted."""
     xy = read_column(d["xy"], "<f4").reshape(-1, 2)
     rgba = read_column(d["rgba"], "u1").reshape(-1, 4)
     rows = read_column(d["rows"], "<i4") if d["rows"] else np.arange(len(xy))
@@ -124,9 +125,14 @@ def as_layers(d: dict) -> dict:
         }
         for i in range(len(xy))
     ]
-    m = d["marked"]
+    m, focus = d["marked"], d["focus"]
+    if d.get("neighbours") and d.get("focus_row") is not None:  # the map reads the pick's row of the graph itself
+        nb, row, at = d["neighbours"], d["focus_row"], {int(r): i for i, r in enumerate(rows)}
+        graph_row = read_column(nb["rows"], "<i4").reshape(-1, nb["k"])[row]
+        m = [float(v) for r in graph_row if r >= 0 and r != row and int(r) in at for v in xy[at[int(r)]]]
+        focus = xy[at[row]].tolist() if row in at else None
     marked = [{"x": m[i], "y": m[i + 1]} for i in range(0, len(m), 2)]
-    query = [{"x": d["focus"][0], "y": d["focus"][1]}] if d["focus"] else []
+    query = [{"x": focus[0], "y": focus[1]}] if focus else []
     layers = [{"id": "points", "data": points}, {"id": "neighbours", "data": marked}, {"id": "query", "data": query}]
     return {"layers": layers, "map": d}
 

@@ -259,10 +259,21 @@ def test_explorer_hover_click_and_over_training(server, page):
     tip = page.locator(TIP).first.inner_text()
     assert tip.startswith("#") and "kNN:" in tip
     check_page(page, "4-map-hover")
-    click_a_point(page, "nearest neighbours in the")
+    row = click_a_point(page, "nearest neighbours in the")
     settle(page, "nearest neighbours in the")
-    assert page.locator('[data-testid="stImage"]').count() >= 10  # the query and its neighbours
+    # the map lists them itself, beside the points: the picked image and its 10 neighbours, each with its picture
+    side = page.locator(".side").first
+    assert side.get_attribute("data-row") == row[1:] and side.locator(".nbr").count() == 10
+    assert side.locator(".sprite").count() == 11 and "url(" in side.locator(".sprite").first.get_attribute("style")
+    assert page.locator(".map").first.get_attribute("data-marked") == "10"  # rings on the plotted ones
     check_page(page, "5-map-neighbours")
+    nbr = side.locator(".nbr").nth(3)
+    picked = nbr.get_attribute("data-row")
+    nbr.click()  # a neighbour's picture picks it: its own neighbours, and Python learns the pick
+    page.locator(f".side[data-ready='{picked}']").wait_for()
+    settle(page, "nearest neighbours in the")
+    assert page.get_by_text(re.compile(rf"^#{picked} · ")).count() >= 1
+    assert f"focus={picked}" in page.url
 
     page.get_by_text("Over training", exact=True).click()
     settle(page, "probe images", DECK, timeout_ms=300_000)
