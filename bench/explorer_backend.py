@@ -10,8 +10,9 @@ neighbours within a cluster, which no real encoder gives). With ``--real``, an `
 index's recall@10 on it is measured too.
 
 Measured, as :func:`backend_times` returns them: IVF index build, the k-NN graph (k = GRAPH_K) build,
-recall@10 of the graph and of single queries against exact search (sampled queries), query ms, the first map
-(PCA) and the final map (UMAP fed the graph; PaCMAP up to ``--pacmap-max`` rows), each map's kNN preservation
+recall@10 of the graph and of single queries against exact search (sampled queries), query ms, a PCA map, the
+first map (UMAP of a sample, the rest placed by the graph) and the final map (UMAP fed the graph; PaCMAP up
+to ``--pacmap-max`` rows), each map's kNN preservation
 (share of each sampled point's 10 nearest neighbours in the embedding that are among its 10 nearest on the
 map), the scores (kNN vote, label error, outlier, duplicate, k-means) and the process's peak RSS. Prints a
 table and, as its last line, a JSON list with one object per size. Numbers are written to ``--out`` after
@@ -38,7 +39,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from simclr_core.explorer import scores  # noqa: E402
 from simclr_core.explorer.compute import GRAPH_K  # noqa: E402
 from simclr_core.explorer.neighbours import NeighbourIndex  # noqa: E402
-from simclr_core.explorer.projection import DEFAULTS, first_map, project  # noqa: E402
+from simclr_core.explorer.projection import DEFAULTS, first_map, pca_map, project  # noqa: E402
 
 SAMPLE = 500  # queries / points sampled for recall and kNN preservation
 
@@ -196,7 +197,10 @@ def backend_times(
     done(**c.stop("kmeans"))
 
     c = Clock()
-    first = first_map(emb, 2)
+    pca = pca_map(emb, 2)
+    done(**c.stop("pca_map"), pca_map_knn10=round(overlap(truth, exact_knn(pca, sample, 10)), 4))
+    c = Clock()
+    first = first_map(emb, 2, knn=(rows, sims))
     done(**c.stop("first_map"), first_map_knn10=round(overlap(truth, exact_knn(first, sample, 10)), 4))
     del first
 
@@ -274,6 +278,8 @@ COLUMNS = [
     ("query_ms", "query ms"),
     ("scores_graph_s", "scores s"),
     ("kmeans_s", "k-means s"),
+    ("pca_map_s", "PCA map s"),
+    ("pca_map_knn10", "PCA kNN10"),
     ("first_map_s", "first map s"),
     ("first_map_knn10", "first kNN10"),
     ("umap_s", "UMAP s"),

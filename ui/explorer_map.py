@@ -20,7 +20,7 @@ import streamlit as st
 from simclr_core.data import datasets as data
 from simclr_core.explorer import scores, specs
 from simclr_core.explorer.compute import GRAPH_K, first_coords_path, load_first_map
-from simclr_core.explorer.projection import DEFAULTS
+from simclr_core.explorer.projection import DEFAULTS, FIRST_SAMPLE
 from simclr_core.explorer.tables import class_names
 from simclr_core.explorer.tags import load_tags
 from simclr_core.runs.rundir import RunDir
@@ -224,8 +224,8 @@ def load_map(run: RunDir, spec: MapControls) -> MapData:
 
 
 def first_map(run: RunDir, spec: MapControls) -> None:
-    """While the worker projects: its quick first map (PCA of the same points, simclr_core.explorer.compute), in
-    class colours, with hover; replaced by the chosen projection when the job ends."""
+    """While the worker projects: its quick first map (simclr_core.explorer.projection.first_map), in class
+    colours, with hover; replaced by the chosen projection when the job ends."""
     path = first_coords_path(spec.job(run).to_dict())
     if spec.dims != 2 or spec.method == "pca" or not path.is_file():
         return
@@ -234,7 +234,12 @@ def first_map(run: RunDir, spec: MapControls) -> None:
     except (OSError, ValueError, KeyError):
         return  # being written: the next poll reads it
     labels = run_images(run, spec.split).labels.numpy()[rows]
-    st.caption(f"A first map (PCA) of the {len(rows):,} points while {METHOD_NAMES[spec.method]} runs.")
+    how = (
+        "PCA"
+        if len(rows) <= FIRST_SAMPLE
+        else f"UMAP of {FIRST_SAMPLE:,} of them, the others placed by their neighbours"
+    )
+    st.caption(f"A first map ({how}) of the {len(rows):,} points while {METHOD_NAMES[spec.method]} runs.")
     scatter_map(
         f"{spec.chart}.first",
         column(coords[:, :2], "f32"),

@@ -34,7 +34,15 @@ from simclr_core.errors import UserError
 from simclr_core.evaluation.run import evaluate_job
 from simclr_core.explorer import probe
 from simclr_core.explorer.neighbours import NeighbourIndex
-from simclr_core.explorer.projection import DEFAULTS, cache_path, cached_project, first_map, graph_of_rows, trajectory
+from simclr_core.explorer.projection import (
+    DEFAULTS,
+    cache_path,
+    cached_project,
+    first_map,
+    graph_of_rows,
+    local_graph,
+    trajectory,
+)
 from simclr_core.explorer.specs import EmbedSpec, ExportSpec, MapSpec, TrajectorySpec
 from simclr_core.explorer.tables import subsample, take
 from simclr_core.explorer.thumbnails import ThumbnailStore
@@ -139,16 +147,18 @@ def load_first_map(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
     return rows, coords
 
 
-def _first_map(path: Path, x: np.ndarray, rows: np.ndarray, dims: int, progress: Progress) -> None:
-    """PCA of the plotted rows (seconds at 1M), written before the final projection starts."""
+def _first_map(path: Path, x: np.ndarray, rows: np.ndarray, dims: int, graph: Path, progress: Progress) -> None:
+    """A quick map of the plotted rows (:func:`~simclr_core.explorer.projection.first_map`: seconds at 1M, from the
+    split's ``graph``), written before the final projection starts."""
     if path.is_file():
         try:
             if np.array_equal(load_first_map(path)[0], rows):
                 return
         except (OSError, ValueError, KeyError, EOFError):
             pass  # damaged: draw it again
-    progress("drawing a first map (PCA)", 0, 1)
-    _save_npz(path, rows=rows, coords=first_map(x, dims))
+    progress("drawing a first map", 0, 1)
+    g = load_graph(graph)
+    _save_npz(path, rows=rows, coords=first_map(x, dims, knn=local_graph(rows, g.rows, g.sims), seed=SEED))
 
 
 def _thumbnails(run: RunDir, split: str, root: str | None, progress: Progress) -> dict[str, Any]:
@@ -189,7 +199,7 @@ def map_products(spec: dict[str, Any], progress: Progress = _noop) -> dict[str, 
     method, dims, params = s.method, int(s.dims), dict(s.params or {})
     # the first map is a PCA, so a PCA map needs none; with fewer rows, project() below says how many it needs
     if method != "pca" and len(rows) >= dims + 2:
-        _first_map(first_coords_path(spec), part.embeddings, rows, dims, progress)
+        _first_map(first_coords_path(spec), part.embeddings, rows, dims, graph, progress)
     knn = None
     if method == "umap":  # UMAP reads the split's graph instead of searching neighbours again
         g = load_graph(graph)

@@ -6,7 +6,8 @@ every frame is rotated onto the previous one (:func:`align`, orthogonal Procrust
 
 At a million rows (``bench/explorer_backend.py``, BENCHMARKS.md issue 19): UMAP is fed the split's k-NN
 graph (``knn``, from :class:`~simclr_core.explorer.neighbours.NeighbourIndex`) instead of searching
-neighbours again, and :func:`first_map` (PCA, seconds) gives the page a picture while UMAP runs.
+neighbours again, and :func:`first_map` (seconds: UMAP of a sample, the rest placed by the graph) gives the
+page a picture while UMAP runs.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ DEFAULTS: dict[str, dict[str, Any]] = {
 }
 PROJECTIONS = tuple(DEFAULTS)  # the map's methods: umap, tsne, pca
 FIRST_CHUNK = 65_536  # rows per block in first_map: its memory is the output plus one normalised block
+FIRST_SAMPLE = 20_000  # above this many rows, a first map is UMAP of this many (~10 s here) and the rest placed
 Knn = tuple[np.ndarray, np.ndarray]  # (rows (N, K), cosine sims (N, K)): each row's nearest *other* rows
 
 
@@ -124,6 +126,17 @@ def _umap_knn(knn: Knn | None, n: int, n_neighbors: int) -> tuple[np.ndarray, np
     return idx, dist, None
 
 
+def local_graph(rows: np.ndarray, graph_rows: np.ndarray, graph_sims: np.ndarray) -> Knn:
+    """The split graph's rows for ``rows`` (a subset of the split), renumbered to positions in ``rows``; -1
+    where a neighbour is not among them."""
+    rows = np.asarray(rows, np.int64)
+    if len(rows) == len(graph_rows) and np.array_equal(rows, np.arange(len(graph_rows))):
+        return graph_rows, graph_sims
+    where = np.full(len(graph_rows), -1, np.int64)
+    where[rows] = np.arange(len(rows))
+    return where[graph_rows[rows]], graph_sims[rows]
+
+
 def graph_of_rows(rows: np.ndarray, graph_rows: np.ndarray, graph_sims: np.ndarray, k: int) -> Knn | None:
     """The k-NN graph among a subset of rows, cut from the whole split's graph; None when it is too thin.
 
@@ -132,29 +145,60 @@ def graph_of_rows(rows: np.ndarray, graph_rows: np.ndarray, graph_sims: np.ndarr
     itself; with a sample of a fraction f, a 50-NN graph keeps ~50 f, so samples below ~half the split
     let UMAP search its own neighbours.
     """
-    rows = np.asarray(rows, np.int64)
-    n_all = len(graph_rows)
     if k < 1 or graph_rows.shape[1] < k:
         return None
-    if len(rows) == n_all and np.array_equal(rows, np.arange(n_all)):
-        return graph_rows[:, :k], graph_sims[:, :k]
-    where = np.full(n_all, -1, np.int64)
-    where[rows] = np.arange(len(rows))
-    local = where[graph_rows[rows]]  # (n, K), -1 for neighbours outside the subset
+    local, sims = local_graph(rows, graph_rows, graph_sims)
     keep = local >= 0
     if keep.sum(1).min(initial=k) < k:
         return None
     order = np.argsort(~keep, axis=1, kind="stable")[:, :k]  # the first k kept, in similarity order
-    return np.take_along_axis(local, order, 1), np.take_along_axis(graph_sims[rows], order, 1)
+    return np.take_along_axis(local, order, 1), np.take_along_axis(sims, order, 1)
 
 
-def first_map(x: np.ndarray, dims: int = 2) -> np.ndarray:
-    """A quick (N, dims) map to show while the final projection runs: PCA of the L2-normalised rows.
+def first_map(x: np.ndarray, dims: int = 2, knn: Knn | None = None, seed: int = 0) -> np.ndarray:
+    """A quick (N, dims) map to show while the final projection runs.
+
+    Above :data:`FIRST_SAMPLE` rows, given their k-NN graph ``knn`` (rows may be -1: a neighbour outside
+    these rows): UMAP of :data:`FIRST_SAMPLE` rows drawn at random, every other row then placed where its
+    neighbours are (:func:`place`). On CIFAR-10's 60,000 real embeddings 0.031 of a point's 10 nearest stay
+    near it on the map, against PCA's 0.017 and the final UMAP's 0.055 (31 s); ~10 s whatever the size
+    (BENCHMARKS.md, issue 19). Otherwise, PCA of the L2-normalised rows (:func:`pca_map`).
+    """
+    if knn is None or len(x) <= FIRST_SAMPLE:
+        return pca_map(x, dims)
+    sample = np.sort(np.random.default_rng(seed).choice(len(x), FIRST_SAMPLE, replace=False))
+    return place(project(np.asarray(x[sample], np.float32), "umap", dims, seed=seed), sample, len(x), knn)
+
+
+def place(coords: np.ndarray, at: np.ndarray, n: int, knn: Knn, passes: int = 8) -> np.ndarray:
+    """(n, dims) positions from ``coords`` of rows ``at``: each other row goes to the similarity-weighted mean
+    of its neighbours already placed, in passes (a row none of whose neighbours is placed waits for the next);
+    rows still unplaced after ``passes`` go to the middle. Blocked, so memory is the output and one block."""
+    rows, sims = knn
+    out = np.full((n, coords.shape[1]), np.nan, np.float32)
+    out[at] = coords
+    for _ in range(passes):
+        todo = np.flatnonzero(np.isnan(out[:, 0]))
+        if not len(todo):
+            break
+        for s in range(0, len(todo), FIRST_CHUNK):
+            t = todo[s : s + FIRST_CHUNK]
+            nb = out[np.maximum(rows[t], 0)]  # (m, K, dims); -1 (outside) masked next
+            w = np.where((rows[t] >= 0) & ~np.isnan(nb[..., 0]), np.maximum(sims[t], 0) + 1e-6, 0).astype(np.float32)
+            placed = w.sum(1) > 0
+            pos = np.einsum("mk,mkd->md", w, np.nan_to_num(nb)) / np.maximum(w.sum(1), 1e-12)[:, None]
+            out[t[placed]] = pos[placed]
+    out[np.isnan(out[:, 0])] = np.nanmean(out, 0)
+    return out
+
+
+def pca_map(x: np.ndarray, dims: int = 2) -> np.ndarray:
+    """PCA of the L2-normalised rows, scaled to UMAP's range: a first map of small splits, and without a graph.
 
     Blocked: the covariance is summed over blocks of :data:`FIRST_CHUNK` rows, so memory is the output
-    and one block; 32 CPU-s at 1M x 512 on the 2-core dev CPU (UMAP: minutes at 100k). Coordinates are
-    scaled to UMAP's range. It shows the broad layout only: few of a point's 10 nearest neighbours stay
-    near it on the map (0.2% at 100k clustered x 512, against UMAP's 4.2%; BENCHMARKS.md, issue 19).
+    and one block; 32 CPU-s at 1M x 512 on the 2-core dev CPU (UMAP: minutes at 100k). It shows the broad
+    layout only: few of a point's 10 nearest neighbours stay near it on the map (0.2% at 100k clustered x 512,
+    against UMAP's 4.2%; BENCHMARKS.md, issue 19).
     """
     x = np.asarray(x)
     _check(len(x), "pca", dims)

@@ -49,7 +49,7 @@ def test_map_products(run, tmp_path):
     assert out["thumbs_dir"] == str(thumbs)
     assert sorted(p.name for p in thumbs.iterdir()) == ["atlas-0.png", "atlas.json"]
     assert any("embedding" in s for s in stages) and any("thumbnails" in s for s in stages)
-    assert not Path(out["first"]).exists() and "drawing a first map (PCA)" not in stages  # PCA: the map itself
+    assert not Path(out["first"]).exists() and "drawing a first map" not in stages  # PCA: the map itself
     # a second call reads every file back: nothing is computed again
     again = explore.map_products(
         map_spec(run, max_points=100, thumbs=str(tmp_path / "thumbs")), lambda s, d, t: stages.append(("again", s))

@@ -195,6 +195,41 @@ def test_first_map_is_pca_of_the_normalised_rows(dims, monkeypatch):
         assert abs(np.corrcoef(y[:, a], ref[:, a])[0, 1]) > 0.999
 
 
+def test_place_puts_each_row_among_its_placed_neighbours_in_passes():
+    coords = np.array([[0.0, 0.0], [4.0, 8.0]], np.float32)
+    rows = np.array([[0, 1], [0, 2], [0, 1], [2, -1], [-1, -1], [0, 1]])  # rows 0, 1 given; 4 knows nobody
+    sims = np.array([[1, 1], [1, 1], [1, 3], [0.5, 0], [0, 0], [1, 1]], np.float32)
+    out = projection.place(coords, np.array([0, 1]), 6, (rows, sims))
+    assert out[:2].tolist() == coords.tolist()
+    assert out[2] == pytest.approx([3, 6], abs=1e-4)  # 1/4 of row 0 + 3/4 of row 1
+    assert out[3] == pytest.approx(out[2], abs=1e-4)  # the next pass: where its one neighbour (2) went
+    assert out[5] == pytest.approx([2, 4], abs=1e-4)
+    assert np.isfinite(out).all() and out[4] == pytest.approx(np.mean(out[[0, 1, 2, 3, 5]], 0), abs=1e-4)
+
+
+def test_a_large_first_map_is_umap_of_a_sample_with_the_rest_placed(monkeypatch):
+    """Issue 19: above FIRST_SAMPLE rows the first map is UMAP of that many, the others placed by the graph."""
+    from simclr_core.explorer.neighbours import NeighbourIndex
+
+    rng = np.random.default_rng(0)
+    centres = rng.normal(size=(3, 16)) * 5
+    x = (np.repeat(centres, 100, axis=0) + rng.normal(size=(300, 16))).astype(np.float32)
+    sims, rows = NeighbourIndex(x).graph(10)
+    monkeypatch.setattr(projection, "FIRST_SAMPLE", 60)
+    fitted: list[int] = []
+    real = projection.project
+    monkeypatch.setattr(projection, "project", lambda x, *a, **k: fitted.append(len(x)) or real(x, *a, **k))
+    y = projection.first_map(x, 2, knn=(rows, sims))
+    assert fitted == [60] and y.shape == (300, 2) and np.isfinite(y).all()
+    # the three clusters stay apart: every point lies nearest to its own cluster's centre on the map
+    centre = y.reshape(3, 100, 2).mean(1)
+    assert np.array_equal(np.linalg.norm(y[:, None] - centre[None], axis=2).argmin(1), np.repeat(np.arange(3), 100))
+    # without a graph, or at most FIRST_SAMPLE rows: PCA
+    assert np.array_equal(projection.first_map(x, 2), projection.pca_map(x, 2)) and fitted == [60]
+    monkeypatch.setattr(projection, "FIRST_SAMPLE", 300)
+    assert np.array_equal(projection.first_map(x, 2, knn=(rows, sims)), projection.pca_map(x, 2))
+
+
 @pytest.mark.parametrize("n", [1, 2, 3])
 def test_first_map_of_a_tiny_split_says_how_many_are_needed(n):
     with pytest.raises(UserError, match="at least 4 points"):
