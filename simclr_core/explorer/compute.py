@@ -197,7 +197,7 @@ def map_products(spec: dict[str, Any], progress: Progress = _noop) -> dict[str, 
     rows = subsample(len(emb.labels), s.max_points or None, SEED)
     part = emb if len(rows) == len(emb.labels) else take(emb, rows)  # all rows: no 2 GB copy at 1M x 512
     method, dims, params = s.method, int(s.dims), dict(s.params or {})
-    # the first map is a PCA, so a PCA map needs none; with fewer rows, project() below says how many it needs
+    # a PCA map takes seconds itself, so it needs no first map; with fewer rows, project() says how many it needs
     if method != "pca" and len(rows) >= dims + 2:
         _first_map(first_coords_path(spec), part.embeddings, rows, dims, graph, progress)
     knn = None

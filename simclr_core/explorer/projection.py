@@ -160,7 +160,7 @@ def first_map(x: np.ndarray, dims: int = 2, knn: Knn | None = None, seed: int = 
 
     Above :data:`FIRST_SAMPLE` rows, given their k-NN graph ``knn`` (rows may be -1: a neighbour outside
     these rows): UMAP of :data:`FIRST_SAMPLE` rows drawn at random, every other row then placed where its
-    neighbours are (:func:`place`). On CIFAR-10's 60,000 real embeddings 0.031 of a point's 10 nearest stay
+    neighbours are (:func:`place`). On CIFAR-10's 60,000 real embeddings 0.033 of a point's 10 nearest stay
     near it on the map, against PCA's 0.017 and the final UMAP's 0.055 (31 s); ~10 s whatever the size
     (BENCHMARKS.md, issue 19). Otherwise, PCA of the L2-normalised rows (:func:`pca_map`).
     """
