@@ -528,6 +528,13 @@ def test_while_the_worker_projects_the_page_shows_its_first_map(finished_run, qu
     [first] = [layer(spec, "points") for key, spec in deck_specs(at) if key and key.endswith(".first")]
     assert sorted(p["row"] for p in first) == rows.tolist()
     assert any("A first map (PCA) of the 180 points while t-SNE runs" in c.value for c in at.caption)
+    import ui.explorer_map
+
+    with pytest.MonkeyPatch.context() as mp:  # a split past FIRST_SAMPLE: the worker's first map is a placed UMAP
+        mp.setattr(ui.explorer_map, "FIRST_SAMPLE", 100)
+        at.run()
+    how = "UMAP of 100 of them, the others placed by their neighbours"
+    assert any(f"A first map ({how}) of the 180 points while t-SNE runs" in c.value for c in at.caption)
     queue.work()
     at.run()
     assert not at.exception and not [k for k, _ in deck_specs(at) if k and k.endswith(".first")]
