@@ -22,15 +22,19 @@ from ui.shell import THUMBS_DIR, THUMBS_URL
 from ui.widgets import user_errors
 
 
+def has_thumbnails(result: dict[str, Any]) -> bool:
+    """Whether a map job wrote a thumbnail atlas (read from its result: no file is touched)."""
+    return bool(result.get("thumbs")) and isinstance(result.get("atlas"), dict)
+
+
 def thumbnails(result: dict[str, Any]) -> dict[str, Any] | None:
     """The map job's thumbnail atlas (simclr_core.explorer.thumbnails: ``tile``, ``cols``, ``count``, ``ext``) with
     ``base``, the URL of its folder, or None without one; marks the set as in use, so the store's cap evicts
     other sets first."""
-    atlas = result.get("atlas")
-    if not result.get("thumbs") or not isinstance(atlas, dict):
+    if not has_thumbnails(result):
         return None
     ThumbnailStore(THUMBS_DIR).touch(result["thumbs"])
-    return {**atlas, "base": f"{THUMBS_URL}/{result['thumbs']}/"}
+    return {**result["atlas"], "base": f"{THUMBS_URL}/{result['thumbs']}/"}
 
 
 @st.cache_data(ttl=10, show_spinner=False, max_entries=32)

@@ -25,7 +25,7 @@ from simclr_core.explorer.tables import class_names
 from simclr_core.explorer.tags import load_tags
 from simclr_core.runs.rundir import RunDir
 from ui import mapview
-from ui.cached import load_embeddings, neighbour_graph, run_images, thumbnails
+from ui.cached import has_thumbnails, load_embeddings, neighbour_graph, run_images, thumbnails
 from ui.explorer_focus import Picked, find_image, follow_handoff, set_focus
 from ui.explorer_panels import path_of
 from ui.jobs import job_result, waited
@@ -367,7 +367,7 @@ def xy_column(coords_path: str) -> str:
 def tooltip_columns(m: MapData, look: ColourSpec, s: dict[str, np.ndarray]) -> dict[str, dict[str, Any]]:
     """The 2-D map's tooltip fields as binary columns: class, kNN prediction and confidence, the coloured score."""
     cols: dict[str, dict[str, Any]] = {}
-    names = [data.printable(c) for c in m.emb.classes]
+    names = m.emb.classes  # printable already (ui.cached.load_embeddings)
     if m.labelled:
         cols["label"] = {"url": column(m.emb.labels[m.rows], "i16"), "dtype": "int16", "names": names}
         if s:
@@ -413,12 +413,12 @@ def map_neighbours(spec: MapControls, m: MapData, look: ColourSpec) -> dict[str,
     focus = st.session_state.get("emb_focus")
     handed = isinstance(focus, dict) and focus.get("split") == spec.split and focus.get("neighbours") is not None
     served = st.get_option("server.enableStaticServing")
-    if spec.dims != 2 or m.n < 2 or not m.result.get("graph") or handed or not served or not thumbnails(m.result):
+    if spec.dims != 2 or m.n < 2 or not m.result.get("graph") or handed or not served or not has_thumbnails(m.result):
         return None
     return {
         **graph_columns(m.result["graph"], look.k),
         "labels": labels_column(m.result["embeddings"]) if m.labelled else None,
-        "names": [data.printable(c) for c in m.emb.classes],
+        "names": m.emb.classes,  # printable already (ui.cached.load_embeddings)
         "split": spec.split,
     }
 

@@ -174,5 +174,5 @@ def on_map(rows: np.ndarray, coords: np.ndarray, wanted: Sequence[int], dims: in
     """Coordinates of those of ``wanted`` that are plotted (``rows`` is sorted): the rings of a picked image."""
     wanted_arr = np.asarray(wanted, np.int64)
     pos = np.searchsorted(rows, wanted_arr)
-    pos = pos[(pos < len(rows)) & np.isin(wanted_arr, rows)]
+    pos = pos[rows[np.minimum(pos, len(rows) - 1)] == wanted_arr] if len(rows) else pos[:0]  # k lookups, not a pass
     return pd.DataFrame({c: coords[pos, i] for i, c in enumerate(["x", "y", "z"][:dims])})

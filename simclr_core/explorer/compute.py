@@ -18,6 +18,7 @@ never loses minutes of embedding or UMAP. The ``load_*`` functions read those fi
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -147,9 +148,11 @@ def load_first_map(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
     return rows, coords
 
 
-def _first_map(path: Path, x: np.ndarray, rows: np.ndarray, dims: int, graph: Path, progress: Progress) -> None:
+def _first_map(
+    path: Path, x: np.ndarray, rows: np.ndarray, dims: int, graph: Callable[[], Graph], progress: Progress
+) -> None:
     """A quick map of the plotted rows (:func:`~simclr_core.explorer.projection.first_map`: seconds at 1M, from the
-    split's ``graph``), written before the final projection starts."""
+    split's ``graph``, read only when the map is drawn), written before the final projection starts."""
     if path.is_file():
         try:
             if np.array_equal(load_first_map(path)[0], rows):
@@ -157,7 +160,7 @@ def _first_map(path: Path, x: np.ndarray, rows: np.ndarray, dims: int, graph: Pa
         except (OSError, ValueError, KeyError, EOFError):
             pass  # damaged: draw it again
     progress("drawing a first map", 0, 1)
-    g = load_graph(graph)
+    g = graph()
     _save_npz(path, rows=rows, coords=first_map(x, dims, knn=local_graph(rows, g.rows, g.sims), seed=SEED))
 
 
@@ -198,14 +201,16 @@ def map_products(spec: dict[str, Any], progress: Progress = _noop) -> dict[str, 
     part = emb if len(rows) == len(emb.labels) else take(emb, rows)  # all rows: no 2 GB copy at 1M x 512
     method, dims, params = s.method, int(s.dims), dict(s.params or {})
     # a PCA map takes seconds itself, so it needs no first map; with fewer rows, project() says how many it needs
+    split_graph = functools.cache(lambda: load_graph(graph))  # read once, for the first map and UMAP
     if method != "pca" and len(rows) >= dims + 2:
-        _first_map(first_coords_path(spec), part.embeddings, rows, dims, graph, progress)
+        _first_map(first_coords_path(spec), part.embeddings, rows, dims, split_graph, progress)
     knn = None
     if method == "umap":  # UMAP reads the split's graph instead of searching neighbours again
-        g = load_graph(graph)
+        g = split_graph()
         n_neighbors = int(min(int({**DEFAULTS["umap"], **params}["n_neighbors"]), max(len(rows) - 1, 1)))
         knn = graph_of_rows(rows, g.rows, g.sims, n_neighbors - 1) if n_neighbors > 1 else None
         del g
+    split_graph.cache_clear()  # not held through the projection (600 MB at 1M)
     progress(f"projecting {len(rows):,} points with {method.upper()}", 0, 1)
     cached_project(part.embeddings, run.embeddings_dir, part.key, method, dims, SEED, knn=knn, **params)
     coords = cache_path(run.embeddings_dir, part.key, method, dims, SEED, graph=knn is not None, **params)

@@ -188,7 +188,9 @@ def place(coords: np.ndarray, at: np.ndarray, n: int, knn: Knn, passes: int = 8)
             placed = w.sum(1) > 0
             pos = np.einsum("mk,mkd->md", w, np.nan_to_num(nb)) / np.maximum(w.sum(1), 1e-12)[:, None]
             out[t[placed]] = pos[placed]
-    out[np.isnan(out[:, 0])] = np.nanmean(out, 0)
+    left = np.isnan(out[:, 0])
+    if left.any():
+        out[left] = out[~left].mean(0)
     return out
 
 
